@@ -1,0 +1,135 @@
+"""Generated from registry.yaml by ``python -m tokentrail.semconv.generate``: do not edit."""
+
+
+#: The GenAI provider as identified by the instrumentation (openai, anthropic, aws.bedrock, gcp.gemini, ...).
+GEN_AI_PROVIDER_NAME = 'gen_ai.provider.name'
+#: Deprecated provider name; read as a fallback for older instrumentations.
+GEN_AI_SYSTEM = 'gen_ai.system'
+#: The operation (chat, text_completion, embeddings, generate_content, invoke_agent, ...).
+GEN_AI_OPERATION_NAME = 'gen_ai.operation.name'
+#: The model the caller asked for.
+GEN_AI_REQUEST_MODEL = 'gen_ai.request.model'
+#: The maximum number of output tokens the caller allowed.
+GEN_AI_REQUEST_MAX_TOKENS = 'gen_ai.request.max_tokens'
+#: Whether the response was streamed.
+GEN_AI_REQUEST_STREAM = 'gen_ai.request.stream'
+#: The model that actually answered.
+GEN_AI_RESPONSE_MODEL = 'gen_ai.response.model'
+#: The provider's id of the response.
+GEN_AI_RESPONSE_ID = 'gen_ai.response.id'
+#: Why the model stopped, one per choice.
+GEN_AI_RESPONSE_FINISH_REASONS = 'gen_ai.response.finish_reasons'
+#: All input tokens, including cache reads and cache writes.
+GEN_AI_USAGE_INPUT_TOKENS = 'gen_ai.usage.input_tokens'
+#: All output tokens, including reasoning tokens.
+GEN_AI_USAGE_OUTPUT_TOKENS = 'gen_ai.usage.output_tokens'
+#: Input tokens served from the provider's prompt cache.
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = 'gen_ai.usage.cache_read.input_tokens'
+#: Input tokens written to the provider's prompt cache.
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = 'gen_ai.usage.cache_write.input_tokens'
+#: Former name of the cache-write count; read as a fallback.
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = 'gen_ai.usage.cache_creation.input_tokens'
+#: Output tokens spent on reasoning (part of output_tokens).
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = 'gen_ai.usage.reasoning.output_tokens'
+#: The conversation or session the call belongs to.
+GEN_AI_CONVERSATION_ID = 'gen_ai.conversation.id'
+#: The agent's name, on invoke_agent spans.
+GEN_AI_AGENT_NAME = 'gen_ai.agent.name'
+#: input or output, on gen_ai.client.token.usage points.
+GEN_AI_TOKEN_TYPE = 'gen_ai.token.type'
+#: The end user on whose behalf the call was made.
+USER_ID = 'user.id'
+#: The class of error the call ended with.
+ERROR_TYPE = 'error.type'
+#: The host the request was sent to.
+SERVER_ADDRESS = 'server.address'
+#: The deployment environment (production, staging, ...), a resource attribute.
+DEPLOYMENT_ENVIRONMENT_NAME = 'deployment.environment.name'
+#: The cost of the call in USD, computed at the time of the call.
+GEN_AI_USAGE_COST_AMOUNT = 'gen_ai.usage.cost.amount'
+#: Currency of the cost, always USD.
+GEN_AI_USAGE_COST_CURRENCY = 'gen_ai.usage.cost.currency'
+#: Where the cost came from; `local` when tokentrail priced it from its rate card.
+GEN_AI_USAGE_COST_SOURCE = 'gen_ai.usage.cost.source'
+#: The customer (tenant) that owns the call.
+TOKENTRAIL_TENANT = 'tokentrail.tenant'
+#: The product feature that made the call.
+TOKENTRAIL_FEATURE = 'tokentrail.feature'
+#: The team that owns the service or feature.
+TOKENTRAIL_TEAM = 'tokentrail.team'
+#: Cost of uncached input tokens.
+TOKENTRAIL_COST_INPUT = 'tokentrail.cost.input'
+#: Cost of input tokens read from cache.
+TOKENTRAIL_COST_CACHE_READ = 'tokentrail.cost.cache_read'
+#: Cost of input tokens written to cache.
+TOKENTRAIL_COST_CACHE_WRITE = 'tokentrail.cost.cache_write'
+#: Cost of output tokens, reasoning included.
+TOKENTRAIL_COST_OUTPUT = 'tokentrail.cost.output'
+#: Per-request and tool fees (web searches, ...).
+TOKENTRAIL_COST_FEES = 'tokentrail.cost.fees'
+#: The exact total cost in integer nano-USD, for sums that must not drift.
+TOKENTRAIL_COST_NANO_USD = 'tokentrail.cost.nano_usd'
+#: priced | unpriced (model not on the rate card) | no_usage (the call reported no usable usage).
+TOKENTRAIL_COST_STATUS = 'tokentrail.cost.status'
+#: Identifies the price data (genai-prices version + overlay digests) used for the cost.
+TOKENTRAIL_RATE_CARD_VERSION = 'tokentrail.rate_card.version'
+#: Service tier priced (standard, batch, flex, priority), plus the context tier when one applied (e.g. standard,context>200k).
+TOKENTRAIL_PRICING_TIER = 'tokentrail.pricing.tier'
+#: The rate-card model id the call was priced as (after alias and snapshot resolution).
+TOKENTRAIL_PRICING_MODEL = 'tokentrail.pricing.model'
+#: The part of the cache writes made with a 1-hour lifetime (priced higher than 5-minute writes).
+TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS = 'tokentrail.usage.cache_write_1h.input_tokens'
+#: Billable server-side tool calls as `name=count` pairs joined by commas (e.g. web_search=2).
+TOKENTRAIL_USAGE_TOOL_CALLS = 'tokentrail.usage.tool_calls'
+#: The service tier requested or reported (batch, flex, priority, ...), input to pricing.
+TOKENTRAIL_SERVICE_TIER = 'tokentrail.service_tier'
+#: input (uncached) | cache_read | cache_write | output | reasoning, on tokentrail.tokens points.
+TOKENTRAIL_TOKEN_TYPE = 'tokentrail.token.type'
+#: False on spans and metric points with no tenant (unattributed spend is counted, never dropped).
+TOKENTRAIL_ATTRIBUTED = 'tokentrail.attributed'
+
+ALL_ATTRIBUTES = (
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_SYSTEM,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_MAX_TOKENS,
+    GEN_AI_REQUEST_STREAM,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_RESPONSE_ID,
+    GEN_AI_RESPONSE_FINISH_REASONS,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    GEN_AI_CONVERSATION_ID,
+    GEN_AI_AGENT_NAME,
+    GEN_AI_TOKEN_TYPE,
+    USER_ID,
+    ERROR_TYPE,
+    SERVER_ADDRESS,
+    DEPLOYMENT_ENVIRONMENT_NAME,
+    GEN_AI_USAGE_COST_AMOUNT,
+    GEN_AI_USAGE_COST_CURRENCY,
+    GEN_AI_USAGE_COST_SOURCE,
+    TOKENTRAIL_TENANT,
+    TOKENTRAIL_FEATURE,
+    TOKENTRAIL_TEAM,
+    TOKENTRAIL_COST_INPUT,
+    TOKENTRAIL_COST_CACHE_READ,
+    TOKENTRAIL_COST_CACHE_WRITE,
+    TOKENTRAIL_COST_OUTPUT,
+    TOKENTRAIL_COST_FEES,
+    TOKENTRAIL_COST_NANO_USD,
+    TOKENTRAIL_COST_STATUS,
+    TOKENTRAIL_RATE_CARD_VERSION,
+    TOKENTRAIL_PRICING_TIER,
+    TOKENTRAIL_PRICING_MODEL,
+    TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS,
+    TOKENTRAIL_USAGE_TOOL_CALLS,
+    TOKENTRAIL_SERVICE_TIER,
+    TOKENTRAIL_TOKEN_TYPE,
+    TOKENTRAIL_ATTRIBUTED,
+)

@@ -1,0 +1,1 @@
+"""tokentrail: who spent the LLM money, down to the single request."""
