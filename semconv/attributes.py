@@ -87,6 +87,50 @@ TOKENTRAIL_SERVICE_TIER = 'tokentrail.service_tier'
 TOKENTRAIL_TOKEN_TYPE = 'tokentrail.token.type'
 #: False on spans and metric points with no tenant (unattributed spend is counted, never dropped).
 TOKENTRAIL_ATTRIBUTED = 'tokentrail.attributed'
+#: The task (unit of work, e.g. an agent run) the span belongs to; set on every span inside tokentrail.task().
+TOKENTRAIL_TASK_NAME = 'tokentrail.task.name'
+#: The id of this task run (caller-given or generated), on every span inside the task.
+TOKENTRAIL_TASK_ID = 'tokentrail.task.id'
+#: The 1-based number of this LLM call within its task.
+TOKENTRAIL_TASK_CALL_INDEX = 'tokentrail.task.call_index'
+#: ok | error | budget_exceeded, on the task span and tokentrail.task.cost points.
+TOKENTRAIL_TASK_OUTCOME = 'tokentrail.task.outcome'
+#: LLM calls made inside the task (on the task span).
+TOKENTRAIL_TASK_CALLS = 'tokentrail.task.calls'
+#: Total priced cost of the task's LLM calls (on the task span).
+TOKENTRAIL_TASK_COST_TOTAL = 'tokentrail.task.cost.total'
+#: Exact total cost of the task's LLM calls in integer nano-USD.
+TOKENTRAIL_TASK_COST_NANO_USD = 'tokentrail.task.cost.nano_usd'
+#: Part of the task cost spent on retried attempts (calls with tokentrail.retry.attempt > 0).
+TOKENTRAIL_TASK_COST_RETRIES = 'tokentrail.task.cost.retries'
+#: Part of the task cost spent on fallback calls (calls with tokentrail.fallback.from).
+TOKENTRAIL_TASK_COST_FALLBACKS = 'tokentrail.task.cost.fallbacks'
+#: Calls in the task that could not be priced (their cost is missing from the total, not zero).
+TOKENTRAIL_TASK_CALLS_UNPRICED = 'tokentrail.task.calls.unpriced'
+#: Uncached input tokens of the task's LLM calls.
+TOKENTRAIL_TASK_TOKENS_INPUT = 'tokentrail.task.tokens.input'
+#: Cache-read input tokens of the task's LLM calls.
+TOKENTRAIL_TASK_TOKENS_CACHE_READ = 'tokentrail.task.tokens.cache_read'
+#: Cache-write input tokens of the task's LLM calls.
+TOKENTRAIL_TASK_TOKENS_CACHE_WRITE = 'tokentrail.task.tokens.cache_write'
+#: Output tokens (reasoning included) of the task's LLM calls.
+TOKENTRAIL_TASK_TOKENS_OUTPUT = 'tokentrail.task.tokens.output'
+#: Reasoning tokens of the task's LLM calls (part of output).
+TOKENTRAIL_TASK_TOKENS_REASONING = 'tokentrail.task.tokens.reasoning'
+#: The task's USD budget, when one was set.
+TOKENTRAIL_TASK_BUDGET_USD = 'tokentrail.task.budget_usd'
+#: 0 for a first attempt; n for the n-th retry (application retries via tokentrail.retry(), or SDK-internal HTTP retries counted on the call's span).
+TOKENTRAIL_RETRY_ATTEMPT = 'tokentrail.retry.attempt'
+#: On a fallback call, the model that was asked for first.
+TOKENTRAIL_FALLBACK_FROM = 'tokentrail.fallback.from'
+#: Why inbound baggage attribution was ignored: unsigned | bad_signature | invalid_value | cardinality.
+TOKENTRAIL_ATTRIBUTION_REJECTION = 'tokentrail.attribution.rejection'
+#: The limit that stopped the call before it was sent (budget_usd | max_calls | max_usd_per_minute | tenant budget | team budget).
+TOKENTRAIL_BUDGET_EXCEEDED = 'tokentrail.budget.exceeded'
+#: The budget window: day | month (on tokentrail.budget.* points).
+TOKENTRAIL_BUDGET_WINDOW = 'tokentrail.budget.window'
+#: The budget fraction crossed (e.g. 0.8), on budget warning events and points.
+TOKENTRAIL_BUDGET_FRACTION = 'tokentrail.budget.fraction'
 
 ALL_ATTRIBUTES = (
     GEN_AI_PROVIDER_NAME,
@@ -132,4 +176,26 @@ ALL_ATTRIBUTES = (
     TOKENTRAIL_SERVICE_TIER,
     TOKENTRAIL_TOKEN_TYPE,
     TOKENTRAIL_ATTRIBUTED,
+    TOKENTRAIL_TASK_NAME,
+    TOKENTRAIL_TASK_ID,
+    TOKENTRAIL_TASK_CALL_INDEX,
+    TOKENTRAIL_TASK_OUTCOME,
+    TOKENTRAIL_TASK_CALLS,
+    TOKENTRAIL_TASK_COST_TOTAL,
+    TOKENTRAIL_TASK_COST_NANO_USD,
+    TOKENTRAIL_TASK_COST_RETRIES,
+    TOKENTRAIL_TASK_COST_FALLBACKS,
+    TOKENTRAIL_TASK_CALLS_UNPRICED,
+    TOKENTRAIL_TASK_TOKENS_INPUT,
+    TOKENTRAIL_TASK_TOKENS_CACHE_READ,
+    TOKENTRAIL_TASK_TOKENS_CACHE_WRITE,
+    TOKENTRAIL_TASK_TOKENS_OUTPUT,
+    TOKENTRAIL_TASK_TOKENS_REASONING,
+    TOKENTRAIL_TASK_BUDGET_USD,
+    TOKENTRAIL_RETRY_ATTEMPT,
+    TOKENTRAIL_FALLBACK_FROM,
+    TOKENTRAIL_ATTRIBUTION_REJECTION,
+    TOKENTRAIL_BUDGET_EXCEEDED,
+    TOKENTRAIL_BUDGET_WINDOW,
+    TOKENTRAIL_BUDGET_FRACTION,
 )

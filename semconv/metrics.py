@@ -11,6 +11,20 @@ TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
 #: Duration of one GenAI client operation.
 GEN_AI_CLIENT_OPERATION_DURATION = 'gen_ai.client.operation.duration'
+#: Cost of one task run in USD, by task name, owner and outcome (cost per successful task, its p95).
+TOKENTRAIL_TASK_COST = 'tokentrail.task.cost'
+#: Inbound baggage attribution values ignored at the trust boundary, by tokentrail.attribution.rejection.
+TOKENTRAIL_ATTRIBUTION_REJECTED = 'tokentrail.attribution.rejected'
+#: Configured tenant/team budget, by owner and tokentrail.budget.window.
+TOKENTRAIL_BUDGET_LIMIT = 'tokentrail.budget.limit'
+#: Spend counted against a tenant/team budget in its current window, by owner and window.
+TOKENTRAIL_BUDGET_SPENT = 'tokentrail.budget.spent'
+#: Budget warning thresholds crossed, by owner, window and tokentrail.budget.fraction.
+TOKENTRAIL_BUDGET_WARNINGS = 'tokentrail.budget.warnings'
+#: LLM calls stopped before sending by a breaker, by tokentrail.budget.exceeded.
+TOKENTRAIL_BUDGET_BLOCKED = 'tokentrail.budget.blocked'
+#: Failures of the shared budget counter (Redis); the call proceeds when fail-open.
+TOKENTRAIL_BUDGET_STORE_ERRORS = 'tokentrail.budget.store.errors'
 
 ALL_METRICS = (
     TOKENTRAIL_COST,
@@ -18,4 +32,11 @@ ALL_METRICS = (
     TOKENTRAIL_CALLS_UNPRICED,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
+    TOKENTRAIL_TASK_COST,
+    TOKENTRAIL_ATTRIBUTION_REJECTED,
+    TOKENTRAIL_BUDGET_LIMIT,
+    TOKENTRAIL_BUDGET_SPENT,
+    TOKENTRAIL_BUDGET_WARNINGS,
+    TOKENTRAIL_BUDGET_BLOCKED,
+    TOKENTRAIL_BUDGET_STORE_ERRORS,
 )
