@@ -1,0 +1,263 @@
+"""Stream proxies shared by every provider instrumentation.
+
+A provider SDK returns a stream object (openai ``Stream``/``AsyncStream``, anthropic
+``Stream``, a botocore ``EventStream``, a plain generator, ...). We hand the caller a
+``wrapt.ObjectProxy`` around it, so ``isinstance`` checks, attributes (``.response``, ...)
+and methods keep working, while every item passes through ``StreamHooks.on_item`` and
+``StreamHooks.on_end`` is called **exactly once**, whichever way the stream finishes:
+
+- exhausted (``StopIteration``/``StopAsyncIteration``): ``on_end(None)``
+- an exception mid-stream: ``on_end(exc)``, then the exception reaches the caller unchanged
+- ``close()`` or leaving ``with``: ``on_end(None)``
+- abandoned and garbage collected: ``on_end(None)`` from ``__del__``
+
+``on_item`` returns True to hide an item from the caller (e.g. the usage-only chunk that
+the instrumentation asked for and the caller did not). Keep it tiny: it runs per chunk.
+
+``drain_before_close()`` lets a provider read the few remaining items when the caller
+closes a stream that is logically complete (final chunk seen, usage still to come), so the
+usage is not lost; those items are never shown to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import wrapt
+
+_log = logging.getLogger(__name__)
+
+# Upper bound of items read on close to collect a trailing usage chunk.
+_MAX_DRAIN_ITEMS = 8
+
+
+class StreamHooks:
+    """Per-stream observer a provider instrumentation subclasses."""
+
+    __slots__ = ()
+
+    def on_item(self, item: Any) -> bool:
+        """Observe one item; return True to hide it from the caller."""
+        return False
+
+    def on_end(self, error: BaseException | None) -> None:
+        """The stream is finished (exhausted, failed, closed or abandoned). Called once."""
+
+    def drain_before_close(self) -> bool:
+        """True when a close should first read the remaining items (to collect usage)."""
+        return False
+
+
+def _finish(proxy: Any, error: BaseException | None) -> None:
+    if proxy._self_done:
+        return
+    proxy._self_done = True
+    try:
+        proxy._self_hooks.on_end(error)
+    except Exception:
+        _log.debug("tokentrail: stream on_end failed", exc_info=True)
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):
+    """Iterator/context-manager proxy for a synchronous SDK stream."""
+
+    def __init__(self, wrapped: Any, hooks: StreamHooks) -> None:
+        super().__init__(wrapped)
+        self._self_hooks = hooks
+        self._self_on_item = hooks.on_item
+        self._self_next = None
+        self._self_done = False
+
+    def _self_bind(self) -> Any:
+        wrapped = self.__wrapped__
+        nxt = wrapped.__next__ if hasattr(type(wrapped), "__next__") else iter(wrapped).__next__
+        self._self_next = nxt
+        return nxt
+
+    def __iter__(self) -> "SyncStreamProxy":
+        return self
+
+    def __next__(self) -> Any:
+        nxt = self._self_next or self._self_bind()
+        on_item = self._self_on_item
+        while True:
+            try:
+                item = nxt()
+            except StopIteration:
+                _finish(self, None)
+                raise
+            except BaseException as exc:
+                _finish(self, exc)
+                raise
+            try:
+                if not on_item(item):
+                    return item
+            except Exception:
+                _log.debug("tokentrail: stream on_item failed", exc_info=True)
+                return item
+
+    def _self_drain(self) -> None:
+        """Read what is left of a logically complete stream, for its usage. Never raises."""
+        try:
+            if self._self_done or not self._self_hooks.drain_before_close():
+                return
+            nxt = self._self_next or self._self_bind()
+            for _ in range(_MAX_DRAIN_ITEMS):
+                self._self_on_item(nxt())
+        except StopIteration:
+            pass
+        except Exception:
+            _log.debug("tokentrail: draining a closed stream failed", exc_info=True)
+
+    def close(self) -> Any:
+        self._self_drain()
+        try:
+            return self.__wrapped__.close()
+        finally:
+            _finish(self, None)
+
+    def __enter__(self) -> "SyncStreamProxy":
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        self._self_drain()
+        try:
+            exit_ = getattr(self.__wrapped__, "__exit__", None)
+            if exit_ is not None:
+                return exit_(exc_type, exc, tb)
+            closer = getattr(self.__wrapped__, "close", None)
+            if closer is not None:
+                closer()
+            return None
+        finally:
+            _finish(self, None)
+
+    def __del__(self) -> None:
+        try:
+            if not self._self_done:
+                _finish(self, None)
+        except Exception:  # interpreter shutdown or half-built proxy
+            pass
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):
+    """Async iterator/context-manager proxy for an asynchronous SDK stream."""
+
+    def __init__(self, wrapped: Any, hooks: StreamHooks) -> None:
+        super().__init__(wrapped)
+        self._self_hooks = hooks
+        self._self_on_item = hooks.on_item
+        self._self_next = None
+        self._self_done = False
+
+    def _self_bind(self) -> Any:
+        wrapped = self.__wrapped__
+        nxt = wrapped.__anext__ if hasattr(type(wrapped), "__anext__") else wrapped.__aiter__().__anext__
+        self._self_next = nxt
+        return nxt
+
+    def __aiter__(self) -> "AsyncStreamProxy":
+        return self
+
+    async def __anext__(self) -> Any:
+        nxt = self._self_next or self._self_bind()
+        on_item = self._self_on_item
+        while True:
+            try:
+                item = await nxt()
+            except StopAsyncIteration:
+                _finish(self, None)
+                raise
+            except BaseException as exc:
+                _finish(self, exc)
+                raise
+            try:
+                if not on_item(item):
+                    return item
+            except Exception:
+                _log.debug("tokentrail: stream on_item failed", exc_info=True)
+                return item
+
+    async def _self_drain(self) -> None:
+        try:
+            if self._self_done or not self._self_hooks.drain_before_close():
+                return
+            nxt = self._self_next or self._self_bind()
+            for _ in range(_MAX_DRAIN_ITEMS):
+                self._self_on_item(await nxt())
+        except StopAsyncIteration:
+            pass
+        except Exception:
+            _log.debug("tokentrail: draining a closed stream failed", exc_info=True)
+
+    async def close(self) -> Any:
+        await self._self_drain()
+        try:
+            result = self.__wrapped__.close()
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+        finally:
+            _finish(self, None)
+
+    async def aclose(self) -> Any:
+        """For async generators wrapped directly (they have aclose, not close)."""
+        await self._self_drain()
+        try:
+            closer = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
+            result = closer()
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+        finally:
+            _finish(self, None)
+
+    async def __aenter__(self) -> "AsyncStreamProxy":
+        enter = getattr(self.__wrapped__, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        await self._self_drain()
+        try:
+            exit_ = getattr(self.__wrapped__, "__aexit__", None)
+            if exit_ is not None:
+                return await exit_(exc_type, exc, tb)
+            return None
+        finally:
+            _finish(self, None)
+
+    def __del__(self) -> None:
+        try:
+            if not self._self_done:
+                _finish(self, None)
+        except Exception:
+            pass
+
+
+class LLMCallStreamHooks(StreamHooks):
+    """Hooks that end a ``genai_span.LLMCall`` when the stream finishes.
+
+    Subclasses override ``on_item`` (record usage/model/finish reasons as they pass) and
+    ``record`` (move what was collected onto the call just before it ends).
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def record(self) -> None:
+        """Copy what the stream carried onto ``self.call`` (usage, response model, ...)."""
+
+    def on_end(self, error: BaseException | None) -> None:
+        try:
+            self.record()
+        except Exception:
+            _log.debug("tokentrail: recording stream results failed", exc_info=True)
+        self.call.end(error=error)
