@@ -1,0 +1,144 @@
+"""Ledger schema: one table of spans, versioned with ``PRAGMA user_version``.
+
+Migrations only ever move forward. A ledger written by an older tokentrail is migrated
+when opened; one written by a newer tokentrail is refused (we cannot know what its new
+columns mean, and silently dropping them would make reports wrong).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Column order of a span row, as produced by ``rows.span_to_row`` and written by the writer.
+COLUMNS = (
+    # identity and tree (every span)
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status", "service",
+    # LLM calls only (NULL otherwise); llm = 1 marks them so reports use the partial index
+    "llm", "provider", "operation", "request_model", "response_model", "pricing_model", "error_type",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+    "reasoning_tokens",
+    # cost: exact integer nano-USD, never floats
+    "cost_status", "cost_nano", "cost_input_nano", "cost_cache_read_nano", "cost_cache_write_nano",
+    "cost_output_nano", "cost_fees_nano", "rate_card_version", "pricing_tier",
+    # owner (stamped on every span by the attribution processor)
+    "tenant", "feature", "team", "user_id", "task_name", "task_id", "retry_attempt", "fallback_from",
+)
+
+_V1 = """
+CREATE TABLE spans (
+    id INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind INTEGER,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    status INTEGER,
+    service TEXT,
+    llm INTEGER,
+    provider TEXT,
+    operation TEXT,
+    request_model TEXT,
+    response_model TEXT,
+    pricing_model TEXT,
+    error_type TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cache_read_tokens INTEGER,
+    cache_write_tokens INTEGER,
+    cache_write_1h_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    cost_status TEXT,
+    cost_nano INTEGER,
+    cost_input_nano INTEGER,
+    cost_cache_read_nano INTEGER,
+    cost_cache_write_nano INTEGER,
+    cost_output_nano INTEGER,
+    cost_fees_nano INTEGER,
+    rate_card_version TEXT,
+    pricing_tier TEXT,
+    tenant TEXT,
+    feature TEXT,
+    team TEXT,
+    user_id TEXT,
+    task_name TEXT,
+    task_id TEXT,
+    retry_attempt INTEGER,
+    fallback_from TEXT,
+    UNIQUE (trace_id, span_id)
+);
+"""
+
+# v2: indexes the CLI's queries need (period scans over LLM calls, task lookups).
+_V2 = """
+CREATE INDEX spans_llm_start ON spans (start_ns) WHERE llm = 1;
+CREATE INDEX spans_task ON spans (task_id) WHERE task_id IS NOT NULL AND llm = 1;
+"""
+
+#: MIGRATIONS[i] moves a ledger from version i to version i + 1.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class LedgerError(Exception):
+    """A ledger cannot be used; the message is one clear line for the user."""
+
+
+class LedgerTooNew(LedgerError):
+    pass
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, path: str = "ledger", target: int = SCHEMA_VERSION) -> int:
+    """Bring the ledger to ``target``; safe when several processes open it at once.
+
+    The version check and the migration run in one IMMEDIATE transaction, so only one
+    process migrates and the others see the result.
+    """
+    version = user_version(conn)
+    if version == target:
+        return version
+    if version > SCHEMA_VERSION:
+        raise LedgerTooNew(
+            f"{path} has ledger schema version {version}, newer than this tokentrail understands"
+            f" ({SCHEMA_VERSION}): upgrade tokentrail to read it"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = user_version(conn)
+        if version > SCHEMA_VERSION:
+            raise LedgerTooNew(
+                f"{path} has ledger schema version {version}, newer than this tokentrail understands"
+                f" ({SCHEMA_VERSION}): upgrade tokentrail to read it"
+            )
+        for step in range(version, target):
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return target
+
+
+def connect(path: str, *, busy_timeout_ms: int = 5000, target: int = SCHEMA_VERSION) -> sqlite3.Connection:
+    """Open (creating if needed) a ledger in WAL mode and migrate it to ``target``."""
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn, path, target)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

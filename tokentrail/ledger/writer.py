@@ -1,0 +1,101 @@
+"""Batched, failure-tolerant writes to the ledger.
+
+One transaction per batch with ``executemany``. Every SQLite failure (locked file, full
+disk, read-only or corrupt database, newer schema) becomes counted drops and one log line
+per kind of failure: the ledger must never raise into the application that feeds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from typing import Iterable, Sequence
+
+from tokentrail.ledger.schema import COLUMNS, LedgerError, connect
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "tokentrail.db"
+#: How long a write waits for another process's transaction before giving up on the batch.
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+_INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def default_path() -> str:
+    """``TOKENTRAIL_LEDGER`` or ``./tokentrail.db``."""
+    return os.environ.get("TOKENTRAIL_LEDGER") or DEFAULT_PATH
+
+
+class LedgerWriter:
+    """Appends span rows; thread-safe; opens the database lazily on first write."""
+
+    def __init__(self, path: str | None = None, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self.path = path or default_path()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.written = 0
+        self.dropped = 0
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        return self._conn
+
+    def write(self, rows: Sequence[tuple] | Iterable[tuple]) -> bool:
+        """Write one batch in one transaction; False (and the rows counted as dropped) on failure."""
+        rows = list(rows)
+        if not rows:
+            return True
+        with self._lock:
+            if self._closed:
+                self._drop(len(rows), "closed", "ledger writer is shut down")
+                return False
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, LedgerError, OSError) as exc:
+                self._drop(len(rows), type(exc).__name__ + str(getattr(exc, "sqlite_errorcode", "")), exc)
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                    self._reset()  # corrupt or not a database: reopen next time
+                return False
+            except Exception as exc:  # a bad row must not take the exporter down
+                self._drop(len(rows), type(exc).__name__, exc)
+                return False
+            self.written += len(rows)
+            return True
+
+    def _drop(self, count: int, kind: str, reason: object) -> None:
+        self.dropped += count
+        if kind not in self._logged:
+            self._logged.add(kind)
+            _logger.warning(
+                "tokentrail ledger %s: dropping spans (%s); further drops of this kind are only counted",
+                self.path,
+                reason,
+            )
+
+    def _reset(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._reset()
