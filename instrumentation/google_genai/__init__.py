@@ -1,0 +1,47 @@
+"""OpenTelemetry instrumentation of the Google GenAI SDK (``google-genai``) with cost.
+
+Covers ``client.models.generate_content`` / ``generate_content_stream`` and their
+``client.aio`` variants, for the Gemini API (``gen_ai.provider.name`` = ``gcp.gemini``) and
+Vertex AI (``gcp.vertex_ai``). One span per billed HTTP request (see ``patch``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from tokentrail.instrumentation.google_genai import patch
+
+_MODULE = "google.genai.models"
+_TARGETS = (
+    ("Models._generate_content", patch.generate_content),
+    ("Models._generate_content_stream", patch.generate_content_stream),
+    ("AsyncModels._generate_content", patch.generate_content_async),
+    ("AsyncModels._generate_content_stream", patch.generate_content_stream_async),
+)
+
+
+class GoogleGenAIInstrumentor(BaseInstrumentor):
+    _instruments = ("google-genai >= 1.0",)
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        for target, factory in _TARGETS:
+            wrap_function_wrapper(_MODULE, target, factory(tracer))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from google.genai import models
+
+        for target, _ in _TARGETS:
+            owner, name = target.split(".")
+            unwrap(getattr(models, owner), name)
+
+
+__all__ = ["GoogleGenAIInstrumentor"]

@@ -1,0 +1,46 @@
+"""OpenTelemetry instrumentation of the Mistral SDK (``mistralai``) with cost.
+
+Covers ``client.chat.complete`` / ``stream`` (and ``complete_async`` / ``stream_async``) and
+``client.embeddings.create`` (and ``create_async``); ``gen_ai.provider.name`` = ``mistral_ai``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from tokentrail.instrumentation.mistral import patch
+
+_TARGETS = (
+    ("mistralai.client.chat", "Chat", "complete", lambda t: patch.unary(t, patch.CHAT)),
+    ("mistralai.client.chat", "Chat", "complete_async", lambda t: patch.unary_async(t, patch.CHAT)),
+    ("mistralai.client.chat", "Chat", "stream", patch.stream),
+    ("mistralai.client.chat", "Chat", "stream_async", patch.stream_async),
+    ("mistralai.client.embeddings", "Embeddings", "create", lambda t: patch.unary(t, patch.EMBEDDINGS)),
+    ("mistralai.client.embeddings", "Embeddings", "create_async", lambda t: patch.unary_async(t, patch.EMBEDDINGS)),
+)
+
+
+class MistralInstrumentor(BaseInstrumentor):
+    _instruments = ("mistralai >= 1.0",)
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        for module, owner, name, factory in _TARGETS:
+            wrap_function_wrapper(module, f"{owner}.{name}", factory(tracer))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        for module, owner, name, _ in _TARGETS:
+            unwrap(getattr(importlib.import_module(module), owner), name)
+
+
+__all__ = ["MistralInstrumentor"]
