@@ -295,11 +295,14 @@ def start_llm_call(
     service_tier: str | None = None,
     estimated_input_tokens: int = 0,
     attributes: Mapping[str, Any] | None = None,
+    check_budget: bool = True,
 ) -> LLMCall:
     """Start the span (name ``"{operation} {model}"``, kind CLIENT) and run the pre-flight checks.
 
     Raises only ``BudgetExceeded`` (after recording it and ending the span). Any other failure
     yields a no-op call so the wrapper can still run the SDK call untouched.
+    ``check_budget=False`` records a call that was already paid for (e.g. a batch result being
+    read), where stopping it would save nothing.
     """
     try:
         model = request_model if isinstance(request_model, str) and request_model else None
@@ -331,6 +334,8 @@ def start_llm_call(
     except Exception:
         _log.debug("tokentrail: could not start the LLM span", exc_info=True)
         return _NoOpCall()
+    if not check_budget:
+        return call
     try:
         planned = preflight.PlannedCall(
             provider=provider,
