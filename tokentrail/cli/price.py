@@ -1,0 +1,80 @@
+"""``tokentrail price``: what one call costs on the rate card, and which entry priced it."""
+
+from __future__ import annotations
+
+import argparse
+
+from tokentrail.cli import _common as c
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "price",
+        help="the cost of one call from token counts, with the rate-card entry and version",
+        description="Price one call offline from the bundled rate card (genai-prices + overlay +"
+        " TOKENTRAIL_RATE_CARD). --input counts all input tokens, including the cached ones.",
+    )
+    p.add_argument("model", help="model id, e.g. gpt-4o-mini or claude-sonnet-4")
+    p.add_argument("--input", type=int, default=0, metavar="N", help="input tokens, cache reads and writes included")
+    p.add_argument("--output", type=int, default=0, metavar="N", help="output tokens, reasoning included")
+    p.add_argument("--cache-read", type=int, default=0, metavar="N", help="input tokens read from the prompt cache")
+    p.add_argument("--cache-write", type=int, default=0, metavar="N", help="input tokens written to the prompt cache")
+    p.add_argument("--reasoning", type=int, default=0, metavar="N", help="reasoning tokens (part of --output)")
+    p.add_argument("--batch", action="store_true", help="price on the batch tier")
+    p.add_argument("--provider", metavar="P", help="provider id when the model name is ambiguous (e.g. openai, anthropic)")
+    c.add_format_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokentrail.processor import pricing
+    from tokentrail.processor.usage import InvalidUsage, Usage
+
+    try:
+        usage = Usage(
+            input_tokens=args.input,
+            output_tokens=args.output,
+            cache_read_tokens=args.cache_read,
+            cache_write_tokens=args.cache_write,
+            reasoning_tokens=args.reasoning,
+        ).validate()
+    except InvalidUsage as exc:
+        raise c.CliError(f"bad token counts: {exc}") from None
+    quote = pricing.quote(args.model, usage, provider=args.provider, service_tier="batch" if args.batch else None)
+    if quote.status != "priced":
+        matches = []
+        close = getattr(pricing, "close_matches", None)
+        if close is not None:
+            try:
+                matches = list(close(args.model, provider=args.provider) if args.provider else close(args.model))
+            except TypeError:
+                matches = list(close(args.model))
+        hint = f"; did you mean: {', '.join(matches[:5])}?" if matches else ""
+        raise c.CliError(f"unknown model {args.model!r}: not on the rate card{hint}")
+    data = {
+        "model": args.model,
+        "pricing_model": quote.pricing_model,
+        "provider": getattr(quote, "provider", None) or args.provider,
+        "tier": quote.tier,
+        "rate_card_version": quote.rate_card_version,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "uncached_input_tokens": usage.uncached_input_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "output_tokens": usage.output_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+        },
+        "components_nano_usd": dict(quote.components),
+        "total_nano_usd": quote.total_nano_usd,
+        "total_usd": str(quote.total_usd),
+    }
+    if args.format == "json":
+        c.print_json(data)
+        return 0
+    rows = [[name, c.usd(nano)] for name, nano in quote.components.items() if nano]
+    rows.append(["total", c.usd(quote.total_nano_usd)])
+    print(f"{args.model} priced as {quote.pricing_model} ({data['provider'] or 'any provider'}), tier {quote.tier}")
+    print(c.table(["component", "cost"], rows, [False, True]))
+    print(f"= ${quote.total_usd} exactly; rate card {quote.rate_card_version}")
+    return 0

@@ -1,0 +1,96 @@
+"""``tokentrail report``: spend grouped by owner, provider, model or day."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+from tokentrail.cli import _common as c
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from tokentrail.ledger.queries import FIELDS
+
+    p = subparsers.add_parser(
+        "report",
+        help="spend grouped by tenant, feature, team, user, task, provider, model or day",
+        description="Spend from the ledger, grouped by one or more fields, with calls, tokens, cache-hit ratio,"
+        " cost, share of the total and the change against the previous period of equal length."
+        " Calls with no tenant are their own (unattributed) row.",
+    )
+    p.add_argument(
+        "--by",
+        default="tenant",
+        metavar="FIELDS",
+        help=f"comma-separated fields to group by (default: tenant); any of: {', '.join(FIELDS)}",
+    )
+    c.add_period_options(p)
+    c.add_format_option(p, ("table", "csv", "json"))
+    c.add_ledger_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokentrail.ledger.queries import Period, check_fields, parse_where
+
+    by = c.query(check_fields, args.by.split(","))
+    if not by:
+        raise c.CliError("--by needs at least one field, e.g. --by tenant,feature")
+    period = c.query(Period.parse, args.since, args.until)
+    where = c.query(parse_where, args.where)
+    with c.open_ledger(args) as ledger:
+        data = c.query(ledger.report, by, period, where)
+    if args.format == "json":
+        c.print_json(data)
+    elif args.format == "csv":
+        write_csv(data)
+    else:
+        print(render(data))
+    return 0
+
+
+_CSV_COLUMNS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
+                "cache_hit_ratio", "cost_usd", "cost_nano_usd", "share", "previous_cost_nano_usd", "change",
+                "unpriced_calls")
+
+
+def write_csv(data: dict) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([*data["group_by"], *_CSV_COLUMNS])
+    for row in data["rows"]:
+        writer.writerow([*(row[f] for f in data["group_by"]), *("" if row.get(k) is None else row.get(k) for k in _CSV_COLUMNS)])
+
+
+def render(data: dict) -> str:
+    by = data["group_by"]
+    compare = data["compared_with"] is not None
+    headers = [*by, "calls", "input", "cached", "output", "cache hit", "cost", "share"] + (["vs prev"] if compare else [])
+    right = [False] * len(by) + [True] * (len(headers) - len(by))
+
+    def cells(row: dict, names: list[str]) -> list[str]:
+        out = [*names, c.count(row["calls"]), c.count(row["input_tokens"]), c.count(row["cache_read_tokens"]),
+               c.count(row["output_tokens"]), c.pct(row["cache_hit_ratio"]), c.usd(row["cost_nano_usd"]),
+               c.pct(row.get("share", 1.0), 1)]
+        if compare:
+            out.append(c.change(row.get("change"), row.get("previous_cost_nano_usd")))
+        return out
+
+    rows = [cells(r, [r[f] for f in by]) for r in data["rows"]]
+    total = data["total"]
+    rows.append(cells(dict(total, share=1.0 if total["calls"] else None), ["TOTAL"] + [""] * (len(by) - 1)))
+    period = data["period"]
+    head = f"Spend {period['since'] or 'all time'} .. {period['until']}"
+    if data["where"]:
+        head += "  where " + ", ".join(f"{k}={v if v is not None else '(unattributed)'}" for k, v in data["where"].items())
+    lines = [head, "", c.table(headers, rows, right), ""]
+    lines.append(
+        f"unattributed (no tenant): {c.usd(total['unattributed_cost_nano_usd'])}"
+        f" = {c.pct(total['unattributed_share'], 1)} of spend"
+    )
+    if total["unpriced_calls"]:
+        lines.append(f"{total['unpriced_calls']:,} calls have no cost (model not on the rate card, or no usage reported)")
+    if compare:
+        prev = data["compared_with"]
+        lines.append(f"vs prev: change against {prev['since']} .. {prev['until']}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""``tokentrail top``: the most expensive traces and tasks, and what made them expensive."""
+
+from __future__ import annotations
+
+import argparse
+
+from tokentrail.cli import _common as c
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "top",
+        help="the most expensive traces and agent tasks, with owner and reasons",
+        description="The most expensive traces and agent tasks in the period, with owner, calls, cost and what"
+        " made each expensive (long prompt, low cache hits, retries, fallback, long output, many calls,"
+        " a multiple of the median task).",
+    )
+    p.add_argument("-n", "--limit", type=int, default=10, help="how many of each (default: 10)")
+    p.add_argument("--only", choices=("traces", "tasks"), help="show only traces or only tasks")
+    c.add_period_options(p)
+    c.add_format_option(p)
+    c.add_ledger_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokentrail.ledger.queries import Period, parse_where
+
+    if args.limit < 1:
+        raise c.CliError("--limit must be at least 1")
+    period = c.query(Period.parse, args.since, args.until)
+    where = c.query(parse_where, args.where)
+    with c.open_ledger(args) as ledger:
+        data = c.query(ledger.top, period, where, args.limit)
+    if args.only:
+        data.pop("tasks" if args.only == "traces" else "traces")
+    if args.format == "json":
+        c.print_json(data)
+    else:
+        print(render(data))
+    return 0
+
+
+def _owner(item: dict) -> str:
+    owner = item["owner"]
+    return "/".join(owner[k] for k in ("tenant", "feature") if k in owner) or "(unattributed)"
+
+
+def render(data: dict) -> str:
+    out = []
+    if "traces" in data:
+        rows = [
+            [t["trace_id"], t["root"] or "", _owner(t), c.count(t["calls"]), c.usd(t["cost_nano_usd"]),
+             "; ".join(t["reasons"]) or "-"]
+            for t in data["traces"]
+        ]
+        out += ["Most expensive traces", c.table(["trace", "root span", "owner", "calls", "cost", "why"], rows,
+                                                 [False, False, False, True, True, False]), ""]
+    if "tasks" in data:
+        rows = [
+            [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), c.usd(t["cost_nano_usd"]),
+             "; ".join(t["reasons"]) or "-"]
+            for t in data["tasks"]
+        ]
+        out += ["Most expensive tasks",
+                c.table(["task", "task id", "owner", "calls", "cost", "why"], rows, [False, False, False, True, True, False])
+                if rows else "(no agent tasks in this period)", ""]
+    out.append("Open one with: tokentrail trace <trace id or a unique prefix>")
+    return "\n".join(out)
