@@ -1,0 +1,126 @@
+"""tokentrail.attribute: context manager and decorator, nesting, validation, baggage mirror."""
+
+import asyncio
+import threading
+
+import pytest
+from opentelemetry import baggage
+
+import tokentrail
+from tokentrail.semconv import attributes as attr
+from tokentrail.testing.pipeline import InMemoryPipeline
+
+
+def owner():
+    return tokentrail.owner_span_attributes()
+
+
+def test_context_manager_nesting_inner_wins_per_field():
+    assert attr.TOKENTRAIL_TENANT not in owner()
+    with tokentrail.attribute(tenant="acme", feature="summarize", team="support"):
+        with tokentrail.attribute(feature="search", user="u-42"):
+            assert owner() == {
+                attr.TOKENTRAIL_TENANT: "acme",
+                attr.TOKENTRAIL_FEATURE: "search",
+                attr.TOKENTRAIL_TEAM: "support",
+                attr.USER_ID: "u-42",
+            }
+        assert owner()[attr.TOKENTRAIL_FEATURE] == "summarize"
+        assert attr.USER_ID not in owner()
+    assert attr.TOKENTRAIL_TENANT not in owner()
+
+
+def test_decorator_sync_and_async_and_concurrent_calls():
+    @tokentrail.attribute(tenant="acme")
+    def sync_fn():
+        return owner()[attr.TOKENTRAIL_TENANT]
+
+    @tokentrail.attribute(tenant="globex", feature="chat")
+    async def async_fn(delay):
+        await asyncio.sleep(delay)
+        return owner()[attr.TOKENTRAIL_TENANT], owner()[attr.TOKENTRAIL_FEATURE]
+
+    assert sync_fn() == "acme"
+    assert sync_fn.__name__ == "sync_fn"
+
+    async def main():
+        with tokentrail.attribute(tenant="outer", feature="f"):
+            results = await asyncio.gather(async_fn(0.01), async_fn(0))
+            return results, owner()[attr.TOKENTRAIL_TENANT]
+
+    results, after = asyncio.run(main())
+    assert results == [("globex", "chat"), ("globex", "chat")]
+    assert after == "outer"
+
+
+def test_async_with():
+    async def main():
+        async with tokentrail.attribute(tenant="acme"):
+            return owner()[attr.TOKENTRAIL_TENANT]
+
+    assert asyncio.run(main()) == "acme"
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"tenant": "acme corp"}, "tenant='acme corp' contains ' '"),
+        ({"tenant": "x" * 129}, "129 characters long (at most 128)"),
+        ({"feature": ""}, "must not be empty"),
+        ({"user": 42}, "must be a string"),
+        ({"team": "a,b=c"}, "contains"),
+        ({"tenant": "acme\n"}, "contains"),
+    ],
+)
+def test_bad_values_raise_at_the_call_site(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        tokentrail.attribute(**kwargs)
+    assert "tokentrail.attribute" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_allowed_characters_and_max_length_pass():
+    value = "acme-EU_1.x:team@corp/+" + "a" * (128 - 23)
+    assert len(value) == 128
+    with tokentrail.attribute(tenant=value):
+        assert owner()[attr.TOKENTRAIL_TENANT] == value
+
+
+def test_mirrored_into_w3c_baggage():
+    with tokentrail.attribute(tenant="acme", user="u-42"):
+        assert baggage.get_baggage(attr.TOKENTRAIL_TENANT) == "acme"
+        assert baggage.get_baggage(attr.USER_ID) == "u-42"
+        headers = tokentrail.inject({})
+    assert "tokentrail.tenant=acme" in headers["baggage"]
+    assert baggage.get_baggage(attr.TOKENTRAIL_TENANT) is None
+
+
+def test_static_defaults_from_env_are_overridden_by_context(monkeypatch):
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=support,feature=chat")
+    assert owner()[attr.TOKENTRAIL_TEAM] == "support"
+    with tokentrail.attribute(feature="triage"):
+        assert owner()[attr.TOKENTRAIL_FEATURE] == "triage"
+        assert owner()[attr.TOKENTRAIL_TEAM] == "support"
+
+
+def test_every_span_is_stamped_with_the_owner():
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer()
+        with tokentrail.attribute(tenant="acme", feature="summarize", user="u-42"):
+            with tracer.start_as_current_span("tool.lookup"):
+                pass
+        [span] = pipeline.spans()
+    assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+    assert span.attributes[attr.TOKENTRAIL_FEATURE] == "summarize"
+    assert span.attributes[attr.USER_ID] == "u-42"
+
+
+def test_plain_thread_needs_wrap():
+    seen = {}
+    with tokentrail.attribute(tenant="acme"):
+        bare = threading.Thread(target=lambda: seen.__setitem__("bare", owner().get(attr.TOKENTRAIL_TENANT)))
+        wrapped = threading.Thread(
+            target=tokentrail.propagation.wrap(lambda: seen.__setitem__("wrapped", owner()[attr.TOKENTRAIL_TENANT])))
+        bare.start(), wrapped.start()
+        bare.join(), wrapped.join()
+    assert seen == {"bare": None, "wrapped": "acme"}
