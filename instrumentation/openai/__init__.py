@@ -1,0 +1,91 @@
+"""OpenTelemetry instrumentation of the openai SDK (OpenAI and OpenAI-compatible endpoints).
+
+``OpenAIInstrumentor().instrument(tracer_provider=...)`` patches chat.completions
+(create, parse, and so stream), responses (create, parse, and so stream) and embeddings,
+sync and async, including ``with_raw_response`` / ``with_streaming_response``. Each call
+yields one CLIENT span ``"{operation} {model}"`` with usage, owner and cost attributes.
+
+Environment:
+- ``TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE=false``: do not add
+  ``stream_options.include_usage`` to streamed chat calls (streamed spans then have no usage
+  unless the caller asked for it).
+- ``TOKENTRAIL_OPENAI_PROVIDER``: force the provider name (see ``providers``).
+- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: message content is never recorded
+  unless this is true.
+
+Coexistence: before patching, ``tokentrail.instrumentation.coexistence.should_instrument
+("openai")`` is consulted when that module exists; it may return False to leave the SDK to
+another OpenAI instrumentation (whose spans our processor then prices). At call time our
+wrappers pass through when OpenTelemetry's suppress-instrumentation flag is set or when the
+call is nested inside another tokentrail LLM span.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Collection
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from tokentrail.instrumentation.openai import patch
+
+_log = logging.getLogger(__name__)
+
+_instruments = ("openai >= 1.40",)
+_TRACER_NAME = "tokentrail.instrumentation.openai"
+
+
+def _coexistence_allows(provider: str) -> bool:
+    """Hook for the cross-instrumentation policy (tokentrail.instrumentation.coexistence)."""
+    try:
+        from tokentrail.instrumentation import coexistence
+    except ImportError:
+        return True
+    hook = getattr(coexistence, "should_instrument", None)
+    if hook is None:
+        return True
+    try:
+        return bool(hook(provider))
+    except Exception:
+        _log.debug("tokentrail: coexistence hook failed; instrumenting", exc_info=True)
+        return True
+
+
+class OpenAIInstrumentor(BaseInstrumentor):
+    """Instruments the openai SDK with tokentrail LLM spans."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        if not _coexistence_allows("openai"):
+            _log.info("tokentrail: another OpenAI instrumentation owns the openai SDK; not patching")
+            self._patched: list[tuple[str, str]] = []
+            return
+        tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))
+        self._patched = []
+        for module, name, kind, is_async in patch.TARGETS:
+            factory = patch.async_wrapper if is_async else patch.sync_wrapper
+            try:
+                wrap_function_wrapper(module, name, factory(tracer, kind))
+                self._patched.append((module, name))
+            except Exception:  # a method this SDK version lacks
+                _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        for module, name in getattr(self, "_patched", []):
+            owner_name, _, method = name.rpartition(".")
+            try:
+                owner = getattr(importlib.import_module(module), owner_name)
+                unwrap(owner, method)
+            except Exception:
+                _log.debug("tokentrail: could not unpatch %s.%s", module, name, exc_info=True)
+        self._patched = []
+
+
+__all__ = ["OpenAIInstrumentor"]

@@ -1,0 +1,368 @@
+"""wrapt wrappers around the openai SDK's resource methods.
+
+Patched at the resource methods (``Completions.create``, ``.parse``, ``Responses.create``,
+``.parse``, ``Embeddings.create`` and their async twins). ``with_raw_response`` and
+``with_streaming_response`` call these same methods, so one span covers every surface;
+``chat.completions.stream()`` and ``responses.stream()`` call ``create(stream=True)``.
+
+Rules: our failures are swallowed (debug log) and the call goes through untouched; the
+SDK's exceptions and return values reach the caller unchanged (streams are proxies that
+pass ``isinstance``); only the pre-flight ``BudgetExceeded`` is ours to raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable
+
+import wrapt
+
+from tokentrail import preflight
+from tokentrail.instrumentation import genai_span
+from tokentrail.instrumentation.openai import providers
+from tokentrail.instrumentation.openai import streaming as hooks
+from tokentrail.instrumentation.openai.usage import field
+from tokentrail.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
+
+_log = logging.getLogger(__name__)
+
+INJECT_STREAM_USAGE_ENV = "TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE"
+
+CHAT = "chat"
+RESPONSES = "responses"
+EMBEDDINGS = "embeddings"
+
+# GenAI semconv operation names per API surface
+_OPERATION = {CHAT: "chat", RESPONSES: "chat", EMBEDDINGS: "embeddings"}
+_MAX_TOKENS_ARGS = {
+    CHAT: ("max_completion_tokens", "max_tokens"),
+    RESPONSES: ("max_output_tokens",),
+    EMBEDDINGS: (),
+}
+# a little per message on top of the text, so the estimate stays generous
+_PER_MESSAGE_TOKENS = 4
+_PER_IMAGE_TOKENS = 1000
+
+
+@dataclass
+class _Plan:
+    kind: str
+    provider: str
+    server_address: str | None
+    model: Any
+    stream: bool
+    max_tokens: int | None
+    service_tier: str | None
+    estimated_input_tokens: int
+    kwargs: dict[str, Any]
+    hide_usage_chunk: bool = False
+    extra: dict[str, Any] = dc_field(default_factory=dict)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text_chars(value: Any) -> tuple[int, int]:
+    """(characters, images) in a message content / Responses input, for the estimate."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, str):
+        return len(value), 0
+    if isinstance(value, (list, tuple)):
+        chars = images = 0
+        for part in value:
+            c, i = _text_chars(part)
+            chars += c
+            images += i
+        return chars, images
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if isinstance(kind, str) and "image" in kind:
+            return 0, 1
+        chars = images = 0
+        for key in ("content", "text", "input", "output", "arguments", "input_text"):
+            c, i = _text_chars(value.get(key))
+            chars += c
+            images += i
+        return chars, images
+    return len(str(value)), 0
+
+
+def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
+    if kind == CHAT:
+        messages = kwargs.get("messages")
+        try:
+            messages = list(messages) if messages is not None else []
+        except TypeError:
+            messages = []
+        chars, images = _text_chars(messages)
+        chars += len(str(kwargs.get("tools") or "")) if kwargs.get("tools") else 0
+        overhead = _PER_MESSAGE_TOKENS * len(messages)
+    elif kind == RESPONSES:
+        chars, images = _text_chars(kwargs.get("input"))
+        instructions = kwargs.get("instructions")
+        chars += len(instructions) if isinstance(instructions, str) else 0
+        overhead = _PER_MESSAGE_TOKENS
+    else:
+        value = kwargs.get("input")
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            return len(value)  # already tokens
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            return sum(len(v) for v in value)
+        chars, images = _text_chars(value)
+        overhead = 0
+    return preflight.estimate_tokens(chars) + overhead + images * _PER_IMAGE_TOKENS
+
+
+def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
+    client = getattr(instance, "_client", None)
+    endpoint = providers.detect(getattr(client, "base_url", None))
+    stream = kwargs.get("stream") is True
+    max_tokens = None
+    for name in _MAX_TOKENS_ARGS[kind]:
+        max_tokens = _int_or_none(kwargs.get(name))
+        if max_tokens is not None:
+            break
+    tier = kwargs.get("service_tier")
+    plan = _Plan(
+        kind=kind,
+        provider=endpoint.provider,
+        server_address=endpoint.server_address,
+        model=kwargs.get("model"),
+        stream=stream,
+        max_tokens=max_tokens,
+        service_tier=tier if isinstance(tier, str) and tier != "auto" else None,
+        estimated_input_tokens=_estimate(kind, kwargs),
+        kwargs=kwargs,
+    )
+    if kind == CHAT and stream and genai_span.env_flag(INJECT_STREAM_USAGE_ENV, True):
+        options = kwargs.get("stream_options")
+        if not isinstance(options, dict) or "include_usage" not in options:
+            base = options if isinstance(options, dict) else {}
+            plan.kwargs = {**kwargs, "stream_options": {**base, "include_usage": True}}
+            plan.hide_usage_chunk = True
+    return plan
+
+
+def _start(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
+    return genai_span.start_llm_call(
+        tracer,
+        provider=plan.provider,
+        operation=_OPERATION[plan.kind],
+        request_model=plan.model if isinstance(plan.model, str) else None,
+        server_address=plan.server_address,
+        max_tokens=plan.max_tokens,
+        stream=plan.stream if plan.kind != EMBEDDINGS else None,
+        service_tier=plan.service_tier,
+        estimated_input_tokens=plan.estimated_input_tokens,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+def _sdk_types() -> dict[str, Any]:
+    from openai import AsyncStream, Stream
+    from openai._legacy_response import LegacyAPIResponse
+    from openai._response import APIResponse, AsyncAPIResponse
+
+    return {
+        "stream": Stream,
+        "async_stream": AsyncStream,
+        "legacy": LegacyAPIResponse,
+        "api_response": APIResponse,
+        "async_api_response": AsyncAPIResponse,
+    }
+
+
+_TYPES: dict[str, Any] = {}
+
+
+def _types() -> dict[str, Any]:
+    if not _TYPES:
+        _TYPES.update(_sdk_types())
+    return _TYPES
+
+
+def _record_parsed(call: genai_span.LLMCall, kind: str, parsed: Any) -> None:
+    if kind == CHAT:
+        hooks.record_chat(call, parsed)
+    elif kind == RESPONSES:
+        hooks.record_response(call, parsed)
+    else:
+        hooks.record_embeddings(call, parsed)
+
+
+def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> Any:
+    if plan.kind == CHAT:
+        return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)
+    return hooks.ResponsesStreamHooks(call)
+
+
+def _wrap_stream(call: genai_span.LLMCall, plan: _Plan, stream: Any) -> Any:
+    types = _types()
+    if isinstance(stream, types["async_stream"]):
+        return AsyncStreamProxy(stream, _stream_hooks(call, plan))
+    return SyncStreamProxy(stream, _stream_hooks(call, plan))
+
+
+def _handle_result(call: genai_span.LLMCall, plan: _Plan, result: Any) -> Any:
+    """Attach the result to the span; return what the caller gets (the result or a proxy)."""
+    try:
+        types = _types()
+        if isinstance(result, (types["stream"], types["async_stream"])):
+            return _wrap_stream(call, plan, result)
+        if isinstance(result, types["legacy"]):
+            return _handle_legacy_raw(call, plan, result)
+        if isinstance(result, (types["api_response"], types["async_api_response"])):
+            return _handle_streamed_raw(call, plan, result)
+        _record_parsed(call, plan.kind, result)
+    except Exception:
+        _log.debug("tokentrail: recording the OpenAI result failed", exc_info=True)
+    call.end()
+    return result
+
+
+def _handle_legacy_raw(call: genai_span.LLMCall, plan: _Plan, raw: Any) -> Any:
+    """``with_raw_response``: the body is already read unless it is an SSE stream."""
+    if getattr(raw, "_stream", False):
+        # Build the SDK's stream now and leave our proxy in the response's parse cache, so
+        # the caller's ``raw.parse()`` returns it.
+        parsed = raw.parse()
+        wrapped = _wrap_stream(call, plan, parsed)
+        raw._parsed_by_type[raw._cast_to] = wrapped
+        return raw
+    _record_parsed(call, plan.kind, raw.http_response.json())
+    call.end()
+    return raw
+
+
+def _handle_streamed_raw(call: genai_span.LLMCall, plan: _Plan, raw: Any) -> Any:
+    """``with_streaming_response``: nothing is read yet; observe the caller's ``parse()``."""
+    if getattr(raw, "_is_sse_stream", False) or getattr(raw, "_stream", False):
+        is_async = isinstance(raw, _types()["async_api_response"])
+        if not is_async:
+            parsed = raw.parse()
+            raw._parsed_by_type[raw._cast_to] = _wrap_stream(call, plan, parsed)
+            return raw
+    proxy_cls = _AsyncRawProxy if isinstance(raw, _types()["async_api_response"]) else _SyncRawProxy
+    return proxy_cls(raw, call, plan)
+
+
+class _SyncRawProxy(wrapt.ObjectProxy):
+    """An ``APIResponse`` whose ``parse()`` result is recorded; ends the span on close/GC."""
+
+    def __init__(self, wrapped: Any, call: genai_span.LLMCall, plan: _Plan) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_plan = plan
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        try:
+            if not self._self_call.ended and not args and not kwargs:
+                if isinstance(parsed, (_types()["stream"], _types()["async_stream"])):
+                    wrapped = _wrap_stream(self._self_call, self._self_plan, parsed)
+                    self.__wrapped__._parsed_by_type[self.__wrapped__._cast_to] = wrapped
+                    return wrapped
+                _record_parsed(self._self_call, self._self_plan.kind, parsed)
+                self._self_call.end()
+        except Exception:
+            _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
+        return parsed
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_call.end()
+
+    def __del__(self) -> None:
+        try:
+            self._self_call.end()
+        except Exception:
+            pass
+
+
+class _AsyncRawProxy(_SyncRawProxy):
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        parsed = await self.__wrapped__.parse(*args, **kwargs)
+        try:
+            if not self._self_call.ended and not args and not kwargs:
+                if isinstance(parsed, _types()["async_stream"]):
+                    wrapped = _wrap_stream(self._self_call, self._self_plan, parsed)
+                    self.__wrapped__._parsed_by_type[self.__wrapped__._cast_to] = wrapped
+                    return wrapped
+                _record_parsed(self._self_call, self._self_plan.kind, parsed)
+                self._self_call.end()
+        except Exception:
+            _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
+        return parsed
+
+    async def close(self) -> Any:  # type: ignore[override]
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_call.end()
+
+
+# --------------------------------------------------------------------------------------------
+# wrappers
+# --------------------------------------------------------------------------------------------
+def sync_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        if genai_span.should_skip():
+            return wrapped(*args, **kwargs)
+        try:
+            plan = _plan(kind, instance, kwargs)
+        except Exception:
+            _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
+            return wrapped(*args, **kwargs)
+        call = _start(tracer, plan)  # raises only BudgetExceeded
+        try:
+            with call.activate():
+                result = wrapped(*args, **plan.kwargs)
+        except BaseException as exc:
+            call.end(error=exc)
+            raise
+        return _handle_result(call, plan, result)
+
+    return wrapper
+
+
+def async_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        if genai_span.should_skip():
+            return await wrapped(*args, **kwargs)
+        try:
+            plan = _plan(kind, instance, kwargs)
+        except Exception:
+            _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
+            return await wrapped(*args, **kwargs)
+        call = _start(tracer, plan)
+        try:
+            with call.activate():
+                result = await wrapped(*args, **plan.kwargs)
+        except BaseException as exc:
+            call.end(error=exc)
+            raise
+        return _handle_result(call, plan, result)
+
+    return wrapper
+
+
+# (module, class.method, kind, async?) -- every method we patch
+TARGETS: tuple[tuple[str, str, str, bool], ...] = (
+    ("openai.resources.chat.completions.completions", "Completions.create", CHAT, False),
+    ("openai.resources.chat.completions.completions", "Completions.parse", CHAT, False),
+    ("openai.resources.chat.completions.completions", "AsyncCompletions.create", CHAT, True),
+    ("openai.resources.chat.completions.completions", "AsyncCompletions.parse", CHAT, True),
+    ("openai.resources.responses.responses", "Responses.create", RESPONSES, False),
+    ("openai.resources.responses.responses", "Responses.parse", RESPONSES, False),
+    ("openai.resources.responses.responses", "AsyncResponses.create", RESPONSES, True),
+    ("openai.resources.responses.responses", "AsyncResponses.parse", RESPONSES, True),
+    ("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS, False),
+    ("openai.resources.embeddings", "AsyncEmbeddings.create", EMBEDDINGS, True),
+)
