@@ -270,11 +270,13 @@ def owner() -> db.Dashboard:
         "contexts (long-context price tier, unbounded history): open 'Expensive requests'.",
         [promq(q.quantile_cost(0.95, variables=v), instant=True)], USD,
         [(None, GREEN), (0.1, YELLOW), (0.5, RED)], decimals=4))
+    attributed = {q.TENANT: "~.+"}
     d = d.with_panel(stat_panel(
-        "Average cost per active tenant per day", "Spend divided by tenants with at least one priced call, per "
+        "Average cost per active tenant per day", "Attributed spend divided by tenants with at least one priced call, per "
         "day of the range: the marginal LLM cost of one more customer. Red above $5/day: compare with the plan "
         "price (a $19/month plan cannot carry it).",
-        [promq(f"{q.spend(variables=v)} / count({q.calls(q.TENANT, variables=v)} > 0) / ($__range_s / 86400)",
+        [promq(f"{q.spend(variables=v, **attributed)} / count({q.calls(q.TENANT, variables=v, **attributed)} > 0)"
+               " / ($__range_s / 86400)",
                instant=True)], USD, [(None, GREEN), (1, YELLOW), (5, RED)], decimals=4))
     d = d.with_panel(ts_panel(
         "Spend over time by tenant and feature", "USD per interval. A tenant whose line keeps climbing with flat "

@@ -1,0 +1,433 @@
+"""Every Prometheus query of every dashboard panel, run against a real Prometheus that ingested a real workload.
+
+Path under test (README "Grafana" explains why the Collector hop is replaced):
+  instrumented workload -> tokentrail pipeline (pricing, attribution, metric views)
+  -> OTel SDK OTLP/HTTP metric exporter -> OpenMetricsBridge (Collector prometheus-exporter naming)
+  <- scraped by /usr/bin/prometheus (exemplar storage on) <- dashboard PromQL via the HTTP API.
+Expected numbers come from the same workload's exported spans, never from the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tokentrail.dashboards import build, queries as q
+from tokentrail.dashboards.exposition import OpenMetricsBridge
+from tokentrail.semconv import attributes as A
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (.ci/run installs it)")
+
+RANGE_S = 3600
+STEP_S = 60
+NANO = 1_000_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    """/usr/bin/prometheus on a free loopback port with a temp data dir, scraping one target every second."""
+
+    def __init__(self, workdir: Path, target: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n"
+            f"    static_configs:\n      - targets: ['{target}']\n")
+        self.log = (workdir / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--enable-feature=exemplar-storage",
+             "--storage.tsdb.retention.time=1d"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait(lambda: self._get("/-/ready") is not None, "Prometheus did not become ready")
+
+    def _get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+                return resp.read()
+        except Exception:
+            return None
+
+    def _wait(self, predicate, message: str, limit_s: float = 60) -> None:
+        deadline = time.monotonic() + limit_s
+        while not predicate():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(message)
+            time.sleep(0.2)
+
+    def api(self, path: str, **params) -> dict:
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params, doseq=True)}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            body = json.loads(err.read())
+        assert body["status"] == "success", (params, body)
+        return body["data"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+# --- the workload -----------------------------------------------------------------------------------------
+def run_workload(environment: str, calls: list[dict]) -> tuple[list, object]:
+    """Runs ``calls`` through an InMemoryPipeline for one deployment environment; returns (llm spans, metrics)."""
+    from tokentrail import attribute
+    from tokentrail.testing.pipeline import InMemoryPipeline
+
+    with InMemoryPipeline(instrument=False, resource_attributes={A.DEPLOYMENT_ENVIRONMENT_NAME: environment}) as p:
+        tracer = p.tracer("workload")
+        for call in calls:
+            owner = {k: call[k] for k in ("tenant", "feature", "team") if call.get(k)}
+            with attribute(**owner):
+                with tracer.start_as_current_span(f"chat {call['model']}") as span:
+                    span.set_attributes({
+                        A.GEN_AI_PROVIDER_NAME: call["provider"],
+                        A.GEN_AI_OPERATION_NAME: "chat",
+                        A.GEN_AI_REQUEST_MODEL: call["model"],
+                        A.GEN_AI_RESPONSE_MODEL: call["model"],
+                        A.GEN_AI_USAGE_INPUT_TOKENS: call["input"],
+                        A.GEN_AI_USAGE_OUTPUT_TOKENS: call["output"],
+                        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: call.get("cache_read", 0),
+                        A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: call.get("reasoning", 0),
+                    })
+                    if call.get("retry"):
+                        span.set_attribute(A.TOKENTRAIL_RETRY_ATTEMPT, call["retry"])
+        spans = p.llm_spans()
+        metrics = p.metrics()
+    return spans, metrics
+
+
+def workload_calls() -> dict[str, list[dict]]:
+    """Several tenants, features, teams and models; cache-warm and cache-cold tenants; retries; reasoning;
+    an unpriced model; unattributed calls (a script with no owner)."""
+    prod, staging = [], []
+    for i in range(6):  # acme: cache-warm chat on gpt-4o
+        prod.append(dict(tenant="acme", feature="chat", team="core", provider="openai", model="gpt-4o",
+                         input=10_000, cache_read=9_700, output=400 + i))
+    for i in range(4):  # globex: cache-cold summarize, with one retried call re-sending the prompt
+        prod.append(dict(tenant="globex", feature="summarize", team="growth", provider="openai",
+                         model="gpt-4o", input=8_000 + 100 * i, cache_read=0 if i else 4_800, output=1_200))
+    prod.append(dict(tenant="globex", feature="summarize", team="growth", provider="openai", model="gpt-4o",
+                     input=8_000, output=1_200, retry=1))
+    for i in range(3):  # initech: reasoning model
+        prod.append(dict(tenant="initech", feature="agent", team="core", provider="openai", model="o3-mini",
+                         input=2_000, cache_read=1_024 if i else 0, output=3_000, reasoning=2_400))
+    prod.append(dict(tenant="initech", feature="agent", team="core", provider="openai",
+                     model="tokentrail-unknown-finetune", input=500, output=50))  # unpriced
+    prod.append(dict(provider="openai", feature="nightly-script", model="gpt-4o-mini", input=3_000, output=300))
+    prod.append(dict(provider="openai", model="gpt-4o-mini", input=1_000, output=100))  # no owner at all
+    for i in range(3):  # staging traffic of acme, another instance and environment
+        staging.append(dict(tenant="acme", feature="chat", team="core", provider="openai", model="gpt-4o-mini",
+                            input=5_000, cache_read=2_000 * i, output=200))
+    return {"production": prod, "staging": staging}
+
+
+class Truth:
+    """Totals computed from the exported spans (the source of truth the dashboards must match)."""
+
+    def __init__(self, spans_by_env: dict[str, list]):
+        self.calls = []
+        for env, spans in spans_by_env.items():
+            for span in spans:
+                a = dict(span.attributes)
+                self.calls.append({
+                    "env": env, "tenant": a.get(A.TOKENTRAIL_TENANT), "feature": a.get(A.TOKENTRAIL_FEATURE),
+                    "team": a.get(A.TOKENTRAIL_TEAM), "provider": a.get(A.GEN_AI_PROVIDER_NAME),
+                    "model": a.get(A.GEN_AI_REQUEST_MODEL), "status": a.get(A.TOKENTRAIL_COST_STATUS),
+                    "nano": a.get(A.TOKENTRAIL_COST_NANO_USD),
+                    "input": a.get(A.GEN_AI_USAGE_INPUT_TOKENS, 0),
+                    "cache_read": a.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0),
+                    "output": a.get(A.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
+                    "reasoning": a.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, 0),
+                    "trace_id": format(span.context.trace_id, "032x"),
+                })
+        self.priced = [c for c in self.calls if c["status"] == "priced"]
+
+    def usd(self, **where) -> float:
+        return sum(c["nano"] for c in self.priced if all(c[k] == v for k, v in where.items())) / NANO
+
+    def group_usd(self, *keys) -> dict[tuple, float]:
+        out = defaultdict(int)
+        for c in self.priced:
+            out[tuple(c[k] for k in keys)] += c["nano"]
+        return {k: v / NANO for k, v in out.items()}
+
+    def cache_ratio(self, **where) -> float:
+        rows = [c for c in self.calls if all(c[k] == v for k, v in where.items()) and c["status"] != "no_usage"]
+        return sum(c["cache_read"] for c in rows) / sum(c["input"] for c in rows)
+
+
+# --- fixture: workload -> bridge -> Prometheus ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+
+    workdir = tmp_path_factory.mktemp("prometheus")
+    with OpenMetricsBridge() as bridge:
+        prom = Prometheus(workdir, bridge.endpoint.removeprefix("http://"))
+        try:
+            spans_by_env = {}
+            for env, calls in workload_calls().items():
+                spans, metrics = run_workload(env, calls)
+                spans_by_env[env] = spans
+                # The real SDK exporter, over real HTTP, exactly as an app would send to the Collector.
+                exporter = OTLPMetricExporter(endpoint=f"{bridge.endpoint}/v1/metrics")
+                assert exporter.export(metrics) == MetricExportResult.SUCCESS
+                exporter.shutdown()
+            truth = Truth(spans_by_env)
+            expected_calls = len(truth.priced)
+            # Prometheus has the final state once it scraped after the last push and answers with it.
+            prom._wait(lambda: bridge.scrapes_after_push >= 2, "Prometheus never scraped the bridge")
+            count_q = f"sum({q.COST}_count)"
+            prom._wait(lambda: (r := prom.api("query", query=count_q)["result"]) and
+                       float(r[0]["value"][1]) == expected_calls, "Prometheus never saw all calls")
+            yield prom, truth, time.time()
+        finally:
+            prom.stop()
+
+
+# --- the dashboards' queries ------------------------------------------------------------------------------
+def _panels(dash: dict):
+    for panel in dash.get("panels", []):
+        yield panel
+        yield from panel.get("panels", []) or []
+
+
+def prometheus_targets() -> list[tuple[str, str, dict, dict]]:
+    """(dashboard, panel title, panel, target) for every Prometheus target of every panel."""
+    out = []
+    for name, text in build.generate().items():
+        dash = json.loads(text)
+        for panel in _panels(dash):
+            for target in panel.get("targets", []) or []:
+                if (target.get("datasource") or panel.get("datasource") or {}).get("type") == "prometheus":
+                    out.append((name, panel["title"], panel, target))
+    return out
+
+
+ALL = {"tenant": ".*", "feature": ".*", "team": ".*", "model": ".*", "environment": ".*", "min_cost": "0"}
+
+
+def substitute(expr: str, variables: dict, interval_s: int) -> str:
+    expr = expr.replace("$__range_s", str(RANGE_S)).replace("$__range", f"{RANGE_S}s")
+    expr = expr.replace("$__rate_interval", f"{max(4, interval_s)}s").replace("$__interval", f"{interval_s}s")
+    for k, v in sorted(variables.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(f"${k}", v)
+    assert "$" not in expr, expr
+    return expr
+
+
+def _interval_s(panel: dict) -> int:
+    return 86400 if panel.get("interval") == "1d" else STEP_S
+
+
+def run_target(prom: Prometheus, at: float, panel: dict, target: dict, variables: dict = ALL):
+    interval = _interval_s(panel)
+    expr = substitute(target["expr"], variables, interval)
+    if target.get("instant"):
+        return prom.api("query", query=expr, time=at)["result"]
+    end = at
+    start = at - RANGE_S + interval if interval < RANGE_S else at
+    return prom.api("query_range", query=expr, start=start, end=end, step=interval)["result"]
+
+
+def total(result) -> float:
+    """Sum of every value of every series (instant vector or matrix)."""
+    s = 0.0
+    for series in result:
+        for _, v in series.get("values", [series.get("value")]):
+            s += float(v)
+    return s
+
+
+def by_labels(result, *labels) -> dict[tuple, float]:
+    out = defaultdict(float)
+    for series in result:
+        key = tuple(series["metric"].get(l) for l in labels)
+        for _, v in series.get("values", [series.get("value")]):
+            out[key] += float(v)
+    return dict(out)
+
+
+def scalar(result) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+# --- tests ------------------------------------------------------------------------------------------------
+def test_every_prometheus_query_of_every_panel_runs(stack):
+    prom, truth, at = stack
+    targets = prometheus_targets()
+    assert len(targets) >= 25
+    for dash, title, panel, target in targets:
+        result = run_target(prom, at, panel, target)
+        assert isinstance(result, list), (dash, title)
+
+
+def _target(dash_file: str, title: str) -> tuple[dict, dict]:
+    for dash, t, panel, target in prometheus_targets():
+        if dash == dash_file and t == title:
+            return panel, target
+    raise KeyError(title)
+
+
+def value(stack, dash_file, title, variables=ALL):
+    prom, _, at = stack
+    panel, target = _target(dash_file, title)
+    return run_target(prom, at, panel, target, variables)
+
+
+MICRO = 1e-6
+
+
+def test_overview_numbers_equal_span_totals(stack):
+    _, t, _ = stack
+    assert t.usd() > 0.05
+    assert scalar(value(stack, "overview.json", "Total spend")) == pytest.approx(t.usd(), abs=MICRO)
+    # Spend over time: intervals tile the range, so the series sum to the total.
+    assert total(value(stack, "overview.json", "Spend over time")) == pytest.approx(t.usd(), abs=MICRO)
+    got = by_labels(value(stack, "overview.json", "Spend by provider and model"), q.PROVIDER, q.MODEL)
+    want = t.group_usd("provider", "model")
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=MICRO), k
+    for title, key, lbl in (("Top tenants", "tenant", q.TENANT), ("Top features", "feature", q.FEATURE),
+                            ("Top teams", "team", q.TEAM)):
+        got = by_labels(value(stack, "overview.json", title), lbl)
+        want = t.group_usd(key)
+        assert got.keys() == want.keys(), title
+        for k in want:
+            assert got[k] == pytest.approx(want[k], abs=MICRO), (title, k)
+    unattributed = sum(c["nano"] for c in t.priced if not c["tenant"]) / NANO
+    assert unattributed > 0
+    assert scalar(value(stack, "overview.json", "Unattributed share")) == pytest.approx(
+        100 * unattributed / t.usd(), abs=1e-6)
+    assert scalar(value(stack, "overview.json", "Unpriced calls")) == sum(
+        1 for c in t.calls if c["status"] == "unpriced") == 1
+    assert scalar(value(stack, "overview.json", "Priced calls")) == len(t.priced)
+    assert scalar(value(stack, "overview.json", "Cache-hit ratio")) == pytest.approx(100 * t.cache_ratio(), abs=1e-9)
+    assert scalar(value(stack, "overview.json", "Cache-read tokens")) == sum(c["cache_read"] for c in t.calls)
+    reasoning = sum(c["reasoning"] for c in t.calls) / sum(c["output"] for c in t.calls)
+    assert scalar(value(stack, "overview.json", "Reasoning share of output")) == pytest.approx(100 * reasoning)
+    # No previous period in a fresh Prometheus: the change is undefined, shown as no value.
+    assert value(stack, "overview.json", "Change against previous period") == []
+
+
+def test_overview_environment_filter(stack):
+    _, t, _ = stack
+    staging = dict(ALL, environment="staging")
+    assert scalar(value(stack, "overview.json", "Total spend", staging)) == pytest.approx(
+        t.usd(env="staging"), abs=MICRO)
+
+
+def test_owner_drilldown_numbers(stack):
+    _, t, _ = stack
+    acme = dict(ALL, tenant="acme")
+    assert scalar(value(stack, "owner-drilldown.json", "Spend in range", acme)) == pytest.approx(
+        t.usd(tenant="acme"), abs=MICRO)
+    got = by_labels(value(stack, "owner-drilldown.json", "Spend over time by tenant and feature"),
+                    q.TENANT, q.FEATURE)
+    want = t.group_usd("tenant", "feature")
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=MICRO), k
+    per_day = by_labels(value(stack, "owner-drilldown.json", "Cost per tenant per day"), q.TENANT)
+    for (tenant,), usd in t.group_usd("tenant").items():
+        assert per_day[(tenant,)] == pytest.approx(usd, abs=MICRO)
+    tenants = {c["tenant"] for c in t.priced if c["tenant"]}
+    attributed = sum(t.usd(tenant=x) for x in tenants)
+    assert scalar(value(stack, "owner-drilldown.json", "Average cost per active tenant per day")) == pytest.approx(
+        attributed / len(tenants) / (RANGE_S / 86400), abs=MICRO)
+    # Cache-hit dispersion: each tenant's ratio, then the median and p10 across tenants (PromQL quantile).
+    ratios = by_labels(value(stack, "owner-drilldown.json", "Cache-hit ratio by tenant"), q.TENANT)
+    every = {c["tenant"] for c in t.calls if c["tenant"]}
+    assert {k[0] for k in ratios} == every
+    for tenant in every:
+        assert ratios[(tenant,)] == pytest.approx(100 * t.cache_ratio(tenant=tenant), abs=1e-9), tenant
+    assert ratios[("acme",)] > 80 > ratios[("globex",)]
+    values = sorted(ratios.values())
+    assert scalar(value(stack, "owner-drilldown.json", "Cache-hit ratio: median tenant")) == pytest.approx(
+        statistics.median(values))
+    assert scalar(value(stack, "owner-drilldown.json", "Cache-hit ratio: p10 tenant")) == pytest.approx(
+        _prom_quantile(0.1, values))
+
+
+def _prom_quantile(phi: float, values: list[float]) -> float:
+    rank = phi * (len(values) - 1)
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
+
+
+def _bucket_of(value: float, bounds) -> int:
+    return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
+
+
+def test_cost_quantiles_land_in_the_true_bucket(stack):
+    from tokentrail.processor.metrics import COST_BUCKETS_USD
+
+    _, t, _ = stack
+    costs = sorted(c["nano"] / NANO for c in t.priced)
+    for title, phi in (("Cost per request p50", 0.5), ("Cost per request p95", 0.95)):
+        got = scalar(value(stack, "owner-drilldown.json", title))
+        true = costs[max(0, math.ceil(phi * len(costs)) - 1)]
+        assert _bucket_of(got, COST_BUCKETS_USD) == _bucket_of(true, COST_BUCKETS_USD), (title, got, true)
+
+
+def test_cost_histogram_counts_and_exemplars(stack):
+    from tokentrail.processor.metrics import COST_BUCKETS_USD
+
+    prom, t, at = stack
+    got = {float(k[0]): v for k, v in by_labels(value(stack, "expensive-requests.json", "Calls per cost bucket"),
+                                                 "le").items()}
+    for bound in list(COST_BUCKETS_USD) + [math.inf]:
+        assert got[bound] == sum(1 for c in t.priced if c["nano"] / NANO <= bound), bound
+    heat = by_labels(value(stack, "expensive-requests.json", "Cost per request (histogram)"), "le")
+    assert heat[("+Inf",)] == len(t.priced)
+    # Exemplars: the heatmap asks Prometheus for them; each links a real trace of the workload.
+    panel, target = _target("expensive-requests.json", "Cost per request (histogram)")
+    assert target.get("exemplar") is True
+    expr = substitute(target["expr"], ALL, STEP_S)
+    data = prom.api("query_exemplars", query=expr, start=at - RANGE_S, end=at)
+    trace_ids = {ex["labels"]["trace_id"] for series in data for ex in series["exemplars"]}
+    assert trace_ids and trace_ids <= {c["trace_id"] for c in t.priced}
+
+
+def test_variable_queries_return_the_workload_owners(stack):
+    prom, t, at = stack
+    dash = json.loads(build.generate()["owner-drilldown.json"])
+    seen = {}
+    for var in dash["templating"]["list"]:
+        m = re.fullmatch(r"label_values\((\w+), (\w+)\)", var.get("query") or "")
+        if m:
+            seen[var["name"]] = set(prom.api(f"label/{m.group(2)}/values", **{"match[]": m.group(1)}))
+    assert seen["tenant"] == {c["tenant"] for c in t.priced if c["tenant"]}
+    assert seen["environment"] == {"production", "staging"}
+    assert "gpt-4o" in seen["model"]
