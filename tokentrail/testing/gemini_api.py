@@ -13,11 +13,12 @@ The fake reproduces that.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentrail.testing.server import FakeProviderServer, FakeRequest, FakeResponse
+from tokentrail.testing.server import FakeProviderServer, FakeRequest, FakeResponse  # noqa: F401 (re-exported for tests)
 
 # Gemini API: /v1beta/models/{model}:generateContent ; Vertex AI: /v1beta1/projects/{p}/locations/{l}/
 # publishers/google/models/{model}:generateContent (or /v1beta1/publishers/google/models/... in express mode).
@@ -25,7 +26,7 @@ _MODEL_PATH = (
     r"/(?P<version>v1|v1beta|v1beta1|v1alpha)"
     r"(?:/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+))?"
     r"(?:/publishers/(?P<publisher>[^/]+))?"
-    r"/models/(?P<model>[^/:]+)"
+    r"/(?:models|tunedModels)/(?P<model>[^/:]+)"
 )
 
 
@@ -165,6 +166,20 @@ def stream_chunks(s: Scenario, model: str, *, vertex: bool = False, pieces: int 
     return chunks
 
 
+def broken_sse(events: list[tuple[str | None, Any]], after: int) -> FakeResponse:
+    """An SSE response in chunked transfer encoding cut after ``after`` events: the client sees
+    a protocol error mid-stream (an unframed stream that just closes would look complete)."""
+    frames = []
+    for event, data in events:
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        piece = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+        raw = piece.encode()
+        frames.append(b"%x\r\n%s\r\n" % (len(raw), raw))
+    frames.append(b"0\r\n\r\n")
+    return FakeResponse(body=frames, content_type="text/event-stream",
+                        headers={"Transfer-Encoding": "chunked"}, abort_after=after)
+
+
 def error_json(status: int, status_text: str, message: str) -> dict:
     return {"error": {"code": status, "message": message, "status": status_text}}
 
@@ -179,6 +194,9 @@ def answer(s: Scenario, request: FakeRequest, **stream_options: Any) -> FakeResp
         return FakeResponse(status=status, json=error_json(status, status_text, message))
     if request.path.endswith(":streamGenerateContent"):
         chunks = stream_chunks(s, model, vertex=vertex, pieces=stream_options.pop("pieces", 3))
+        broken_after = stream_options.pop("broken_after", None)
+        if broken_after is not None:
+            return broken_sse([(None, c) for c in chunks], broken_after)
         return FakeResponse(sse=[(None, c) for c in chunks], **stream_options)
     return FakeResponse(json=response_json(s, model, vertex=vertex))
 
@@ -186,7 +204,8 @@ def answer(s: Scenario, request: FakeRequest, **stream_options: Any) -> FakeResp
 def scenario(name_or_scenario: str | Scenario, **stream_options: Any):
     """A handler to ``enqueue``: answers the next request (unary or streamed) with that scenario.
 
-    ``stream_options`` go to the streamed ``FakeResponse`` (``abort_after``, ``chunk_delay``, ``pieces``).
+    ``stream_options`` go to the streamed ``FakeResponse`` (``abort_after``, ``chunk_delay``, ``pieces``);
+    ``broken_after=N`` cuts a chunked stream after N events (a protocol error mid-stream).
     """
     s = SCENARIOS[name_or_scenario] if isinstance(name_or_scenario, str) else name_or_scenario
 
@@ -213,5 +232,5 @@ def register(server: FakeProviderServer) -> None:
     server.route("POST", _MODEL_PATH + r":countTokens", _count_tokens)
 
 
-__all__ = ["SCENARIOS", "Scenario", "answer", "error_json", "register", "response_json", "scenario", "stream_chunks", "usage_metadata"]
+__all__ = ["SCENARIOS", "Scenario", "answer", "broken_sse", "error_json", "register", "response_json", "scenario", "stream_chunks", "usage_metadata"]
 
