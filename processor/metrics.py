@@ -1,0 +1,207 @@
+"""Cost and token metrics: instruments, SDK views (buckets, attribute allowlist, cardinality
+limit) and ``record_llm_call``, the one function that turns a finished LLM call into points.
+
+Metric attributes are an allowlist enforced twice: ``metric_attributes`` only copies allowed
+keys, and the SDK ``View``s (``metric_views``) keep only those keys and cap each stream with
+the SDK's aggregation cardinality limit, so one noisy dimension cannot explode a backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from tokentrail import config
+from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.semconv import attributes as attr
+from tokentrail.semconv import metrics as names
+
+_logger = logging.getLogger(__name__)
+
+METER_NAME = "tokentrail"
+
+#: USD-sized buckets: a tenth of a cent up to a $50 call.
+COST_BUCKETS_USD = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0)
+#: GenAI semantic-convention advice for gen_ai.client.token.usage.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
+                 4194304, 16777216, 67108864)
+#: GenAI semantic-convention advice for gen_ai.client.operation.duration.
+DURATION_BUCKETS_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
+                      10.24, 20.48, 40.96, 81.92)
+
+#: Attributes copied from the span onto every metric point (the allowlist).
+ALLOWED_ATTRIBUTES = (
+    attr.GEN_AI_PROVIDER_NAME,
+    attr.GEN_AI_REQUEST_MODEL,
+    attr.GEN_AI_OPERATION_NAME,
+    attr.TOKENTRAIL_TENANT,
+    attr.TOKENTRAIL_FEATURE,
+    attr.TOKENTRAIL_TEAM,
+    attr.DEPLOYMENT_ENVIRONMENT_NAME,
+    attr.TOKENTRAIL_COST_STATUS,
+    attr.ERROR_TYPE,
+    attr.TOKENTRAIL_ATTRIBUTED,
+)
+
+_ALLOWED = frozenset(ALLOWED_ATTRIBUTES)
+_NANO = 1_000_000_000
+
+
+def metric_views(cardinality_limit: int | None = None) -> list[View]:
+    """SDK views for our instruments: buckets, allowlisted attribute keys, cardinality limit."""
+    limit = cardinality_limit or config.cardinality_limit()
+    base = frozenset(ALLOWED_ATTRIBUTES)
+    # The upstream gen_ai.client.* histograms get no view: other instrumentations create
+    # instruments of the same name, and a view matching one of them makes the SDK warn about
+    # conflicting identities. Ours carry only allowlisted attributes by construction
+    # (``metric_attributes``), semconv buckets by advice, and the reader's default limit.
+    spec = (
+        (names.TOKENTRAIL_COST, base, COST_BUCKETS_USD),
+        (names.TOKENTRAIL_TOKENS, base | {attr.TOKENTRAIL_TOKEN_TYPE}, None),
+        (names.TOKENTRAIL_CALLS_UNPRICED, base, None),
+    )
+    views = []
+    for name, keys, buckets in spec:
+        kwargs: dict[str, Any] = {}
+        if buckets is not None:
+            kwargs["aggregation"] = ExplicitBucketHistogramAggregation(boundaries=buckets)
+        views.append(View(instrument_name=name, meter_name=METER_NAME, attribute_keys=set(keys),
+                          aggregation_cardinality_limit=limit, **kwargs))
+    return views
+
+
+class Instruments:
+    """The five instruments of one MeterProvider."""
+
+    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration")
+
+    def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
+        meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
+        # Bucket advice too, so the buckets are right even when another configurator built
+        # the MeterProvider without our views.
+        self.cost = meter.create_histogram(
+            names.TOKENTRAIL_COST, unit="USD", description="Cost of one LLM call in USD",
+            explicit_bucket_boundaries_advisory=COST_BUCKETS_USD)
+        self.tokens = meter.create_counter(
+            names.TOKENTRAIL_TOKENS, unit="{token}", description="Tokens by tokentrail.token.type")
+        self.unpriced = meter.create_counter(
+            names.TOKENTRAIL_CALLS_UNPRICED, unit="{call}",
+            description="LLM calls whose model is not on the rate card")
+        self.token_usage = meter.create_histogram(
+            names.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
+        self.duration = meter.create_histogram(
+            names.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S)
+
+
+_instruments: dict[int, tuple[Any, Instruments]] = {}
+
+
+def instruments_for(meter_provider: metrics_api.MeterProvider | None = None) -> Instruments:
+    """Instruments for a MeterProvider (the global one by default), created once per provider."""
+    provider = meter_provider if meter_provider is not None else metrics_api.get_meter_provider()
+    entry = _instruments.get(id(provider))
+    if entry is None or entry[0] is not provider:
+        entry = (provider, Instruments(provider))
+        _instruments[id(provider)] = entry
+    return entry[1]
+
+
+def metric_attributes(attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """The allowlisted point attributes of one LLM call (unattributed when no tenant)."""
+    out = {k: attributes[k] for k in ALLOWED_ATTRIBUTES if k in attributes}
+    if attr.GEN_AI_PROVIDER_NAME not in out and attr.GEN_AI_SYSTEM in attributes:
+        out[attr.GEN_AI_PROVIDER_NAME] = attributes[attr.GEN_AI_SYSTEM]
+    if attr.DEPLOYMENT_ENVIRONMENT_NAME not in out and resource_attributes:
+        env = resource_attributes.get(attr.DEPLOYMENT_ENVIRONMENT_NAME)
+        if env is not None:
+            out[attr.DEPLOYMENT_ENVIRONMENT_NAME] = env
+    # TOKENTRAIL_ATTRIBUTES defaults, for calls whose span never met AttributionSpanProcessor.
+    for key, value in config.static_attributes().items():
+        if key in _ALLOWED and key not in out:
+            out[key] = value
+    out[attr.TOKENTRAIL_ATTRIBUTED] = bool(out.get(attr.TOKENTRAIL_TENANT))
+    return out
+
+
+def cost_usd(attributes: Mapping[str, Any]) -> float | None:
+    """The call's USD cost as a float, converted once from exact nano-USD when present."""
+    nano = attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
+    if isinstance(nano, int) and not isinstance(nano, bool):
+        return nano / _NANO  # int / int is correctly rounded: the closest float to the exact value
+    amount = attributes.get(attr.GEN_AI_USAGE_COST_AMOUNT)
+    if isinstance(amount, (int, float)) and not isinstance(amount, bool):
+        return float(amount)
+    return None
+
+
+def _global_resource_attributes() -> Mapping[str, Any] | None:
+    resource = getattr(trace_api.get_tracer_provider(), "resource", None)
+    return getattr(resource, "attributes", None)
+
+
+def record_llm_call(
+    attributes: Mapping[str, Any],
+    duration_s: float | None = None,
+    *,
+    meter_provider: metrics_api.MeterProvider | None = None,
+    context: Context | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    upstream: bool = True,
+) -> None:
+    """Record the metric points of one finished LLM call from its (priced) span attributes.
+
+    Used by CostSpanProcessor for every LLM span, and by instrumentations only when no
+    CostSpanProcessor will see their span (``tokentrail.processor.cost.pipeline_active()``).
+    ``context`` carries the span so SDK exemplars link the trace (defaults to the current
+    context). ``upstream=False`` skips the gen_ai.client.* histograms, for foreign spans whose
+    instrumentation records those itself. Never raises.
+    """
+    try:
+        _record(attributes, duration_s, meter_provider, context, resource_attributes, upstream)
+    except Exception:  # never hurt the app
+        _logger.debug("tokentrail: recording LLM call metrics failed", exc_info=True)
+
+
+def _record(attributes, duration_s, meter_provider, context, resource_attributes, upstream) -> None:
+    inst = instruments_for(meter_provider)
+    if resource_attributes is None:
+        resource_attributes = _global_resource_attributes()
+    point = metric_attributes(attributes, resource_attributes)
+    status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
+
+    if status == "priced":
+        usd = cost_usd(attributes)
+        if usd is not None:
+            inst.cost.record(usd, point, context=context)
+    elif status == "unpriced":
+        inst.unpriced.add(1, point, context=context)
+
+    try:
+        usage = Usage.from_attributes(attributes)
+    except InvalidUsage:
+        usage = None
+    if usage is not None:
+        by_type = (
+            ("input", usage.uncached_input_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("output", usage.output_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        )
+        for token_type, count in by_type:
+            if count or token_type in ("input", "output"):
+                inst.tokens.add(count, {**point, attr.TOKENTRAIL_TOKEN_TYPE: token_type}, context=context)
+        if upstream:
+            inst.token_usage.record(usage.input_tokens, {**point, attr.GEN_AI_TOKEN_TYPE: "input"}, context=context)
+            inst.token_usage.record(usage.output_tokens, {**point, attr.GEN_AI_TOKEN_TYPE: "output"}, context=context)
+    if upstream and duration_s is not None:
+        inst.duration.record(duration_s, point, context=context)

@@ -1,0 +1,266 @@
+"""CostSpanProcessor and AttributionSpanProcessor through the public pipeline.
+
+Foreign spans are made two ways: by the official OpenTelemetry OpenAI instrumentation driving
+the real openai SDK against the fake provider, and by a plain tracer setting the attributes
+OpenLLMetry-style instrumentations set (older ``gen_ai.system``, no cost).
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+import tokentrail
+from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed
+from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
+from tokentrail.semconv import attributes as attr
+from tokentrail.semconv import metrics as m
+from tokentrail.testing import FakeProviderServer, FakeResponse, InMemoryPipeline
+
+openai = pytest.importorskip("openai")
+
+
+def _chat_response(request):
+    body = request.json
+    return FakeResponse(json={
+        "id": "chatcmpl-foreign-1", "object": "chat.completion", "created": 1, "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10000, "completion_tokens": 1200, "total_tokens": 11200,
+                  "prompt_tokens_details": {"cached_tokens": 2000}},
+    })
+
+
+@pytest.fixture
+def server():
+    with FakeProviderServer() as srv:
+        srv.route("POST", r"/v1/chat/completions", _chat_response)
+        yield srv
+
+
+@pytest.fixture
+def official_instrumentor():
+    mod = pytest.importorskip("opentelemetry.instrumentation.genai.openai")
+    return mod.OpenAIInstrumentor()
+
+
+def test_official_openai_span_is_priced_and_owned(server, official_instrumentor):
+    """The official instrumentation's span leaves without cost; the exported copy has it."""
+    with InMemoryPipeline(instrument=[official_instrumentor]) as pipeline:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test")
+        with tokentrail.attribute(tenant="acme", feature="summarize", team="support"):
+            client.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": "hi"}])
+        [span] = pipeline.llm_spans()
+        a = span.attributes
+        assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation")
+        # Worked case: 8000 uncached x $0.75/M + 2000 cached x $0.075/M + 1200 x $4.50/M.
+        assert a[attr.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.01155)
+        assert a[attr.TOKENTRAIL_COST_NANO_USD] == 11_550_000
+        assert a[attr.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+        assert a[attr.GEN_AI_USAGE_COST_SOURCE] == "local"
+        assert a[attr.TOKENTRAIL_COST_STATUS] == "priced"
+        assert a[attr.TOKENTRAIL_TENANT] == "acme"
+        assert a[attr.TOKENTRAIL_FEATURE] == "summarize"
+        assert a[attr.TOKENTRAIL_TEAM] == "support"
+        assert a[attr.TOKENTRAIL_ATTRIBUTED] is True
+        assert pipeline.metric_sum(m.TOKENTRAIL_COST, tenant="acme", feature="summarize") == pytest.approx(0.01155)
+        assert pipeline.metric_count(m.TOKENTRAIL_COST) == 1
+        assert pipeline.metric_sum(m.TOKENTRAIL_TOKENS, tenant="acme", token_type="input") == 8000
+        assert pipeline.metric_sum(m.TOKENTRAIL_TOKENS, tenant="acme", token_type="cache_read") == 2000
+        assert pipeline.metric_sum(m.TOKENTRAIL_TOKENS, tenant="acme", token_type="output") == 1200
+
+
+def test_enriched_copy_preserves_everything():
+    with InMemoryPipeline(instrument=False, resource_attributes={"service.name": "svc"}) as pipeline:
+        tracer = pipeline.tracer_provider.get_tracer("openllmetry.like", "9.9")
+        with tracer.start_as_current_span("parent") as parent:
+            other = parent.get_span_context()
+            with tracer.start_as_current_span(
+                "chat claude-sonnet-4", kind=SpanKind.CLIENT, links=[Link(other, {"why": "retry"})],
+                attributes={attr.GEN_AI_SYSTEM: "anthropic", attr.GEN_AI_OPERATION_NAME: "chat",
+                            attr.GEN_AI_REQUEST_MODEL: "claude-sonnet-4", "app.custom": "kept"},
+            ) as span:
+                span.add_event("gen_ai.choice", {"index": 0})
+                span.set_attribute(attr.GEN_AI_USAGE_INPUT_TOKENS, 8000)
+                span.set_attribute(attr.GEN_AI_USAGE_OUTPUT_TOKENS, 1200)
+                span.set_status(Status(StatusCode.ERROR, "boom"))
+                original_ctx = span.get_span_context()
+        spans = {s.name: s for s in pipeline.spans()}
+        out = spans["chat claude-sonnet-4"]
+        assert out.context == original_ctx
+        assert out.parent.span_id == other.span_id
+        assert out.kind is SpanKind.CLIENT
+        assert out.status.status_code is StatusCode.ERROR and out.status.description == "boom"
+        assert [e.name for e in out.events] == ["gen_ai.choice"]
+        assert out.links[0].context == other and out.links[0].attributes["why"] == "retry"
+        assert out.instrumentation_scope.name == "openllmetry.like"
+        assert out.instrumentation_scope.version == "9.9"
+        assert out.resource.attributes["service.name"] == "svc"
+        assert out.start_time < out.end_time
+        assert out.attributes["app.custom"] == "kept"
+        assert out.dropped_attributes == 0 and out.dropped_events == 0 and out.dropped_links == 0
+        # claude-sonnet-4: 8000 x $3/M + 1200 x $15/M = $0.042
+        assert out.attributes[attr.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.042)
+        assert out.attributes[attr.TOKENTRAIL_ATTRIBUTED] is False
+        # Unattributed spend is counted, not dropped.
+        assert pipeline.metric_sum(m.TOKENTRAIL_COST, attributed=False) == pytest.approx(0.042)
+
+
+def test_dropped_counts_survive_the_copy():
+    from opentelemetry.sdk.trace import SpanLimits
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_attributes=12, max_events=1))
+    provider.add_span_processor(CostSpanProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("foreign")
+    # The SDK evicts the oldest attributes when full: the filler goes first.
+    with tracer.start_as_current_span("chat", attributes={
+        **{f"x.{i}": i for i in range(10)},
+        attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+        attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+    }) as span:
+        span.add_event("a")
+        span.add_event("b")
+    [out] = exporter.get_finished_spans()
+    assert out.dropped_attributes == 3
+    assert out.dropped_events == 1
+    # The copy is not bound by the span limits: the cost is added even on a full span.
+    assert out.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced"
+    provider.shutdown()
+
+
+def test_own_priced_span_passes_through_unchanged_and_is_metered_once():
+    """A span priced before end (our instrumentations) is not re-priced or copied."""
+    exporter = InMemorySpanExporter()
+    with InMemoryPipeline(instrument=False) as pipeline:
+        seen = []
+        pipeline.tracer_provider.add_span_processor(_Recorder(seen))
+        tracer = pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.openai")
+        with tokentrail.attribute(tenant="globex"):
+            with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+                attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+                attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                attr.GEN_AI_USAGE_INPUT_TOKENS: 100, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
+                attr.TOKENTRAIL_COST_STATUS: "priced", attr.TOKENTRAIL_COST_NANO_USD: 123_456_789,
+                attr.GEN_AI_USAGE_COST_AMOUNT: 0.123456789,
+            }):
+                pass
+        [out] = pipeline.llm_spans()
+        assert out is seen[0]  # the very span object the SDK ended: no copy
+        assert out.attributes[attr.TOKENTRAIL_TENANT] == "globex"
+        [point] = pipeline.metric_points(m.TOKENTRAIL_COST)
+        assert point.count == 1
+        assert point.sum == 0.123456789  # nano-USD converted once, exactly
+        assert point.attributes[attr.TOKENTRAIL_TENANT] == "globex"
+        assert point.attributes[attr.TOKENTRAIL_ATTRIBUTED] is True
+        # Our own spans also feed the upstream GenAI histograms.
+        assert pipeline.metric_count(m.GEN_AI_CLIENT_OPERATION_DURATION) == 1
+        assert pipeline.metric_sum(m.GEN_AI_CLIENT_TOKEN_USAGE, attributes={attr.GEN_AI_TOKEN_TYPE: "input"}) == 100
+    del exporter
+
+
+def test_exemplar_links_the_trace():
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer("foreign")
+        with tracer.start_as_current_span("chat", attributes={
+            attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+            attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+        }) as span:
+            ctx = span.get_span_context()
+        [point] = pipeline.metric_points(m.TOKENTRAIL_COST)
+        assert point.exemplars, "cost point has an exemplar"
+        assert point.exemplars[0].trace_id == ctx.trace_id
+        assert point.exemplars[0].span_id == ctx.span_id
+
+
+def test_unknown_model_is_unpriced_never_zero():
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer("foreign")
+        with tracer.start_as_current_span("chat", attributes={
+            attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+            attr.GEN_AI_REQUEST_MODEL: "our-private-model-xyz",
+            attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+        }):
+            pass
+        [span] = pipeline.llm_spans()
+        assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "unpriced"
+        assert attr.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
+        assert pipeline.metric_points(m.TOKENTRAIL_COST) == []
+        assert pipeline.metric_sum(m.TOKENTRAIL_CALLS_UNPRICED, model="our-private-model-xyz") == 1
+        # Tokens are still counted.
+        assert pipeline.metric_sum(m.TOKENTRAIL_TOKENS, token_type="output") == 100
+
+
+def test_malformed_foreign_usage_is_no_usage_not_a_crash():
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer("foreign")
+        with tracer.start_as_current_span("chat", attributes={
+            attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+            attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            attr.GEN_AI_USAGE_INPUT_TOKENS: 10, attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 50,
+            attr.GEN_AI_USAGE_OUTPUT_TOKENS: "lots",
+        }):
+            pass
+        [span] = pipeline.llm_spans()
+        assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+        assert pipeline.metric_points(m.TOKENTRAIL_COST) == []
+
+
+def test_every_span_inside_attribution_is_owned(monkeypatch):
+    """HTTP/DB/tool spans are owned too; static TOKENTRAIL_ATTRIBUTES fill in, context wins."""
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=support,tenant=default-tenant")
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer("some.http.instrumentation")
+        with tokentrail.attribute(tenant="acme"):
+            with tracer.start_as_current_span("GET /search"):
+                pass
+        with tracer.start_as_current_span("SELECT orders"):
+            pass
+        spans = {s.name: s.attributes for s in pipeline.spans()}
+        assert spans["GET /search"][attr.TOKENTRAIL_TENANT] == "acme"
+        assert spans["GET /search"][attr.TOKENTRAIL_TEAM] == "support"
+        assert spans["SELECT orders"][attr.TOKENTRAIL_TENANT] == "default-tenant"
+        # Non-LLM spans get no cost and no attributed flag, and no metric points.
+        assert attr.TOKENTRAIL_COST_STATUS not in spans["GET /search"]
+        assert attr.TOKENTRAIL_ATTRIBUTED not in spans["GET /search"]
+        assert pipeline.metric_points(m.TOKENTRAIL_TOKENS) == []
+
+
+def test_pipeline_active_while_installed():
+    before = pipeline_active()
+    with InMemoryPipeline(instrument=False) as pipeline:
+        assert pipeline_active()
+        assert pipeline_active(pipeline.tracer_provider)
+        assert not pipeline_active(TracerProvider())
+    assert pipeline_active() == before
+
+
+def test_ensure_installed_adds_attribution_once(monkeypatch):
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=platform")
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert ensure_installed(provider)
+    assert ensure_installed(provider)
+    processors = provider._active_span_processor._span_processors
+    assert sum(isinstance(p, AttributionSpanProcessor) for p in processors) == 1
+    with provider.get_tracer("t").start_as_current_span("work"):
+        pass
+    [span] = exporter.get_finished_spans()
+    assert span.attributes[attr.TOKENTRAIL_TEAM] == "platform"
+    # The API's proxy provider cannot take processors: reported, not raised.
+    assert ensure_installed(trace.NoOpTracerProvider()) is False
+    provider.shutdown()
+
+
+class _Recorder(CostSpanProcessor.__mro__[1]):  # a plain SpanProcessor
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_end(self, span):
+        self.seen.append(span)

@@ -1,0 +1,167 @@
+"""InMemoryPipeline: the whole tokentrail pipeline in memory, for tests (ours and users').
+
+    with InMemoryPipeline() as pipeline:
+        with tokentrail.attribute(tenant="acme"):
+            client.chat.completions.create(...)
+        [span] = pipeline.llm_spans()
+        assert span.attributes["tokentrail.tenant"] == "acme"
+        assert pipeline.metric_sum("tokentrail.cost", tenant="acme") == ...
+
+It builds a TracerProvider with AttributionSpanProcessor + CostSpanProcessor(SimpleSpanProcessor(
+InMemorySpanExporter)), a MeterProvider with an InMemoryMetricReader and tokentrail's views,
+instruments the installed tokentrail instrumentors against those providers, and uninstruments
+them on exit. Nothing global is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tokentrail.processor.attribution import AttributionSpanProcessor, looks_like_llm_span
+from tokentrail.processor.cost import CostSpanProcessor
+from tokentrail.processor.metrics import metric_views
+from tokentrail.semconv import attributes as attr
+
+_logger = logging.getLogger(__name__)
+
+_INSTRUMENTOR_GROUP = "opentelemetry_instrumentor"
+_OUR_PREFIX = "tokentrail"
+
+#: Short filter keys accepted by the metric helpers, e.g. ``metric_sum(name, tenant="acme")``.
+_SHORT = {
+    "tenant": attr.TOKENTRAIL_TENANT,
+    "feature": attr.TOKENTRAIL_FEATURE,
+    "team": attr.TOKENTRAIL_TEAM,
+    "provider": attr.GEN_AI_PROVIDER_NAME,
+    "model": attr.GEN_AI_REQUEST_MODEL,
+    "operation": attr.GEN_AI_OPERATION_NAME,
+    "status": attr.TOKENTRAIL_COST_STATUS,
+    "token_type": attr.TOKENTRAIL_TOKEN_TYPE,
+    "attributed": attr.TOKENTRAIL_ATTRIBUTED,
+    "error_type": attr.ERROR_TYPE,
+}
+
+
+def tokentrail_instrumentors() -> list[Any]:
+    """Instances of the installed tokentrail instrumentors (entry points named tokentrail_*)."""
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    found = []
+    for ep in entry_points(group=_INSTRUMENTOR_GROUP):
+        if not ep.name.startswith(_OUR_PREFIX):
+            continue
+        try:
+            found.append(ep.load()())
+        except Exception:  # an instrumentation whose SDK is not installed
+            _logger.debug("tokentrail instrumentor %s not loadable", ep.name, exc_info=True)
+    return found
+
+
+class InMemoryPipeline:
+    """Context manager: in-memory providers with tokentrail's processors and views.
+
+    ``instrument``: True (all installed tokentrail instrumentors), False, or an iterable of
+    instrumentor instances. ``resource_attributes`` e.g. ``{"deployment.environment.name": "prod"}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        instrument: bool | Iterable[Any] = True,
+        resource_attributes: Mapping[str, Any] | None = None,
+        cardinality_limit: int | None = None,
+    ) -> None:
+        self._instrument = instrument
+        self.resource = Resource.create(dict(resource_attributes or {}))
+        self.exporter = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(
+            metric_readers=[self.reader], resource=self.resource,
+            views=metric_views(cardinality_limit), shutdown_on_exit=False)
+        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(AttributionSpanProcessor())
+        self.cost_processor = CostSpanProcessor(SimpleSpanProcessor(self.exporter), meter_provider=self.meter_provider)
+        self.tracer_provider.add_span_processor(self.cost_processor)
+        self.instrumentors: list[Any] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> "InMemoryPipeline":
+        targets = tokentrail_instrumentors() if self._instrument is True else list(self._instrument or ())
+        for inst in targets:
+            try:
+                if getattr(inst, "is_instrumented_by_opentelemetry", False):
+                    inst.uninstrument()  # re-point it at our providers
+                inst.instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider,
+                                skip_dep_check=True)
+                self.instrumentors.append(inst)
+            except Exception:
+                _logger.debug("could not instrument %r", inst, exc_info=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for inst in reversed(self.instrumentors):
+            try:
+                inst.uninstrument()
+            except Exception:
+                _logger.debug("could not uninstrument %r", inst, exc_info=True)
+        self.instrumentors.clear()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+    def tracer(self, name: str = "tokentrail.tests"):
+        return self.tracer_provider.get_tracer(name)
+
+    # -- spans -------------------------------------------------------------------------
+    def spans(self) -> list[ReadableSpan]:
+        """Every finished span, as exported (LLM spans of other instrumentations priced)."""
+        self.tracer_provider.force_flush()
+        return list(self.exporter.get_finished_spans())
+
+    def llm_spans(self) -> list[ReadableSpan]:
+        return [s for s in self.spans() if looks_like_llm_span(s.attributes)]
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+    # -- metrics -----------------------------------------------------------------------
+    def metrics(self):
+        """The reader's MetricsData (cumulative since the pipeline started)."""
+        return self.reader.get_metrics_data()
+
+    def metric_points(self, name: str, **filters: Any) -> list[Any]:
+        """Data points of metric ``name`` whose attributes match ``filters`` (short keys such as
+        tenant=, feature=, token_type=, or full attribute names via ``attributes={...}``)."""
+        wanted = {_SHORT.get(k, k): v for k, v in filters.items() if k != "attributes"}
+        wanted.update(filters.get("attributes") or {})
+        data = self.metrics()
+        points = []
+        for rm in getattr(data, "resource_metrics", None) or ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != name:
+                        continue
+                    for point in metric.data.data_points:
+                        attrs = point.attributes or {}
+                        if all(attrs.get(k) == v for k, v in wanted.items()):
+                            points.append(point)
+        return points
+
+    def metric_sum(self, name: str, **filters: Any) -> float:
+        """Sum over matching points: counter values, or histogram sums (e.g. USD for tokentrail.cost)."""
+        return sum(getattr(p, "value", None) if hasattr(p, "value") else p.sum
+                   for p in self.metric_points(name, **filters))
+
+    def metric_count(self, name: str, **filters: Any) -> int:
+        """Number of recorded measurements for a histogram (e.g. calls for tokentrail.cost)."""
+        return sum(p.count for p in self.metric_points(name, **filters))
