@@ -13,11 +13,10 @@ from tokentrail.ledger.schema import COLUMNS
 
 _NANO = Decimal(10) ** 9
 
-# Task, retry and fallback names are added to semconv by the agent-tasks work; read them when present.
-_TASK_NAME = getattr(attr, "TOKENTRAIL_TASK_NAME", None)
-_TASK_ID = getattr(attr, "TOKENTRAIL_TASK_ID", None)
-_RETRY_ATTEMPT = getattr(attr, "TOKENTRAIL_RETRY_ATTEMPT", None)
-_FALLBACK_FROM = getattr(attr, "TOKENTRAIL_FALLBACK_FROM", None)
+_TASK_NAME = attr.TOKENTRAIL_TASK_NAME
+_TASK_ID = attr.TOKENTRAIL_TASK_ID
+_RETRY_ATTEMPT = attr.TOKENTRAIL_RETRY_ATTEMPT
+_FALLBACK_FROM = attr.TOKENTRAIL_FALLBACK_FROM
 
 _COMPONENTS = (
     attr.TOKENTRAIL_COST_INPUT,
@@ -143,10 +142,10 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
         "feature": _str(attributes.get(attr.TOKENTRAIL_FEATURE)),
         "team": _str(attributes.get(attr.TOKENTRAIL_TEAM)),
         "user_id": _str(attributes.get(attr.USER_ID)),
-        "task_name": _str(attributes.get(_TASK_NAME)) if _TASK_NAME else None,
-        "task_id": _str(attributes.get(_TASK_ID)) if _TASK_ID else None,
-        "retry_attempt": _int(attributes.get(_RETRY_ATTEMPT)) if _RETRY_ATTEMPT else None,
-        "fallback_from": _str(attributes.get(_FALLBACK_FROM)) if _FALLBACK_FROM else None,
+        "task_name": _str(attributes.get(_TASK_NAME)),
+        "task_id": _str(attributes.get(_TASK_ID)),
+        "retry_attempt": _int(attributes.get(_RETRY_ATTEMPT)),
+        "fallback_from": _str(attributes.get(_FALLBACK_FROM)),
     }
     if is_llm_span(attributes):
         if price_if_missing:
