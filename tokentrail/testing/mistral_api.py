@@ -109,7 +109,13 @@ def answer(s: Scenario, request: FakeRequest, **stream_options: Any) -> FakeResp
         return FakeResponse(status=status, json=payload)
     if body.get("stream"):
         chunks = stream_chunks(s, model, pieces=stream_options.pop("pieces", 3))
-        return FakeResponse(sse=[(None, c) for c in chunks] + [(None, "[DONE]")], **stream_options)
+        events = [(None, c) for c in chunks] + [(None, "[DONE]")]
+        broken_after = stream_options.pop("broken_after", None)
+        if broken_after is not None:
+            from tokentrail.testing.gemini_api import broken_sse
+
+            return broken_sse(events, broken_after)
+        return FakeResponse(sse=events, **stream_options)
     return FakeResponse(json=completion_json(s, model))
 
 
