@@ -242,10 +242,12 @@ class LLMCall:
             _log.debug("tokentrail: recording the end of an LLM call failed", exc_info=True)
         end_ns = time.time_ns()
         try:
+            recording = self.span.is_recording()  # False once ended: ask first
             self.span.end(end_time=end_ns)
         except Exception:
+            recording = False
             _log.debug("tokentrail: span.end failed", exc_info=True)
-        _metrics_fallback(self.attributes, (end_ns - self.start_ns) / 1e9)
+        _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9)
 
 
 def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) -> dict[str, Any]:
@@ -259,15 +261,16 @@ def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) 
     return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: COST_STATUS_NO_USAGE}
 
 
-def _metrics_fallback(attributes: Mapping[str, Any], duration_s: float) -> None:
-    """Record metrics ourselves when no CostSpanProcessor will see the span."""
+def _metrics_fallback(span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float) -> None:
+    """Record metrics ourselves when no CostSpanProcessor will see the span (none installed,
+    or the span is not recording, e.g. sampled out: processors never see those)."""
     try:
         active = _hook("pipeline_active")
-        if active is not None and active():
+        if recording and active is not None and active():
             return
         record = _hook("record")
         if record is not None:
-            record(attributes, duration_s)
+            record(attributes, duration_s, context=trace.set_span_in_context(span))
     except Exception:
         _log.debug("tokentrail: metrics fallback failed", exc_info=True)
 
