@@ -110,6 +110,7 @@ def _hook(name: str) -> Any:
         "price": "tokentrail.processor.pricing:price_span",
         "pipeline_active": "tokentrail.processor.cost:pipeline_active",
         "record": "tokentrail.processor.metrics:record_llm_call",
+        "ended": "tokentrail.tasks:on_llm_call_end",
     }[name].partition(":")
     try:
         import importlib
@@ -240,6 +241,7 @@ class LLMCall:
                 self.span.set_attributes(late)
         except Exception:
             _log.debug("tokentrail: recording the end of an LLM call failed", exc_info=True)
+        _call_ended(self.span, self.attributes)
         end_ns = time.time_ns()
         try:
             recording = self.span.is_recording()  # False once ended: ask first
@@ -248,6 +250,17 @@ class LLMCall:
             recording = False
             _log.debug("tokentrail: span.end failed", exc_info=True)
         _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9)
+
+
+def _call_ended(span: trace.Span, attributes: Mapping[str, Any]) -> None:
+    """Tell task and budget accounting (tokentrail.tasks) the priced call, while the span can
+    still take attributes and events."""
+    ended = _hook("ended")
+    if ended is not None:
+        try:
+            ended(span, attributes)
+        except Exception:
+            _log.debug("tokentrail: task accounting hook failed", exc_info=True)
 
 
 def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) -> dict[str, Any]:
