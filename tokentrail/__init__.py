@@ -3,5 +3,7 @@
 from tokentrail.attribution import attribute, owner_span_attributes
 from tokentrail.budgets import BudgetExceeded
 from tokentrail.propagation import extract, inject
+from tokentrail.tasks import fallback, retry, task
 
-__all__ = ["attribute", "owner_span_attributes", "inject", "extract", "BudgetExceeded"]
+__all__ = ["attribute", "owner_span_attributes", "task", "retry", "fallback", "inject", "extract",
+           "BudgetExceeded"]

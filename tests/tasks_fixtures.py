@@ -1,0 +1,62 @@
+"""Fixtures for the task, hop and budget tests: the real openai SDK against the fake provider
+on 127.0.0.1, the in-memory tokentrail pipeline, and task spans/metrics routed to it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import openai
+import pytest
+
+from tokentrail import budgets, propagation, tasks
+from tokentrail.instrumentation.openai import OpenAIInstrumentor
+from tokentrail.semconv import attributes as attr
+from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
+
+
+@pytest.fixture(scope="module")
+def server():
+    with fake_provider() as running:
+        yield running
+
+
+@pytest.fixture
+def pipeline(server, monkeypatch):
+    server.reset()
+    monkeypatch.delenv("TOKENTRAIL_BUDGETS", raising=False)
+    monkeypatch.delenv("TOKENTRAIL_BAGGAGE_SECRET", raising=False)
+    monkeypatch.delenv("TOKENTRAIL_TRUST_INBOUND_BAGGAGE", raising=False)
+    budgets.reload()
+    propagation.reset_trust_state()
+    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as running:
+        previous = tasks.use_providers(running.tracer_provider, running.meter_provider)
+        try:
+            yield running
+        finally:
+            tasks.use_providers(*previous)
+    budgets.reload()
+
+
+@pytest.fixture
+def client(server):
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def aclient(server):
+    return openai.AsyncOpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0)
+
+
+def usd(span) -> Decimal:
+    return Decimal(span.attributes[attr.TOKENTRAIL_COST_NANO_USD]) / Decimal(10**9)
+
+
+def task_span(pipeline, name):
+    [span] = [s for s in pipeline.spans() if s.attributes.get(attr.TOKENTRAIL_TASK_NAME) == name
+              and attr.TOKENTRAIL_TASK_OUTCOME in s.attributes]
+    return span
+
+
+def ask(text: str = "Summarise the quarterly report for me."):
+    return [{"role": "user", "content": text}]

@@ -1,0 +1,470 @@
+"""Agent tasks: one span, one owner and one cost per unit of work, with its LLM calls numbered.
+
+::
+
+    with tokentrail.task("triage", budget_usd=0.50, max_calls=20) as t:
+        ...   # every LLM call inside: tokentrail.task.name/id, tokentrail.task.call_index
+    t.cost_usd, t.calls, t.outcome
+
+How a task learns about its calls: the shared LLM-call lifecycle
+(``tokentrail.instrumentation.genai_span``) runs the pre-flight checks with the LLM span
+current, where ``tokentrail.budgets`` admits the call into the task (numbering it and
+reserving its worst-case cost), and calls ``on_llm_call_end(span, attributes)`` once the call
+is priced, just before the span ends. Calls made by instrumentations that do not use
+genai_span still carry the task name/id (every span does) but are not counted.
+
+Retries and fallbacks: ``tokentrail.retry.attempt`` counts the tries of the same request
+before this one: ``with tokentrail.tasks.retry(attempt):`` for application retries (e.g. an
+invalid JSON answer asked again), detected automatically when a task repeats a call to the
+same model right after an error, plus the SDK's own internal HTTP retries inside the call.
+``tokentrail.fallback.from`` is set by ``with tokentrail.tasks.fallback(from_model):`` or
+automatically when, right after an error, the task calls a different model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tokentrail.attribution import _Scope, enter_identity, exit_identity, owner_span_attributes, validate_value
+from tokentrail.semconv import attributes as attr
+from tokentrail.semconv import metrics as names
+
+_log = logging.getLogger(__name__)
+
+_TASK_KEY = otel_context.create_key("tokentrail-task")
+_RETRY_KEY = otel_context.create_key("tokentrail-retry")
+_FALLBACK_KEY = otel_context.create_key("tokentrail-fallback")
+
+NANO = 1_000_000_000
+OK, ERROR, BUDGET_EXCEEDED = "ok", "error", "budget_exceeded"
+INVOKE_AGENT = "invoke_agent"
+#: A task is many calls: buckets from a tenth of a cent to a $250 runaway.
+TASK_COST_BUCKETS_USD = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+                         100.0, 250.0)
+
+# One lock for every task's counters: updates are a few integer operations, and a nested
+# task updates its ancestors in the same critical section.
+_lock = threading.Lock()
+
+# --------------------------------------------------------------------------------------------
+# providers: the global ones unless a test pipeline (or the app) says otherwise
+# --------------------------------------------------------------------------------------------
+_providers: dict[str, Any] = {"tracer": None, "meter": None}
+
+
+def use_providers(tracer_provider: Any = None, meter_provider: Any = None) -> tuple[Any, Any]:
+    """Use these providers for task spans and for tokentrail's task/budget/trust metrics
+    (None = the global ones). Returns the previous pair, so a caller can restore it."""
+    previous = (_providers["tracer"], _providers["meter"])
+    _providers["tracer"], _providers["meter"] = tracer_provider, meter_provider
+    return previous
+
+
+def _tracer() -> trace.Tracer:
+    return trace.get_tracer("tokentrail", tracer_provider=_providers["tracer"])
+
+
+def meter_provider() -> Any:
+    return _providers["meter"] or metrics_api.get_meter_provider()
+
+
+_instruments: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def instrument(kind: str, name: str, unit: str, description: str, **advice: Any) -> Any:
+    """A tokentrail instrument on the current meter provider, created once per provider."""
+    provider = meter_provider()
+    entry = _instruments.get(id(provider))
+    if entry is None or entry[0] is not provider:
+        entry = (provider, {})
+        _instruments[id(provider)] = entry
+    found = entry[1].get(name)
+    if found is None:
+        meter = metrics_api.get_meter("tokentrail", meter_provider=provider)
+        found = getattr(meter, f"create_{kind}")(name, unit=unit, description=description, **advice)
+        entry[1][name] = found
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# task state
+# --------------------------------------------------------------------------------------------
+class TaskState:
+    """The running totals of one task run. Read them after the block: ``t.cost_usd``..."""
+
+    def __init__(self, name: str, task_id: str, budget_usd: float | None, max_calls: int | None,
+                 max_usd_per_minute: float | None, parent: "TaskState | None") -> None:
+        self.name = name
+        self.id = task_id
+        self.budget_usd = budget_usd
+        self.max_calls = max_calls
+        self.max_usd_per_minute = max_usd_per_minute
+        self.budget_nano = None if budget_usd is None else int(round(budget_usd * NANO))
+        self.per_minute_nano = None if max_usd_per_minute is None else int(round(max_usd_per_minute * NANO))
+        self.parent = parent
+        self.calls = 0  # admitted LLM calls (call_index of the last one)
+        self.finished = 0
+        self.spent_nano = 0
+        self.reserved_nano = 0  # worst-case estimates of calls in flight
+        self.recent: deque[tuple[float, int]] = deque()  # (monotonic time, nano-USD) of the last minute
+        self.tokens = {"input": 0, "cache_read": 0, "cache_write": 0, "output": 0, "reasoning": 0}
+        self.retries_nano = 0
+        self.fallbacks_nano = 0
+        self.unpriced = 0
+        self.blocked: str | None = None  # the limit that stopped a call, if any
+        self.outcome: str | None = None
+        # for automatic retry/fallback detection
+        self.last_model: str | None = None
+        self.last_failed = False
+        self.streak_model: str | None = None  # model of the first try of the current failing streak
+        self.streak = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return self.spent_nano / NANO
+
+    def chain(self) -> list["TaskState"]:
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+    def minute_spend_nano(self, now: float) -> int:
+        recent = self.recent
+        while recent and now - recent[0][0] > 60.0:
+            recent.popleft()
+        return sum(n for _, n in recent)
+
+    def __repr__(self) -> str:
+        return (f"<task {self.name!r} id={self.id} calls={self.calls} cost_usd={self.cost_usd:.6f} "
+                f"outcome={self.outcome}>")
+
+
+def current_task(ctx: otel_context.Context | None = None) -> TaskState | None:
+    return otel_context.get_value(_TASK_KEY, ctx)
+
+
+class task(_Scope):
+    """A unit of work (an agent run, a request) as one span with its cost and limits.
+
+    Context manager (``with tokentrail.task("triage") as t:``) and decorator (sync and async).
+    ``agent=True`` makes it a GenAI ``invoke_agent`` span (``gen_ai.agent.name`` = name).
+    Limits are checked before each LLM call inside (``tokentrail.budgets``); a call that would
+    cross one raises ``tokentrail.BudgetExceeded`` without being sent.
+    """
+
+    def __init__(self, name: str, id: str | None = None, *, budget_usd: float | None = None,
+                 max_calls: int | None = None, max_usd_per_minute: float | None = None,
+                 agent: bool = False) -> None:
+        self.name = validate_value("name", name, api="tokentrail.task")
+        self.id = None if id is None else validate_value("id", id, api="tokentrail.task")
+        for label, limit in (("budget_usd", budget_usd), ("max_calls", max_calls),
+                             ("max_usd_per_minute", max_usd_per_minute)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
+                raise ValueError(f"tokentrail.task: {label}={limit!r} must be a non-negative number")
+        self.budget_usd = budget_usd
+        self.max_calls = max_calls
+        self.max_usd_per_minute = max_usd_per_minute
+        self.agent = agent
+        self.state: TaskState | None = None
+        self._entered: list[tuple[Any, object, object, TaskState]] = []
+
+    def _fresh(self) -> "task":
+        return task(self.name, self.id, budget_usd=self.budget_usd, max_calls=self.max_calls,
+                    max_usd_per_minute=self.max_usd_per_minute, agent=self.agent)
+
+    def __enter__(self) -> TaskState:
+        parent = current_task()
+        state = TaskState(self.name, self.id or uuid.uuid4().hex, self.budget_usd, self.max_calls,
+                          self.max_usd_per_minute, parent)
+        identity_token = enter_identity({attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_ID: state.id})
+        span = None
+        try:
+            attributes: dict[str, Any] = dict(owner_span_attributes())
+            if self.agent:
+                attributes[attr.GEN_AI_OPERATION_NAME] = INVOKE_AGENT
+                attributes[attr.GEN_AI_AGENT_NAME] = state.name
+                span_name = f"{INVOKE_AGENT} {state.name}"
+            else:
+                span_name = f"task {state.name}"
+            if self.budget_usd is not None:
+                attributes[attr.TOKENTRAIL_TASK_BUDGET_USD] = float(self.budget_usd)
+            span = _tracer().start_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes)
+            ctx = trace.set_span_in_context(span)
+        except Exception:  # never hurt the app: run the task without its span
+            _log.debug("tokentrail: could not start the task span", exc_info=True)
+            ctx = otel_context.get_current()
+        ctx = otel_context.set_value(_TASK_KEY, state, ctx)
+        token = otel_context.attach(ctx)
+        self.state = state
+        self._entered.append((span, token, identity_token, state))
+        return state
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._entered:
+            return
+        span, token, identity_token, state = self._entered.pop()
+        try:
+            otel_context.detach(token)
+        finally:
+            exit_identity(identity_token)
+        try:
+            _finish(state, span, exc)
+        except Exception:
+            _log.debug("tokentrail: could not finish the task span", exc_info=True)
+
+
+def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
+    from tokentrail.budgets import BudgetExceeded
+
+    if isinstance(exc, BudgetExceeded) or state.blocked:
+        state.outcome = BUDGET_EXCEEDED
+    elif exc is not None:
+        state.outcome = ERROR
+    else:
+        state.outcome = OK
+    with _lock:
+        summary = {
+            attr.TOKENTRAIL_TASK_OUTCOME: state.outcome,
+            attr.TOKENTRAIL_TASK_CALLS: state.calls,
+            attr.TOKENTRAIL_TASK_COST_TOTAL: state.spent_nano / NANO,
+            attr.TOKENTRAIL_TASK_COST_NANO_USD: state.spent_nano,
+            attr.TOKENTRAIL_TASK_COST_RETRIES: state.retries_nano / NANO,
+            attr.TOKENTRAIL_TASK_COST_FALLBACKS: state.fallbacks_nano / NANO,
+            attr.TOKENTRAIL_TASK_CALLS_UNPRICED: state.unpriced,
+            attr.TOKENTRAIL_TASK_TOKENS_INPUT: state.tokens["input"],
+            attr.TOKENTRAIL_TASK_TOKENS_CACHE_READ: state.tokens["cache_read"],
+            attr.TOKENTRAIL_TASK_TOKENS_CACHE_WRITE: state.tokens["cache_write"],
+            attr.TOKENTRAIL_TASK_TOKENS_OUTPUT: state.tokens["output"],
+            attr.TOKENTRAIL_TASK_TOKENS_REASONING: state.tokens["reasoning"],
+        }
+        if state.blocked:
+            summary[attr.TOKENTRAIL_BUDGET_EXCEEDED] = state.blocked
+    owner = {}
+    if span is not None:
+        owner = {k: v for k, v in (getattr(span, "attributes", None) or {}).items()
+                 if k in (attr.TOKENTRAIL_TENANT, attr.TOKENTRAIL_FEATURE, attr.TOKENTRAIL_TEAM)}
+        span.set_attributes(summary)
+        if exc is not None:
+            span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+        span.end()
+    instrument("histogram", names.TOKENTRAIL_TASK_COST, "USD", "Cost of one task run in USD",
+               explicit_bucket_boundaries_advisory=TASK_COST_BUCKETS_USD).record(
+        state.spent_nano / NANO,
+        {attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_OUTCOME: state.outcome, **owner})
+
+
+# --------------------------------------------------------------------------------------------
+# retries and fallbacks
+# --------------------------------------------------------------------------------------------
+class retry(_Scope):
+    """Mark the LLM calls inside as attempt ``attempt`` of the same request (0 = first try)."""
+
+    def __init__(self, attempt: int) -> None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+            raise ValueError(f"tokentrail.retry: attempt={attempt!r} must be an int >= 0")
+        self.attempt = attempt
+        self._tokens: list[object] = []
+
+    def _fresh(self) -> "retry":
+        return retry(self.attempt)
+
+    def __enter__(self) -> "retry":
+        self._tokens.append(otel_context.attach(otel_context.set_value(_RETRY_KEY, self.attempt)))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._tokens:
+            otel_context.detach(self._tokens.pop())
+
+
+class fallback(_Scope):
+    """Mark the LLM calls inside as a fallback from ``from_model`` (the model asked for first)."""
+
+    def __init__(self, from_model: str) -> None:
+        if not isinstance(from_model, str) or not from_model:
+            raise ValueError(f"tokentrail.fallback: from_model={from_model!r} must be a model name")
+        self.from_model = from_model
+        self._tokens: list[object] = []
+
+    def _fresh(self) -> "fallback":
+        return fallback(self.from_model)
+
+    def __enter__(self) -> "fallback":
+        self._tokens.append(otel_context.attach(otel_context.set_value(_FALLBACK_KEY, self.from_model)))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._tokens:
+            otel_context.detach(self._tokens.pop())
+
+
+# --------------------------------------------------------------------------------------------
+# the LLM call lifecycle: admission (from budgets' pre-flight check) and completion
+# --------------------------------------------------------------------------------------------
+class _Admitted:
+    __slots__ = ("chain", "estimate_nano", "retry", "fallback_from", "model", "sdk_retries")
+
+    def __init__(self, chain, estimate_nano, retry_attempt, fallback_from, model):
+        self.chain = chain
+        self.estimate_nano = estimate_nano
+        self.retry = retry_attempt
+        self.fallback_from = fallback_from
+        self.model = model
+        self.sdk_retries = 0
+
+
+_admitted: dict[int, _Admitted] = {}
+
+
+def call_marks(state: TaskState | None, model: str) -> tuple[int | None, str | None]:
+    """(retry attempt, fallback-from model) for a call about to be made in the current context."""
+    ctx = otel_context.get_current()
+    attempt = otel_context.get_value(_RETRY_KEY, ctx)
+    from_model = otel_context.get_value(_FALLBACK_KEY, ctx)
+    if state is not None and state.last_failed and attempt is None and from_model is None:
+        if model and model == state.last_model:
+            attempt = state.streak  # the same request again right after an error: a retry
+        elif model and state.streak_model and model != state.streak_model:
+            from_model = state.streak_model  # a different model right after an error: a fallback
+    return attempt, from_model
+
+
+def admit(span: Any, state: TaskState, estimate_nano: int, model: str,
+          attempt: int | None, from_model: str | None) -> int:
+    """Count an admitted call in its task (and ancestors); returns its call index."""
+    chain = state.chain()
+    with _lock:
+        for node in chain:
+            node.calls += 1
+            node.reserved_nano += estimate_nano
+        index = state.calls
+    try:
+        _admitted[id(span)] = _Admitted(chain, estimate_nano, attempt, from_model, model)
+        marks: dict[str, Any] = {attr.TOKENTRAIL_TASK_CALL_INDEX: index}
+        if attempt:
+            marks[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
+        if from_model:
+            marks[attr.TOKENTRAIL_FALLBACK_FROM] = from_model
+        span.set_attributes(marks)
+    except Exception:
+        _log.debug("tokentrail: could not mark the admitted call", exc_info=True)
+    return index
+
+
+def note_sdk_retry(retries_taken: int) -> None:
+    """Called by an SDK hook as it builds the request of HTTP try ``retries_taken`` + 1 inside
+    the current LLM call: the span's retry.attempt also counts the SDK's failed tries."""
+    if not retries_taken:
+        return
+    try:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        entry = _admitted.get(id(span))
+        app_attempt = 0
+        if entry is not None:
+            entry.sdk_retries = retries_taken
+            app_attempt = entry.retry or 0
+        span.set_attribute(attr.TOKENTRAIL_RETRY_ATTEMPT, app_attempt + retries_taken)
+    except Exception:
+        _log.debug("tokentrail: could not note an SDK retry", exc_info=True)
+
+
+def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:
+    """The priced end of one LLM call (called by genai_span before ``span.end()``). Never raises."""
+    try:
+        _on_end(span, attributes)
+    except Exception:
+        _log.debug("tokentrail: task accounting of an LLM call failed", exc_info=True)
+
+
+def _on_end(span: Any, attributes: Mapping[str, Any]) -> None:
+    entry = _admitted.pop(id(span), None)
+    nano = 0
+    status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
+    if status == "priced":
+        raw = attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            nano = raw
+        else:
+            amount = attributes.get(attr.GEN_AI_USAGE_COST_AMOUNT)
+            if isinstance(amount, (int, float)):
+                nano = int(round(amount * NANO))
+    if entry is not None:
+        _account(entry, attributes, nano, status)
+    try:
+        from tokentrail import budgets
+
+        budgets.record_spend(span, attributes, nano)
+    except Exception:
+        _log.debug("tokentrail: budget accounting failed", exc_info=True)
+
+
+def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status: Any) -> None:
+    from tokentrail.processor.usage import InvalidUsage, Usage
+
+    try:
+        usage = Usage.from_attributes(attributes)
+    except (InvalidUsage, Exception):
+        usage = None
+    failed = attributes.get(attr.ERROR_TYPE) is not None
+    now = time.monotonic()
+    with _lock:
+        for node in entry.chain:
+            node.reserved_nano -= entry.estimate_nano
+            node.finished += 1
+            node.spent_nano += nano
+            if nano:
+                node.recent.append((now, nano))
+            if entry.retry or entry.sdk_retries:
+                node.retries_nano += nano
+            if entry.fallback_from:
+                node.fallbacks_nano += nano
+            if status == "unpriced":
+                node.unpriced += 1
+            if usage is not None:
+                t = node.tokens
+                t["input"] += usage.uncached_input_tokens
+                t["cache_read"] += usage.cache_read_tokens
+                t["cache_write"] += usage.cache_write_tokens
+                t["output"] += usage.output_tokens
+                t["reasoning"] += usage.reasoning_tokens
+        owner = entry.chain[0]
+        if failed:
+            if not owner.last_failed:
+                owner.streak_model = entry.fallback_from or entry.model
+                owner.streak = 0
+            owner.streak += 1
+        else:
+            owner.streak, owner.streak_model = 0, None
+        owner.last_failed = failed
+        owner.last_model = entry.model
+
+
+def forget(span: Any) -> None:
+    """Drop the admission of a call that was stopped before it was sent."""
+    try:
+        entry = _admitted.pop(id(span), None)
+        if entry is not None:
+            with _lock:
+                for node in entry.chain:
+                    node.reserved_nano -= entry.estimate_nano
+                    node.calls -= 1
+    except Exception:
+        _log.debug("tokentrail: could not forget an admission", exc_info=True)
+
+
+__all__ = ["task", "retry", "fallback", "current_task", "TaskState", "use_providers", "on_llm_call_end"]
