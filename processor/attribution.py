@@ -26,23 +26,17 @@ _LLM_MARKERS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_
 def _owner_source() -> Callable[[], Mapping[str, Any]]:
     # The attribution API may not be importable (partial install, older tree): then only the
     # static TOKENTRAIL_ATTRIBUTES defaults apply.
+    # owner_span_attributes() already includes the TOKENTRAIL_ATTRIBUTES defaults.
     try:
         from tokentrail.attribution import owner_span_attributes
     except Exception:  # pragma: no cover - depends on the tree
         _logger.debug("tokentrail.attribution unavailable; static attributes only", exc_info=True)
-        return dict
+        return config.static_attributes
     return owner_span_attributes
 
 
 def looks_like_llm_span(attributes: Mapping[str, Any] | None) -> bool:
     return bool(attributes) and any(k in attributes for k in _LLM_MARKERS)
-
-
-def owner_attributes() -> dict[str, Any]:
-    """Static defaults overlaid by the current context's owner (the context wins)."""
-    owner = config.static_attributes()
-    owner.update(_owner_source()())
-    return owner
 
 
 class AttributionSpanProcessor(SpanProcessor):
@@ -58,10 +52,7 @@ class AttributionSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            owner = config.static_attributes()
-            current = self._owner()
-            if current:
-                owner.update(current)
+            owner = self._owner()
             if owner:
                 span.set_attributes(owner)
             if looks_like_llm_span(span.attributes):
