@@ -1,0 +1,172 @@
+"""tokentrail.task through the real openai SDK: task span, call numbering, cost and tokens per
+task, outcome, the tokentrail.task.cost histogram, retries and fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import openai
+import pytest
+from opentelemetry.trace import StatusCode
+
+import tokentrail
+from tokentrail.semconv import attributes as attr
+from tokentrail.semconv import metrics as names
+from tokentrail.testing import openai_api
+
+from tasks_fixtures import aclient, ask, client, pipeline, server, task_span, usd  # noqa: F401
+
+
+def test_task_span_numbers_calls_and_totals_cost_and_tokens(pipeline, client, server):
+    # gpt-4o at $2.50 / $10 per M: 2,000 in / 500 out = $0.0100; 1,000 in (400 cached at $1.25) / 100 out = $0.0030
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500),
+                   openai_api.reply(prompt_tokens=1000, cached_tokens=400, completion_tokens=100))
+    with tokentrail.attribute(tenant="acme", feature="triage"):
+        with tokentrail.task("triage-ticket", id="T-1001") as t:
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+
+    assert t.calls == 2 and t.outcome == "ok"
+    assert t.spent_nano == 13_000_000
+    llm = sorted(pipeline.llm_spans(), key=lambda s: s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX])
+    task = task_span(pipeline, "triage-ticket")
+    assert [s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX] for s in llm] == [1, 2]
+    for span in llm:
+        assert span.attributes[attr.TOKENTRAIL_TASK_NAME] == "triage-ticket"
+        assert span.attributes[attr.TOKENTRAIL_TASK_ID] == "T-1001"
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert span.parent.span_id == task.context.span_id
+        assert span.context.trace_id == task.context.trace_id
+    assert sum(usd(s) for s in llm) == Decimal("0.0130")
+
+    a = task.attributes
+    assert task.name == "task triage-ticket"
+    assert a[attr.TOKENTRAIL_TASK_OUTCOME] == "ok"
+    assert a[attr.TOKENTRAIL_TASK_CALLS] == 2
+    assert a[attr.TOKENTRAIL_TASK_COST_NANO_USD] == 13_000_000
+    assert a[attr.TOKENTRAIL_TASK_COST_TOTAL] == pytest.approx(0.013)
+    assert a[attr.TOKENTRAIL_TASK_TOKENS_INPUT] == 2600
+    assert a[attr.TOKENTRAIL_TASK_TOKENS_CACHE_READ] == 400
+    assert a[attr.TOKENTRAIL_TASK_TOKENS_OUTPUT] == 600
+    assert a[attr.TOKENTRAIL_TENANT] == "acme"
+
+    [point] = pipeline.metric_points(names.TOKENTRAIL_TASK_COST, tenant="acme")
+    assert point.attributes[attr.TOKENTRAIL_TASK_NAME] == "triage-ticket"
+    assert point.attributes[attr.TOKENTRAIL_TASK_OUTCOME] == "ok"
+    assert point.count == 1 and point.sum == pytest.approx(0.013)
+
+
+def test_every_span_inside_a_task_carries_it(pipeline):
+    tracer = pipeline.tracer()
+    with tokentrail.task("ingest", id="job-7"):
+        with tracer.start_as_current_span("db.query"):
+            pass
+    db = next(s for s in pipeline.spans() if s.name == "db.query")
+    assert db.attributes[attr.TOKENTRAIL_TASK_NAME] == "ingest"
+    assert db.attributes[attr.TOKENTRAIL_TASK_ID] == "job-7"
+
+
+def test_agent_task_is_an_invoke_agent_span(pipeline, client, server):
+    server.enqueue(openai_api.reply())
+    with tokentrail.task("researcher", agent=True):
+        client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+    span = task_span(pipeline, "researcher")
+    assert span.name == "invoke_agent researcher"
+    assert span.attributes[attr.GEN_AI_OPERATION_NAME] == "invoke_agent"
+    assert span.attributes[attr.GEN_AI_AGENT_NAME] == "researcher"
+    # the agent span is not itself an LLM call: only the chat call is priced and counted
+    assert [s.name for s in pipeline.spans() if attr.TOKENTRAIL_COST_STATUS in s.attributes] == ["chat gpt-4o-mini"]
+
+
+def test_decorator_sync_and_async_each_call_is_its_own_task(pipeline, client, aclient, server):
+    server.enqueue(*[openai_api.reply(prompt_tokens=1000, completion_tokens=100)] * 3)
+
+    @tokentrail.task("summarize")
+    def summarize():
+        return client.chat.completions.create(model="gpt-4o", messages=ask())
+
+    @tokentrail.task("classify", agent=True)
+    async def classify():
+        return await aclient.chat.completions.create(model="gpt-4o", messages=ask())
+
+    summarize()
+    summarize()
+    asyncio.run(classify())
+    tasks = [s for s in pipeline.spans() if attr.TOKENTRAIL_TASK_OUTCOME in s.attributes]
+    assert sorted(s.attributes[attr.TOKENTRAIL_TASK_NAME] for s in tasks) == ["classify", "summarize", "summarize"]
+    assert len({s.attributes[attr.TOKENTRAIL_TASK_ID] for s in tasks}) == 3
+    assert all(s.attributes[attr.TOKENTRAIL_TASK_CALLS] == 1 for s in tasks)
+    calls = [s for s in pipeline.spans() if attr.TOKENTRAIL_COST_STATUS in s.attributes]
+    assert [s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX] for s in calls] == [1, 1, 1]
+
+
+def test_failed_task_outcome_is_error(pipeline, client, server):
+    server.enqueue(openai_api.error(400))
+    with pytest.raises(openai.BadRequestError):
+        with tokentrail.task("doomed") as t:
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+    span = task_span(pipeline, "doomed")
+    assert t.outcome == "error"
+    assert span.attributes[attr.TOKENTRAIL_TASK_OUTCOME] == "error"
+    assert span.status.status_code is StatusCode.ERROR
+    assert pipeline.metric_count(names.TOKENTRAIL_TASK_COST, attributes={attr.TOKENTRAIL_TASK_OUTCOME: "error"}) == 1
+
+
+def test_nested_task_rolls_up_into_its_parent(pipeline, client, server):
+    server.enqueue(*[openai_api.reply(prompt_tokens=2000, completion_tokens=500)] * 3)
+    with tokentrail.task("plan") as outer:
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+        with tokentrail.task("step") as inner:
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+    assert (inner.calls, inner.spent_nano) == (2, 20_000_000)
+    assert (outer.calls, outer.spent_nano) == (3, 30_000_000)
+    inner_llm = [s for s in pipeline.llm_spans() if s.attributes[attr.TOKENTRAIL_TASK_NAME] == "step"]
+    assert len(inner_llm) == 2
+
+
+def test_application_retries_and_fallbacks_are_marked_and_costed(pipeline, client, server):
+    # attempt 0 answers badly, attempt 1 is an explicit retry; then gpt-4o fails and the task falls back
+    server.enqueue(openai_api.reply(prompt_tokens=1000, completion_tokens=100),   # $0.0035
+                   openai_api.reply(prompt_tokens=1000, completion_tokens=100),   # retry: $0.0035
+                   openai_api.error(500),                                         # gpt-4o fails
+                   openai_api.reply(prompt_tokens=1000, completion_tokens=100))   # gpt-4o-mini: $0.00021
+    with tokentrail.task("extract") as t:
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+        with tokentrail.retry(1):
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+        client.chat.completions.create(model="gpt-4o-mini", messages=ask())  # detected as a fallback
+
+    spans = sorted(pipeline.llm_spans(), key=lambda s: s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX])
+    assert [s.attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT) for s in spans] == [None, 1, None, None]
+    assert [s.attributes.get(attr.TOKENTRAIL_FALLBACK_FROM) for s in spans] == [None, None, None, "gpt-4o"]
+    task = task_span(pipeline, "extract").attributes
+    assert task[attr.TOKENTRAIL_TASK_CALLS] == 4
+    assert task[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.0035)
+    assert task[attr.TOKENTRAIL_TASK_COST_FALLBACKS] == pytest.approx(0.00021)
+    assert t.spent_nano == 3_500_000 + 3_500_000 + 210_000
+
+
+def test_same_model_after_an_error_is_a_retry_and_explicit_fallback(pipeline, client, server):
+    server.enqueue(openai_api.error(400), openai_api.reply(), openai_api.reply())
+    with tokentrail.task("answer"):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+        with tokentrail.fallback("claude-sonnet-4"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+    spans = sorted(pipeline.llm_spans(), key=lambda s: s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX])
+    assert spans[1].attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
+    assert spans[2].attributes[attr.TOKENTRAIL_FALLBACK_FROM] == "claude-sonnet-4"
+
+
+def test_bad_task_arguments_raise_at_the_call_site():
+    with pytest.raises(ValueError, match="tokentrail.task: name"):
+        tokentrail.task("bad name")
+    with pytest.raises(ValueError, match="budget_usd"):
+        tokentrail.task("ok", budget_usd=-1)
+    with pytest.raises(ValueError, match="attempt"):
+        tokentrail.retry(-1)
