@@ -257,10 +257,13 @@ class _Batches:
         if stored is None:
             return error(404, "not_found_error", "no such batch")
         lines = []
-        for item in stored["requests"]:
+        for index, item in enumerate(stored["requests"]):
             params = item.get("params", {})
             usage = usage_block(**DEFAULT_USAGE, service_tier="batch")
-            result = {"type": "succeeded", "message": message(model=params.get("model", DEFAULT_MODEL), usage=usage)}
+            # results are stored: reading them again gives the same messages
+            message_id = f"msg_{request.match.group('id')[-12:]}_{index:04d}"
+            result = {"type": "succeeded", "message": message(model=params.get("model", DEFAULT_MODEL), usage=usage,
+                                                              message_id=message_id)}
             lines.append(json.dumps({"custom_id": item.get("custom_id"), "result": result}).encode() + b"\n")
         return FakeResponse(body=iter(lines), content_type="application/binary")
 
