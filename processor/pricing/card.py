@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-import difflib
 import logging
 import os
 import re
@@ -104,7 +103,7 @@ class Rates:
 class Resolved:
     """A model resolved on the rate card: its price periods, built on first use."""
 
-    __slots__ = ("pricing_model", "boundaries", "periods", "build", "per_call")
+    __slots__ = ("pricing_model", "boundaries", "periods", "build", "per_call", "fixed")
 
     def __init__(self, pricing_model: str, boundaries: list[int], build: Callable[[int], Rates | None], per_call: bool):
         self.pricing_model = pricing_model
@@ -112,6 +111,8 @@ class Resolved:
         self.periods: list[Any] = [_UNBUILT] * (len(boundaries) + 1)
         self.build = build
         self.per_call = per_call  # time-of-day prices (off-peak): cannot be cached per period
+        # The one price of a model whose price never changed: the hot path skips the period search.
+        self.fixed: Any = _UNBUILT
 
     def rates_at(self, ts_ns: int) -> Rates | None:
         if self.per_call:
@@ -120,6 +121,8 @@ class Resolved:
         rates = self.periods[i]
         if rates is _UNBUILT:
             rates = self.periods[i] = self.build(ts_ns)
+            if not self.boundaries:
+                self.fixed = rates
         return rates
 
 
@@ -147,10 +150,27 @@ class RateCard:
                 version += f"+user.{user.digest}"
         self.version = version
         self.memo: dict[tuple, Resolved | None] = {}
+        # (provider, model, raw service tier) as found on spans -> Resolved: one dict hit when warm.
+        self.hot: dict[tuple, Resolved | None] = {}
         self.warned: set[tuple] = set()
         self.lock = threading.Lock()
 
     # -- resolution -------------------------------------------------------------------------
+
+    def lookup(self, provider: Any, model: Any, service_tier: Any) -> Resolved | None:
+        """``resolve`` keyed on the raw span values (service tier not yet normalised)."""
+        key = (provider, model, service_tier)
+        try:
+            return self.hot[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable junk in attributes
+            return None
+        resolved = self.resolve(provider, model, normalize_service_tier(service_tier))
+        if len(self.hot) >= _MAX_MEMO:
+            self.hot.clear()
+        self.hot[key] = resolved
+        return resolved
 
     def resolve(self, provider: Any, model: Any, service_tier: str) -> Resolved | None:
         key = (provider, model, service_tier)

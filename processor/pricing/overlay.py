@@ -74,6 +74,7 @@ class Alias:
     name: str
     model: str
     to_provider: str | None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,17 +147,23 @@ def parse(data: Any, *, origin: str, require_source: bool, where: str = "overlay
         name, model = item.get("name"), item.get("model")
         if not isinstance(name, str) or not isinstance(model, str):
             raise OverlayError(f"{ctx}: needs string 'name' and 'model'")
+        source = item.get("source")
+        if require_source and not (isinstance(source, str) and source.strip()):
+            raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
         out.aliases.append(
             Alias(
                 provider=provider_key(item.get("provider")),
                 name=name.strip().lower(),
                 model=model.strip().lower(),
                 to_provider=normalize_provider(item.get("to_provider")),
+                source=str(source or ""),
             )
         )
     for i, item in enumerate(data.get("discounts") or ()):
         ctx = f"{where}: discounts[{i}]"
         _require_mapping(item, ctx)
+        if require_source and not str(item.get("source", "")).strip():
+            raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
         percent = _decimal(item.get("percent"), f"{ctx}.percent")
         if not Decimal(0) <= percent <= Decimal(100):
             raise OverlayError(f"{ctx}: percent must be between 0 and 100")

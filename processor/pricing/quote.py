@@ -11,7 +11,10 @@ from tokentrail.processor.usage import Usage
 
 PRICED, UNPRICED, NO_USAGE = "priced", "unpriced", "no_usage"
 COMPONENTS = ("input", "cache_read", "cache_write", "output", "fees")
-_HALF_NANO = _card.FEMTO_PER_NANO // 2
+_FEMTO_PER_NANO = _card.FEMTO_PER_NANO
+_HALF_NANO = _FEMTO_PER_NANO // 2
+_REQUEST_FEE = _card.REQUEST_FEE
+_UNBUILT = _card._UNBUILT
 _NANO = Decimal(10) ** -9
 _PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
@@ -87,39 +90,69 @@ def quote(model: Any, usage: Usage, *, provider: Any = None, at: Any = None, ser
     Unknown models give ``status='unpriced'`` with no amount (never $0).
     """
     card = _card.card()
-    tier = _card.normalize_service_tier(service_tier)
-    resolved = card.resolve(provider, model, tier)
-    if resolved is None:
-        return Quote(UNPRICED, None, None, None, None, card.version, provider, model)
-    rates = resolved.rates_at(_as_ns(at))
-    if rates is None:
-        return Quote(UNPRICED, None, None, resolved.pricing_model, None, card.version, provider, model)
-    flat, label = rates.base, rates.base_label
-    if rates.tiers:
-        n = usage.input_tokens
-        for above, tier_flat, tier_label in rates.tiers:
-            if n > above:
-                flat, label = tier_flat, tier_label
-                break
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    write_1h = usage.cache_write_1h_tokens
-    h = _HALF_NANO
-    d = _card.FEMTO_PER_NANO
-    c_input = ((usage.input_tokens - cache_read - cache_write) * flat[0] + h) // d
-    c_read = (cache_read * flat[1] + h) // d
-    c_write = ((cache_write - write_1h) * flat[2] + write_1h * flat[3] + h) // d
-    c_output = (usage.output_tokens * flat[4] + h) // d
-    fees = rates.fees
-    c_fees = 0
-    if fees:
-        femto = fees.get(_card.REQUEST_FEE, 0)
-        for tool, count in usage.tool_calls.items():
-            femto += count * fees.get(tool, 0)
-        c_fees = (femto + h) // d
+    priced = price_counts(
+        card,
+        provider,
+        model,
+        service_tier,
+        _as_ns(at),
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+        usage.output_tokens,
+        usage.tool_calls,
+    )
+    if priced.__class__ is not tuple:
+        pricing_model = priced.pricing_model if priced is not None else None
+        return Quote(UNPRICED, None, None, pricing_model, None, card.version, provider, model)
+    resolved, rates, flat, label, c_input, c_read, c_write, c_output, c_fees = priced
     components = {"input": c_input, "cache_read": c_read, "cache_write": c_write, "output": c_output, "fees": c_fees}
     total = c_input + c_read + c_write + c_output + c_fees
     return Quote(PRICED, total, components, resolved.pricing_model, label, card.version, provider, model, rates, flat)
+
+
+def price_counts(card, provider, model, service_tier, ts_ns, input_tokens, cache_read, cache_write, write_1h,
+                 output_tokens, tool_calls):
+    """The hot path shared by ``quote`` and ``price_span``, on plain validated counts.
+
+    Returns (resolved, rates, flat, tier label, input, cache_read, cache_write, output, fees) in
+    nano-USD, or the ``Resolved`` (None if the model is unknown) when there is no price at ``ts_ns``.
+    """
+    resolved = card.lookup(provider, model, service_tier)
+    if resolved is None:
+        return None
+    rates = resolved.fixed
+    if rates is _UNBUILT:
+        rates = resolved.rates_at(ts_ns)
+    if rates is None:
+        return resolved
+    flat, label = rates.base, rates.base_label
+    if rates.tiers:
+        for above, tier_flat, tier_label in rates.tiers:
+            if input_tokens > above:
+                flat, label = tier_flat, tier_label
+                break
+    h = _HALF_NANO
+    d = _FEMTO_PER_NANO
+    c_fees = 0
+    fees = rates.fees
+    if fees and (tool_calls or _REQUEST_FEE in fees):
+        femto = fees.get(_REQUEST_FEE, 0)
+        for tool, count in tool_calls.items():
+            femto += count * fees.get(tool, 0)
+        c_fees = (femto + h) // d
+    return (
+        resolved,
+        rates,
+        flat,
+        label,
+        ((input_tokens - cache_read - cache_write) * flat[0] + h) // d,
+        (cache_read * flat[1] + h) // d,
+        ((cache_write - write_1h) * flat[2] + write_1h * flat[3] + h) // d,
+        (output_tokens * flat[4] + h) // d,
+        c_fees,
+    )
 
 
 def _as_ns(at: Any) -> int:

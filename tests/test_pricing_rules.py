@@ -1,0 +1,254 @@
+"""Pricing rules beyond the worked numbers: fees, tiers, time-of-day prices, overlays, span fast path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from tokentrail.processor import pricing
+from tokentrail.processor.pricing import overlay as ov
+from tokentrail.processor.pricing import quote
+from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.semconv import attributes as attr
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(autouse=True)
+def _fresh_card(monkeypatch):
+    monkeypatch.delenv(pricing.ENV_RATE_CARD, raising=False)
+    pricing.reload()
+    yield
+    monkeypatch.delenv(pricing.ENV_RATE_CARD, raising=False)
+    pricing.reload()
+
+
+def use_card(monkeypatch, tmp_path, text: str) -> None:
+    path = tmp_path / "rate-card.yaml"
+    path.write_text(text)
+    monkeypatch.setenv(pricing.ENV_RATE_CARD, str(path))
+    pricing.reload()
+
+
+def test_rate_card_version_names_data_and_overlay():
+    assert re.fullmatch(r"genai-prices-[\w.]+\+ov\.[0-9a-f]{8}", pricing.rate_card_version())
+
+
+def test_bundled_overlay_entries_all_cite_a_source():
+    raw = yaml.safe_load(ov.BUNDLED_PATH.read_text())
+    entries = [*raw.get("models", []), *(raw.get("aliases") or []), *(raw.get("discounts") or [])]
+    assert entries
+    assert all(str(e.get("source", "")).strip() for e in entries)
+    ov.load(ov.BUNDLED_PATH, origin="overlay", require_source=True)  # and it parses
+
+
+def test_web_search_fee_per_call():
+    # Anthropic web search: $10 per 1,000 searches, billed as a fee beside the tokens.
+    usage = Usage(input_tokens=1_000, output_tokens=100, tool_calls={"web_search": 3})
+    q = quote("claude-sonnet-4", usage, provider="anthropic")
+    assert q.components["fees"] == 30_000_000  # $0.03
+    assert q.total_usd == Decimal("0.0345")
+    span = {
+        attr.GEN_AI_PROVIDER_NAME: "anthropic",
+        attr.GEN_AI_REQUEST_MODEL: "claude-sonnet-4",
+        attr.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
+        attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+        attr.TOKENTRAIL_USAGE_TOOL_CALLS: "web_search=3",
+    }
+    out = pricing.price_span(span, None)
+    assert out[attr.TOKENTRAIL_COST_FEES] == pytest.approx(0.03)
+    assert out[attr.TOKENTRAIL_COST_NANO_USD] == 34_500_000
+
+
+def test_cache_creation_attribute_is_read_as_cache_write():
+    span = {
+        attr.GEN_AI_SYSTEM: "anthropic",
+        attr.GEN_AI_REQUEST_MODEL: "claude-sonnet-4-20250514",
+        attr.GEN_AI_USAGE_INPUT_TOKENS: 10_000,
+        attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 10_000,
+        attr.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+    }
+    out = pricing.price_span(span, None)
+    assert out[attr.TOKENTRAIL_COST_CACHE_WRITE] == pytest.approx(0.0375)  # 1.25 x $3 / M
+
+
+def test_priority_and_flex_from_the_data_and_fallbacks(caplog):
+    usage = Usage(input_tokens=10_000, cache_read_tokens=2_000, output_tokens=1_200)
+    late = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    early = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    # genai-prices lists gpt-5.4-mini priority at 2x and flex at 0.5x from 2026-10-12.
+    prio = quote("gpt-5.4-mini", usage, provider="openai", at=late, service_tier="priority")
+    assert (prio.total_usd, prio.tier) == (Decimal("0.0231"), "priority")
+    flex = quote("gpt-5.4-mini", usage, provider="openai", at=late, service_tier="flex")
+    assert (flex.total_usd, flex.tier) == (Decimal("0.005775"), "flex")
+    # Before the data has a priority price we charge standard and say so in the tier.
+    old_prio = quote("gpt-5.4-mini", usage, provider="openai", at=early, service_tier="priority")
+    assert (old_prio.total_usd, old_prio.tier) == (Decimal("0.01155"), "standard")
+    # Flex without its own price is billed at batch rates (50%).
+    old_flex = quote("gpt-5.4-mini", usage, provider="openai", at=early, service_tier="flex")
+    assert (old_flex.total_usd, old_flex.tier) == (Decimal("0.005775"), "flex")
+
+
+def test_batch_halves_long_context_and_cache_prices_too():
+    q = quote("claude-sonnet-4", Usage(input_tokens=250_000, output_tokens=2_000), provider="anthropic",
+              service_tier="batch", at=dt.datetime(2026, 1, 1))
+    assert q.total_usd == Decimal("0.7725")
+    assert q.tier == "batch,context>200k"
+
+
+def test_time_of_day_prices():
+    # DeepSeek off-peak (16:30-00:30 UTC) is half price; priced per call, not memoised per period.
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    peak = quote("deepseek-chat", usage, provider="deepseek", at=dt.datetime(2025, 9, 1, 2, tzinfo=UTC))
+    off = quote("deepseek-chat", usage, provider="deepseek", at=dt.datetime(2025, 9, 1, 20, tzinfo=UTC))
+    assert off.total_nano_usd * 2 == peak.total_nano_usd
+
+
+def test_naive_datetimes_and_nanoseconds_agree():
+    usage = Usage(input_tokens=1_000_000)
+    naive = quote("o3", usage, provider="openai", at=dt.datetime(2025, 6, 1))
+    ns = quote("o3", usage, provider="openai", at=int(dt.datetime(2025, 6, 1, tzinfo=UTC).timestamp()) * 10**9)
+    assert naive.total_nano_usd == ns.total_nano_usd == 10 * 10**9
+
+
+def test_user_overlay_corrects_some_prices_and_keeps_the_rest(monkeypatch, tmp_path):
+    use_card(
+        monkeypatch,
+        tmp_path,
+        """
+models:
+  - provider: openai
+    model: gpt-4o
+    prices: {input: 2.0}
+    fees: {web_search: 0.025}
+    source: invoice 2026-04
+""",
+    )
+    q = quote("gpt-4o-2024-08-06", Usage(input_tokens=1_000_000, output_tokens=1_000_000,
+                                         tool_calls={"web_search": 2}), provider="openai")
+    assert q.components["input"] == 2_000_000_000
+    assert q.components["output"] == 10_000_000_000  # from genai-prices
+    assert q.components["fees"] == 50_000_000
+    assert any("invoice 2026-04" in s for s in q.sources)
+
+
+def test_discount_window_and_model_glob(monkeypatch, tmp_path):
+    use_card(
+        monkeypatch,
+        tmp_path,
+        """
+discounts:
+  - provider: anthropic
+    model: "claude-sonnet-4*"
+    percent: 12.5
+    effective_from: 2026-01-01
+""",
+    )
+    usage = Usage(input_tokens=8_000, output_tokens=1_200)
+    before = quote("claude-sonnet-4", usage, provider="anthropic", at=dt.datetime(2025, 12, 31, 23, tzinfo=UTC))
+    after = quote("claude-sonnet-4", usage, provider="anthropic", at=dt.datetime(2026, 1, 1, 1, tzinfo=UTC))
+    other = quote("claude-haiku-4-5", usage, provider="anthropic", at=dt.datetime(2026, 1, 1, 1, tzinfo=UTC))
+    assert before.total_usd == Decimal("0.042")
+    assert after.total_usd == Decimal("0.03675")
+    assert other.total_usd == Decimal("0.014")  # $1/$5, not discounted
+
+
+def test_alias_to_another_provider(monkeypatch, tmp_path):
+    # An internal gateway name that is really Claude on Bedrock.
+    use_card(
+        monkeypatch,
+        tmp_path,
+        """
+aliases:
+  - name: house-smart
+    model: us.anthropic.claude-sonnet-4-20250514-v1:0
+    to_provider: aws.bedrock
+""",
+    )
+    q = quote("house-smart", Usage(input_tokens=8_000, output_tokens=1_200), provider="openai")
+    assert q.total_usd == Decimal("0.042")
+    assert q.pricing_model.startswith("aws/")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("models: [{model: x, prices: {inptu: 1}}]", "unknown price fields"),
+        ("models: [{model: x}]", "gives no prices"),
+        ("discounts: [{percent: 140}]", "between 0 and 100"),
+        ("models: [{model: x, prices: {input: 1}, effective_from: 2026-02-01, effective_until: 2026-01-01}]", "after"),
+        ("surprise: 1", "unknown top-level"),
+    ],
+)
+def test_overlay_errors_are_clear(text, message):
+    with pytest.raises(ov.OverlayError, match=message):
+        ov.parse(yaml.safe_load(text), origin="user", require_source=False)
+
+
+def test_missing_user_card_file_is_reported_not_raised(monkeypatch, tmp_path):
+    monkeypatch.setenv(pricing.ENV_RATE_CARD, str(tmp_path / "nope.yaml"))
+    pricing.reload()
+    assert pricing.user_overlay_error()
+    assert quote("gpt-4o", Usage(input_tokens=2_000, output_tokens=500), provider="openai").priced
+
+
+def test_subscription_only_listing_is_unpriced_not_zero():
+    # genai-prices lists some models with no token prices (included in a subscription).
+    q = quote("gpt-4o", Usage(input_tokens=2_000, output_tokens=500), provider="github-copilot")
+    assert q.status == "unpriced"
+
+
+# -- price_span's fast path agrees with Usage.from_attributes + quote ---------------------------
+
+
+def _random_span(rng: random.Random) -> dict:
+    def count(hi):
+        roll = rng.random()
+        if roll < 0.03:
+            return rng.choice([-1, "12", 3.0, 2.5, True, None])
+        return rng.randint(0, hi)
+
+    provider, model = rng.choice(
+        [("openai", "gpt-5.4-mini"), ("anthropic", "claude-sonnet-4"),
+         ("aws.bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0")]
+    )
+    span = {attr.GEN_AI_PROVIDER_NAME: provider, attr.GEN_AI_REQUEST_MODEL: model}
+    inp = count(300_000)
+    span[attr.GEN_AI_USAGE_INPUT_TOKENS] = inp
+    span[attr.GEN_AI_USAGE_OUTPUT_TOKENS] = count(5_000)
+    cap = inp if isinstance(inp, int) and not isinstance(inp, bool) and inp > 0 else 10
+    for name in (attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+                 attr.TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS, attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS):
+        if rng.random() < 0.5:
+            span[name] = count(cap // 2)
+    if rng.random() < 0.1:
+        span[attr.TOKENTRAIL_USAGE_TOOL_CALLS] = "web_search=2"
+    return {k: v for k, v in span.items() if v is not None}
+
+
+def test_price_span_fast_path_matches_usage_path():
+    rng = random.Random(7)
+    at = int(dt.datetime(2026, 5, 1, tzinfo=UTC).timestamp()) * 10**9
+    seen = set()
+    for _ in range(3_000):
+        span = _random_span(rng)
+        out = pricing.price_span(span, at)
+        try:
+            usage = Usage.from_attributes(span)
+        except InvalidUsage:
+            usage = None
+        if usage is None:
+            assert out == {attr.TOKENTRAIL_COST_STATUS: "no_usage"}, span
+            seen.add("no_usage")
+            continue
+        q = quote(span[attr.GEN_AI_REQUEST_MODEL], usage, provider=span[attr.GEN_AI_PROVIDER_NAME], at=at)
+        assert out[attr.TOKENTRAIL_COST_NANO_USD] == q.total_nano_usd, span
+        assert out[attr.TOKENTRAIL_PRICING_TIER] == q.tier
+        assert out[attr.GEN_AI_USAGE_COST_AMOUNT] == q.total_nano_usd / 1e9
+        seen.add(q.tier)
+    assert {"no_usage", "standard", "standard,context>200k"} <= seen
