@@ -122,6 +122,9 @@ class FakeProviderServer:
 def _make_handler(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate small writes: without TCP_NODELAY, Nagle plus
+        # the client's delayed ACK add ~40 ms to every keep-alive response.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
             pass
