@@ -77,6 +77,7 @@ class Call:
     text: str = "Hello from the fake Bedrock model."
     stop_reason: str = "end_turn"
     tool_use: dict[str, Any] | None = None
+    message_id: str = "msg_01FakeBedrock0000000001"
 
     @property
     def cache_write(self) -> int:
@@ -197,7 +198,8 @@ def invoke_body(model_id: str, call: Call = DEFAULT_CALL) -> dict[str, Any]:
     kind = family(model_id)
     if kind == "anthropic":
         return anthropic_api.message(model=_anthropic_model(model_id), usage=call.anthropic_usage(),
-                                     content=[anthropic_api.text_block(call.text)], stop_reason=call.stop_reason)
+                                     content=[anthropic_api.text_block(call.text)], stop_reason=call.stop_reason,
+                                     message_id=call.message_id)
     if kind == "meta":
         return {"generation": call.text, "prompt_token_count": call.input_tokens,
                 "generation_token_count": call.output_tokens, "stop_reason": "stop"}
@@ -225,7 +227,8 @@ def invoke_stream_chunks(model_id: str, call: Call = DEFAULT_CALL) -> list[dict[
     half = len(call.text) // 2
     if kind == "anthropic":
         events = anthropic_api.message_events(model=_anthropic_model(model_id), usage=call.anthropic_usage(),
-                                              content=[anthropic_api.text_block(call.text)], stop_reason=call.stop_reason)
+                                              content=[anthropic_api.text_block(call.text)], stop_reason=call.stop_reason,
+                                              message_id=call.message_id)
         chunks = [data for _, data in events if data["type"] != "ping"]
         chunks[-1] = {**chunks[-1], **metrics}
         return chunks
