@@ -9,6 +9,8 @@ Shapes handled:
   reasoning), ``prompt_tokens_details.cached_tokens`` / ``.cache_write_tokens``,
   ``completion_tokens_details.reasoning_tokens``.
 - DeepSeek: ``prompt_cache_hit_tokens`` (cache read) + ``prompt_cache_miss_tokens``.
+- xAI: ``completion_tokens_details.reasoning_tokens`` is *beside* ``completion_tokens``
+  (``total_tokens`` = prompt + completion + reasoning) and billed as output: added to output.
 - Responses: ``input_tokens``, ``output_tokens``, ``input_tokens_details.cached_tokens`` /
   ``.cache_write_tokens``, ``output_tokens_details.reasoning_tokens``; billable web searches
   from ``tool_usage.web_search.num_requests`` (else the ``web_search_call`` output items).
@@ -83,13 +85,26 @@ def _chat(usage: Any) -> Usage:
     cached = _count(field(prompt_details, "cached_tokens"))
     if hit is not None:
         cached = _count(hit)
+    input_tokens = _count(prompt, required=True)
+    output_tokens = _count(field(usage, "completion_tokens"), required=True)
+    reasoning = _count(field(completion_details, "reasoning_tokens"))
+    if reasoning and _reasoning_beside_completion(input_tokens, output_tokens, reasoning, field(usage, "total_tokens")):
+        output_tokens += reasoning  # xAI: reasoning is reported beside completion, billed as output
     return Usage(
-        input_tokens=_count(prompt, required=True),
-        output_tokens=_count(field(usage, "completion_tokens"), required=True),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         cache_read_tokens=cached,
         cache_write_tokens=_count(field(prompt_details, "cache_write_tokens")),
-        reasoning_tokens=_count(field(completion_details, "reasoning_tokens")),
+        reasoning_tokens=reasoning,
     )
+
+
+def _reasoning_beside_completion(prompt: int, completion: int, reasoning: int, total: Any) -> bool:
+    """True when ``completion_tokens`` excludes reasoning (xAI), which only the total can tell:
+    OpenAI's total is prompt + completion (reasoning inside); xAI's adds reasoning on top."""
+    if isinstance(total, int) and not isinstance(total, bool):
+        return total == prompt + completion + reasoning
+    return False
 
 
 def responses_usage(response: Any) -> Usage | None:
