@@ -45,6 +45,14 @@ def field(obj: Any, name: str) -> Any:
     return value
 
 
+def _details(obj: Any, name: str) -> Any:
+    """A nested details block: absent, or an object/mapping (anything else is malformed)."""
+    value = field(obj, name)
+    if value is not None and isinstance(value, (str, bytes, int, float, list, tuple)):
+        raise _Malformed(f"{name} is not an object: {value!r}")
+    return value
+
+
 def _count(value: Any, *, required: bool = False) -> int:
     if value is None:
         if required:
@@ -60,6 +68,8 @@ def _count(value: Any, *, required: bool = False) -> int:
 
 
 def _checked(build: Any, *args: Any) -> Usage | None:
+    if isinstance(args[0], (str, bytes, int, float, list, tuple)):
+        return None
     try:
         return build(*args).validate()
     except (_Malformed, InvalidUsage, TypeError, ValueError) as exc:
@@ -80,8 +90,8 @@ def _chat(usage: Any) -> Usage:
     prompt = field(usage, "prompt_tokens")
     if prompt is None and hit is not None and miss is not None:
         prompt = _count(hit) + _count(miss)
-    prompt_details = field(usage, "prompt_tokens_details")
-    completion_details = field(usage, "completion_tokens_details")
+    prompt_details = _details(usage, "prompt_tokens_details")
+    completion_details = _details(usage, "completion_tokens_details")
     cached = _count(field(prompt_details, "cached_tokens"))
     if hit is not None:
         cached = _count(hit)
@@ -116,8 +126,8 @@ def responses_usage(response: Any) -> Usage | None:
 
 
 def _responses(usage: Any, response: Any) -> Usage:
-    input_details = field(usage, "input_tokens_details")
-    output_details = field(usage, "output_tokens_details")
+    input_details = _details(usage, "input_tokens_details")
+    output_details = _details(usage, "output_tokens_details")
     return Usage(
         input_tokens=_count(field(usage, "input_tokens"), required=True),
         output_tokens=_count(field(usage, "output_tokens"), required=True),
