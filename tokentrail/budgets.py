@@ -75,8 +75,9 @@ class BudgetExceeded(Exception):
     """
 
     def __init__(self, limit: str, *, spent: float, limit_value: float, task: str | None = None,
-                 detail: str | None = None) -> None:
+                 detail: str | None = None, estimate_usd: float | None = None) -> None:
         self.limit = limit
+        self.estimate_usd = estimate_usd  # worst-case cost of the stopped call, when known
         self.spent = spent
         self.limit_value = limit_value
         self.task = task
@@ -431,6 +432,7 @@ def check(planned: preflight.PlannedCall) -> None:
             if node.budget_nano is not None and committed + est > node.budget_nano:
                 blocked = BudgetExceeded(
                     BUDGET_USD, spent=node.spent_nano / NANO, limit_value=node.budget_usd, task=node.name,
+                    estimate_usd=est / NANO,
                     detail=f"this call could cost up to {est / NANO:.6f} USD"
                            + (f", {node.reserved_nano / NANO:.6f} USD in flight" if node.reserved_nano else ""))
                 break
@@ -438,7 +440,7 @@ def check(planned: preflight.PlannedCall) -> None:
                     node.minute_spend_nano(now) + node.reserved_nano + est > node.per_minute_nano):
                 blocked = BudgetExceeded(
                     MAX_USD_PER_MINUTE, spent=node.minute_spend_nano(now) / NANO,
-                    limit_value=node.max_usd_per_minute, task=node.name,
+                    limit_value=node.max_usd_per_minute, task=node.name, estimate_usd=est / NANO,
                     detail=f"this call could cost up to {est / NANO:.6f} USD")
                 break
         else:
@@ -490,7 +492,7 @@ def _check_owner_budgets(cfg: BudgetConfig, span: Any, estimate: int | None, sta
             if spent + (estimate or 0) > budget.limit_nano:
                 _mark_task(state, budget.label)
                 _block(span, BudgetExceeded(budget.label, spent=spent / NANO, limit_value=budget.limit_usd,
-                                            task=getattr(state, "name", None),
+                                            task=getattr(state, "name", None), estimate_usd=(estimate or 0) / NANO,
                                             detail=f"this call could cost up to {(estimate or 0) / NANO:.6f} USD"))
 
 
