@@ -416,3 +416,44 @@ def test_uninstrument_restores_the_sdk(server):
         pass
     client(server).messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
     assert pipe.exporter.get_finished_spans() == ()
+
+
+# --- metrics, pre-flight, living beside the Bedrock instrumentor ----------------------------------
+def test_cost_metric_per_tenant(server, pipeline):
+    from tokentrail.semconv import metrics as names
+
+    with tokentrail.attribute(tenant="acme"):
+        client(server).messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.042)
+
+
+def test_preflight_stop_sends_nothing(server, pipeline):
+    from tokentrail import preflight
+
+    planned = []
+
+    def stop(call):
+        planned.append(call)
+        raise tokentrail.BudgetExceeded("budget_usd", spent=1.0, limit_value=1.0)
+
+    preflight.register(stop)
+    try:
+        with pytest.raises(tokentrail.BudgetExceeded):
+            client(server).messages.create(model=MODEL, max_tokens=77, messages=MESSAGES)
+    finally:
+        preflight._checks.remove(stop)
+    assert server.requests == []
+    assert planned[0].provider == "anthropic" and planned[0].max_output_tokens == 77
+    assert planned[0].estimated_input_tokens > 0
+    assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"
+
+
+def test_anthropic_bedrock_client_beside_the_boto3_instrumentor_is_one_span(server):
+    from tokentrail.instrumentation.bedrock import BedrockInstrumentor
+
+    server.reset()
+    with InMemoryPipeline(instrument=[AnthropicInstrumentor(), BedrockInstrumentor()]) as pipe:
+        bedrock_client(server).messages.create(model="us.anthropic.claude-sonnet-4-20250514-v1:0",
+                                               max_tokens=10, messages=MESSAGES)
+        [span] = pipe.llm_spans()
+    assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == "aws.bedrock"

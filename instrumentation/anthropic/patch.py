@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Any
 
 from tokentrail import preflight
@@ -26,6 +27,8 @@ from tokentrail.processor.usage import InvalidUsage
 _log = logging.getLogger(__name__)
 
 MESSAGES_CREATE = "anthropic.messages.create"
+# True only while the SDK runs a call that one of our spans covers (native span suppression).
+_TRACED_CALL: ContextVar[bool] = ContextVar("tokentrail_anthropic_traced_call", default=False)
 OPERATION = "chat"
 BATCH_TIER = "batch"
 
@@ -138,12 +141,15 @@ def sync_request_wrapper(tracer: Any):
             return wrapped(*args, **kwargs)
         stream = bool(kwargs.get("stream", False))
         call = _start(tracer, instance, body, stream)
+        token = _TRACED_CALL.set(not call.ended)
         try:
             with call.activate():
                 result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.end(error=exc)
             raise
+        finally:
+            _TRACED_CALL.reset(token)
         return _finish(call, result, stream, is_async=False)
 
     return wrapper
@@ -156,12 +162,15 @@ def async_request_wrapper(tracer: Any):
             return await wrapped(*args, **kwargs)
         stream = bool(kwargs.get("stream", False))
         call = _start(tracer, instance, body, stream)
+        token = _TRACED_CALL.set(not call.ended)
         try:
             with call.activate():
                 result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.end(error=exc)
             raise
+        finally:
+            _TRACED_CALL.reset(token)
         return _finish(call, result, stream, is_async=True)
 
     return wrapper
@@ -175,7 +184,7 @@ def suppress_native_span(wrapped, instance, args, kwargs):
     keeps its native span.
     """
     options = args[2] if len(args) > 2 else kwargs.get("options")
-    if genai_span._IN_LLM_CALL.get() and getattr(options, "span_name", None) == MESSAGES_CREATE:
+    if _TRACED_CALL.get() and getattr(options, "span_name", None) == MESSAGES_CREATE:
         return None
     return wrapped(*args, **kwargs)
 
