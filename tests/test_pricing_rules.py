@@ -197,6 +197,11 @@ def test_missing_user_card_file_is_reported_not_raised(monkeypatch, tmp_path):
     assert quote("gpt-4o", Usage(input_tokens=2_000, output_tokens=500), provider="openai").priced
 
 
+def test_quote_of_inconsistent_usage_is_no_usage():
+    q = quote("gpt-4o", Usage(input_tokens=10, cache_read_tokens=20), provider="openai")
+    assert q.status == "no_usage" and q.total_nano_usd is None
+
+
 def test_subscription_only_listing_is_unpriced_not_zero():
     # genai-prices lists some models with no token prices (included in a subscription).
     q = quote("gpt-4o", Usage(input_tokens=2_000, output_tokens=500), provider="github-copilot")

@@ -213,7 +213,8 @@ class RateCard:
         per_call = False
         if gm is not None:
             conditions = [c.constraint for c in gm.prices] if isinstance(gm.prices, list) else []
-            conditions += [v.constraint for v in gm.price_variants or ()]
+            if service_tier != STANDARD:  # variant dates only matter to the tiers they price
+                conditions += [v.constraint for v in gm.price_variants or ()]
             for c in conditions:
                 if isinstance(c, gp.StartDateConstraint):
                     boundaries.add(ov.date_ns(c.start_date))

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.processor.pricing import card as _card
-from tokentrail.processor.usage import Usage
+from tokentrail.processor.usage import InvalidUsage, Usage
 
 PRICED, UNPRICED, NO_USAGE = "priced", "unpriced", "no_usage"
 COMPONENTS = ("input", "cache_read", "cache_write", "output", "fees")
@@ -87,9 +87,14 @@ def quote(model: Any, usage: Usage, *, provider: Any = None, at: Any = None, ser
 
     ``at``: epoch nanoseconds, a datetime (naive = UTC) or None (now). ``service_tier``: standard,
     batch, flex or priority (provider spellings such as ``default`` or ``auto`` mean standard).
-    Unknown models give ``status='unpriced'`` with no amount (never $0).
+    Unknown models give ``status='unpriced'`` with no amount (never $0); inconsistent usage
+    (more cached than input tokens, negative counts) gives ``status='no_usage'``.
     """
     card = _card.card()
+    try:
+        usage.validate()
+    except (InvalidUsage, AttributeError, TypeError):
+        return Quote(NO_USAGE, None, None, None, None, card.version, provider, model)
     priced = price_counts(
         card,
         provider,
