@@ -457,3 +457,15 @@ def test_anthropic_bedrock_client_beside_the_boto3_instrumentor_is_one_span(serv
                                                max_tokens=10, messages=MESSAGES)
         [span] = pipe.llm_spans()
     assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == "aws.bedrock"
+
+
+def test_structured_parse_is_priced(server, pipeline):
+    import pydantic
+
+    class City(pydantic.BaseModel):
+        city: str
+
+    server.enqueue(FakeResponse(json=fake.message(content=[fake.text_block('{"city": "Paris"}')])))
+    parsed = client(server).messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES, output_format=City)
+    assert parsed.parsed_output == City(city="Paris")
+    assert usd(only_llm_span(pipeline)) == Decimal("0.042")

@@ -247,3 +247,16 @@ def test_uninstrument_restores_botocore(server):
         pass
     run(server, "converse", CLAUDE)
     assert pipe.exporter.get_finished_spans() == ()
+
+
+def test_converse_stream_closed_at_message_stop_still_gets_its_usage(server, pipeline):
+    server.enqueue(fake.converse_stream())
+    stream = client(server).converse_stream(modelId=CLAUDE, messages=MESSAGES)["stream"]
+    seen = []
+    for event in stream:
+        seen.append(event)
+        if "messageStop" in event:
+            break
+    stream.close()
+    assert "metadata" not in seen[-1]  # the caller never saw the metadata event
+    assert usd(only_llm_span(pipeline)) == Decimal("0.042")

@@ -14,6 +14,7 @@ the user gets one LLM span per call. Our failures never reach the caller.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
@@ -192,16 +193,18 @@ def suppress_native_span(wrapped, instance, args, kwargs):
 # --- Message Batches ----------------------------------------------------------------------
 _SEEN_LIMIT = 100_000
 _seen_results: "OrderedDict[str, None]" = OrderedDict()
+_seen_lock = threading.Lock()
 
 
 def _first_sighting(key: str) -> bool:
     """True the first time a batch result is read in this process (re-reads are not re-priced)."""
-    if key in _seen_results:
-        return False
-    _seen_results[key] = None
-    if len(_seen_results) > _SEEN_LIMIT:
-        _seen_results.popitem(last=False)
-    return True
+    with _seen_lock:
+        if key in _seen_results:
+            return False
+        _seen_results[key] = None
+        if len(_seen_results) > _SEEN_LIMIT:
+            _seen_results.popitem(last=False)
+        return True
 
 
 class BatchResultHooks(StreamHooks):

@@ -114,6 +114,10 @@ class ConverseStreamHooks(_BedrockStreamHooks):
         self.state.observe(item)
         return False
 
+    def drain_before_close(self) -> bool:
+        # Callers often stop at messageStop; the usage is in the metadata event right after it.
+        return self.state.stop_reason is not None and self.state.usage is None
+
     def record(self) -> None:
         state = self.state
         self.call.set_response(finish_reasons=[state.stop_reason] if state.stop_reason else None)
