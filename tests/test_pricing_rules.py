@@ -175,6 +175,28 @@ aliases:
     assert q.pricing_model.startswith("aws/")
 
 
+def test_without_a_provider_the_vendors_own_table_and_the_overlays_apply(monkeypatch, tmp_path):
+    # What `tokentrail price MODEL` does: no provider given.
+    use_card(
+        monkeypatch,
+        tmp_path,
+        """
+models:
+  - {provider: vllm, model: acme-llama-70b, prices: {input: 0.5, output: 1.5}}
+aliases:
+  - {provider: azure.ai.openai, name: prod-chat-eastus, model: gpt-4o}
+""",
+    )
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert quote("acme-llama-70b", usage).total_usd == Decimal("2")
+    assert quote("prod-chat-eastus", usage).pricing_model == "openai/gpt-4o"
+    assert quote("claude-sonnet-4", Usage(input_tokens=250_000, output_tokens=2_000)).total_usd == Decimal("1.545")
+    assert quote("mistral-large-latest", usage).pricing_model.startswith("mistral/")
+    # an open model served by many hosts at different prices is not guessed
+    assert quote("llama-3.3-70b-versatile", usage).status == "unpriced"
+    assert quote("llama-3.3-70b-versatile", usage, provider="groq").status == "priced"
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

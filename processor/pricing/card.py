@@ -84,6 +84,7 @@ _BEDROCK_ID = re.compile(
 )
 _DATE_SUFFIX = re.compile(r"(?:[-@]20\d{2}-?\d{2}-?\d{2})$")
 _MAX_MEMO = 4096
+_DEFAULT_TABLES = ("openai", "anthropic", "google", "mistral", "deepseek", "x-ai", "cohere", "aws")
 
 
 Flat = tuple  # (input, cache_read, cache_write_5m, cache_write_1h, output) femto-USD per token
@@ -232,41 +233,49 @@ class RateCard:
         """(pricing_model, owner, genai model, from_fallback, overlay entries, provider keys) or None."""
         name = model.strip().lower()
         table = price_table_id(pname) or (pname if pname in self.by_id else None)
+        any_provider = pname is None  # no provider known (e.g. `tokentrail price m`): every entry may apply
         for alias in reversed(self.overlay.aliases):  # user aliases come last: they win
-            if alias.name == name and ov.provider_matches(alias.provider, (table, pname)):
+            if alias.name == name and (any_provider or ov.provider_matches(alias.provider, (table, pname))):
                 name = alias.model
                 if alias.to_provider:
                     pname = alias.to_provider
                     table = price_table_id(pname) or (pname if pname in self.by_id else None)
                 break
+        any_provider = pname is None
         keys = (table, pname)
         candidates = _candidates(name)
         tables: list[str | None]
         if table is not None:
             tables = [table]
         elif pname is None:
-            tables = [None]
+            # The vendor whose naming the model follows, then the vendors' own tables in a fixed order
+            # (hosts such as Groq or OpenRouter price the same open model differently: never guessed).
+            tables = [None, *(t for t in _DEFAULT_TABLES if t in self.by_id)]
         else:
             tables = []  # a provider genai-prices does not know: only the overlays can price it
         for tbl in tables:
             for cand in candidates:
-                hit = self._lookup(tbl, cand, keys)
+                hit = self._lookup(tbl, cand, keys, any_provider)
                 if hit:
                     return hit
         # Overlay-only models of an unknown provider (self-hosted, private).
         for cand in candidates:
-            entries = [e for e in self.overlay.models if ov.provider_matches(e.provider, keys) and e.matches_name(cand)]
+            entries = [
+                e
+                for e in self.overlay.models
+                if (any_provider or ov.provider_matches(e.provider, keys)) and e.matches_name(cand)
+            ]
             if entries:
                 return (_qualified(entries[-1].provider or pname, entries[-1].model), None, None, False, entries, keys)
         for needle, vendor in _VENDOR_FALLBACK.get(table or "", ()):
             if needle in name:
                 for cand in candidates:
-                    hit = self._lookup(vendor, cand, (*keys, vendor))
+                    hit = self._lookup(vendor, cand, (*keys, vendor), False)
                     if hit:
                         return hit
         return None
 
-    def _lookup(self, table: str | None, cand: str, keys: tuple):
+    def _lookup(self, table: str | None, cand: str, keys: tuple, any_provider: bool):
         gm = owner = None
         from_fallback = False
         if table is None:
@@ -287,7 +296,8 @@ class RateCard:
         entries = [
             e
             for e in self.overlay.models
-            if ov.provider_matches(e.provider, all_keys) and any(e.matches_name(n) for n in names)
+            if (any_provider and table is None and gm is None or ov.provider_matches(e.provider, all_keys))
+            and any(e.matches_name(n) for n in names)
         ]
         if gm is None and not entries:
             return None
