@@ -1,0 +1,192 @@
+"""Living with other GenAI instrumentations: one LLM span per call, and ours wins.
+
+Users often have another GenAI instrumentation installed beside ours (the official
+``opentelemetry-instrumentation-genai-*`` packages, OpenLLMetry's
+``opentelemetry-instrumentation-openai``/``-anthropic``/..., an SDK's own spans such as
+mistralai's opt-in telemetry). Left alone, each call would produce two LLM spans, both
+priced, and spend would be counted twice.
+
+The rule: **when a tokentrail instrumentor covers a call, its span is the LLM span of that
+call; the other instrumentation's span for the same call is dropped from export** (not
+priced, not metered). Why ours: it records what pricing needs exactly (cache writes split
+5m/1h, reasoning, server-tool fees, one span per billed HTTP request for SDKs that send
+several), and prices the span before it ends. Their span is recognised structurally, not by
+package name: a span from another instrumentation scope describing one model call
+(``chat``, ``generate_content``, ``embeddings``, ...; never ``invoke_agent`` or
+``execute_tool``) that is the direct parent or the direct child of one of our LLM spans.
+
+- Theirs inside ours (their wrapper, or the SDK's own tracing, runs within our call): their
+  span is a child of ours and is dropped when it ends. OpenLLMetry is also told not to make
+  one at all, through the context key it honours for exactly this purpose.
+- Theirs outside ours (their wrapper runs first): ours starts under *their parent*, taking
+  their place in the trace, and theirs is dropped when it ends; the trace keeps one LLM span
+  with the right parent.
+- Without a tokentrail instrumentor for an SDK (or with ``TOKENTRAIL_COEXISTENCE=defer``,
+  which leaves the SDKs to the other instrumentation), nothing is dropped: our processor
+  prices their spans and stamps the owner.
+
+Dropping happens in ``CostSpanProcessor`` (the processor in front of every tokentrail
+exporter), through ``is_duplicate``. Everything here is cheap (set lookups) and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from tokentrail.semconv import attributes as attr
+
+_log = logging.getLogger(__name__)
+
+ENV = "TOKENTRAIL_COEXISTENCE"
+DEFER = "defer"  # leave the SDKs to the other instrumentation; we only price and attribute
+
+# OpenLLMetry's context key: its wrappers create no span while it is set (semconv_ai).
+TRACELOOP_SUPPRESS_KEY = "suppress_language_model_instrumentation"
+
+# Operations that describe one model call (a duplicate of ours); wrappers of calls are kept.
+CALL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"}
+)
+_NOT_CALLS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+_OUR_SCOPE_PREFIX = "tokentrail"
+_CAPACITY = 8192
+
+
+class _BoundedSet:
+    """A thread-safe insertion-ordered set that forgets its oldest entries past a capacity."""
+
+    __slots__ = ("_items", "_lock", "_capacity")
+
+    def __init__(self, capacity: int = _CAPACITY) -> None:
+        self._items: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def add(self, key: int) -> None:
+        with self._lock:
+            self._items[key] = None
+            if len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_ours = _BoundedSet()  # span ids of our LLM spans (recent)
+_shadowed = _BoundedSet()  # span ids of foreign call spans that ours replaced
+
+
+def deferring() -> bool:
+    return os.environ.get(ENV, "").strip().lower() == DEFER
+
+
+def should_instrument(provider: str) -> bool:
+    """Whether our instrumentor patches ``provider``'s SDK (False only when the user defers)."""
+    return not deferring()
+
+
+def _scope_name(span: Any) -> str:
+    scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
+    return getattr(scope, "name", "") or ""
+
+
+def is_foreign_call_span(span: Any) -> bool:
+    """A span of another instrumentation describing one model call."""
+    try:
+        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            return False
+        attributes = getattr(span, "attributes", None) or {}
+        operation = attributes.get(attr.GEN_AI_OPERATION_NAME)
+        if operation is not None:
+            return operation in CALL_OPERATIONS
+        # Older instrumentations: no operation name, but a GenAI system and a model.
+        has_system = attr.GEN_AI_SYSTEM in attributes or attr.GEN_AI_PROVIDER_NAME in attributes
+        return has_system and (attr.GEN_AI_REQUEST_MODEL in attributes or attr.GEN_AI_RESPONSE_MODEL in attributes)
+    except Exception:
+        return False
+
+
+def parent_context_for_our_span() -> otel_context.Context | None:
+    """The context to start our LLM span in, or None for the current one.
+
+    When the current span is another instrumentation's span of this very call (its wrapper
+    runs outside ours), ours replaces it: it is marked for dropping, and ours starts under its
+    parent.
+    """
+    try:
+        current = trace.get_current_span()
+        if not current.is_recording() or not is_foreign_call_span(current):
+            return None
+        operation = (getattr(current, "attributes", None) or {}).get(attr.GEN_AI_OPERATION_NAME)
+        if operation in _NOT_CALLS:
+            return None
+        _shadowed.add(current.get_span_context().span_id)
+        parent = getattr(current, "parent", None)
+        stand_in = trace.NonRecordingSpan(parent) if parent is not None else trace.INVALID_SPAN
+        return trace.set_span_in_context(stand_in)
+    except Exception:
+        _log.debug("tokentrail: coexistence parent lookup failed", exc_info=True)
+        return None
+
+
+def register_ours(span: Any) -> None:
+    """Remember one of our LLM spans, so another instrumentation's child span of it is dropped."""
+    try:
+        context = span.get_span_context()
+        if context.is_valid:
+            _ours.add(context.span_id)
+    except Exception:
+        _log.debug("tokentrail: coexistence register failed", exc_info=True)
+
+
+def call_context(ctx: otel_context.Context) -> otel_context.Context:
+    """``ctx`` as our wrapped SDK call runs in: OpenLLMetry makes no duplicate span inside it."""
+    return otel_context.set_value(TRACELOOP_SUPPRESS_KEY, True, ctx)
+
+
+def is_duplicate(span: Any) -> bool:
+    """At export: another instrumentation's span of a call one of our spans already covers."""
+    try:
+        context = span.get_span_context() if hasattr(span, "get_span_context") else span.context
+        # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
+        if context is not None and context.span_id in _shadowed:
+            return True
+        parent = getattr(span, "parent", None)
+        if parent is not None and parent.span_id in _ours:
+            return is_foreign_call_span(span)
+        return False
+    except Exception:
+        return False
+
+
+def reset() -> None:
+    """Forget every remembered span (tests)."""
+    _ours.clear()
+    _shadowed.clear()
+
+
+__all__ = [
+    "CALL_OPERATIONS",
+    "DEFER",
+    "ENV",
+    "TRACELOOP_SUPPRESS_KEY",
+    "call_context",
+    "deferring",
+    "is_duplicate",
+    "is_foreign_call_span",
+    "parent_context_for_our_span",
+    "register_ours",
+    "reset",
+    "should_instrument",
+]
