@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - very old opentelemetry-instrumentation
         return True
 
 from tokentrail import preflight
+from tokentrail.instrumentation import coexistence
 from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
 
@@ -207,7 +208,7 @@ class LLMCall:
         """
         tokens = None
         try:
-            ctx = trace.set_span_in_context(self.span)
+            ctx = coexistence.call_context(trace.set_span_in_context(self.span))
             tokens = (otel_context.attach(ctx), _IN_LLM_CALL.set(True))
         except Exception:
             _log.debug("tokentrail: could not activate span", exc_info=True)
@@ -342,10 +343,13 @@ def start_llm_call(
         start_ns = time.time_ns()
         span = tracer.start_span(
             f"{operation} {model}" if model else operation,
+            # Another instrumentation's span of this call around ours: ours takes its place.
+            context=coexistence.parent_context_for_our_span(),
             kind=SpanKind.CLIENT,
             attributes=attrs,
             start_time=start_ns,
         )
+        coexistence.register_ours(span)
         call = LLMCall(span, attrs, start_ns)
     except Exception:
         _log.debug("tokentrail: could not start the LLM span", exc_info=True)
