@@ -47,6 +47,14 @@ def _is_llm_fn() -> Callable[[Mapping[str, Any]], bool]:
     return is_llm_span
 
 
+def _is_duplicate_fn() -> Callable[[Any], bool]:
+    try:
+        from tokentrail.instrumentation.coexistence import is_duplicate
+    except Exception:
+        return lambda span: False
+    return is_duplicate
+
+
 def pipeline_active(tracer_provider: Any = None) -> bool:
     """Whether a CostSpanProcessor will see finished spans (and record their metrics).
 
@@ -129,6 +137,7 @@ class CostSpanProcessor(SpanProcessor):
         self._record_metrics = record_metrics
         self._price_span = _price_span_fn()
         self._is_llm = _is_llm_fn()
+        self._is_duplicate = _is_duplicate_fn()
         self._shut = False
         with _active_lock:
             _active += 1
@@ -147,6 +156,8 @@ class CostSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._is_duplicate(span):
+            return  # another instrumentation's span of a call our span covers (coexistence)
         out = span
         try:
             out = self._process(span)
