@@ -36,7 +36,6 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping, TypeVar
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import metrics as metrics_api
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 
@@ -184,19 +183,11 @@ def _count_rejection(reason: str, found: tuple, ctx: Context | None) -> None:
         _log.debug("tokentrail: counting a rejection failed", exc_info=True)
 
 
-_counters: dict[int, tuple[Any, Any]] = {}
-
-
 def _rejected_counter() -> Any:
-    provider = metrics_api.get_meter_provider()
-    entry = _counters.get(id(provider))
-    if entry is None or entry[0] is not provider:
-        meter = metrics_api.get_meter("tokentrail", meter_provider=provider)
-        entry = (provider, meter.create_counter(
-            names.TOKENTRAIL_ATTRIBUTION_REJECTED, unit="{value}",
-            description="Inbound baggage attribution ignored at the trust boundary"))
-        _counters[id(provider)] = entry
-    return entry[1]
+    from tokentrail.tasks import instrument  # late: tasks imports attribution, which imports us
+
+    return instrument("counter", names.TOKENTRAIL_ATTRIBUTION_REJECTED, "{value}",
+                      "Inbound baggage attribution ignored at the trust boundary")
 
 
 def reset_trust_state() -> None:
