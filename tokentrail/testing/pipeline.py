@@ -104,6 +104,10 @@ class InMemoryPipeline:
                 self.instrumentors.append(inst)
             except Exception:
                 _logger.debug("could not instrument %r", inst, exc_info=True)
+        # task spans and tokentrail's task/budget/trust metrics go to these providers too
+        from tokentrail import tasks
+
+        self._previous_providers = tasks.use_providers(self.tracer_provider, self.meter_provider)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -116,6 +120,12 @@ class InMemoryPipeline:
             except Exception:
                 _logger.debug("could not uninstrument %r", inst, exc_info=True)
         self.instrumentors.clear()
+        previous = getattr(self, "_previous_providers", None)
+        if previous is not None:
+            from tokentrail import tasks
+
+            tasks.use_providers(*previous)
+            self._previous_providers = None
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
