@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import openai
 from opentelemetry.trace import SpanKind
 
-from tokentrail import propagation, tasks
+from tokentrail import propagation
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.testing import InMemoryPipeline
 
@@ -37,7 +37,6 @@ def dump(pipeline: InMemoryPipeline, out: str) -> None:
 def main(argv: list[str]) -> None:
     mode, out = argv[1], argv[2]
     with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as pipeline:
-        tasks.use_providers(pipeline.tracer_provider, pipeline.meter_provider)
         tracer = pipeline.tracer("hop_worker")
         client = openai.OpenAI(base_url=os.environ["HOP_BASE_URL"], api_key="sk-test", max_retries=0)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tokentrail import budgets, propagation, tasks
+from tokentrail import budgets, propagation
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
@@ -28,12 +28,8 @@ def pipeline(server, monkeypatch):
     monkeypatch.delenv("TOKENTRAIL_TRUST_INBOUND_BAGGAGE", raising=False)
     budgets.reload()
     propagation.reset_trust_state()
-    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as running:
-        previous = tasks.use_providers(running.tracer_provider, running.meter_provider)
-        try:
-            yield running
-        finally:
-            tasks.use_providers(*previous)
+    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as running:  # routes task spans/metrics too
+        yield running
     budgets.reload()
 
 
