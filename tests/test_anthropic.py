@@ -469,3 +469,32 @@ def test_structured_parse_is_priced(server, pipeline):
     parsed = client(server).messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES, output_format=City)
     assert parsed.parsed_output == City(city="Paris")
     assert usd(only_llm_span(pipeline)) == Decimal("0.042")
+
+
+def test_with_streaming_response_is_priced_when_parsed(server, pipeline):
+    c = client(server)
+    with c.messages.with_streaming_response.create(model=MODEL, max_tokens=10, messages=MESSAGES) as response:
+        assert response.parse().usage.output_tokens == 1200
+    server.enqueue(FakeResponse(sse=fake.message_events()))
+    with c.messages.with_streaming_response.create(model=MODEL, max_tokens=10, messages=MESSAGES,
+                                                   stream=True) as response:
+        stream = response.parse()
+        assert isinstance(stream, anthropic.Stream)
+        for _ in stream:
+            pass
+    server.enqueue(FakeResponse(sse=fake.message_events()))
+    raw = c.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=MESSAGES, stream=True)
+    for _ in raw.parse():
+        pass
+    spans = pipeline.llm_spans()
+    assert len(spans) == 3 and all(usd(s) == Decimal("0.042") for s in spans)
+
+
+def test_raw_response_never_parsed_ends_its_span_once(server, pipeline):
+    with client(server).messages.with_streaming_response.create(model=MODEL, max_tokens=10,
+                                                                messages=MESSAGES) as response:
+        response.read()
+    del response
+    gc.collect()
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"

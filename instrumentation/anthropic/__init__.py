@@ -40,6 +40,8 @@ _TRACER_NAME = "tokentrail.instrumentation.anthropic"
 _REQUEST_TARGETS = (
     ("anthropic._base_client", "SyncAPIClient.request", lambda t: patch.sync_request_wrapper(t)),
     ("anthropic._base_client", "AsyncAPIClient.request", lambda t: patch.async_request_wrapper(t)),
+    ("anthropic._response", "APIResponse.parse", lambda t: patch.sync_parse_wrapper),
+    ("anthropic._response", "AsyncAPIResponse.parse", lambda t: patch.async_parse_wrapper),
     ("anthropic.resources.messages.batches", "Batches.results", lambda t: patch.batch_results_wrapper(t, False)),
     ("anthropic.resources.messages.batches", "AsyncBatches.results", lambda t: patch.batch_results_wrapper(t, True)),
     ("anthropic.resources.beta.messages.batches", "Batches.results", lambda t: patch.batch_results_wrapper(t, False)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
@@ -126,6 +127,9 @@ def _finish(call: genai_span.LLMCall, result: Any, stream: bool, is_async: bool)
         if raw is not None:  # with_raw_response / with_streaming_response
             if not stream and raw.is_closed:
                 record_message(call, raw.json())
+            else:  # body unread: finish when the caller parses it (or at garbage collection)
+                _pending[result] = (call, weakref.finalize(result, call.end))
+                return result
             call.end()
             return result
         record_message(call, result)
@@ -133,6 +137,41 @@ def _finish(call: genai_span.LLMCall, result: Any, stream: bool, is_async: bool)
         _log.debug("tokentrail: recording an Anthropic response failed", exc_info=True)
     call.end()
     return result
+
+
+# Raw responses whose body the caller has yet to read, with the call they will finish.
+_pending: "weakref.WeakKeyDictionary[Any, tuple[genai_span.LLMCall, weakref.finalize]]" = weakref.WeakKeyDictionary()
+
+
+def _parsed(instance: Any, parsed: Any, args: tuple, kwargs: dict, is_async: bool) -> Any:
+    """``APIResponse.parse`` result of a raw response we hold a call for: record or proxy it."""
+    try:
+        pending = _pending.pop(instance, None)
+    except Exception:
+        pending = None
+    if pending is None:
+        return parsed
+    call, finalizer = pending
+    finalizer.detach()
+    try:
+        stream = bool(getattr(instance, "_is_sse_stream", False))
+        result = _finish(call, parsed, stream, is_async)
+        if result is not parsed:  # later parse() calls must hand back the same proxy
+            key = kwargs.get("to") or getattr(instance, "_cast_to", None)
+            instance._parsed_by_type[key] = result
+        return result
+    except Exception:
+        _log.debug("tokentrail: recording a parsed raw response failed", exc_info=True)
+        call.end()
+        return parsed
+
+
+def sync_parse_wrapper(wrapped, instance, args, kwargs):
+    return _parsed(instance, wrapped(*args, **kwargs), args, kwargs, is_async=False)
+
+
+async def async_parse_wrapper(wrapped, instance, args, kwargs):
+    return _parsed(instance, await wrapped(*args, **kwargs), args, kwargs, is_async=True)
 
 
 def sync_request_wrapper(tracer: Any):
