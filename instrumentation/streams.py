@@ -59,6 +59,39 @@ def _finish(proxy: Any, error: BaseException | None) -> None:
         _log.debug("tokentrail: stream on_end failed", exc_info=True)
 
 
+def _bind_next(wrapped: Any) -> Any:
+    """The wrapped stream's own ``__next__`` (or its iterator's), bound once.
+
+    Binding is lazy-safe: for SDK streams and generators it performs no I/O. Anything not
+    iterable gets a callable that raises the same TypeError the caller would have seen.
+    """
+    if hasattr(type(wrapped), "__next__"):
+        return wrapped.__next__
+    try:
+        return iter(wrapped).__next__
+    except TypeError as exc:
+        error = exc
+
+        def raising() -> Any:
+            raise error
+
+        return raising
+
+
+def _bind_anext(wrapped: Any) -> Any:
+    if hasattr(type(wrapped), "__anext__"):
+        return wrapped.__anext__
+    try:
+        return wrapped.__aiter__().__anext__
+    except (AttributeError, TypeError) as exc:
+        error = TypeError(str(exc))
+
+        async def raising() -> Any:
+            raise error
+
+        return raising
+
+
 class SyncStreamProxy(wrapt.ObjectProxy):
     """Iterator/context-manager proxy for a synchronous SDK stream."""
 
@@ -66,43 +99,35 @@ class SyncStreamProxy(wrapt.ObjectProxy):
         super().__init__(wrapped)
         self._self_hooks = hooks
         self._self_on_item = hooks.on_item
-        self._self_next = None
         self._self_done = False
-
-    def _self_bind(self) -> Any:
-        wrapped = self.__wrapped__
-        nxt = wrapped.__next__ if hasattr(type(wrapped), "__next__") else iter(wrapped).__next__
-        self._self_next = nxt
-        return nxt
+        self._self_next = _bind_next(wrapped)
 
     def __iter__(self) -> "SyncStreamProxy":
         return self
 
     def __next__(self) -> Any:
-        nxt = self._self_next or self._self_bind()
-        on_item = self._self_on_item
-        while True:
-            try:
-                item = nxt()
-            except StopIteration:
-                _finish(self, None)
-                raise
-            except BaseException as exc:
-                _finish(self, exc)
-                raise
-            try:
-                if not on_item(item):
-                    return item
-            except Exception:
-                _log.debug("tokentrail: stream on_item failed", exc_info=True)
-                return item
+        # The per-chunk path: two attribute reads, one call into the hooks.
+        try:
+            item = self._self_next()
+        except StopIteration:
+            _finish(self, None)
+            raise
+        except BaseException as exc:
+            _finish(self, exc)
+            raise
+        try:
+            hide = self._self_on_item(item)
+        except Exception:
+            _log.debug("tokentrail: stream on_item failed", exc_info=True)
+            return item
+        return self.__next__() if hide else item
 
     def _self_drain(self) -> None:
         """Read what is left of a logically complete stream, for its usage. Never raises."""
         try:
             if self._self_done or not self._self_hooks.drain_before_close():
                 return
-            nxt = self._self_next or self._self_bind()
+            nxt = self._self_next
             for _ in range(_MAX_DRAIN_ITEMS):
                 self._self_on_item(nxt())
         except StopIteration:
@@ -151,24 +176,16 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
         super().__init__(wrapped)
         self._self_hooks = hooks
         self._self_on_item = hooks.on_item
-        self._self_next = None
         self._self_done = False
-
-    def _self_bind(self) -> Any:
-        wrapped = self.__wrapped__
-        nxt = wrapped.__anext__ if hasattr(type(wrapped), "__anext__") else wrapped.__aiter__().__anext__
-        self._self_next = nxt
-        return nxt
+        self._self_next = _bind_anext(wrapped)
 
     def __aiter__(self) -> "AsyncStreamProxy":
         return self
 
     async def __anext__(self) -> Any:
-        nxt = self._self_next or self._self_bind()
-        on_item = self._self_on_item
         while True:
             try:
-                item = await nxt()
+                item = await self._self_next()
             except StopAsyncIteration:
                 _finish(self, None)
                 raise
@@ -176,7 +193,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
                 _finish(self, exc)
                 raise
             try:
-                if not on_item(item):
+                if not self._self_on_item(item):
                     return item
             except Exception:
                 _log.debug("tokentrail: stream on_item failed", exc_info=True)
@@ -186,7 +203,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
         try:
             if self._self_done or not self._self_hooks.drain_before_close():
                 return
-            nxt = self._self_next or self._self_bind()
+            nxt = self._self_next
             for _ in range(_MAX_DRAIN_ITEMS):
                 self._self_on_item(await nxt())
         except StopAsyncIteration:

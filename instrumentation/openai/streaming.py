@@ -34,13 +34,16 @@ class ChatStreamHooks(LLMCallStreamHooks):
         self.finished = False
 
     def on_item(self, chunk: Any) -> bool:
+        choices = chunk.choices
         if self.model is None:
             self.model = chunk.model
             self.response_id = chunk.id
             self.service_tier = chunk.service_tier
-        choices = chunk.choices
-        usage = chunk.usage
         if choices:
+            # hot path: one content delta, not the last
+            if choices[0].finish_reason is None and len(choices) == 1:
+                return False
+            usage = chunk.usage
             for choice in choices:
                 reason = choice.finish_reason
                 if reason is not None:
@@ -51,6 +54,7 @@ class ChatStreamHooks(LLMCallStreamHooks):
             if usage is not None:  # some compatible APIs put usage on the last content chunk
                 self.usage = usage
             return False
+        usage = chunk.usage
         if usage is not None:
             self.usage = usage
             if chunk.service_tier is not None:
