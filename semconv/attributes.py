@@ -33,6 +33,10 @@ GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = 'gen_ai.usage.cache_creation.input_to
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = 'gen_ai.usage.reasoning.output_tokens'
 #: The conversation or session the call belongs to.
 GEN_AI_CONVERSATION_ID = 'gen_ai.conversation.id'
+#: The prompt messages as JSON; recorded only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+GEN_AI_INPUT_MESSAGES = 'gen_ai.input.messages'
+#: The model's answer messages as JSON; recorded only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+GEN_AI_OUTPUT_MESSAGES = 'gen_ai.output.messages'
 #: The agent's name, on invoke_agent spans.
 GEN_AI_AGENT_NAME = 'gen_ai.agent.name'
 #: input or output, on gen_ai.client.token.usage points.
@@ -149,6 +153,8 @@ ALL_ATTRIBUTES = (
     GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
     GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
     GEN_AI_CONVERSATION_ID,
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
     GEN_AI_AGENT_NAME,
     GEN_AI_TOKEN_TYPE,
     USER_ID,
