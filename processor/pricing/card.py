@@ -84,6 +84,7 @@ _BEDROCK_ID = re.compile(
 )
 _DATE_SUFFIX = re.compile(r"(?:[-@]20\d{2}-?\d{2}-?\d{2})$")
 _MAX_MEMO = 4096
+_CLAUDE_HOSTS = frozenset({"anthropic", "aws", "google", None})
 _DEFAULT_TABLES = ("openai", "anthropic", "google", "mistral", "deepseek", "x-ai", "cohere", "aws")
 
 
@@ -349,7 +350,12 @@ class RateCard:
             fees.update(entry.fees)
             sources.append(f"{entry.origin}:{entry.model}" + (f" ({entry.source})" if entry.source else ""))
         if not any(k in levels for k in ("input_mtok", "output_mtok", "input_text_mtok", "output_text_mtok")):
-            return None  # listed but without token prices (e.g. subscription-only): cannot price honestly
+            if gm is None or levels or fees:
+                # Priced only in units we do not measure (audio hours, characters), or an overlay-only
+                # model outside its effective dates: cannot price honestly.
+                return None
+            # genai-prices lists the model with no charge at all (":free" models, moderation): $0 is the price.
+            sources.append("listed without charge")
         discount = Decimal(1)
         for d in discounts:
             if d.window.contains(ts_ns):
@@ -357,7 +363,8 @@ class RateCard:
                 sources.append(f"discount:{d.percent}%" + (f" ({d.source})" if d.source else ""))
         if priced_tier == STANDARD and service_tier == PRIORITY:
             _warn_once(self, ("priority", owner, gm.id if gm else None), "no priority price for %s: priced at standard", gm.id if gm else owner)
-        claude = "claude" in ((gm.id if gm else "") + " ".join(e.model for e in entries))
+        # Anthropic's multipliers hold on Anthropic, Bedrock and Vertex; resellers set their own.
+        claude = owner in _CLAUDE_HOSTS and "claude" in ((gm.id if gm else "") + " ".join(e.model for e in entries))
         token_factor = factor * discount * _FEMTO_PER_USD_PER_MTOK
         thresholds = sorted({t for per_key in levels.values() for t in per_key if t >= 0})
         flats = [_flat(levels, level, claude, token_factor) for level in (-1, *thresholds)]
