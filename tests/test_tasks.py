@@ -170,3 +170,15 @@ def test_bad_task_arguments_raise_at_the_call_site():
         tokentrail.task("ok", budget_usd=-1)
     with pytest.raises(ValueError, match="attempt"):
         tokentrail.retry(-1)
+
+
+def test_sdk_internal_retries_are_counted_on_the_one_llm_span(pipeline, server):
+    client = openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=3)
+    server.enqueue(openai_api.error(500), openai_api.error(429), openai_api.reply(prompt_tokens=1000, completion_tokens=100))
+    with tokentrail.task("flaky") as t:
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+    assert len(server.requests) == 3
+    [span] = [s for s in pipeline.spans() if attr.TOKENTRAIL_COST_STATUS in s.attributes]
+    assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 2  # two failed HTTP tries before this answer
+    assert t.calls == 1
+    assert task_span(pipeline, "flaky").attributes[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.0035)

@@ -383,6 +383,16 @@ def note_sdk_retry(retries_taken: int) -> None:
         _log.debug("tokentrail: could not note an SDK retry", exc_info=True)
 
 
+def stainless_retry_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """wrapt wrapper for ``BaseClient._build_request(options, retries_taken=n)`` of the
+    Stainless-generated SDKs (openai, anthropic): called once per HTTP try, so the LLM span
+    stays one per user call and counts the SDK's internal retries in tokentrail.retry.attempt."""
+    retries_taken = kwargs.get("retries_taken", 0)
+    if isinstance(retries_taken, int) and retries_taken > 0:
+        note_sdk_retry(retries_taken)
+    return wrapped(*args, **kwargs)
+
+
 def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:
     """The priced end of one LLM call (called by genai_span before ``span.end()``). Never raises."""
     try:
