@@ -135,6 +135,7 @@ def test_unexpected_arguments_do_not_break_planning(pipeline, client, server):
     messages = ({"role": "user", "content": [{"type": "text", "text": "hi"}]} for _ in range(2))
     result = client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=openai.NOT_GIVEN)
     assert result.choices[0].message.content
+    assert len(server.requests[-1].json["messages"]) == 2  # the generator was not used up by us
     assert only_llm_span(pipeline).attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 20
 
 

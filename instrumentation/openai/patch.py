@@ -90,13 +90,21 @@ def _text_chars(value: Any) -> tuple[int, int]:
     return len(str(value)), 0
 
 
+def _materialise(kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    """Turn a one-shot iterable argument (a generator of messages) into a list, so that we can
+    read it and the SDK still sends every item; lists, strings and the like are left alone."""
+    value = kwargs.get(key)
+    if value is None or isinstance(value, (list, tuple, str, bytes, dict)):
+        return kwargs
+    if not hasattr(value, "__iter__") or not hasattr(value, "__next__"):
+        return kwargs  # a re-iterable collection: reading it does not consume it
+    return {**kwargs, key: list(value)}
+
+
 def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
     if kind == CHAT:
         messages = kwargs.get("messages")
-        try:
-            messages = list(messages) if messages is not None else []
-        except TypeError:
-            messages = []
+        messages = messages if isinstance(messages, (list, tuple)) else []
         chars, images = _text_chars(messages)
         chars += len(str(kwargs.get("tools") or "")) if kwargs.get("tools") else 0
         overhead = _PER_MESSAGE_TOKENS * len(messages)
@@ -117,6 +125,7 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
 
 
 def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
+    kwargs = _materialise(kwargs, "messages" if kind == CHAT else "input")
     client = getattr(instance, "_client", None)
     endpoint = providers.detect(getattr(client, "base_url", None))
     stream = kwargs.get("stream") is True
