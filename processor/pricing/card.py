@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import genai_prices
-from genai_prices import data_snapshot
+from genai_prices import data as genai_data
 from genai_prices import types as gp
 
 from tokentrail.processor.pricing import overlay as ov
@@ -133,7 +133,9 @@ _UNBUILT = object()
 
 class RateCard:
     def __init__(self) -> None:
-        self.providers: list[gp.Provider] = data_snapshot.get_snapshot().providers
+        # The data bundled with the installed genai-prices, never a snapshot an app may have fetched with
+        # genai_prices.UpdatePrices: the rate-card version must identify the prices used.
+        self.providers: list[gp.Provider] = genai_data.providers
         self.by_id = {p.id: p for p in self.providers}
         self.overlay = ov.load(ov.BUNDLED_PATH, origin="overlay", require_source=True)
         version = f"genai-prices-{genai_prices.__version__}+ov.{self.overlay.digest}"
