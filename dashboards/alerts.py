@@ -140,9 +140,10 @@ def unit_tests() -> dict:
     tests = []
 
     # Budgets: acme goes 40% -> 55% -> 85% -> 105% of $100/month; team core stays at 30%; team growth is at
-    # 90%, reported by two app instances (a shared budget must not count twice).
+    # 90%, reported by two app instances (a shared budget must not count twice); team ops overspends.
     acme = {tenant: "acme", window: "month"}
     growth = {team: "growth", window: "day"}
+    ops = {team: "ops", window: "day"}
     tests.append({
         "interval": "1m",
         "input_series": [
@@ -151,10 +152,12 @@ def unit_tests() -> dict:
              "values": "40x6 55x6 85x6 105x12"},
             {"series": f'{q.BUDGET_LIMIT}{{{team}="core",{window}="day",instance="a"}}', "values": "500x30"},
             {"series": f'{q.BUDGET_SPENT}{{{team}="core",{window}="day",instance="a"}}', "values": "150x30"},
-            {"series": f'{q.BUDGET_SPENT}{{{team}="growth",{window}="day",instance="a"}}', "values": "450x30"},
-            {"series": f'{q.BUDGET_SPENT}{{{team}="growth",{window}="day",instance="b"}}', "values": "450x30"},
+            {"series": f'{q.BUDGET_SPENT}{{{team}="growth",{window}="day",instance="a"}}', "values": "100x10 450x20"},
+            {"series": f'{q.BUDGET_SPENT}{{{team}="growth",{window}="day",instance="b"}}', "values": "100x10 450x20"},
             {"series": f'{q.BUDGET_LIMIT}{{{team}="growth",{window}="day",instance="a"}}', "values": "500x30"},
             {"series": f'{q.BUDGET_LIMIT}{{{team}="growth",{window}="day",instance="b"}}', "values": "500x30"},
+            {"series": f'{q.BUDGET_LIMIT}{{{team}="ops",{window}="day",instance="a"}}', "values": "50x30"},
+            {"series": f'{q.BUDGET_SPENT}{{{team}="ops",{window}="day",instance="a"}}', "values": "20x10 61x20"},
         ],
         "alert_rule_test": [
             _case("5m", "TokentrailBudgetTenant50"),
@@ -163,9 +166,12 @@ def unit_tests() -> dict:
             _case("15m", "TokentrailBudgetTenant80", acme),
             _case("15m", "TokentrailBudgetTenant100"),
             _case("25m", "TokentrailBudgetTenant100", acme),
-            _case("25m", "TokentrailBudgetTeam50", growth),
-            _case("25m", "TokentrailBudgetTeam80", growth),
-            _case("25m", "TokentrailBudgetTeam100"),
+            _case("5m", "TokentrailBudgetTeam50"),
+            _case("5m", "TokentrailBudgetTeam80"),
+            _case("5m", "TokentrailBudgetTeam100"),
+            _case("25m", "TokentrailBudgetTeam50", growth, ops),
+            _case("25m", "TokentrailBudgetTeam80", growth, ops),
+            _case("25m", "TokentrailBudgetTeam100", ops),
         ],
     })
 
