@@ -20,6 +20,7 @@ and may be absent; the span is still produced without them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -190,6 +191,18 @@ class LLMCall:
             self.usage = None
             self._usage_invalid = True
 
+    def capture_messages(self, *, input_messages: Any = None, output_messages: Any = None) -> None:
+        """Record message content as JSON, only when the user opted in (see ``capture_content``)."""
+        if self.ended or not capture_content():
+            return
+        try:
+            if input_messages is not None:
+                self._late[attr.GEN_AI_INPUT_MESSAGES] = _json(input_messages)
+            if output_messages is not None:
+                self._late[attr.GEN_AI_OUTPUT_MESSAGES] = _json(output_messages)
+        except Exception:
+            _log.debug("tokentrail: capturing message content failed", exc_info=True)
+
     def set_error(self, exc: BaseException | str) -> None:
         if self.ended:
             return
@@ -262,6 +275,14 @@ def _call_ended(span: trace.Span, attributes: Mapping[str, Any]) -> None:
             ended(span, attributes)
         except Exception:
             _log.debug("tokentrail: task accounting hook failed", exc_info=True)
+
+
+_MAX_CONTENT_CHARS = 64 * 1024
+
+
+def _json(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= _MAX_CONTENT_CHARS else text[:_MAX_CONTENT_CHARS] + "...[truncated]"
 
 
 def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) -> dict[str, Any]:

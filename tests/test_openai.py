@@ -352,3 +352,23 @@ def test_uninstrument_restores_the_sdk(server):
     with InMemoryPipeline(instrument=[OpenAIInstrumentor()]):
         assert openai.resources.chat.completions.Completions.create is not original
     assert openai.resources.chat.completions.Completions.create is original
+
+
+def test_message_content_is_captured_only_when_asked(pipeline, client, server, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    client.chat.completions.create(model="gpt-4o", messages=user_message("What is 2+2?"))
+    list(client.chat.completions.create(model="gpt-4o", messages=user_message("Stream it"), stream=True))
+    client.responses.create(model="gpt-4o", input="Explain", instructions="be brief")
+
+    chat, streamed, responses = pipeline.llm_spans()
+    assert json.loads(chat.attributes[attr.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]}
+    ]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "Hello from the fake provider."}],
+               "finish_reason": "stop"}]
+    assert json.loads(chat.attributes[attr.GEN_AI_OUTPUT_MESSAGES]) == answer
+    assert json.loads(streamed.attributes[attr.GEN_AI_OUTPUT_MESSAGES]) == answer
+    assert json.loads(responses.attributes[attr.GEN_AI_INPUT_MESSAGES])[0] == {
+        "role": "system", "parts": [{"type": "text", "content": "be brief"}]
+    }
+    assert "Hello from the fake provider." in responses.attributes[attr.GEN_AI_OUTPUT_MESSAGES]

@@ -20,7 +20,7 @@ import wrapt
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
-from tokentrail.instrumentation.openai import providers
+from tokentrail.instrumentation.openai import content, providers
 from tokentrail.instrumentation.openai import streaming as hooks
 from tokentrail.instrumentation.openai.usage import field
 from tokentrail.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
@@ -156,6 +156,19 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
 
 
 def _start(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
+    call = _start_span(tracer, plan)
+    if plan.kind != EMBEDDINGS and genai_span.capture_content():
+        try:
+            messages = (
+                content.chat_input(plan.kwargs.get("messages")) if plan.kind == CHAT else content.responses_input(plan.kwargs)
+            )
+            call.capture_messages(input_messages=messages)
+        except Exception:
+            _log.debug("tokentrail: capturing the prompt failed", exc_info=True)
+    return call
+
+
+def _start_span(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
     return genai_span.start_llm_call(
         tracer,
         provider=plan.provider,
@@ -206,6 +219,8 @@ def _record_parsed(call: genai_span.LLMCall, kind: str, parsed: Any) -> None:
 
 def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> Any:
     if plan.kind == CHAT:
+        if genai_span.capture_content():
+            return hooks.CapturingChatStreamHooks(call, plan.hide_usage_chunk)
         return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)
     return hooks.ResponsesStreamHooks(call)
 

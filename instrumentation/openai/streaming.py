@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokentrail.instrumentation.genai_span import capture_content
+from tokentrail.instrumentation.openai import content
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.instrumentation.streams import LLMCallStreamHooks
 
@@ -77,6 +79,31 @@ class ChatStreamHooks(LLMCallStreamHooks):
         call.set_usage(openai_usage.chat_usage(self.usage))
 
 
+class CapturingChatStreamHooks(ChatStreamHooks):
+    """ChatStreamHooks that also collect the answer text (only when content capture is on)."""
+
+    __slots__ = ("texts",)
+
+    def __init__(self, call: Any, hide_usage_chunk: bool) -> None:
+        super().__init__(call, hide_usage_chunk)
+        self.texts: dict[int, list[str]] = {}
+
+    def on_item(self, chunk: Any) -> bool:
+        for choice in chunk.choices or ():
+            text = choice.delta.content if choice.delta is not None else None
+            if text:
+                self.texts.setdefault(choice.index, []).append(text)
+        return super().on_item(chunk)
+
+    def record(self) -> None:
+        super().record()
+        self.call.capture_messages(output_messages=[
+            {"role": "assistant", "parts": [{"type": "text", "content": "".join(self.texts[i])}],
+             "finish_reason": self.finish.get(i)}
+            for i in sorted(self.texts)
+        ])
+
+
 def _groq_usage(chunk: Any) -> Any:
     """Groq reports streamed usage in ``x_groq.usage`` on the final chunk."""
     return openai_usage.field(openai_usage.field(chunk, "x_groq"), "usage")
@@ -119,6 +146,8 @@ def record_response(call: Any, response: Any) -> None:
         service_tier=field(response, "service_tier"),
     )
     call.set_usage(openai_usage.responses_usage(response))
+    if capture_content():
+        call.capture_messages(output_messages=content.responses_output(response))
     if status == "failed":
         error = field(response, "error")
         call.set_error(str(field(error, "code") or "failed"))
@@ -135,6 +164,8 @@ def record_chat(call: Any, completion: Any) -> None:
         service_tier=field(completion, "service_tier"),
     )
     call.set_usage(openai_usage.chat_usage(field(completion, "usage")))
+    if capture_content():
+        call.capture_messages(output_messages=content.chat_output(completion))
 
 
 def record_embeddings(call: Any, result: Any) -> None:
