@@ -109,6 +109,17 @@ def test_time_of_day_prices():
     assert off.total_nano_usd * 2 == peak.total_nano_usd
 
 
+def test_bedrock_long_context_tiers_from_the_overlay():
+    big = Usage(input_tokens=250_000, output_tokens=2_000)
+    glob = quote("global.anthropic.claude-sonnet-4-5-20250929-v1:0", big, provider="aws.bedrock")
+    geo = quote("us.anthropic.claude-sonnet-4-5-20250929-v1:0", big, provider="aws.bedrock")
+    assert (glob.total_usd, glob.tier) == (Decimal("1.545"), "standard,context>200k")
+    assert (geo.total_usd, geo.tier) == (Decimal("1.6995"), "standard,context>200k")
+    # an ARN of an inference profile names the same model
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0"
+    assert quote(arn, big, provider="aws.bedrock").total_usd == Decimal("1.545")
+
+
 def test_naive_datetimes_and_nanoseconds_agree():
     usage = Usage(input_tokens=1_000_000)
     naive = quote("o3", usage, provider="openai", at=dt.datetime(2025, 6, 1))
