@@ -498,3 +498,37 @@ def test_raw_response_never_parsed_ends_its_span_once(server, pipeline):
     gc.collect()
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+
+
+# --- living with OpenLLMetry's Anthropic instrumentation ----------------------------------------
+def _three_calls(server):
+    c = client(server)
+    with tokentrail.attribute(tenant="acme"):
+        c.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+        for _ in c.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, stream=True):
+            pass
+        with c.messages.stream(model=MODEL, max_tokens=10, messages=MESSAGES) as stream:
+            stream.get_final_message()
+
+
+def test_openllmetry_beside_ours_one_llm_span_per_call(server):
+    openllmetry = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+    server.reset()
+    with InMemoryPipeline(instrument=[openllmetry.AnthropicInstrumentor(), AnthropicInstrumentor()]) as pipe:
+        _three_calls(server)
+        spans = pipe.llm_spans()
+    assert [s.instrumentation_scope.name for s in spans] == ["tokentrail.instrumentation.anthropic"] * 3
+    assert all(usd(s) == Decimal("0.042") and s.attributes[attr.TOKENTRAIL_TENANT] == "acme" for s in spans)
+
+
+def test_openllmetry_alone_gets_owner_and_cost(server):
+    openllmetry = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+    server.reset()
+    with InMemoryPipeline(instrument=[openllmetry.AnthropicInstrumentor()]) as pipe:
+        _three_calls(server)
+        spans = pipe.llm_spans()
+    assert len(spans) == 3
+    for span in spans:
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced"
+        assert span.attributes[attr.GEN_AI_USAGE_COST_AMOUNT] > 0
