@@ -297,7 +297,7 @@ def test_older_ledger_is_migrated_and_keeps_its_rows(tmp_path):
         total = ledger.report(["tenant"], Period.parse(None, None))["total"]
         indexes = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert total["cost_nano_usd"] == sum(s.attributes.get(a.TOKENTRAIL_COST_NANO_USD, 0) for s in spans)
-    assert "spans_llm_start" in indexes
+    assert "spans_report" in indexes
 
 
 def test_newer_ledger_is_refused_with_a_clear_message(tmp_path):

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -45,6 +46,9 @@ LONG_OUTPUT_TOKENS = 2000
 LOW_CACHE_HIT_RATIO = 0.2
 MANY_CALLS = 10
 RUNAWAY_FACTOR = 3.0
+
+
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-ledger-query")
 
 
 class LedgerNotFound(LedgerError):
@@ -240,21 +244,37 @@ class Ledger:
         self.close()
 
     # --- report ------------------------------------------------------------------------------
-    def _grouped(self, by: Sequence[str], period: Period, where: Sequence[tuple[str, str | None]]) -> dict[tuple, dict]:
+    def _grouped(
+        self, by: Sequence[str], period: Period, where: Sequence[tuple[str, str | None]]
+    ) -> tuple[dict[tuple, dict], dict[tuple, int] | None]:
+        """Aggregates per group for the period, and cost per group for the previous equal period.
+
+        The two periods are aggregated at the same time on two connections (SQLite releases the
+        GIL while it scans): a report costs about one period's scan of the covering index.
+        """
         exprs = [FIELDS[f] for f in by]
-        period_sql, params = period.sql()
         where_sql, where_params = _where_sql(where)
         select = "".join(f"{e}, " for e in exprs)
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}" if exprs else ""
+        period_sql, params = period.sql()
         sql = (
             f"SELECT {select}COUNT(*), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens),"
-            " SUM(output_tokens), SUM(cost_nano), SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END)"
+            " SUM(output_tokens), SUM(cost_nano), COUNT(cost_nano)"
             f" FROM spans WHERE llm = 1 AND {period_sql}{where_sql}{group}"
         )
+        previous = period.previous()
+        before_future = None
+        if previous is not None:
+            prev_sql, prev_params = previous.sql()
+            before_future = _POOL.submit(
+                self._side_query,
+                f"SELECT {select}SUM(cost_nano) FROM spans WHERE llm = 1 AND {prev_sql}{where_sql}{group}",
+                prev_params + where_params,
+            )
         out: dict[tuple, dict] = {}
         for row in self.conn.execute(sql, params + where_params):
             key = tuple(row[: len(exprs)])
-            calls, inp, cread, cwrite, outp, cost, unpriced = row[len(exprs):]
+            calls, inp, cread, cwrite, outp, cost, priced = row[len(exprs):]
             if not calls:
                 continue
             out[key] = {
@@ -264,15 +284,24 @@ class Ledger:
                 "cache_write_tokens": cwrite or 0,
                 "output_tokens": outp or 0,
                 "cost_nano_usd": cost or 0,
-                "unpriced_calls": unpriced or 0,
+                "unpriced_calls": calls - priced,
             }
-        return out
+        before = None
+        if before_future is not None:
+            before = {tuple(r[: len(exprs)]): r[-1] for r in before_future.result() if r[-1]}
+        return out, before
+
+    def _side_query(self, sql: str, params: list) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
 
     def report(self, by: Sequence[str], period: Period, where: Sequence[tuple[str, str | None]] = ()) -> dict:
         by = check_fields(by)
-        current = self._grouped(by, period, where)
+        current, previous = self._grouped(by, period, where)
         previous_period = period.previous()
-        previous = self._grouped(by, previous_period, where) if previous_period else None
         total_nano = sum(r["cost_nano_usd"] for r in current.values())
         rows = []
         for key, agg in current.items():
@@ -282,7 +311,7 @@ class Ledger:
             row["cost_usd"] = str(usd(agg["cost_nano_usd"]))
             row["share"] = ratio(agg["cost_nano_usd"], total_nano)
             if previous is not None:
-                before = previous.get(key, {}).get("cost_nano_usd", 0)
+                before = previous.get(key, 0)
                 row["previous_cost_nano_usd"] = before
                 row["change"] = None if not before else (agg["cost_nano_usd"] - before) / before
             rows.append(row)
@@ -295,7 +324,7 @@ class Ledger:
         totals["cache_hit_ratio"] = ratio(totals["cache_read_tokens"], totals["input_tokens"])
         totals["cost_usd"] = str(usd(totals["cost_nano_usd"]))
         if previous is not None:
-            before = sum(r["cost_nano_usd"] for r in previous.values())
+            before = sum(previous.values())
             totals["previous_cost_nano_usd"] = before
             totals["change"] = None if not before else (total_nano - before) / before
         unattributed = sum(r["cost_nano_usd"] for r in rows if r.get("tenant") == UNATTRIBUTED) if "tenant" in by else None
