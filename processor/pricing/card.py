@@ -110,25 +110,34 @@ class Resolved:
     def __init__(self, pricing_model: str, boundaries: list[int], build: Callable[[int], Rates | None], per_call: bool):
         self.pricing_model = pricing_model
         self.boundaries = boundaries
-        self.periods: list[Any] = [_UNBUILT] * (len(boundaries) + 1)
+        self.periods: list[Any] = [UNBUILT] * (len(boundaries) + 1)
         self.build = build
         self.per_call = per_call  # time-of-day prices (off-peak): cannot be cached per period
         # The one price of a model whose price never changed: the hot path skips the period search.
-        self.fixed: Any = _UNBUILT
+        self.fixed: Any = UNBUILT
 
     def rates_at(self, ts_ns: int) -> Rates | None:
-        if self.per_call:
-            return self.build(ts_ns)
         i = bisect.bisect_right(self.boundaries, ts_ns)
+        if self.per_call:
+            # Off-peak windows start and end on whole minutes: one build per (period, minute of day).
+            period = self.periods[i]
+            if period is UNBUILT:
+                period = self.periods[i] = {}
+            minute = int(ts_ns // 60_000_000_000) % 1440
+            try:
+                return period[minute]
+            except KeyError:
+                rates = period[minute] = self.build(ts_ns)
+                return rates
         rates = self.periods[i]
-        if rates is _UNBUILT:
+        if rates is UNBUILT:
             rates = self.periods[i] = self.build(ts_ns)
             if not self.boundaries:
                 self.fixed = rates
         return rates
 
 
-_UNBUILT = object()
+UNBUILT = object()
 
 
 class RateCard:

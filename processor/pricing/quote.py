@@ -14,7 +14,7 @@ COMPONENTS = ("input", "cache_read", "cache_write", "output", "fees")
 _FEMTO_PER_NANO = _card.FEMTO_PER_NANO
 _HALF_NANO = _FEMTO_PER_NANO // 2
 _REQUEST_FEE = _card.REQUEST_FEE
-_UNBUILT = _card._UNBUILT
+_UNBUILT = _card.UNBUILT
 _NANO = Decimal(10) ** -9
 _PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
