@@ -89,9 +89,13 @@ def test_priority_and_flex_from_the_data_and_fallbacks(caplog):
     # Before the data has a priority price we charge standard and say so in the tier.
     old_prio = quote("gpt-5.4-mini", usage, provider="openai", at=early, service_tier="priority")
     assert (old_prio.total_usd, old_prio.tier) == (Decimal("0.01155"), "standard")
-    # Flex without its own price is billed at batch rates (50%).
+    # OpenAI flex without its own price is billed at batch rates (50%).
     old_flex = quote("gpt-5.4-mini", usage, provider="openai", at=early, service_tier="flex")
     assert (old_flex.total_usd, old_flex.tier) == (Decimal("0.005775"), "flex")
+    # Elsewhere a flex price the data does not know is charged at standard, and labelled so.
+    bedrock = quote("us.anthropic.claude-sonnet-4-20250514-v1:0", Usage(input_tokens=8_000, output_tokens=1_200),
+                    provider="aws.bedrock", service_tier="flex")
+    assert (bedrock.total_usd, bedrock.tier) == (Decimal("0.042"), "standard")
 
 
 def test_batch_halves_long_context_and_cache_prices_too():

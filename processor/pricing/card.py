@@ -61,8 +61,11 @@ _VARIANT_CONTEXTS = {
     FLEX: ({"service_tier": "flex"}, {"processing": "batch"}),
     PRIORITY: ({"service_tier": "priority"},),
 }
-# Discount applied to token prices when the data has no price for the tier (batch: 50% off).
+# Discount applied to token prices when the data has no price for the tier: batch APIs are 50% off
+# everywhere; flex is OpenAI's (billed at its Batch rates). Elsewhere an unknown flex or priority
+# price is charged at standard, and the tier attribute says "standard".
 _TIER_FALLBACK_FACTOR = {BATCH: Decimal("0.5"), FLEX: Decimal("0.5")}
+_FLEX_AT_BATCH_RATES = frozenset({"openai", "azure"})
 
 # genai-prices per-call price keys (USD per 1000 calls) -> our tool names.
 _FEE_KEYS = {
@@ -339,7 +342,7 @@ class RateCard:
                     context = _active_context(gm, when, service_tier)
                 if context is not None:
                     priced_tier = service_tier
-                elif service_tier in _TIER_FALLBACK_FACTOR:
+                elif service_tier == BATCH or (service_tier == FLEX and owner in _FLEX_AT_BATCH_RATES):
                     priced_tier, factor = service_tier, _TIER_FALLBACK_FACTOR[service_tier]
             model_price = gm.get_prices(when, context)
             for key, value in model_price.__dict__.items():
@@ -350,7 +353,7 @@ class RateCard:
                 else:
                     levels[key] = {-1: value}
             sources.append(f"genai-prices:{owner}/{gm.id}")
-        elif service_tier in _TIER_FALLBACK_FACTOR:
+        elif service_tier == BATCH:
             priced_tier, factor = service_tier, _TIER_FALLBACK_FACTOR[service_tier]
         for entry in active:
             for key, value in entry.prices.items():
@@ -372,8 +375,9 @@ class RateCard:
             if d.window.contains(ts_ns):
                 discount = (Decimal(100) - d.percent) / Decimal(100)
                 sources.append(f"discount:{d.percent}%" + (f" ({d.source})" if d.source else ""))
-        if priced_tier == STANDARD and service_tier == PRIORITY:
-            _warn_once(self, ("priority", owner, gm.id if gm else None), "no priority price for %s: priced at standard", gm.id if gm else owner)
+        if priced_tier == STANDARD and service_tier != STANDARD:
+            what = gm.id if gm else owner
+            _warn_once(self, (service_tier, owner, what), "no %s price for %s: priced at standard", service_tier, what)
         # Anthropic's multipliers hold on Anthropic, Bedrock and Vertex; resellers set their own.
         claude = owner in _CLAUDE_HOSTS and "claude" in ((gm.id if gm else "") + " ".join(e.model for e in entries))
         token_factor = factor * discount * _FEMTO_PER_USD_PER_MTOK
