@@ -290,3 +290,16 @@ def test_openllmetry_alone_gets_owner_and_cost(server):
     for span in spans:
         assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
         assert span.attributes[attr.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.042)
+
+
+def test_invoke_body_cut_mid_way_still_fails_for_the_caller(server, pipeline):
+    response = fake.invoke(CLAUDE)
+    payload = json.dumps(response.json).encode()
+    # Announce the full length, send half, close: reading the body fails.
+    server.enqueue(fake.FakeResponse(body=iter([payload[: len(payload) // 2], b""]), headers={
+        **response.headers, "Content-Length": str(len(payload))}, content_type="application/json", abort_after=1))
+    result = client(server).invoke_model(modelId=CLAUDE, body=invoke_body(CLAUDE))
+    with pytest.raises(Exception):
+        result["body"].read()
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.ERROR_TYPE]

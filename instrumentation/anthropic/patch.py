@@ -67,7 +67,10 @@ def _start(tracer: Any, client: Any, body: dict, stream: bool) -> genai_span.LLM
         host = client.base_url.host
     except Exception:
         host = None
-    chars = _chars(body.get("messages")) + _chars(body.get("system")) + _chars(body.get("tools"))
+    try:
+        chars = _chars(body.get("messages")) + _chars(body.get("system")) + _chars(body.get("tools"))
+    except Exception:  # an exotic request body: estimate nothing rather than fail
+        chars = 0
     return genai_span.start_llm_call(
         tracer,
         provider=provider,

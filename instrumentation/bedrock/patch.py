@@ -162,13 +162,32 @@ def _record_converse(call: genai_span.LLMCall, result: dict) -> None:
         _log.debug("tokentrail: malformed Converse usage %r", result.get("usage"))
 
 
+class _Failing(io.RawIOBase):
+    """A body whose reads raise the error that reading the real body raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, *args: Any) -> bytes:
+        raise self._error
+
+
 def _record_invoke(call: genai_span.LLMCall, result: dict) -> None:
     from botocore.response import StreamingBody
 
     body = result.get("body")
     if body is None or not hasattr(body, "read"):
         return
-    data = body.read()
+    try:
+        data = body.read()
+    except Exception as exc:  # the caller must still meet this error when it reads the body
+        result["body"] = StreamingBody(_Failing(exc), None)
+        call.set_error(error_kind(exc))
+        return
     # The caller gets a fresh body with the very same bytes.
     result["body"] = StreamingBody(io.BytesIO(data), len(data))
     try:
