@@ -142,7 +142,7 @@ def owner_attributes() -> dict[str, Any]:
 class LLMCall:
     """The span of one LLM call and what is known about it so far. Ends exactly once."""
 
-    __slots__ = ("span", "attributes", "start_ns", "usage", "ended", "_late", "_usage_invalid")
+    __slots__ = ("span", "attributes", "start_ns", "usage", "ended", "_late", "_usage_invalid", "providers")
 
     def __init__(self, span: trace.Span, attributes: dict[str, Any], start_ns: int) -> None:
         self.span = span
@@ -152,6 +152,7 @@ class LLMCall:
         self.ended = False
         self._late: dict[str, Any] = {}  # set on the span at end(), in one call
         self._usage_invalid = False
+        self.providers: tuple[Any, Any] = (None, None)  # (tracer_provider, meter_provider) if given
 
     # --- recording ---------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
@@ -263,7 +264,7 @@ class LLMCall:
         except Exception:
             recording = False
             _log.debug("tokentrail: span.end failed", exc_info=True)
-        _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9)
+        _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9, self.providers)
 
 
 def _call_ended(span: trace.Span, attributes: Mapping[str, Any]) -> None:
@@ -296,16 +297,21 @@ def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) 
     return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: COST_STATUS_NO_USAGE}
 
 
-def _metrics_fallback(span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float) -> None:
+def _metrics_fallback(
+    span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float, providers: tuple[Any, Any]
+) -> None:
     """Record metrics ourselves when no CostSpanProcessor will see the span (none installed,
     or the span is not recording, e.g. sampled out: processors never see those)."""
     try:
+        tracer_provider, meter_provider = providers
         active = _hook("pipeline_active")
-        if recording and active is not None and active():
-            return
+        if recording and active is not None:
+            if active(tracer_provider) if tracer_provider is not None else active():
+                return
         record = _hook("record")
         if record is not None:
-            record(attributes, duration_s, context=trace.set_span_in_context(span))
+            extra = {"meter_provider": meter_provider} if meter_provider is not None else {}
+            record(attributes, duration_s, context=trace.set_span_in_context(span), **extra)
     except Exception:
         _log.debug("tokentrail: metrics fallback failed", exc_info=True)
 
@@ -334,6 +340,8 @@ def start_llm_call(
     estimated_input_tokens: int = 0,
     attributes: Mapping[str, Any] | None = None,
     check_budget: bool = True,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
 ) -> LLMCall:
     """Start the span (name ``"{operation} {model}"``, kind CLIENT) and run the pre-flight checks.
 
@@ -341,6 +349,9 @@ def start_llm_call(
     yields a no-op call so the wrapper can still run the SDK call untouched.
     ``check_budget=False`` records a call that was already paid for (e.g. a batch result being
     read), where stopping it would save nothing.
+    ``tracer_provider`` / ``meter_provider``: the ones the instrumentor was given, if any, so the
+    metrics fallback asks that provider whether a CostSpanProcessor is installed and records to
+    that meter provider.
     """
     try:
         model = request_model if isinstance(request_model, str) and request_model else None
@@ -372,6 +383,8 @@ def start_llm_call(
         )
         coexistence.register_ours(span)
         call = LLMCall(span, attrs, start_ns)
+        if tracer_provider is not None or meter_provider is not None:
+            call.providers = (tracer_provider, meter_provider)
     except Exception:
         _log.debug("tokentrail: could not start the LLM span", exc_info=True)
         return _NoOpCall()

@@ -372,3 +372,43 @@ def test_message_content_is_captured_only_when_asked(pipeline, client, server, m
         "role": "system", "parts": [{"type": "text", "content": "be brief"}]
     }
     assert "Hello from the fake provider." in responses.attributes[attr.GEN_AI_OUTPUT_MESSAGES]
+
+
+def test_metrics_fallback_without_the_cost_processor(server):
+    """Another configurator won (no CostSpanProcessor): our span is still priced before it ends,
+    and the instrumentation records the cost metrics itself, to the meter provider it was given."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+    from tokentrail.semconv import metrics as metric_names
+
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True)
+    try:
+        server.reset()
+        server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+        with openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0) as c:
+            c.chat.completions.create(model="gpt-4o", messages=user_message())
+    finally:
+        instrumentor.uninstrument()
+
+    [span] = exporter.get_finished_spans()
+    assert usd(span) == Decimal("0.0100")
+    cost_points = [
+        point
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == metric_names.TOKENTRAIL_COST
+        for point in m.data.data_points
+    ]
+    assert sum(p.count for p in cost_points) == 1
+    assert sum(p.sum for p in cost_points) == pytest.approx(0.01)

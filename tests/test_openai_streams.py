@@ -241,3 +241,25 @@ async def test_async_error_mid_stream(pipeline, aclient, server):
         async for _ in stream:
             pass
     assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "APIError"
+
+
+async def test_async_raw_response_streams(pipeline, aclient, server):
+    server.enqueue(openai_api.reply(**PRICED), openai_api.reply(**PRICED))
+    raw = await aclient.chat.completions.with_raw_response.create(model="gpt-4o", messages=user_message(), stream=True)
+    chunks = [c async for c in raw.parse()]
+    assert chunks and all(c.choices for c in chunks)
+    async with aclient.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=user_message(), stream=True
+    ) as resp:
+        stream = await resp.parse()
+        assert isinstance(stream, openai.AsyncStream)
+        assert all([c.choices async for c in stream])
+    assert [usd(s) for s in pipeline.llm_spans()] == [Decimal("0.0100")] * 2
+
+
+def test_streaming_response_of_a_stream(pipeline, client, server):
+    server.enqueue(openai_api.reply(**PRICED))
+    with client.responses.with_streaming_response.create(model="gpt-4o", input="hi", stream=True) as resp:
+        events = list(resp.parse())
+    assert events[-1].type == "response.completed"
+    assert usd(only_llm_span(pipeline)) == Decimal("0.0100")

@@ -65,12 +65,17 @@ class OpenAIInstrumentor(BaseInstrumentor):
             _log.info("tokentrail: another OpenAI instrumentation owns the openai SDK; not patching")
             self._patched: list[tuple[str, str]] = []
             return
-        tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))
+        tracer_provider = kwargs.get("tracer_provider")
+        instruments = patch.Instruments(
+            trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider),
+            tracer_provider=tracer_provider,
+            meter_provider=kwargs.get("meter_provider"),
+        )
         self._patched = []
         for module, name, kind, is_async in patch.TARGETS:
             factory = patch.async_wrapper if is_async else patch.sync_wrapper
             try:
-                wrap_function_wrapper(module, name, factory(tracer, kind))
+                wrap_function_wrapper(module, name, factory(instruments, kind))
                 self._patched.append((module, name))
             except Exception:  # a method this SDK version lacks
                 _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)

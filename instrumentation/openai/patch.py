@@ -155,8 +155,8 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     return plan
 
 
-def _start(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
-    call = _start_span(tracer, plan)
+def _start(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
+    call = _start_span(instruments, plan)
     if plan.kind != EMBEDDINGS and genai_span.capture_content():
         try:
             messages = (
@@ -168,9 +168,22 @@ def _start(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
     return call
 
 
-def _start_span(tracer: Any, plan: _Plan) -> genai_span.LLMCall:
+class Instruments:
+    """What the instrumentor was given: the tracer, and the providers for the metrics fallback."""
+
+    __slots__ = ("tracer", "tracer_provider", "meter_provider")
+
+    def __init__(self, tracer: Any, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.tracer = tracer
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+
+
+def _start_span(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
     return genai_span.start_llm_call(
-        tracer,
+        instruments.tracer,
+        tracer_provider=instruments.tracer_provider,
+        meter_provider=instruments.meter_provider,
         provider=plan.provider,
         operation=_OPERATION[plan.kind],
         request_model=plan.model if isinstance(plan.model, str) else None,
@@ -335,7 +348,7 @@ class _AsyncRawProxy(_SyncRawProxy):
 # --------------------------------------------------------------------------------------------
 # wrappers
 # --------------------------------------------------------------------------------------------
-def sync_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
+def sync_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
@@ -344,7 +357,7 @@ def sync_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
         except Exception:
             _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
             return wrapped(*args, **kwargs)
-        call = _start(tracer, plan)  # raises only BudgetExceeded
+        call = _start(instruments, plan)  # raises only BudgetExceeded
         try:
             with call.activate():
                 result = wrapped(*args, **plan.kwargs)
@@ -356,7 +369,7 @@ def sync_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
     return wrapper
 
 
-def async_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
+def async_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
@@ -365,7 +378,7 @@ def async_wrapper(tracer: Any, kind: str) -> Callable[..., Any]:
         except Exception:
             _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
             return await wrapped(*args, **kwargs)
-        call = _start(tracer, plan)
+        call = _start(instruments, plan)
         try:
             with call.activate():
                 result = await wrapped(*args, **plan.kwargs)
