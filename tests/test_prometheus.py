@@ -96,63 +96,105 @@ class Prometheus:
 
 
 # --- the workload -----------------------------------------------------------------------------------------
-def run_workload(environment: str, calls: list[dict]) -> tuple[list, object]:
-    """Runs ``calls`` through an InMemoryPipeline for one deployment environment; returns (llm spans, metrics)."""
-    from tokentrail import attribute
-    from tokentrail.testing.pipeline import InMemoryPipeline
+BUDGETS_YAML = """
+budgets:
+  - tenant: acme
+    window: month
+    limit_usd: 0.50
+  - team: growth
+    window: day
+    limit_usd: 5.00
+"""
 
-    with InMemoryPipeline(instrument=False, resource_attributes={A.DEPLOYMENT_ENVIRONMENT_NAME: environment}) as p:
-        tracer = p.tracer("workload")
-        for call in calls:
-            owner = {k: call[k] for k in ("tenant", "feature", "team") if call.get(k)}
-            with attribute(**owner):
-                with tracer.start_as_current_span(f"chat {call['model']}") as span:
-                    span.set_attributes({
-                        A.GEN_AI_PROVIDER_NAME: call["provider"],
-                        A.GEN_AI_OPERATION_NAME: "chat",
-                        A.GEN_AI_REQUEST_MODEL: call["model"],
-                        A.GEN_AI_RESPONSE_MODEL: call["model"],
-                        A.GEN_AI_USAGE_INPUT_TOKENS: call["input"],
-                        A.GEN_AI_USAGE_OUTPUT_TOKENS: call["output"],
-                        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: call.get("cache_read", 0),
-                        A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: call.get("reasoning", 0),
-                    })
-                    if call.get("retry"):
-                        span.set_attribute(A.TOKENTRAIL_RETRY_ATTEMPT, call["retry"])
-        spans = p.llm_spans()
+
+def run_workload(server, environment: str, calls: list[dict]) -> tuple[list, list, object]:
+    """The real openai SDK, instrumented by tokentrail, against the fake provider on 127.0.0.1, inside an
+    InMemoryPipeline for one deployment environment. Returns (all spans, LLM spans, metrics data)."""
+    import openai
+
+    from tokentrail import attribute, task
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+    from tokentrail.testing import InMemoryPipeline, openai_api
+
+    with InMemoryPipeline(instrument=[OpenAIInstrumentor()],
+                          resource_attributes={A.DEPLOYMENT_ENVIRONMENT_NAME: environment}) as p:
+        with openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=2) as client:
+            for call in calls:
+                if call.get("task"):
+                    with attribute(**_owner(call)), task(call["task"]):
+                        for step in call["steps"]:
+                            _ask(client, server, {**call, **step})
+                else:
+                    with attribute(**_owner(call)):
+                        _ask(client, server, call)
+        spans = p.spans()
+        llm = p.llm_spans()
         metrics = p.metrics()
-    return spans, metrics
+    return spans, llm, metrics
+
+
+def _owner(call: dict) -> dict:
+    return {k: call[k] for k in ("tenant", "feature", "team") if call.get(k)}
+
+
+def _ask(client, server, call: dict) -> None:
+    from tokentrail import fallback, retry
+
+    if call.get("retry"):
+        with retry(call["retry"]):
+            return _send(client, server, call)
+    if call.get("fallback_from"):
+        with fallback(call["fallback_from"]):
+            return _send(client, server, call)
+    return _send(client, server, call)
+
+
+def _send(client, server, call: dict) -> None:
+    from tokentrail.testing import openai_api
+
+    for _ in range(call.get("throttled", 0)):  # 429s the SDK retries by itself inside the one call
+        server.enqueue(openai_api.error(429))
+    script = {"prompt_tokens": call["input"], "completion_tokens": call["output"],
+              "cached_tokens": call.get("cache_read", 0), "reasoning_tokens": call.get("reasoning", 0)}
+    client.chat.completions.create(model=call["model"], messages=[{"role": "user", "content": "Summarise."}],
+                                   extra_headers={openai_api.HEADER: json.dumps(script)})
 
 
 def workload_calls() -> dict[str, list[dict]]:
-    """Several tenants, features, teams and models; cache-warm and cache-cold tenants; retries; reasoning;
-    an unpriced model; unattributed calls (a script with no owner)."""
+    """Several tenants, features, teams and models; cache-warm and cache-cold tenants; SDK retries on 429,
+    application retries and a fallback; agent tasks; reasoning tokens; an unpriced model; unattributed calls
+    (a script with no owner)."""
     prod, staging = [], []
     for i in range(6):  # acme: cache-warm chat on gpt-4o
-        prod.append(dict(tenant="acme", feature="chat", team="core", provider="openai", model="gpt-4o",
-                         input=10_000, cache_read=9_700, output=400 + i))
-    for i in range(4):  # globex: cache-cold summarize, with one retried call re-sending the prompt
-        prod.append(dict(tenant="globex", feature="summarize", team="growth", provider="openai",
-                         model="gpt-4o", input=8_000 + 100 * i, cache_read=0 if i else 4_800, output=1_200))
-    prod.append(dict(tenant="globex", feature="summarize", team="growth", provider="openai", model="gpt-4o",
-                     input=8_000, output=1_200, retry=1))
-    for i in range(3):  # initech: reasoning model
-        prod.append(dict(tenant="initech", feature="agent", team="core", provider="openai", model="o3-mini",
-                         input=2_000, cache_read=1_024 if i else 0, output=3_000, reasoning=2_400))
-    prod.append(dict(tenant="initech", feature="agent", team="core", provider="openai",
+        prod.append(dict(tenant="acme", feature="chat", team="core", model="gpt-4o",
+                         input=10_000, cache_read=9_728, output=400 + i))
+    for i in range(4):  # globex: cache-cold summarize; the first call is throttled twice then succeeds
+        prod.append(dict(tenant="globex", feature="summarize", team="growth", model="gpt-4o",
+                         input=8_000 + 100 * i, cache_read=0 if i else 4_864, output=1_200, throttled=2 * (i == 0)))
+    # a globex job: the app asks again after a bad answer, then falls back to another model
+    prod.append(dict(tenant="globex", feature="summarize", team="growth", model="gpt-4o", task="digest",
+                     steps=[dict(input=8_000, output=1_200), dict(input=8_000, output=1_200, retry=1),
+                            dict(input=8_000, output=1_200, fallback_from="gpt-4o-mini")]))
+    for i in range(3):  # initech: an agent task per run on a reasoning model, growing context
+        prod.append(dict(tenant="initech", feature="agent", team="core", model="o3-mini", task="research",
+                         steps=[dict(input=2_000 * (k + 1), cache_read=1_024 * k, output=3_000, reasoning=2_400)
+                                for k in range(2 + i)]))
+    prod.append(dict(tenant="initech", feature="agent", team="core",
                      model="tokentrail-unknown-finetune", input=500, output=50))  # unpriced
-    prod.append(dict(provider="openai", feature="nightly-script", model="gpt-4o-mini", input=3_000, output=300))
-    prod.append(dict(provider="openai", model="gpt-4o-mini", input=1_000, output=100))  # no owner at all
-    for i in range(3):  # staging traffic of acme, another instance and environment
-        staging.append(dict(tenant="acme", feature="chat", team="core", provider="openai", model="gpt-4o-mini",
-                            input=5_000, cache_read=2_000 * i, output=200))
+    prod.append(dict(feature="nightly-script", model="gpt-4o-mini", input=3_000, output=300))
+    prod.append(dict(model="gpt-4o-mini", input=1_000, output=100))  # no owner at all
+    for i in range(3):  # staging traffic of acme: another instance and environment
+        staging.append(dict(tenant="acme", feature="chat", team="core", model="gpt-4o-mini",
+                            input=5_000, cache_read=2_048 * i, output=200))
     return {"production": prod, "staging": staging}
 
 
 class Truth:
     """Totals computed from the exported spans (the source of truth the dashboards must match)."""
 
-    def __init__(self, spans_by_env: dict[str, list]):
+    def __init__(self, spans_by_env: dict[str, list], all_spans: list):
+        self.tasks = [dict(s.attributes) for s in all_spans if A.TOKENTRAIL_TASK_COST_NANO_USD in s.attributes
+                      and A.TOKENTRAIL_TASK_OUTCOME in s.attributes]
         self.calls = []
         for env, spans in spans_by_env.items():
             for span in spans:
@@ -167,6 +209,7 @@ class Truth:
                     "output": a.get(A.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
                     "reasoning": a.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, 0),
                     "trace_id": format(span.context.trace_id, "032x"),
+                    "retry": a.get(A.TOKENTRAIL_RETRY_ATTEMPT, 0), "fallback": a.get(A.TOKENTRAIL_FALLBACK_FROM),
                 })
         self.priced = [c for c in self.calls if c["status"] == "priced"]
 
@@ -190,19 +233,26 @@ def stack(tmp_path_factory):
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.sdk.metrics.export import MetricExportResult
 
+    from tokentrail import budgets
+    from tokentrail.testing import fake_provider
+
     workdir = tmp_path_factory.mktemp("prometheus")
-    with OpenMetricsBridge() as bridge:
+    (workdir / "budgets.yaml").write_text(BUDGETS_YAML)
+    with OpenMetricsBridge() as bridge, fake_provider() as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOKENTRAIL_BUDGETS", str(workdir / "budgets.yaml"))
+        budgets.reload()
         prom = Prometheus(workdir, bridge.endpoint.removeprefix("http://"))
         try:
-            spans_by_env = {}
+            spans_by_env, all_spans = {}, []
             for env, calls in workload_calls().items():
-                spans, metrics = run_workload(env, calls)
-                spans_by_env[env] = spans
+                spans, llm, metrics = run_workload(server, env, calls)
+                spans_by_env[env] = llm
+                all_spans += spans
                 # The real SDK exporter, over real HTTP, exactly as an app would send to the Collector.
                 exporter = OTLPMetricExporter(endpoint=f"{bridge.endpoint}/v1/metrics")
                 assert exporter.export(metrics) == MetricExportResult.SUCCESS
                 exporter.shutdown()
-            truth = Truth(spans_by_env)
+            truth = Truth(spans_by_env, all_spans)
             expected_calls = len(truth.priced)
             # Prometheus has the final state once it scraped after the last push and answers with it.
             prom._wait(lambda: bridge.scrapes_after_push >= 2, "Prometheus never scraped the bridge")
@@ -212,6 +262,8 @@ def stack(tmp_path_factory):
             yield prom, truth, time.time()
         finally:
             prom.stop()
+            mp.delenv("TOKENTRAIL_BUDGETS")
+            budgets.reload()
 
 
 # --- the dashboards' queries ------------------------------------------------------------------------------
@@ -283,6 +335,16 @@ def scalar(result) -> float:
 
 
 # --- tests ------------------------------------------------------------------------------------------------
+def test_the_workload_is_the_one_described(stack):
+    _, t, _ = stack
+    assert {c["tenant"] for c in t.calls} == {"acme", "globex", "initech", None}
+    assert {c["env"] for c in t.calls} == {"production", "staging"}
+    assert sorted(c["retry"] for c in t.calls if c["retry"]) == [1, 2]  # app retry, and 2 SDK retries on 429
+    assert [c["fallback"] for c in t.calls if c["fallback"]] == ["gpt-4o-mini"]
+    assert sum(c["status"] == "unpriced" for c in t.calls) == 1
+    print({k: round(v, 6) for k, v in t.group_usd("tenant").items()}, round(t.usd(), 6))
+
+
 def test_every_prometheus_query_of_every_panel_runs(stack):
     prom, truth, at = stack
     targets = prometheus_targets()
@@ -431,3 +493,26 @@ def test_variable_queries_return_the_workload_owners(stack):
     assert seen["tenant"] == {c["tenant"] for c in t.priced if c["tenant"]}
     assert seen["environment"] == {"production", "staging"}
     assert "gpt-4o" in seen["model"]
+
+
+def test_task_panels(stack):
+    from tokentrail.tasks import TASK_COST_BUCKETS_USD
+
+    _, t, _ = stack
+    assert len(t.tasks) == 4
+    assert scalar(value(stack, "owner-drilldown.json", "Tasks")) == len(t.tasks)
+    assert scalar(value(stack, "owner-drilldown.json", "Tasks", dict(ALL, tenant="acme"))) == 0
+    costs = sorted(task[A.TOKENTRAIL_TASK_COST_NANO_USD] / NANO for task in t.tasks)
+    for title, phi in (("Cost per task p50", 0.5), ("Cost per task p95", 0.95)):
+        got = scalar(value(stack, "owner-drilldown.json", title))
+        true = costs[max(0, math.ceil(phi * len(costs)) - 1)]
+        assert _bucket_of(got, TASK_COST_BUCKETS_USD) == _bucket_of(true, TASK_COST_BUCKETS_USD), (title, got, true)
+
+
+def test_budget_burn(stack):
+    _, t, _ = stack
+    got = by_labels(value(stack, "owner-drilldown.json", "Budget burn against budget"), q.TENANT, q.TEAM,
+                    q.BUDGET_WINDOW)
+    # One shared in-process spend store: both environments' acme calls count against acme's month.
+    assert got[("acme", None, "month")] == pytest.approx(100 * t.usd(tenant="acme") / 0.50, abs=1e-4)
+    assert got[(None, "growth", "day")] == pytest.approx(100 * t.usd(team="growth") / 5.00, abs=1e-4)
