@@ -500,7 +500,7 @@ def test_raw_response_never_parsed_ends_its_span_once(server, pipeline):
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
 
 
-# --- living with OpenLLMetry's Anthropic instrumentation ----------------------------------------
+# --- living with other Anthropic instrumentations ------------------------------------------------
 def _three_calls(server):
     c = client(server)
     with tokentrail.attribute(tenant="acme"):
@@ -511,20 +511,26 @@ def _three_calls(server):
             stream.get_final_message()
 
 
-def test_openllmetry_beside_ours_one_llm_span_per_call(server):
-    openllmetry = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+# OpenLLMetry's and the official OpenTelemetry GenAI Anthropic instrumentations
+OTHERS = ["opentelemetry.instrumentation.anthropic", "opentelemetry.instrumentation.genai.anthropic"]
+
+
+@pytest.mark.parametrize("other", OTHERS)
+def test_other_instrumentation_beside_ours_one_llm_span_per_call(server, other):
+    theirs = pytest.importorskip(other)
     server.reset()
-    with InMemoryPipeline(instrument=[openllmetry.AnthropicInstrumentor(), AnthropicInstrumentor()]) as pipe:
+    with InMemoryPipeline(instrument=[theirs.AnthropicInstrumentor(), AnthropicInstrumentor()]) as pipe:
         _three_calls(server)
         spans = pipe.llm_spans()
     assert [s.instrumentation_scope.name for s in spans] == ["tokentrail.instrumentation.anthropic"] * 3
     assert all(usd(s) == Decimal("0.042") and s.attributes[attr.TOKENTRAIL_TENANT] == "acme" for s in spans)
 
 
-def test_openllmetry_alone_gets_owner_and_cost(server):
-    openllmetry = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+@pytest.mark.parametrize("other", OTHERS)
+def test_other_instrumentation_alone_gets_owner_and_cost(server, other):
+    theirs = pytest.importorskip(other)
     server.reset()
-    with InMemoryPipeline(instrument=[openllmetry.AnthropicInstrumentor()]) as pipe:
+    with InMemoryPipeline(instrument=[theirs.AnthropicInstrumentor()]) as pipe:
         _three_calls(server)
         spans = pipe.llm_spans()
     assert len(spans) == 3
