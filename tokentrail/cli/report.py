@@ -89,7 +89,11 @@ def render(data: dict) -> str:
         f" = {c.pct(total['unattributed_share'], 1)} of spend"
     )
     if total["unpriced_calls"]:
-        lines.append(f"{total['unpriced_calls']:,} calls have no cost (model not on the rate card, or no usage reported)")
+        why = total.get("no_cost_calls_by_status") or {}
+        parts = [f"{why.get('no_usage', 0):,} failed or reported no usage"]
+        if why.get("unpriced"):
+            parts.append(f"{why['unpriced']:,} on models not on the rate card (unpriced, see `tokentrail price`)")
+        lines.append(f"{total['unpriced_calls']:,} calls have no cost: " + "; ".join(parts))
     if compare:
         prev = data["compared_with"]
         lines.append(f"vs prev: change against {prev['since']} .. {prev['until']}")

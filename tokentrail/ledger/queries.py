@@ -331,6 +331,7 @@ class Ledger:
         if unattributed is None:
             unattributed = self._unattributed_nano(period, where)
         totals["unattributed_cost_nano_usd"] = unattributed
+        totals["no_cost_calls_by_status"] = self._no_cost_statuses(period, where) if totals["unpriced_calls"] else {}
         totals["unattributed_share"] = ratio(unattributed, total_nano)
         return {
             "ledger": self.path,
@@ -341,6 +342,17 @@ class Ledger:
             "rows": rows,
             "total": totals,
         }
+
+    def _no_cost_statuses(self, period: Period, where: Sequence[tuple[str, str | None]]) -> dict[str, int]:
+        """Why calls have no cost: ``no_usage`` (failed / no usage reported) or ``unpriced``."""
+        period_sql, params = period.sql()
+        where_sql, where_params = _where_sql(where)
+        rows = self.conn.execute(
+            f"SELECT COALESCE(cost_status, 'unknown'), COUNT(*) FROM spans WHERE llm = 1 AND {period_sql}{where_sql}"
+            " AND cost_nano IS NULL GROUP BY 1",
+            params + where_params,
+        )
+        return dict(rows.fetchall())
 
     def _unattributed_nano(self, period: Period, where: Sequence[tuple[str, str | None]]) -> int:
         period_sql, params = period.sql()

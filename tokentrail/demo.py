@@ -1,0 +1,281 @@
+"""``tokentrail demo``: a seeded multi-tenant workload through the real pipeline into a ledger.
+
+The real openai SDK talks over loopback HTTP to tokentrail's fake provider; tokentrail's OpenAI
+instrumentation makes the spans; the attribution and cost processors own and price them; a
+``BatchSpanProcessor`` feeds the ``LedgerSpanExporter``. Usage per call is scripted (the fake's
+``x-fake-openai`` header), so every run writes the same numbers. The workload shows the stories
+people pay for: cache-hit dispersion between tenants on the same model, a long-prompt feature,
+an agent loop with a runaway tail, a retry storm, a silent fallback to a pricier model, and
+spend nobody owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind
+
+SERVICE = "tokentrail-demo"
+MODEL = "gpt-4o-mini"
+PRICIER_MODEL = "gpt-4o"
+DIGEST_MODEL = "gpt-4o"
+
+
+class SeededIds(IdGenerator):
+    """Deterministic trace and span ids, so a seed reproduces the same ledger."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed ^ 0x5EED)
+
+    def generate_span_id(self) -> int:
+        return self._rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._rng.getrandbits(128) or 1
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    cache_hit: tuple[float, float]  # range of the share of the prompt served from cache
+    requests: int
+
+
+# Four tenants on the same model and price card; what differs is how their prompts cache.
+TENANTS = (
+    Tenant("acme", (0.92, 0.99), 30),  # cache-warm: a stable system prompt, short user turns
+    Tenant("globex", (0.0, 0.15), 30),  # cache-cold: a per-request preamble defeats the cache
+    Tenant("initech", (0.55, 0.75), 25),
+    Tenant("umbrella", (0.75, 0.9), 25),
+)
+BY_NAME = {t.name: t for t in TENANTS}
+
+
+class Workload:
+    def __init__(self, client: Any, tracer: Any, seed: int) -> None:
+        import openai
+        import tokentrail
+
+        self.openai = openai
+        self.tt = tokentrail
+        self.client = client
+        self.tracer = tracer
+        self.rng = random.Random(seed)
+        self.calls = 0
+
+    def chat(self, model: str = MODEL, *, prompt: int, output: int, cached: int = 0, status: int = 200,
+             error_type: str | None = None) -> Any:
+        """One chat completion; the fake answers with exactly this usage (or this error)."""
+        script: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output, "cached_tokens": cached}
+        if status != 200:
+            script = {"status": status, "error_type": error_type or "server_error"}
+        self.calls += 1
+        return self.client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "..."}],
+            extra_headers={"x-fake-openai": json.dumps(script)},
+        )
+
+    def cached(self, tenant: str, prompt: int) -> int:
+        """Cache reads for this tenant's prompt (providers cache in 128-token blocks)."""
+        return int(prompt * self.rng.uniform(*BY_NAME[tenant].cache_hit)) // 128 * 128
+
+    def request(self, route: str):
+        return self.tracer.start_as_current_span(f"POST {route}", kind=SpanKind.SERVER)
+
+    # --- the stories -------------------------------------------------------------------------
+    def support_chat(self) -> None:
+        """Same product, same model, same prices: per-tenant cache hits decide what a request costs."""
+        for tenant in TENANTS:
+            for i in range(tenant.requests):
+                prompt = self.rng.randint(3000, 6000)
+                cached = self.cached(tenant.name, prompt)
+                with self.request("/api/support/chat"), self.tt.attribute(
+                    tenant=tenant.name, feature="support-chat", team="support", user=f"{tenant.name}-u{i % 7}"
+                ):
+                    self.chat(prompt=prompt, output=self.rng.randint(150, 400), cached=cached)
+
+    def doc_review(self) -> None:
+        """A feature that is expensive because its prompts are long (whole contracts pasted in)."""
+        for i in range(12):
+            tenant = TENANTS[i % 2 + 2].name
+            with self.request("/api/documents/review"), self.tt.attribute(
+                tenant=tenant, feature="doc-review", team="legal-ai", user=f"{tenant}-u{i % 3}"
+            ):
+                self.chat(prompt=self.rng.randint(60_000, 110_000), output=self.rng.randint(800, 1500))
+
+    def research_agent(self) -> None:
+        """An agent loop: most runs finish in a few steps; a few keep re-sending the whole context."""
+        runaway = {5, 13, 21}
+        for run in range(24):
+            tenant = TENANTS[run % 4].name
+            steps = self.rng.randint(8, 11) if run in runaway else self.rng.randint(3, 5)
+            with self.request("/api/research"), self.tt.attribute(
+                tenant=tenant, feature="research", team="agents", user=f"{tenant}-u{run % 5}"
+            ), self.tt.task("research-agent", id=f"research-{run:03d}"):
+                context = self.rng.randint(6000, 8000)
+                for step in range(steps):
+                    self.chat(prompt=context, output=self.rng.randint(200, 500), cached=self.cached(tenant, context))
+                    with self.tracer.start_as_current_span("tool web_search"):
+                        pass
+                    context += self.rng.randint(2500, 3500)  # the tool result goes back into the prompt
+
+    def nightly_digest(self) -> None:
+        """A retry storm: a background job re-sends its 3,200-token prompt on every failure."""
+        for doc in range(8):
+            attempts = self.rng.randint(3, 7)
+            tenant = TENANTS[doc % 4].name
+            with self.request("/jobs/nightly-digest"), self.tt.attribute(
+                tenant=tenant, feature="digest", team="platform"
+            ), self.tt.task("nightly-digest", id=f"digest-{doc:03d}"):
+                for attempt in range(attempts):
+                    with self.tt.retry(attempt):
+                        try:
+                            if attempt < attempts - 1 and attempt % 2 == 0:
+                                self.chat(DIGEST_MODEL, status=429, error_type="rate_limit_exceeded", prompt=0, output=0)
+                            else:
+                                # answered (and billed), but the job's output check rejects all but the last
+                                self.chat(DIGEST_MODEL, prompt=3200, output=self.rng.randint(300, 600),
+                                          cached=self.cached(tenant, 3200))
+                        except self.openai.RateLimitError:
+                            pass
+
+    def summarize_with_fallback(self) -> None:
+        """Silent fallback: when the cheap model fails, the call is re-sent to a pricier one."""
+        for i in range(16):
+            tenant = TENANTS[i % 4].name
+            with self.request("/api/summarize"), self.tt.attribute(
+                tenant=tenant, feature="summarize", team="platform", user=f"{tenant}-u{i % 4}"
+            ), self.tt.task("summarize", id=f"summarize-{i:03d}"):
+                prompt, output = self.rng.randint(4000, 8000), self.rng.randint(300, 700)
+                cached = self.cached(tenant, prompt)
+                if i % 3 == 0:
+                    try:
+                        self.chat(status=503, error_type="server_error", prompt=0, output=0)
+                    except self.openai.APIStatusError:
+                        with self.tt.fallback(MODEL):
+                            self.chat(PRICIER_MODEL, prompt=prompt, output=output, cached=cached)
+                else:
+                    self.chat(prompt=prompt, output=output, cached=cached)
+
+    def unattributed(self) -> None:
+        """Scripts and CI evaluations with no owner tags: visible as unattributed, never hidden."""
+        for _ in range(14):
+            with self.tracer.start_as_current_span("eval-script"):
+                self.chat(prompt=self.rng.randint(5000, 9000), output=self.rng.randint(400, 900))
+
+    def run(self) -> None:
+        self.support_chat()
+        self.doc_review()
+        self.research_agent()
+        self.nightly_digest()
+        self.summarize_with_fallback()
+        self.unattributed()
+
+
+def _prepare(path: str, keep: bool) -> None:
+    """Start a fresh demo ledger, but never delete a ledger holding anything but demo spans."""
+    if keep or not os.path.exists(path):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            services = {r[0] for r in conn.execute("SELECT DISTINCT service FROM spans")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        services = {"?"}
+    if services - {SERVICE}:
+        from tokentrail.cli._common import CliError
+
+        raise CliError(f"{path} already holds spans that are not from the demo: use --ledger PATH or --keep")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def run_workload(path: str, seed: int = 7) -> dict[str, int]:
+    """Run the workload into the ledger at ``path``; returns call and drop counts."""
+    import openai
+
+    from tokentrail import tasks
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+    from tokentrail.ledger import LedgerSpanExporter
+    from tokentrail.processor.attribution import AttributionSpanProcessor
+    from tokentrail.processor.cost import CostSpanProcessor
+    from tokentrail.testing import fake_provider
+    from tokentrail.testing.openai_api import base_url
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    exporter = LedgerSpanExporter(path)
+    tracer_provider = TracerProvider(resource=Resource.create({SERVICE_NAME: SERVICE}), id_generator=SeededIds(seed),
+                                     shutdown_on_exit=False)
+    meter_provider = MeterProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(AttributionSpanProcessor())
+    tracer_provider.add_span_processor(
+        CostSpanProcessor(BatchSpanProcessor(exporter, schedule_delay_millis=200), meter_provider=meter_provider)
+    )
+    instrumentor = OpenAIInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True)
+    previous = tasks.use_providers(tracer_provider, meter_provider)
+    server = fake_provider()
+    try:
+        client = openai.OpenAI(base_url=base_url(server), api_key="demo-key", max_retries=0)
+        workload = Workload(client, tracer_provider.get_tracer("tokentrail.demo"), seed)
+        workload.run()
+        client.close()
+    finally:
+        server.stop()
+        instrumentor.uninstrument()
+        tasks.use_providers(*previous)
+        tracer_provider.shutdown()  # flushes the batch processor into the ledger
+        meter_provider.shutdown()
+    return {"calls": workload.calls, "written": exporter.written, "dropped": exporter.dropped}
+
+
+def main(ledger: str | None = None, seed: int = 7, keep: bool = False, quiet: bool = False) -> int:
+    from tokentrail.cli import report as report_cmd
+    from tokentrail.cli import top as top_cmd
+    from tokentrail.cli import trace as trace_cmd
+    from tokentrail.ledger import default_path
+    from tokentrail.ledger.queries import Ledger, Period
+
+    path = ledger or default_path()
+    _prepare(path, keep)
+    counts = run_workload(path, seed)
+    if quiet:
+        return 0
+    out = sys.stdout
+    out.write(f"tokentrail demo: {counts['calls']} OpenAI calls through the real SDK and pipeline; "
+              f"{counts['written']} spans in the ledger {path}"
+              + (f" ({counts['dropped']} dropped)" if counts["dropped"] else "") + "\n\n")
+    everything = Period.parse(None, None)
+    with Ledger(path) as led:
+        out.write(report_cmd.render(led.report(["tenant"], everything)) + "\n\n")
+        out.write(report_cmd.render(led.report(["feature"], everything)) + "\n\n")
+        top = led.top(everything, limit=5)
+        out.write(top_cmd.render(top) + "\n\n")
+        if top["traces"]:
+            out.write("The most expensive trace:\n")
+            out.write(trace_cmd.render(led.trace(top["traces"][0]["trace_id"])) + "\n\n")
+    flag = f" --ledger {path}" if ledger else ""
+    out.write(
+        "Ask more:\n"
+        f"  tokentrail tenants --where feature=support-chat{flag}  # same feature, same model: cache hits per tenant\n"
+        f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
+        f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
+        f"  tokentrail price gpt-4o --input 2000 --output 500\n"
+    )
+    return 0
