@@ -35,6 +35,7 @@ gets ``tokentrail.budget.exceeded`` and ``error.type``, the task's outcome becom
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import os
 import threading
@@ -204,6 +205,7 @@ def reload() -> BudgetConfig:
     """Forget the loaded budgets and their in-process counters (re-read on next use)."""
     with _config_lock:
         _loaded["path"] = object()  # never equal to a path: forces a reload
+    _worst_case.cache_clear()
     return config()
 
 
@@ -388,15 +390,23 @@ def worst_case_nano(planned: preflight.PlannedCall) -> int | None:
     """The most this call can cost (nano-USD), or None when its model is not on the rate card."""
     if not planned.model:
         return None
-    from tokentrail.processor.pricing import PRICED, quote
-    from tokentrail.processor.usage import Usage
-
     if planned.operation == "embeddings":
         output = 0
     else:
         output = planned.max_output_tokens if planned.max_output_tokens else default_output_tokens()
-    q = quote(planned.model, Usage(input_tokens=max(0, planned.estimated_input_tokens), output_tokens=output),
-              provider=planned.provider, service_tier=planned.service_tier)
+    return _worst_case(planned.model, planned.provider, planned.service_tier,
+                       max(0, planned.estimated_input_tokens), output)
+
+
+@functools.lru_cache(maxsize=4096)
+def _worst_case(model: str, provider: str, service_tier: str | None, input_tokens: int,
+                output_tokens: int) -> int | None:
+    # memoised: an agent loop repeats the same model and limits; prices only change with a reload
+    from tokentrail.processor.pricing import PRICED, quote
+    from tokentrail.processor.usage import Usage
+
+    q = quote(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens), provider=provider,
+              service_tier=service_tier)
     return q.total_nano_usd if q.status == PRICED else None
 
 

@@ -116,7 +116,8 @@ class TaskState:
         self.finished = 0
         self.spent_nano = 0
         self.reserved_nano = 0  # worst-case estimates of calls in flight
-        self.recent: deque[tuple[float, int]] = deque()  # (monotonic time, nano-USD) of the last minute
+        self.recent: deque[tuple[float, int]] = deque()  # (monotonic second, nano-USD) of the last minute
+        self.recent_total = 0
         self.tokens = {"input": 0, "cache_read": 0, "cache_write": 0, "output": 0, "reasoning": 0}
         self.retries_nano = 0
         self.fallbacks_nano = 0
@@ -141,10 +142,20 @@ class TaskState:
         return out
 
     def minute_spend_nano(self, now: float) -> int:
+        """Spend of the last 60 s (1-second buckets, so this is O(1) amortised and bounded)."""
         recent = self.recent
         while recent and now - recent[0][0] > 60.0:
-            recent.popleft()
-        return sum(n for _, n in recent)
+            self.recent_total -= recent.popleft()[1]
+        return self.recent_total
+
+    def add_recent(self, now: float, nano: int) -> None:
+        second = float(int(now))
+        recent = self.recent
+        if recent and recent[-1][0] == second:
+            recent[-1] = (second, recent[-1][1] + nano)
+        else:
+            recent.append((second, nano))
+        self.recent_total += nano
 
     def __repr__(self) -> str:
         return (f"<task {self.name!r} id={self.id} calls={self.calls} cost_usd={self.cost_usd:.6f} "
@@ -423,13 +434,24 @@ def _on_end(span: Any, attributes: Mapping[str, Any]) -> None:
         _log.debug("tokentrail: budget accounting failed", exc_info=True)
 
 
-def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status: Any) -> None:
-    from tokentrail.processor.usage import InvalidUsage, Usage
+def _tokens(attributes: Mapping[str, Any]) -> tuple[int, int, int, int, int] | None:
+    """(uncached input, cache read, cache write, output, reasoning) read straight from the span
+    attributes (validated by the instrumentation before it set them), or None without usage."""
+    def count(name: str) -> int:
+        value = attributes.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
-    try:
-        usage = Usage.from_attributes(attributes)
-    except (InvalidUsage, Exception):
-        usage = None
+    if attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes and attr.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes:
+        return None
+    cache_read = count(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    cache_write = count(attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS) or count(
+        attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
+    return (max(0, count(attr.GEN_AI_USAGE_INPUT_TOKENS) - cache_read - cache_write), cache_read, cache_write,
+            count(attr.GEN_AI_USAGE_OUTPUT_TOKENS), count(attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS))
+
+
+def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status: Any) -> None:
+    usage = _tokens(attributes)
     failed = attributes.get(attr.ERROR_TYPE) is not None
     now = time.monotonic()
     with _lock:
@@ -438,7 +460,7 @@ def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status:
             node.finished += 1
             node.spent_nano += nano
             if nano:
-                node.recent.append((now, nano))
+                node.add_recent(now, nano)
             if entry.retry or entry.sdk_retries:
                 node.retries_nano += nano
             if entry.fallback_from:
@@ -447,11 +469,11 @@ def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status:
                 node.unpriced += 1
             if usage is not None:
                 t = node.tokens
-                t["input"] += usage.uncached_input_tokens
-                t["cache_read"] += usage.cache_read_tokens
-                t["cache_write"] += usage.cache_write_tokens
-                t["output"] += usage.output_tokens
-                t["reasoning"] += usage.reasoning_tokens
+                t["input"] += usage[0]
+                t["cache_read"] += usage[1]
+                t["cache_write"] += usage[2]
+                t["output"] += usage[3]
+                t["reasoning"] += usage[4]
         owner = entry.chain[0]
         if failed:
             if not owner.last_failed:
