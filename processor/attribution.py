@@ -53,10 +53,14 @@ class AttributionSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             owner = self._owner()
-            if owner:
-                span.set_attributes(owner)
-            if looks_like_llm_span(span.attributes):
-                span.set_attribute(attr.TOKENTRAIL_ATTRIBUTED, bool(owner.get(attr.TOKENTRAIL_TENANT)))
+            current = span.attributes
+            # Our instrumentations stamp the owner at start already: set only what differs.
+            missing = {k: v for k, v in owner.items() if current.get(k) != v} if owner else None
+            if looks_like_llm_span(current):
+                missing = missing or {}
+                missing[attr.TOKENTRAIL_ATTRIBUTED] = bool(owner.get(attr.TOKENTRAIL_TENANT))
+            if missing:
+                span.set_attributes(missing)
         except Exception:  # never hurt the app
             _logger.debug("tokentrail: attribution on span start failed", exc_info=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from opentelemetry import context as context_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
@@ -50,6 +51,12 @@ ALLOWED_ATTRIBUTES = (
 )
 
 _ALLOWED = frozenset(ALLOWED_ATTRIBUTES)
+#: Dimensions of the upstream gen_ai.client.* points (a subset of the allowlist).
+_UPSTREAM = (attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL, attr.GEN_AI_OPERATION_NAME,
+             attr.ERROR_TYPE, attr.DEPLOYMENT_ENVIRONMENT_NAME)
+#: Not useful on token counts (a failed call's tokens are still tokens).
+_NOT_ON_TOKENS = frozenset({attr.ERROR_TYPE})
+_NO_EXEMPLAR = Context()
 _NANO = 1_000_000_000
 
 
@@ -177,6 +184,12 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
         resource_attributes = _global_resource_attributes()
     point = metric_attributes(attributes, resource_attributes)
     status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
+    if context is None:
+        context = context_api.get_current()
+    # Exemplars (trace links) on the points one drills down from: cost, unpriced calls and
+    # duration. Token points get an empty context: the SDK's exemplar reservoir is a large
+    # part of each measurement's cost, and the cost point of the same call already links it.
+    quiet = _NO_EXEMPLAR
 
     if status == "priced":
         usd = cost_usd(attributes)
@@ -197,11 +210,17 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
             ("output", usage.output_tokens),
             ("reasoning", usage.reasoning_tokens),
         )
+        tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
         for token_type, count in by_type:
             if count or token_type in ("input", "output"):
-                inst.tokens.add(count, {**point, attr.TOKENTRAIL_TOKEN_TYPE: token_type}, context=context)
-        if upstream:
-            inst.token_usage.record(usage.input_tokens, {**point, attr.GEN_AI_TOKEN_TYPE: "input"}, context=context)
-            inst.token_usage.record(usage.output_tokens, {**point, attr.GEN_AI_TOKEN_TYPE: "output"}, context=context)
-    if upstream and duration_s is not None:
-        inst.duration.record(duration_s, point, context=context)
+                inst.tokens.add(count, {**tokens_point, attr.TOKENTRAIL_TOKEN_TYPE: token_type}, context=quiet)
+    if not upstream:
+        return
+    # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
+    # what tokentrail.* are for), which also keeps their per-measurement cost down.
+    up = {k: point[k] for k in _UPSTREAM if k in point}
+    if usage is not None:
+        inst.token_usage.record(usage.input_tokens, {**up, attr.GEN_AI_TOKEN_TYPE: "input"}, context=quiet)
+        inst.token_usage.record(usage.output_tokens, {**up, attr.GEN_AI_TOKEN_TYPE: "output"}, context=quiet)
+    if duration_s is not None:
+        inst.duration.record(duration_s, up, context=context)

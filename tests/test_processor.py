@@ -264,3 +264,76 @@ class _Recorder(CostSpanProcessor.__mro__[1]):  # a plain SpanProcessor
 
     def on_end(self, span):
         self.seen.append(span)
+
+
+def test_two_exporters_count_each_call_once():
+    """The configurator wraps each exporter; only the first wrapper records metrics."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tokentrail.distro import _export_processor_factory
+    from tokentrail.processor.metrics import metric_views
+
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
+    factory = _export_processor_factory()
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    provider = TracerProvider()
+    for exporter in (first, second):
+        processor = factory(exporter)
+        processor._meter_provider = meter_provider
+        provider.add_span_processor(processor)
+    provider.force_flush()
+    with provider.get_tracer("foreign").start_as_current_span("chat", attributes={
+        attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+        attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+    }):
+        pass
+    provider.force_flush()
+    for exporter in (first, second):
+        [span] = exporter.get_finished_spans()
+        assert span.attributes[attr.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.00021)
+    counts = [pt.count for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+              for mt in sm.metrics if mt.name == m.TOKENTRAIL_COST for pt in mt.data.data_points]
+    assert counts == [1]
+    provider.shutdown()
+    meter_provider.shutdown()
+
+
+def test_our_openai_calls_in_the_pipeline_are_metered_once():
+    """Our instrumentation prices before end; the processor meters; no fallback double count."""
+    from tokentrail.testing import fake_provider
+    from tokentrail.testing import openai_api
+
+    with fake_provider() as srv, InMemoryPipeline() as pipeline:
+        srv.enqueue(openai_api.reply(prompt_tokens=10000, cached_tokens=2000, completion_tokens=1200))
+        client = openai.OpenAI(base_url=openai_api.base_url(srv), api_key="test", max_retries=0)
+        with tokentrail.attribute(tenant="acme", team="support"):
+            client.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": "hi"}])
+        [span] = pipeline.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail")
+        assert span.attributes[attr.TOKENTRAIL_COST_NANO_USD] == 11_550_000
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert pipeline.metric_count(m.TOKENTRAIL_COST, tenant="acme", team="support") == 1
+        assert pipeline.metric_sum(m.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.01155)
+        assert pipeline.metric_count(m.GEN_AI_CLIENT_OPERATION_DURATION) == 1
+    # On exit the SDK is uninstrumented again.
+    with fake_provider() as srv, InMemoryPipeline(instrument=False) as quiet:
+        client = openai.OpenAI(base_url=openai_api.base_url(srv), api_key="test", max_retries=0)
+        client.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": "hi"}])
+        assert quiet.spans() == []
+
+
+def test_distro_sets_exporter_defaults_only_when_unset(monkeypatch):
+    from tokentrail.distro import TokentrailDistro
+
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER"):  # restored after the test
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    TokentrailDistro().configure()
+    import os
+
+    assert os.environ["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert os.environ["OTEL_METRICS_EXPORTER"] == "prometheus"

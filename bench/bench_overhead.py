@@ -1,0 +1,283 @@
+"""Added latency and CPU per OpenAI call: tokentrail's whole pipeline vs the bare SDK, beside
+the official OpenTelemetry OpenAI instrumentation as a reference, all in one run.
+
+    python bench/bench_overhead.py [--calls 200] [--rounds 7]
+
+The fake provider runs in a child process, so ``time.process_time()`` here counts only the
+client side: the openai SDK, our wrappers, processors, pricing, metrics and the
+BatchSpanProcessor worker thread (exporting to a no-op exporter). Modes run interleaved in
+rounds and each figure is the median over rounds, as a ratio to the bare SDK measured in the
+same round. Streaming cost per chunk is the slope between a short and a long stream.
+
+Modes:
+  bare      the openai SDK, nothing instrumented
+  official  opentelemetry-instrumentation-genai-openai alone (TracerProvider + BatchSpanProcessor
+            to a no-op exporter, MeterProvider), as a reference
+  tokentrail tokentrail's OpenAI instrumentation inside tokentrail.attribute(...), with
+            AttributionSpanProcessor + CostSpanProcessor(BatchSpanProcessor(no-op)) and the cost
+            metrics (views, in-memory reader): span, attribution, pricing, metrics, batch export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import openai
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import tokentrail
+from tokentrail.processor.attribution import AttributionSpanProcessor
+from tokentrail.processor.cost import CostSpanProcessor
+from tokentrail.processor.metrics import metric_views
+from tokentrail.semconv import attributes as attr
+
+SERVER = (
+    "import sys\n"
+    "from tokentrail.testing import fake_provider\n"
+    "from tokentrail.testing.openai_api import base_url\n"
+    "s = fake_provider()\n"
+    "print(base_url(s), flush=True)\n"
+    "sys.stdin.read()\n"
+    "s.stop()\n"
+)
+HEADER = "x-fake-openai"
+MESSAGES = [{"role": "user", "content": "Summarise this support ticket in one line."}]
+
+
+class NoopExporter(SpanExporter):
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Mode:
+    name = "bare"
+
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def scope(self):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+
+class Official(Mode):
+    name = "official"
+
+    def setup(self) -> None:
+        from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+
+        self.tp = TracerProvider(shutdown_on_exit=False)
+        self.tp.add_span_processor(BatchSpanProcessor(NoopExporter()))
+        self.mp = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+        self.inst = OpenAIInstrumentor()
+        self.inst.instrument(tracer_provider=self.tp, meter_provider=self.mp, skip_dep_check=True)
+
+    def teardown(self) -> None:
+        self.inst.uninstrument()
+        self.tp.shutdown()
+        self.mp.shutdown()
+
+
+class Tokentrail(Mode):
+    name = "tokentrail"
+
+    def setup(self) -> None:
+        from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+        self.mp = MeterProvider(metric_readers=[InMemoryMetricReader()], views=metric_views(),
+                                shutdown_on_exit=False)
+        self.tp = TracerProvider(shutdown_on_exit=False)
+        self.tp.add_span_processor(AttributionSpanProcessor())
+        self.tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=self.mp))
+        self.inst = OpenAIInstrumentor()
+        self.inst.instrument(tracer_provider=self.tp, meter_provider=self.mp, skip_dep_check=True)
+        assert self.inst._patched, "tokentrail's OpenAI instrumentation did not patch the SDK"
+
+    def teardown(self) -> None:
+        self.inst.uninstrument()
+        self.tp.shutdown()
+        self.mp.shutdown()
+
+    def scope(self):
+        return tokentrail.attribute(tenant="acme", feature="summarize")
+
+
+def run_block(mode: Mode, call: Callable[[], None], n: int) -> tuple[float, float]:
+    """Per-call (wall µs, CPU µs) over ``n`` calls, after a short warm-up."""
+    mode.setup()
+    try:
+        for _ in range(5):
+            with mode.scope():
+                call()
+        mode_tp = getattr(mode, "tp", None)
+        if mode_tp is not None:
+            mode_tp.force_flush()
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            with mode.scope():
+                call()
+        if mode_tp is not None:
+            mode_tp.force_flush()  # the export work belongs to the calls
+        w1, c1 = time.perf_counter(), time.process_time()
+    finally:
+        mode.teardown()
+    return (w1 - w0) / n * 1e6, (c1 - c0) / n * 1e6
+
+
+def price_span_us(n: int = 20000) -> float:
+    from tokentrail.processor.pricing import price_span
+
+    attrs = {
+        attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+        attr.GEN_AI_REQUEST_MODEL: "gpt-5.4-mini",
+        attr.GEN_AI_USAGE_INPUT_TOKENS: 10000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 1200,
+        attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 2000,
+    }
+    start = time.time_ns()
+    for _ in range(1000):
+        price_span(attrs, start)
+    t0 = time.process_time()
+    for _ in range(n):
+        price_span(attrs, start)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def per_chunk_us(chunks: list[Any], reps: int = 200) -> float:
+    """Added CPU per chunk of tokentrail's stream proxy over real SDK-parsed chunks, without
+    the network: iterating the chunks plainly vs through the proxy our instrumentation returns
+    (slope between a short and the full stream, so the once-per-stream end is excluded)."""
+    from tokentrail.instrumentation.genai_span import start_llm_call
+    from tokentrail.instrumentation.openai.streaming import ChatStreamHooks
+    from tokentrail.instrumentation.streams import SyncStreamProxy
+
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()], views=metric_views(), shutdown_on_exit=False)
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(AttributionSpanProcessor())
+    tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=mp))
+    tracer = tp.get_tracer("bench")
+
+    def plain(items: list[Any]) -> float:
+        t0 = time.process_time()
+        for _ in range(reps):
+            for _ in iter(items):
+                pass
+        return time.process_time() - t0
+
+    def proxied(items: list[Any]) -> float:
+        t0 = time.process_time()
+        for _ in range(reps):
+            call = start_llm_call(tracer, provider="openai", operation="chat", request_model="gpt-5.4-mini")
+            for _ in SyncStreamProxy(iter(items), ChatStreamHooks(call, True)):
+                pass
+        return time.process_time() - t0
+
+    short = chunks[:10] + chunks[-2:]  # keep the final and usage chunks
+    samples = []
+    for _ in range(5):
+        added_long = proxied(chunks) - plain(chunks)
+        added_short = proxied(short) - plain(short)
+        samples.append((added_long - added_short) / reps / (len(chunks) - len(short)) * 1e6)
+    tp.shutdown()
+    mp.shutdown()
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=200, help="calls per mode per round")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--short-chunks", type=int, default=10)
+    ap.add_argument("--long-chunks", type=int, default=400)
+    args = ap.parse_args()
+
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        base = server.stdout.readline().strip()
+        client = openai.OpenAI(base_url=base, api_key="bench", max_retries=0)
+        usage = {"prompt_tokens": 10000, "cached_tokens": 2000, "completion_tokens": 1200}
+
+        def nonstream() -> None:
+            client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES,
+                                           extra_headers={HEADER: json.dumps(usage)})
+
+        def stream_of(chunks: int) -> Callable[[], None]:
+            header = json.dumps({**usage, "chunk_count": chunks, "content": "tok " * chunks})
+
+            def go() -> None:
+                for _ in client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES, stream=True,
+                                                        extra_headers={HEADER: header}):
+                    pass
+            return go
+
+        workloads = {
+            "non-streaming": (nonstream, args.calls),
+            f"stream {args.short_chunks} chunks": (stream_of(args.short_chunks), args.calls),
+            f"stream {args.long_chunks} chunks": (stream_of(args.long_chunks), max(20, args.calls // 4)),
+        }
+        modes = [Mode(), Official(), Tokentrail()]
+        results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in range(args.rounds):
+            for wname, (call, n) in workloads.items():
+                order = modes if r % 2 == 0 else list(reversed(modes))
+                for mode in order:
+                    results.setdefault((wname, mode.name), []).append(run_block(mode, call, n))
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        # Real chunks parsed by the SDK (no instrumentation active) for the per-chunk figure.
+        header = json.dumps({**usage, "chunk_count": args.long_chunks, "content": "tok " * args.long_chunks})
+        chunks = list(client.chat.completions.create(
+            model="gpt-5.4-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+            extra_headers={HEADER: header}))
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+
+    def added(wname: str, mode: str, idx: int) -> float:
+        # per-round difference to bare, median over rounds (pairs measured minutes apart drift)
+        return statistics.median(m[idx] - b[idx] for m, b in zip(results[(wname, mode)], results[(wname, "bare")]))
+
+    def ratio(wname: str, mode: str, idx: int) -> float:
+        return statistics.median(m[idx] / b[idx] for m, b in zip(results[(wname, mode)], results[(wname, "bare")]))
+
+    print(f"\nper call, median of {args.rounds} rounds; bare = the openai SDK alone on the loopback fake provider\n")
+    print("| workload | mode | wall µs | CPU µs | added wall µs | added CPU µs | wall ratio | CPU ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for wname in workloads:
+        for mode in ("bare", "official", "tokentrail"):
+            rows = results[(wname, mode)]
+            wall = statistics.median(x[0] for x in rows)
+            cpu = statistics.median(x[1] for x in rows)
+            if mode == "bare":
+                print(f"| {wname} | {mode} | {wall:.0f} | {cpu:.0f} | - | - | 1.00 | 1.00 |")
+            else:
+                print(f"| {wname} | {mode} | {wall:.0f} | {cpu:.0f} | {added(wname, mode, 0):+.0f} | "
+                      f"{added(wname, mode, 1):+.0f} | {ratio(wname, mode, 0):.3f} | {ratio(wname, mode, 1):.3f} |")
+    short, long_ = f"stream {args.short_chunks} chunks", f"stream {args.long_chunks} chunks"
+    span = args.long_chunks - args.short_chunks
+    print()
+    for mode in ("official", "tokentrail"):
+        per_chunk = (added(long_, mode, 1) - added(short, mode, 1)) / span
+        print(f"{mode}: added CPU per streamed chunk {per_chunk:.2f} µs "
+              f"(slope of added CPU between {args.short_chunks} and {args.long_chunks} chunks)")
+    print(f"tokentrail stream proxy, in memory: added CPU per chunk {per_chunk_us(chunks):.2f} µs "
+          f"({len(chunks)} real ChatCompletionChunks, slope vs 12)")
+    print(f"price_span, warm: {price_span_us():.2f} µs CPU per span")
+
+
+if __name__ == "__main__":
+    main()
