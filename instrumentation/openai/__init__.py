@@ -4,6 +4,8 @@
 (create, parse, and so stream), responses (create, parse, and so stream) and embeddings,
 sync and async, including ``with_raw_response`` / ``with_streaming_response``. Each call
 yields one CLIENT span ``"{operation} {model}"`` with usage, owner and cost attributes.
+Batch API results are priced at the batch tier when their output file is read
+(``files.content``; see ``batch``).
 
 Environment:
 - ``TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE=false``: do not add
@@ -30,7 +32,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from tokentrail.instrumentation.openai import patch
+from tokentrail.instrumentation.openai import batch, patch
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +81,13 @@ class OpenAIInstrumentor(BaseInstrumentor):
                 self._patched.append((module, name))
             except Exception:  # a method this SDK version lacks
                 _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)
+        # Batch API results are priced (batch tier) when their output file is downloaded.
+        for name, is_async in (("Files.content", False), ("AsyncFiles.content", True)):
+            try:
+                wrap_function_wrapper("openai.resources.files", name, batch.files_content_wrapper(instruments, is_async))
+                self._patched.append(("openai.resources.files", name))
+            except Exception:
+                _log.debug("tokentrail: could not patch openai.resources.files.%s", name, exc_info=True)
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         try:
             from tokentrail.tasks import stainless_retry_wrapper

@@ -12,6 +12,8 @@ Routes match any path prefix (``.../chat/completions``), so one server also play
 (``/openai/deployments/<name>/chat/completions``) and, on loopback, provider-prefixed base
 URLs such as ``http://127.0.0.1:PORT/deepseek/v1`` (see ``base_url``).
 
+Batch API: ``GET .../files/<id>/content`` serves a batch output file (``batch_output``).
+
 Scripting one call (any of):
 - ``server.enqueue(reply(prompt_tokens=2000, completion_tokens=500))`` - the next request,
   whatever its endpoint and stream flag, gets the matching shape with that usage;
@@ -299,6 +301,30 @@ def embeddings_json(r: Reply, model: str, inputs: int, encoding_format: str | No
     return body
 
 
+def batch_output(results: list[tuple[str, Reply, str]] | None = None) -> bytes:
+    """A Batch API output file (JSONL): ``(custom_id, reply, model)`` per line; a reply with an
+    error status becomes a failed line (``response.status_code`` and the error body)."""
+    results = results if results is not None else [
+        ("request-1", Reply(prompt_tokens=2000, completion_tokens=500), "gpt-4o-mini"),
+        ("request-2", Reply(prompt_tokens=1000, completion_tokens=100), "gpt-4o-mini"),
+        ("request-3", Reply(status=400), "gpt-4o-mini"),
+    ]
+    lines = []
+    for index, (custom_id, r, model) in enumerate(results):
+        if r.status >= 400:
+            response = {"status_code": r.status, "request_id": f"req_batch{index}", "body": error(r.status).json}
+        else:
+            body = chat_completion_json(r, model, completion_id=f"chatcmpl-batch-{custom_id}")
+            response = {"status_code": 200, "request_id": f"req_batch{index}", "body": body}
+        lines.append(json.dumps({"id": f"batch_req_{index:04d}", "custom_id": custom_id, "response": response,
+                                 "error": None}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _file_content(request: FakeRequest) -> FakeResponse:
+    return FakeResponse(body=batch_output(), content_type="application/octet-stream")
+
+
 # --------------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------------
@@ -356,11 +382,13 @@ def register(server: FakeProviderServer) -> None:
     server.route("POST", r"(?:/.*)?/chat/completions", _answer)
     server.route("POST", r"(?:/.*)?/responses", _answer)
     server.route("POST", r"(?:/.*)?/embeddings", _answer)
+    server.route("GET", r"(?:/.*)?/files/(?P<file_id>[^/]+)/content", _file_content)
 
 
 __all__ = [
     "HEADER",
     "Reply",
+    "batch_output",
     "base_url",
     "chat_chunks",
     "chat_completion_json",
