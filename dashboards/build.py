@@ -298,7 +298,8 @@ def owner() -> db.Dashboard:
         [promq(q.quantile_cost(0.95, q.TASK_COST, variables=v), instant=True)], USD,
         [(None, GREEN), (0.25, YELLOW), (1, RED)], decimals=4))
     d = d.with_panel(stat_panel(
-        "Tasks", "Task runs finished in the range, all outcomes.",
+        "Tasks", "Task runs (tokentrail.task) finished in the range, all outcomes. A jump with flat traffic means "
+        "an agent is being invoked in a loop by its caller: check the task names in 'Expensive requests'.",
         [promq(f"sum({q.delta_in(f'{q.TASK_COST}_count{q.matchers(v)}', q.RANGE)}) or vector(0)", instant=True)],
         CALLS, [(None, GREEN)], decimals=0))
     d = d.with_panel(_calls_per_task_panel())
@@ -311,7 +312,8 @@ def owner() -> db.Dashboard:
         w=12, links=[owner_link(q.TENANT, "tenant")], steps=((None, RED), (50, YELLOW), (80, GREEN))))
     d = d.with_panel(stat_panel(
         "Cache-hit ratio: median tenant", "The median of the per-tenant cache-hit ratios (each tenant counts "
-        "once, whatever its volume).",
+        "once, whatever its volume). Red below 50%: caching is broken for most tenants, usually a shared prompt "
+        "prefix that now changes per request (a timestamp, a reordered tool list).",
         [promq(f"100 * quantile(0.5, {q.cache_hit_ratio(q.TENANT, variables=v)})", instant=True)], PERCENT,
         [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1))
     d = d.with_panel(stat_panel(
@@ -349,7 +351,8 @@ def _calls_per_task_panel() -> table.Panel:
                          "Red above 10 calls: an agent is looping (retrying its own output with the full context); "
                          "open the trace, then set max_calls on the task.")
             .datasource(TEMPO).with_target(traceql(query, limit=50)).unit(CALLS).span(12).height(8)
-            .thresholds(thresholds((None, GREEN), (5, YELLOW), (10, RED))))
+            .thresholds(thresholds((None, GREEN), (5, YELLOW), (10, RED)))
+            .sort_by([cb.TableSortByFieldState().display_name(A.TOKENTRAIL_TASK_CALLS).desc(True)]))
 
 
 # --- 3. Expensive requests --------------------------------------------------------------------------
@@ -365,11 +368,13 @@ def expensive() -> db.Dashboard:
     d = d.with_panel(
         heatmap.Panel().title("Cost per request (histogram)")
         .description("Calls per cost bucket over time; the dots are exemplars: click one to open that request's "
-                     "trace in Tempo. Calls in the top buckets are the ones to explain first.")
-        .datasource(PROMETHEUS).span(24).height(9).calculate(False)
+                     "trace in Tempo. Calls in the top buckets are the ones to explain first; red marks calls over $1.")
+        .datasource(PROMETHEUS).span(24).height(9).calculate(False).unit(USD)
+        .thresholds(thresholds((None, GREEN), (1, RED)))
         .with_target(promq(f"sum by (le) ({q.delta_in(f'{q.COST}_bucket{q.matchers(v)}', q.INTERVAL)})",
                            legend="{{le}}", heatmap_format=True, exemplar=True))
-        .y_axis(heatmap.YAxisConfig().unit(USD)).show_legend().exemplars_color("red"))
+        .y_axis(heatmap.YAxisConfig().unit(USD)).show_legend().exemplars_color("red")
+        .scale_distribution(cb.ScaleDistributionConfig().type(cm.ScaleDistribution.LINEAR)))
     d = d.with_panel(ts_panel(
         "Cost per request p99 (with exemplars)", "99th percentile USD per call, with exemplar dots linking to the "
         "traces. Red above $1: open the exemplar, read the owner and the input size on the span.",
