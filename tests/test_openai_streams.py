@@ -263,3 +263,37 @@ def test_streaming_response_of_a_stream(pipeline, client, server):
         events = list(resp.parse())
     assert events[-1].type == "response.completed"
     assert usd(only_llm_span(pipeline)) == Decimal("0.0100")
+
+
+def test_mistral_streams_are_not_given_stream_options(pipeline, server):
+    # Mistral's OpenAI-compatible streams always end with usage; nothing is injected there.
+    client = openai.OpenAI(base_url=openai_api.base_url(server, "mistral"), api_key="k", max_retries=0)
+    usage = {"prompt_tokens": 2000, "completion_tokens": 500, "total_tokens": 2500}
+    chunks = openai_api.chat_chunks(openai_api.Reply(), "mistral-small-latest", include_usage=False)
+    chunks[-1]["usage"] = usage  # usage rides on the final content chunk
+    server.enqueue(FakeResponse(sse=[(None, c) for c in chunks] + [(None, "[DONE]")]))
+    seen = list(client.chat.completions.create(model="mistral-small-latest", messages=user_message(), stream=True))
+
+    assert "stream_options" not in server.requests[-1].json
+    assert seen[-1].usage.prompt_tokens == 2000  # the caller's chunk is untouched
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == "mistral_ai"
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced"
+
+
+def test_azure_prompt_filter_chunk_is_passed_through(pipeline, server):
+    client = openai.AzureOpenAI(azure_endpoint=f"{server.url}/azure", api_key="k", api_version="2024-10-21",
+                                max_retries=0)
+    reply = openai_api.Reply(prompt_tokens=2000, completion_tokens=500, model="gpt-4o-2024-11-20")
+    chunks = openai_api.chat_chunks(reply, "gpt-4o-2024-11-20", include_usage=True)
+    filter_chunk = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    server.enqueue(FakeResponse(sse=[(None, filter_chunk)] + [(None, c) for c in chunks] + [(None, "[DONE]")]))
+    seen = list(client.chat.completions.create(model="prod-deployment", messages=user_message(), stream=True))
+
+    assert seen[0].choices == [] and seen[0].usage is None  # Azure's chunk reaches the caller
+    assert all(c.choices for c in seen[1:])  # only the usage chunk we asked for is hidden
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-11-20"
+    assert usd(span) == Decimal("0.0100")

@@ -40,6 +40,8 @@ _MAX_TOKENS_ARGS = {
     RESPONSES: ("max_output_tokens",),
     EMBEDDINGS: (),
 }
+# Providers whose streams always end with usage (and may not accept stream_options): no injection.
+_USAGE_ALWAYS_STREAMED = frozenset({providers.MISTRAL})
 # a little per message on top of the text, so the estimate stays generous
 _PER_MESSAGE_TOKENS = 4
 _PER_IMAGE_TOKENS = 1000
@@ -146,7 +148,12 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
         estimated_input_tokens=_estimate(kind, kwargs),
         kwargs=kwargs,
     )
-    if kind == CHAT and stream and genai_span.env_flag(INJECT_STREAM_USAGE_ENV, True):
+    if (
+        kind == CHAT
+        and stream
+        and endpoint.provider not in _USAGE_ALWAYS_STREAMED
+        and genai_span.env_flag(INJECT_STREAM_USAGE_ENV, True)
+    ):
         options = kwargs.get("stream_options")
         if not isinstance(options, dict) or "include_usage" not in options:
             base = options if isinstance(options, dict) else {}

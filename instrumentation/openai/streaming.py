@@ -37,7 +37,7 @@ class ChatStreamHooks(LLMCallStreamHooks):
 
     def on_item(self, chunk: Any) -> bool:
         choices = chunk.choices
-        if self.model is None:
+        if not self.model:  # Azure's first chunk (prompt filter results) has an empty model
             self.model = chunk.model
             self.response_id = chunk.id
             self.service_tier = chunk.service_tier
