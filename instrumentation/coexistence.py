@@ -20,7 +20,9 @@ package name: a span from another instrumentation scope describing one model cal
   one at all, through the context key it honours for exactly this purpose.
 - Theirs outside ours (their wrapper runs first): ours starts under *their parent*, taking
   their place in the trace, and theirs is dropped when it ends; the trace keeps one LLM span
-  with the right parent.
+  with the right parent. A wrapper that does not make its span current (OpenLLMetry's
+  google-genai one) is recognised at export: a foreign call span for the same model whose
+  time span contains one of ours, in the same trace (or both trace roots).
 - Without a tokentrail instrumentor for an SDK (or with ``TOKENTRAIL_COEXISTENCE=defer``,
   which leaves the SDKs to the other instrumentation), nothing is dropped: our processor
   prices their spans and stamps the owner.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -85,6 +87,12 @@ class _BoundedSet:
 
 _ours = _BoundedSet()  # span ids of our LLM spans (recent)
 _shadowed = _BoundedSet()  # span ids of foreign call spans that ours replaced
+
+# Our recently ended LLM spans by model: (start, end, trace id, has parent), for foreign spans
+# that wrap ours without becoming the current span (OpenLLMetry's google-genai wrapper).
+_RECENT_PER_MODEL = 256
+_recent: dict[str, deque] = {}
+_recent_lock = threading.Lock()
 
 
 def deferring() -> bool:
@@ -155,17 +163,58 @@ def call_context(ctx: otel_context.Context) -> otel_context.Context:
     return otel_context.set_value(TRACELOOP_SUPPRESS_KEY, True, ctx)
 
 
+def _model_key(attributes: Any) -> str | None:
+    model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
+    if not isinstance(model, str) or not model:
+        return None
+    return model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
+
+
+def _remember_ended(span: Any) -> None:
+    key = _model_key(span.attributes or {})
+    if key is None or span.start_time is None or span.end_time is None:
+        return
+    entry = (span.start_time, span.end_time, span.context.trace_id, span.parent is not None)
+    with _recent_lock:
+        found = _recent.get(key)
+        if found is None:
+            if len(_recent) >= _CAPACITY:
+                _recent.clear()
+            found = _recent[key] = deque(maxlen=_RECENT_PER_MODEL)
+        found.append(entry)
+
+
+def _wraps_one_of_ours(span: Any) -> bool:
+    """A foreign call span whose time span contains one of ours for the same model, in the
+    same trace (or both trace roots): the outer wrapper of the same SDK call."""
+    key = _model_key(span.attributes or {})
+    found = _recent.get(key) if key else None
+    if not found or span.start_time is None or span.end_time is None:
+        return False
+    start, end, trace_id, has_parent = span.start_time, span.end_time, span.context.trace_id, span.parent is not None
+    for o_start, o_end, o_trace, o_parent in tuple(found):
+        if start <= o_start and o_end <= end and (o_trace == trace_id or not (has_parent or o_parent)):
+            return True
+    return False
+
+
 def is_duplicate(span: Any) -> bool:
-    """At export: another instrumentation's span of a call one of our spans already covers."""
+    """At export (any ended span): another instrumentation's span of a call one of our spans
+    already covers. Our own LLM spans are remembered here as they pass."""
     try:
-        context = span.get_span_context() if hasattr(span, "get_span_context") else span.context
+        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            if span.context.span_id in _ours:
+                _remember_ended(span)
+            return False
+        if not is_foreign_call_span(span):
+            return False
         # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
-        if context is not None and context.span_id in _shadowed:
+        if span.context.span_id in _shadowed:
             return True
         parent = getattr(span, "parent", None)
         if parent is not None and parent.span_id in _ours:
-            return is_foreign_call_span(span)
-        return False
+            return True
+        return _wraps_one_of_ours(span)
     except Exception:
         return False
 
@@ -174,6 +223,8 @@ def reset() -> None:
     """Forget every remembered span (tests)."""
     _ours.clear()
     _shadowed.clear()
+    with _recent_lock:
+        _recent.clear()
 
 
 __all__ = [

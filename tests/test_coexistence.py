@@ -1,0 +1,290 @@
+"""Living with other GenAI instrumentations (see ``tokentrail.instrumentation.coexistence``).
+
+1. Alone, another instrumentation's LLM spans get the owner and the cost from our pipeline.
+2. Beside ours (in either patch order, so either wrapper outermost), the user gets ONE LLM
+   span per call, ours, under the application's span, priced and metered once.
+
+Foreign packages (installed by the ``test`` extra): the official OpenTelemetry GenAI
+instrumentations for openai, anthropic and google-genai, and OpenLLMetry's openai, anthropic
+and google-generativeai (which instruments google-genai). The mistralai SDK's own opt-in
+telemetry is covered too. OpenLLMetry's mistralai instrumentation cannot import with
+mistralai 3.x (it imports ``mistralai.models``): checked, and documented in the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+import pytest
+
+import tokentrail
+from tokentrail.instrumentation import coexistence
+from tokentrail.semconv import attributes as attr
+from tokentrail.semconv import metrics as metric_names
+from tokentrail.testing import InMemoryPipeline, anthropic_api, fake_provider, gemini_api, mistral_api, openai_api
+
+M = Decimal(1_000_000)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = fake_provider()
+    yield srv
+    srv.stop()
+
+
+_SDK_PREFIXES = ("openai.resources", "anthropic.resources", "anthropic.lib", "google.genai")
+
+
+def _sdk_methods() -> dict:
+    """Every function attribute of the SDKs' classes: some foreign instrumentors' uninstrument
+    leaves wrappers behind (OpenLLMetry's openai one with openai 3.x), which would leak into
+    later tests; we put the SDKs back as they were."""
+    import inspect
+    import sys
+
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(_SDK_PREFIXES):
+            continue
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if not getattr(cls, "__module__", "").startswith(_SDK_PREFIXES):
+                continue
+            for attr_name, value in list(vars(cls).items()):
+                if callable(value) or isinstance(value, (staticmethod, classmethod)):
+                    found[(cls, attr_name)] = value
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _clean(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")  # the anthropic SDK's own spans: off here
+    server.reset()
+    coexistence.reset()
+    before = _sdk_methods()
+    yield
+    for (cls, attr_name), value in before.items():
+        if vars(cls).get(attr_name) is not value:
+            setattr(cls, attr_name, value)
+
+
+def _instrumentor(module: str, name: str) -> Callable[[], Any]:
+    def make():
+        return getattr(pytest.importorskip(module), name)()
+
+    return make
+
+
+def call_openai(server, stream: bool = False):
+    import openai
+
+    client = openai.OpenAI(api_key="k", base_url=openai_api.base_url(server), max_retries=0)
+    server.enqueue(openai_api.reply(prompt_tokens=2_000, completion_tokens=500))
+    kwargs = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    result = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], **kwargs)
+    if stream:
+        list(result)
+
+
+def call_anthropic(server, stream: bool = False):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="k", base_url=server.url, max_retries=0)
+    if stream:
+        with client.messages.stream(model="claude-sonnet-4-20250514", max_tokens=100,
+                                    messages=[{"role": "user", "content": "hi"}]) as s:
+            s.get_final_message()
+    else:
+        client.messages.create(model="claude-sonnet-4-20250514", max_tokens=100, messages=[{"role": "user", "content": "hi"}])
+
+
+def call_gemini(server, stream: bool = False):
+    from google import genai
+
+    client = genai.Client(api_key="k", http_options={"base_url": server.url})
+    server.enqueue(gemini_api.scenario("cache_hit"))
+    if stream:
+        list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    else:
+        client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+
+
+@dataclass
+class Case:
+    id: str
+    theirs: Callable[[], Any]
+    ours: Callable[[], Any]
+    call: Callable[..., None]
+    usd: Decimal  # the worked cost of the scripted call at published prices
+
+
+def _ours(module: str, name: str) -> Callable[[], Any]:
+    return lambda: getattr(importlib.import_module(module), name)()
+
+
+OPENAI_USD = 2_000 * Decimal("2.50") / M + 500 * Decimal(10) / M  # GPT-4o: $0.0100
+SONNET_USD = 8_000 * Decimal(3) / M + 1_200 * Decimal(15) / M  # Claude Sonnet 4: $0.042
+GEMINI_USD = 2_000 * Decimal("0.30") / M + 10_000 * Decimal("0.03") / M + 300 * Decimal("2.50") / M  # $0.00165
+
+CASES = [
+    Case("official-openai", _instrumentor("opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
+         _ours("tokentrail.instrumentation.openai", "OpenAIInstrumentor"), call_openai, OPENAI_USD),
+    Case("openllmetry-openai", _instrumentor("opentelemetry.instrumentation.openai", "OpenAIInstrumentor"),
+         _ours("tokentrail.instrumentation.openai", "OpenAIInstrumentor"), call_openai, OPENAI_USD),
+    Case("official-anthropic", _instrumentor("opentelemetry.instrumentation.genai.anthropic", "AnthropicInstrumentor"),
+         _ours("tokentrail.instrumentation.anthropic", "AnthropicInstrumentor"), call_anthropic, SONNET_USD),
+    Case("openllmetry-anthropic", _instrumentor("opentelemetry.instrumentation.anthropic", "AnthropicInstrumentor"),
+         _ours("tokentrail.instrumentation.anthropic", "AnthropicInstrumentor"), call_anthropic, SONNET_USD),
+    # Declares google-genai < 3; it works with 3.x when its dependency check is skipped.
+    Case("official-google-genai", _instrumentor("opentelemetry.instrumentation.google_genai", "GoogleGenAiSdkInstrumentor"),
+         _ours("tokentrail.instrumentation.google_genai", "GoogleGenAIInstrumentor"), call_gemini, GEMINI_USD),
+    Case("openllmetry-google-genai",
+         _instrumentor("opentelemetry.instrumentation.google_generativeai", "GoogleGenerativeAiInstrumentor"),
+         _ours("tokentrail.instrumentation.google_genai", "GoogleGenAIInstrumentor"), call_gemini, GEMINI_USD),
+]
+IDS = [c.id for c in CASES]
+
+
+def nano(span) -> int:
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced", dict(span.attributes)
+    return span.attributes[attr.TOKENTRAIL_COST_NANO_USD]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_their_spans_alone_get_owner_and_cost(server, case, stream):
+    with InMemoryPipeline(instrument=[case.theirs()]) as p:
+        with tokentrail.attribute(tenant="acme", feature="coexist"):
+            case.call(server, stream=stream)
+        [span] = p.llm_spans()
+        assert not span.instrumentation_scope.name.startswith("tokentrail")
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert span.attributes[attr.TOKENTRAIL_FEATURE] == "coexist"
+        expected = case.usd
+        if case.id == "openllmetry-anthropic" and stream:
+            # OpenLLMetry adds message_start's placeholder output token to message_delta's
+            # cumulative count: 1,201 output tokens for the SDK's 1,200. We price what the span
+            # says; ours (below) reports 1,200.
+            assert span.attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 1_201
+            expected += 15 / M
+        assert Decimal(nano(span)) / Decimal(10**9) == expected
+        assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("order", ["theirs_first", "ours_first"])
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_one_llm_span_per_call_ours_wins(server, case, order, stream):
+    instrumentors = [case.theirs(), case.ours()]
+    if order == "ours_first":
+        instrumentors.reverse()
+    with InMemoryPipeline(instrument=instrumentors) as p:
+        assert len(p.instrumentors) == 2
+        with tokentrail.attribute(tenant="acme"):
+            with p.tracer().start_as_current_span("handle request") as app_span:
+                case.call(server, stream=stream)
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail.instrumentation")
+        assert span.parent is not None and span.parent.span_id == app_span.get_span_context().span_id
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert Decimal(nano(span)) / Decimal(10**9) == case.usd
+        assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
+        assert p.metric_sum(metric_names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(float(case.usd))
+
+
+def test_defer_leaves_the_sdk_to_the_other_instrumentation(server, monkeypatch):
+    monkeypatch.setenv(coexistence.ENV, coexistence.DEFER)
+    case = CASES[0]
+    with InMemoryPipeline(instrument=[case.theirs(), case.ours()]) as p:
+        with tokentrail.attribute(tenant="acme"):
+            case.call(server)
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation")
+        assert Decimal(nano(span)) / Decimal(10**9) == case.usd
+
+
+def test_agent_span_around_our_call_is_kept(server):
+    # A framework's invoke_agent span is not a duplicate of the call inside it.
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as p:
+        tracer = p.tracer("some.agent.framework")
+        with tracer.start_as_current_span("invoke_agent planner", attributes={
+            attr.GEN_AI_OPERATION_NAME: "invoke_agent", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}):
+            call_openai(server)
+        names = sorted(s.name for s in p.spans())
+        assert names == ["chat gpt-4o", "invoke_agent planner"]
+
+
+def test_mistral_sdk_own_telemetry_beside_ours(server):
+    from mistralai.client import Mistral
+    from mistralai.extra.observability.telemetry import configure_telemetry
+
+    from tokentrail.instrumentation.mistral import MistralInstrumentor
+
+    def run(p):
+        client = Mistral(api_key="k", server_url=server.url)
+        configure_telemetry(client, provider=p.tracer_provider)  # the SDK's own GenAI spans
+        server.enqueue(mistral_api.scenario("cache_hit"))
+        with tokentrail.attribute(tenant="acme"):
+            client.chat.complete(model="mistral-small-latest", messages=[{"role": "user", "content": "hi"}])
+
+    with InMemoryPipeline(instrument=False) as p:
+        run(p)
+        sdk_spans = p.llm_spans()
+        assert sdk_spans and all(not s.instrumentation_scope.name.startswith("tokentrail") for s in sdk_spans)
+    with InMemoryPipeline(instrument=[MistralInstrumentor()]) as p:
+        run(p)
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail")
+        expected = 2_000 * Decimal("0.15") / M + 10_000 * Decimal("0.015") / M + 300 * Decimal("0.60") / M
+        assert Decimal(nano(span)) / Decimal(10**9) == expected
+
+
+def test_openllmetry_mistralai_cannot_import_with_mistralai_3():
+    mistralai = importlib.import_module("mistralai")
+    try:
+        importlib.import_module("opentelemetry.instrumentation.mistralai")
+    except ModuleNotFoundError as exc:
+        assert "mistralai" in str(exc)  # imports mistralai.models, which 3.x moved to mistralai.client
+    except ImportError:
+        pass
+    else:  # pragma: no cover - a later release may fix it; then it must be covered like the others
+        pytest.skip(f"OpenLLMetry mistralai imports now (mistralai {getattr(mistralai, '__version__', '?')}): add it to CASES")
+
+
+def test_rule_units():
+    class Scope:
+        name = "opentelemetry.instrumentation.genai.openai"
+
+    class Foreign:
+        instrumentation_scope = Scope()
+        attributes = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}
+
+    assert coexistence.is_foreign_call_span(Foreign())
+    Foreign.attributes = {attr.GEN_AI_OPERATION_NAME: "execute_tool"}
+    assert not coexistence.is_foreign_call_span(Foreign())
+    Foreign.attributes = {attr.GEN_AI_SYSTEM: "openai", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}
+    assert coexistence.is_foreign_call_span(Foreign())
+    Scope.name = "tokentrail.instrumentation.openai"
+    assert not coexistence.is_foreign_call_span(Foreign())
+    assert coexistence.is_duplicate(object()) is False  # never raises
+
+
+def test_async_official_openai_beside_ours(server):
+    import openai
+
+    case = CASES[0]
+    with InMemoryPipeline(instrument=[case.theirs(), case.ours()]) as p:
+        async def run():
+            client = openai.AsyncOpenAI(api_key="k", base_url=openai_api.base_url(server), max_retries=0)
+            server.enqueue(openai_api.reply(prompt_tokens=2_000, completion_tokens=500))
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+        asyncio.run(run())
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail")
