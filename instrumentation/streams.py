@@ -138,7 +138,8 @@ class SyncStreamProxy(wrapt.ObjectProxy):
     def close(self) -> Any:
         self._self_drain()
         try:
-            return self.__wrapped__.close()
+            closer = getattr(self.__wrapped__, "close", None)
+            return closer() if closer is not None else None
         finally:
             _finish(self, None)
 
@@ -214,7 +215,8 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
     async def close(self) -> Any:
         await self._self_drain()
         try:
-            result = self.__wrapped__.close()
+            closer = getattr(self.__wrapped__, "close", None) or getattr(self.__wrapped__, "aclose", None)
+            result = closer() if closer is not None else None
             if hasattr(result, "__await__"):
                 result = await result
             return result

@@ -412,3 +412,17 @@ def test_metrics_fallback_without_the_cost_processor(server):
     ]
     assert sum(p.count for p in cost_points) == 1
     assert sum(p.sum for p in cost_points) == pytest.approx(0.01)
+
+
+def test_streaming_response_read_as_json(pipeline, client, server):
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=user_message()) as resp:
+        assert resp.json()["usage"]["prompt_tokens"] == 2000
+    assert usd(only_llm_span(pipeline)) == Decimal("0.0100")
+
+
+def test_streaming_response_never_read_ends_its_span(pipeline, client, server):
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=user_message()) as resp:
+        assert resp.status_code == 200
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"

@@ -297,3 +297,12 @@ def test_azure_prompt_filter_chunk_is_passed_through(pipeline, server):
     span = only_llm_span(pipeline)
     assert span.attributes[attr.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-11-20"
     assert usd(span) == Decimal("0.0100")
+
+
+async def test_async_abandoned_stream_ends_its_span(pipeline, aclient, server):
+    server.enqueue(openai_api.reply(**PRICED, chunk_count=10))
+    stream = await aclient.chat.completions.create(model="gpt-4o", messages=user_message(), stream=True)
+    await stream.__anext__()
+    del stream
+    gc.collect()
+    assert only_llm_span(pipeline).attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"

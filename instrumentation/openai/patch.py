@@ -317,6 +317,19 @@ class _SyncRawProxy(wrapt.ObjectProxy):
             _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
         return parsed
 
+    def json(self) -> Any:
+        data = self.__wrapped__.json()
+        self._self_record_json(data)
+        return data
+
+    def _self_record_json(self, data: Any) -> None:
+        try:
+            if not self._self_call.ended and isinstance(data, dict):
+                _record_parsed(self._self_call, self._self_plan.kind, data)
+                self._self_call.end()
+        except Exception:
+            _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
+
     def close(self) -> Any:
         try:
             return self.__wrapped__.close()
@@ -344,6 +357,11 @@ class _AsyncRawProxy(_SyncRawProxy):
         except Exception:
             _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
         return parsed
+
+    async def json(self) -> Any:  # type: ignore[override]
+        data = await self.__wrapped__.json()
+        self._self_record_json(data)
+        return data
 
     async def close(self) -> Any:  # type: ignore[override]
         try:
