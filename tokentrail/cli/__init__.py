@@ -7,6 +7,7 @@ module and add one import line below.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from types import ModuleType
 from typing import Sequence
@@ -14,6 +15,7 @@ from typing import Sequence
 from tokentrail.cli._common import CliError, USAGE_ERROR
 
 from tokentrail.cli import report, top, trace, price, tenants, demo  # noqa: E401,F401  (order = --help order)
+from tokentrail.cli import dashboards  # noqa: E401,F401
 
 
 def _subcommand_modules() -> list[ModuleType]:
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Library warnings (e.g. pricing's "no price for model") must not clutter the one-line errors.
+    logging.getLogger("tokentrail").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
