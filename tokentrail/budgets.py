@@ -39,6 +39,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -308,8 +309,15 @@ def make_store(spec: str) -> SpendStore:
 
 
 def period_start(window: str, now: _dt.datetime | None = None) -> tuple[str, int]:
-    """(label, start epoch ns) of the current UTC day or month."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    """(label, start epoch ns) of the current UTC day or month (cached for the current day)."""
+    if now is None:
+        day = int(time.time() // 86400)
+        cached = _periods.get(window)
+        if cached is not None and cached[0] == day:
+            return cached[1]
+        result = period_start(window, _dt.datetime.fromtimestamp(day * 86400, _dt.timezone.utc))
+        _periods[window] = (day, result)
+        return result
     if window == "day":
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         label = start.strftime("%Y-%m-%d")
@@ -317,6 +325,9 @@ def period_start(window: str, now: _dt.datetime | None = None) -> tuple[str, int
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         label = start.strftime("%Y-%m")
     return label, int(start.timestamp()) * NANO
+
+
+_periods: dict[str, tuple[int, tuple[str, int]]] = {}
 
 
 def store_key(budget: Budget, label: str) -> str:
@@ -338,20 +349,21 @@ def _store_failed(exc: BaseException) -> None:
     _instrument("counter", names.TOKENTRAIL_BUDGET_STORE_ERRORS, "{error}", "Budget store failures").add(1)
 
 
-_gauges_for: set[int] = set()
+_gauges_for: dict[int, Any] = {}
 
 
 def ensure_gauges() -> None:
     """Register the budget gauges (limit and spent, by owner and window) on the meter provider."""
-    from tokentrail.tasks import meter_provider
+    from tokentrail.tasks import _providers
 
-    provider = meter_provider()
-    if id(provider) in _gauges_for:
+    explicit = _providers["meter"]
+    key = id(explicit) if explicit is not None else 0
+    if key in _gauges_for and _gauges_for[key] is explicit:
         return
-    _gauges_for.add(id(provider))
+    _gauges_for[key] = explicit
     from opentelemetry import metrics as metrics_api
 
-    meter = metrics_api.get_meter("tokentrail", meter_provider=provider)
+    meter = metrics_api.get_meter("tokentrail", meter_provider=explicit or metrics_api.get_meter_provider())
     meter.create_observable_gauge(names.TOKENTRAIL_BUDGET_LIMIT, callbacks=[_observe_limits], unit="USD",
                                   description="Configured tenant/team budget")
     meter.create_observable_gauge(names.TOKENTRAIL_BUDGET_SPENT, callbacks=[_observe_spent], unit="USD",

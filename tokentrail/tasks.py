@@ -83,14 +83,16 @@ _instruments: dict[int, tuple[Any, dict[str, Any]]] = {}
 
 def instrument(kind: str, name: str, unit: str, description: str, **advice: Any) -> Any:
     """A tokentrail instrument on the current meter provider, created once per provider."""
-    provider = meter_provider()
-    entry = _instruments.get(id(provider))
-    if entry is None or entry[0] is not provider:
-        entry = (provider, {})
-        _instruments[id(provider)] = entry
+    explicit = _providers["meter"]
+    # the global provider is a proxy until the app sets one; its instruments follow it then
+    key = id(explicit) if explicit is not None else 0
+    entry = _instruments.get(key)
+    if entry is None or entry[0] is not explicit:
+        entry = (explicit, {})
+        _instruments[key] = entry
     found = entry[1].get(name)
     if found is None:
-        meter = metrics_api.get_meter("tokentrail", meter_provider=provider)
+        meter = metrics_api.get_meter("tokentrail", meter_provider=explicit or metrics_api.get_meter_provider())
         found = getattr(meter, f"create_{kind}")(name, unit=unit, description=description, **advice)
         entry[1][name] = found
     return found
