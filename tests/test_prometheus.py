@@ -181,7 +181,7 @@ def workload_calls() -> dict[str, list[dict]]:
                                 for k in range(2 + i)]))
     prod.append(dict(tenant="initech", feature="agent", team="core",
                      model="tokentrail-unknown-finetune", input=500, output=50))  # unpriced
-    prod.append(dict(feature="nightly-script", model="gpt-4o-mini", input=3_000, output=300))
+    prod.append(dict(feature="nightly-script", team="data", model="gpt-4o-mini", input=3_000, output=300))
     prod.append(dict(model="gpt-4o-mini", input=1_000, output=100))  # no owner at all
     for i in range(3):  # staging traffic of acme: another instance and environment
         staging.append(dict(tenant="acme", feature="chat", team="core", model="gpt-4o-mini",
