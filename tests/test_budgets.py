@@ -223,3 +223,30 @@ def test_parse_config_validates_entries():
                          ({"warn": [2]}, "fractions")]:
         with pytest.raises(ValueError, match=message):
             budgets.parse_config(bad)
+
+
+def test_ledger_store_counts_what_this_machine_already_spent(pipeline, client, server, tmp_path, monkeypatch):
+    from tokentrail.ledger import LedgerSpanExporter
+
+    server.enqueue(*[openai_api.reply(prompt_tokens=2000, completion_tokens=500)] * 5)  # $0.01 each
+    with tokentrail.attribute(tenant="acme"):
+        client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)
+        client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)
+    ledger = tmp_path / "ledger.db"
+    exporter = LedgerSpanExporter(str(ledger))  # what the ledger exporter wrote for an earlier process
+    exporter.export(pipeline.spans())
+    exporter.shutdown()
+
+    write_budgets(tmp_path, monkeypatch, f"""
+store: ledger:{ledger}
+budgets:
+  - tenant: acme
+    window: month
+    limit_usd: 0.035
+    enforce: true
+""")
+    with tokentrail.attribute(tenant="acme"):
+        client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)  # $0.02 + $0.01 fits
+        with pytest.raises(tokentrail.BudgetExceeded, match="spent 0.030000 USD"):
+            client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)
+    assert len(server.requests) == 3
