@@ -516,3 +516,24 @@ def test_budget_burn(stack):
     # One shared in-process spend store: both environments' acme calls count against acme's month.
     assert got[("acme", None, "month")] == pytest.approx(100 * t.usd(tenant="acme") / 0.50, abs=1e-4)
     assert got[(None, "growth", "day")] == pytest.approx(100 * t.usd(team="growth") / 5.00, abs=1e-4)
+
+
+@pytest.mark.parametrize("variable,field", [("tenant", "tenant"), ("feature", "feature"), ("team", "team"),
+                                            ("model", "model"), ("environment", "env")])
+def test_owner_drilldown_variables_filter_exactly(stack, variable, field):
+    _, t, _ = stack
+    values = {c[field] for c in t.priced if c[field]}
+    assert len(values) >= 2
+    for v in values:
+        got = scalar(value(stack, "owner-drilldown.json", "Spend in range", dict(ALL, **{variable: v})))
+        assert got == pytest.approx(t.usd(**{field: v}), abs=MICRO), (variable, v)
+    # multi-select, as Grafana sends it: a|b
+    a, b = sorted(values)[:2]
+    got = scalar(value(stack, "owner-drilldown.json", "Spend in range", dict(ALL, **{variable: f"{a}|{b}"})))
+    assert got == pytest.approx(t.usd(**{field: a}) + t.usd(**{field: b}), abs=MICRO)
+
+
+def test_expensive_requests_filtered_by_tenant(stack):
+    _, t, _ = stack
+    got = by_labels(value(stack, "expensive-requests.json", "Calls per cost bucket", dict(ALL, tenant="globex")), "le")
+    assert got[("+Inf",)] == sum(1 for c in t.priced if c["tenant"] == "globex")
