@@ -53,15 +53,29 @@ def chat(client, stream: bool, model: str, asynchronous: bool = False):
 
 
 def run_both(server, pipeline, client, request_model: str, **reply):
-    """The same scripted answer unary then streamed; returns the two LLM spans."""
+    """The same scripted answer unary, streamed, and async (a client of the same class and
+    endpoint); returns the three LLM spans."""
     spans = []
-    for stream in (False, True):
+    for mode in ("sync", "stream", "async"):
         pipeline.clear()
         server.enqueue(openai_api.reply(**reply))
-        chat(client, stream, request_model)
+        if mode == "async":
+            asyncio.run(achat(client, request_model))
+        else:
+            chat(client, mode == "stream", request_model)
         [span] = pipeline.llm_spans()
         spans.append(span)
     return spans
+
+
+async def achat(client, model: str):
+    if isinstance(client, openai.AzureOpenAI):
+        aclient = openai.AsyncAzureOpenAI(
+            api_key="test-key", api_version="2024-10-21", azure_endpoint=str(client._azure_endpoint),
+            azure_deployment=client._azure_deployment, max_retries=0)
+    else:
+        aclient = openai.AsyncOpenAI(api_key="test-key", base_url=str(client.base_url), max_retries=0)
+    return await aclient.chat.completions.create(model=model, messages=MESSAGES)
 
 
 def assert_same_usage_and_cost(spans):
@@ -69,8 +83,8 @@ def assert_same_usage_and_cost(spans):
         attr.GEN_AI_USAGE_INPUT_TOKENS, attr.GEN_AI_USAGE_OUTPUT_TOKENS, attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
         attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, attr.TOKENTRAIL_COST_NANO_USD, attr.GEN_AI_PROVIDER_NAME,
     )
-    first, second = ({k: s.attributes.get(k) for k in keys} for s in spans)
-    assert first == second
+    first, *others = ({k: s.attributes.get(k) for k in keys} for s in spans)
+    assert all(other == first for other in others), (first, others)
 
 
 def usd(span) -> Decimal:
@@ -103,12 +117,31 @@ def test_openrouter_model_priced_at_openrouter_rates(server, pipeline):
     assert usd(spans[0]) == (4_000 * Decimal("0.10") + 1_000 * Decimal("0.40")) / M
 
 
+def test_openrouter_cached_prompt(server, pipeline):
+    # deepseek/deepseek-chat-v3-0324 on OpenRouter from 2026-11-03: $0.25 / $0.11 cached / $1.00.
+    spans = run_both(server, pipeline, client_for(server, "openrouter"), "deepseek/deepseek-chat-v3-0324",
+                     prompt_tokens=10_000, cached_tokens=7_000, completion_tokens=800)
+    assert_same_usage_and_cost(spans)
+    assert usd(spans[0]) == (3_000 * Decimal("0.25") + 7_000 * Decimal("0.11") + 800 * Decimal(1)) / M
+
+
 def test_groq(server, pipeline):
     spans = run_both(server, pipeline, client_for(server, "groq"), "llama-3.3-70b-versatile",
                      prompt_tokens=3_000, completion_tokens=700)
     assert_same_usage_and_cost(spans)
     assert spans[0].attributes[attr.GEN_AI_PROVIDER_NAME] == "groq"
     assert usd(spans[0]) == (3_000 * Decimal("0.59") + 700 * Decimal("0.79")) / M
+
+
+def test_groq_cached_prompt_and_reasoning(server, pipeline):
+    # openai/gpt-oss-120b on Groq: $0.15 / $0.075 cached / $0.60; reasoning inside completion_tokens.
+    spans = run_both(server, pipeline, client_for(server, "groq"), "openai/gpt-oss-120b",
+                     prompt_tokens=8_000, cached_tokens=4_000, completion_tokens=900, reasoning_tokens=600)
+    assert_same_usage_and_cost(spans)
+    span = spans[0]
+    assert span.attributes[attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 600
+    assert span.attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 900
+    assert usd(span) == (4_000 * Decimal("0.15") + 4_000 * Decimal("0.075") + 900 * Decimal("0.60")) / M
 
 
 def test_xai_cached_prompt(server, pipeline):
@@ -155,9 +188,18 @@ def test_azure_deployment_name_differs_from_model_response_model_wins(server, pi
     assert usd(span) == Decimal("0.0100")  # USERS.md: GPT-4o 2,000 in / 500 out
 
 
+def test_azure_cached_prompt(server, pipeline):
+    client = azure_client(server, "prod-chat-eu")
+    spans = run_both(server, pipeline, client, "prod-chat-eu", model="gpt-4o-2024-11-20",
+                     prompt_tokens=10_000, cached_tokens=8_000, completion_tokens=500)
+    assert_same_usage_and_cost(spans)
+    assert usd(spans[0]) == (2_000 * Decimal("2.50") + 8_000 * Decimal("1.25") + 500 * Decimal(10)) / M
+
+
 def test_azure_deployment_alias_from_the_overlay(server, tmp_path, monkeypatch):
     # A deployment whose responses carry only the deployment name: unpriced until the user's
     # rate card says what it is.
+    server.reset()
     client = azure_client(server, "team-a-4o")
     with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as p:
         server.enqueue(openai_api.reply(prompt_tokens=2_000, completion_tokens=500))
