@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
             "reasoning_tokens": usage.reasoning_tokens,
         },
         "components_nano_usd": dict(quote.components),
+        "rates_usd_per_million": {k: str(v) for k, v in quote.unit_prices.items()},
+        "sources": list(quote.sources),
         "total_nano_usd": quote.total_nano_usd,
         "total_usd": str(quote.total_usd),
     }
@@ -74,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [[name, c.usd(nano)] for name, nano in quote.components.items() if nano]
     rows.append(["total", c.usd(quote.total_nano_usd)])
-    print(f"{args.model} priced as {quote.pricing_model} ({data['provider'] or 'any provider'}), tier {quote.tier}")
+    print(f"{args.model}: rate-card entry {quote.pricing_model}, tier {quote.tier}")
+    rates = ", ".join(f"{k} ${v.normalize():f}" for k, v in quote.unit_prices.items())
+    if rates:
+        print(f"rates per 1M tokens: {rates}")
+    for source in quote.sources:
+        print(f"source: {source}")
+    print()
     print(c.table(["component", "cost"], rows, [False, True]))
-    print(f"= ${quote.total_usd} exactly; rate card {quote.rate_card_version}")
+    print(f"\n= ${quote.total_usd.normalize():f} exactly (rate card {quote.rate_card_version})")
     return 0

@@ -1,0 +1,96 @@
+"""``tokentrail demo``: one command, real SDK and pipeline, the seed's stories visible in the ledger."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokentrail import demo
+from tokentrail.cli import main
+from tokentrail.ledger.queries import Ledger, Period
+
+pytest.importorskip("openai")
+
+
+def test_demo_as_a_new_user_runs_it(tmp_path):
+    exe = shutil.which("tokentrail") or str(Path(sys.executable).with_name("tokentrail"))
+    proc = subprocess.run([exe, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "tokentrail.db").exists()  # the default ledger, left to query further
+    out = proc.stdout
+    assert "TOTAL" in out and "(unattributed)" in out
+    assert "Most expensive traces" in out and "The most expensive trace:" in out
+    # a second run starts the demo ledger afresh instead of doubling it
+    again = subprocess.run([exe, "demo", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout == ""
+    report = subprocess.run([exe, "report", "--format", "json"], cwd=tmp_path, capture_output=True, text=True)
+    first_total = [line for line in out.splitlines() if line.startswith("TOTAL")][0]
+    assert f"{json.loads(report.stdout)['total']['calls']:,}" in first_total
+
+
+def test_demo_workload_shows_every_story_and_is_deterministic(tmp_path):
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    counts = demo.run_workload(a, seed=7)
+    assert counts["dropped"] == 0 and counts["written"] > counts["calls"]
+    demo.run_workload(b, seed=7)
+    everything = Period.parse(None, None)
+    with Ledger(a) as la, Ledger(b) as lb:
+        report_a = la.report(["tenant", "feature", "model"], everything)
+        report_b = lb.report(["tenant", "feature", "model"], everything)
+        strip = lambda r: [{k: v for k, v in row.items()} for row in r["rows"]]  # noqa: E731
+        assert strip(report_a) == strip(report_b)  # same seed, same ledger numbers
+        assert la.trace(la.top(everything)["traces"][0]["trace_id"])["trace_id"] == \
+            lb.trace(lb.top(everything)["traces"][0]["trace_id"])["trace_id"]  # seeded ids too
+
+        support = {r["tenant"]: r for r in la.tenants(everything, [("feature", "support-chat")])}
+        # >= 4 tenants on the same model; one cache-warm, one cache-cold
+        assert {"acme", "globex", "initech", "umbrella"} <= set(support)
+        by_tenant = {r["tenant"]: r for r in la.report(["tenant"], everything)["rows"]}
+        assert by_tenant["acme"]["cache_hit_ratio"] > 0.9
+        assert by_tenant["globex"]["cache_hit_ratio"] < 0.2
+        assert by_tenant["(unattributed)"]["cost_nano_usd"] > 0  # spend nobody owns
+
+        features = {r["feature"]: r for r in la.report(["feature"], everything)["rows"]}
+        review = features["doc-review"]
+        assert review["input_tokens"] / review["calls"] > 5 * (features["support-chat"]["input_tokens"] / features["support-chat"]["calls"])
+
+        tasks = la.top(everything, limit=1000)["tasks"]
+        research = [t["cost_nano_usd"] for t in tasks if t["task"] == "research-agent"]
+        median = statistics.median(research)
+        tail = [c / median for c in research if c >= 3 * median]
+        assert len(tail) == 3 and all(x <= 5 for x in tail), tail  # a few runs 3-5x the median
+        assert sum(1 for c in research if c < 2 * median) >= 15  # most runs are cheap
+
+        conn = sqlite3.connect(a)
+        retries = conn.execute("SELECT COUNT(*), SUM(cost_nano) FROM spans WHERE retry_attempt > 0").fetchone()
+        assert retries[0] >= 10 and retries[1] > 0  # the retry storm, billed
+        assert conn.execute("SELECT COUNT(*) FROM spans WHERE error_type IS NOT NULL AND llm = 1").fetchone()[0] > 0
+        fallback = conn.execute("SELECT fallback_from, request_model FROM spans WHERE fallback_from IS NOT NULL").fetchall()
+        assert fallback and set(fallback) == {(demo.MODEL, demo.PRICIER_MODEL)}
+        assert conn.execute("SELECT COUNT(*) FROM spans WHERE cost_status = 'priced' AND cost_nano IS NULL").fetchone()[0] == 0
+
+
+def test_demo_refuses_to_overwrite_a_real_ledger(tmp_path, capsys):
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tokentrail.ledger import LedgerSpanExporter
+
+    path = str(tmp_path / "prod.db")
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(LedgerSpanExporter(path)))
+    with provider.get_tracer("t").start_as_current_span("real work"):
+        pass
+    provider.shutdown()
+    code = main(["demo", "--ledger", path, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not from the demo" in err and err.count("\n") == 1
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 1
