@@ -124,3 +124,31 @@ def test_plain_thread_needs_wrap():
         bare.start(), wrapped.start()
         bare.join(), wrapped.join()
     assert seen == {"bare": None, "wrapped": "acme"}
+
+
+def test_one_shared_attribute_object_entered_by_many_tasks_and_threads():
+    ACME = tokentrail.attribute(tenant="acme")
+
+    async def worker(delay):
+        async with ACME:
+            await asyncio.sleep(delay)
+            inside = owner()[attr.TOKENTRAIL_TENANT]
+        return inside, owner().get(attr.TOKENTRAIL_TENANT)
+
+    async def main():
+        return await asyncio.gather(*(worker(d) for d in (0.02, 0, 0.01)))
+
+    assert asyncio.run(main()) == [("acme", None)] * 3
+    seen = []
+
+    def in_thread():
+        with ACME:
+            seen.append(owner()[attr.TOKENTRAIL_TENANT])
+        seen.append(owner().get(attr.TOKENTRAIL_TENANT))
+
+    threads = [threading.Thread(target=in_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (seen.count("acme"), seen.count(None)) == (4, 4)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -142,12 +143,29 @@ def current_owner() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # context manager + decorator machinery, shared with tokentrail.task
 # --------------------------------------------------------------------------------------------
+# What each entered scope must undo, per context: one shared ``with`` object (e.g. a module-level
+# ``ACME = tokentrail.attribute(tenant="acme")``) may be entered by several threads or asyncio
+# tasks at once, and each must undo its own entry.
+_SCOPES: ContextVar[tuple] = ContextVar("tokentrail_scopes", default=())
+
+
 class _Scope:
     """Base for objects usable as ``with`` / ``async with`` blocks and as decorators.
 
     Each decorated call enters a fresh copy (``_fresh()``), so a decorated function is safe to
     call concurrently and recursively.
     """
+
+    def _push(self, entry: object) -> None:
+        _SCOPES.set(_SCOPES.get() + ((self, entry),))
+
+    def _pop(self) -> object | None:
+        stack = _SCOPES.get()
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i][0] is self:
+                _SCOPES.set(stack[:i] + stack[i + 1:])
+                return stack[i][1]
+        return None
 
     def _fresh(self) -> "_Scope":
         raise NotImplementedError
@@ -198,7 +216,7 @@ class attribute(_Scope):
     call site instead of being silently mangled. ``None`` leaves a field as it is.
     """
 
-    __slots__ = ("_updates", "_tokens")
+    __slots__ = ("_updates",)
 
     def __init__(
         self,
@@ -213,21 +231,20 @@ class attribute(_Scope):
             if value is not None:
                 updates[OWNER_FIELDS[field]] = validate_value(field, value)
         self._updates: Mapping[str, str] = MappingProxyType(updates)
-        self._tokens: list[object] = []
 
     def _fresh(self) -> "attribute":
         clone = attribute.__new__(attribute)
         clone._updates = self._updates
-        clone._tokens = []
         return clone
 
     def __enter__(self) -> "attribute":
-        self._tokens.append(enter_identity(self._updates))
+        self._push(enter_identity(self._updates))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tokens:
-            exit_identity(self._tokens.pop())
+        token = self._pop()
+        if token is not None:
+            exit_identity(token)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._updates.items())

@@ -191,7 +191,6 @@ class task(_Scope):
         self.max_usd_per_minute = max_usd_per_minute
         self.agent = agent
         self.state: TaskState | None = None
-        self._entered: list[tuple[Any, object, object, TaskState]] = []
 
     def _fresh(self) -> "task":
         return task(self.name, self.id, budget_usd=self.budget_usd, max_calls=self.max_calls,
@@ -221,13 +220,14 @@ class task(_Scope):
         ctx = otel_context.set_value(_TASK_KEY, state, ctx)
         token = otel_context.attach(ctx)
         self.state = state
-        self._entered.append((span, token, identity_token, state))
+        self._push((span, token, identity_token, state))
         return state
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self._entered:
+        entered = self._pop()
+        if entered is None:
             return
-        span, token, identity_token, state = self._entered.pop()
+        span, token, identity_token, state = entered
         try:
             otel_context.detach(token)
         finally:
@@ -289,18 +289,18 @@ class retry(_Scope):
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise ValueError(f"tokentrail.retry: attempt={attempt!r} must be an int >= 0")
         self.attempt = attempt
-        self._tokens: list[object] = []
 
     def _fresh(self) -> "retry":
         return retry(self.attempt)
 
     def __enter__(self) -> "retry":
-        self._tokens.append(otel_context.attach(otel_context.set_value(_RETRY_KEY, self.attempt)))
+        self._push(otel_context.attach(otel_context.set_value(_RETRY_KEY, self.attempt)))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tokens:
-            otel_context.detach(self._tokens.pop())
+        token = self._pop()
+        if token is not None:
+            otel_context.detach(token)
 
 
 class fallback(_Scope):
@@ -310,18 +310,18 @@ class fallback(_Scope):
         if not isinstance(from_model, str) or not from_model:
             raise ValueError(f"tokentrail.fallback: from_model={from_model!r} must be a model name")
         self.from_model = from_model
-        self._tokens: list[object] = []
 
     def _fresh(self) -> "fallback":
         return fallback(self.from_model)
 
     def __enter__(self) -> "fallback":
-        self._tokens.append(otel_context.attach(otel_context.set_value(_FALLBACK_KEY, self.from_model)))
+        self._push(otel_context.attach(otel_context.set_value(_FALLBACK_KEY, self.from_model)))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tokens:
-            otel_context.detach(self._tokens.pop())
+        token = self._pop()
+        if token is not None:
+            otel_context.detach(token)
 
 
 # --------------------------------------------------------------------------------------------
