@@ -72,6 +72,8 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
         (names.TOKENTRAIL_COST, base, COST_BUCKETS_USD),
         (names.TOKENTRAIL_TOKENS, base | {attr.TOKENTRAIL_TOKEN_TYPE}, None),
         (names.TOKENTRAIL_CALLS_UNPRICED, base, None),
+        (names.TOKENTRAIL_COST_RETRIES, base, None),
+        (names.TOKENTRAIL_COST_FALLBACKS, base, None),
     )
     views = []
     for name, keys, buckets in spec:
@@ -86,7 +88,7 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
 class Instruments:
     """The five instruments of one MeterProvider."""
 
-    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration")
+    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration", "retries", "fallbacks")
 
     def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
         meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
@@ -106,6 +108,12 @@ class Instruments:
         self.duration = meter.create_histogram(
             names.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S)
+        # The share of spend that was retries and fallbacks (dashboards), without the retry
+        # attempt or fallback model as metric labels.
+        self.retries = meter.create_counter(
+            names.TOKENTRAIL_COST_RETRIES, unit="USD", description="USD of LLM calls that were retries")
+        self.fallbacks = meter.create_counter(
+            names.TOKENTRAIL_COST_FALLBACKS, unit="USD", description="USD of fallback LLM calls")
 
 
 _instruments: dict[int, tuple[Any, Instruments]] = {}
@@ -195,6 +203,11 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
         usd = cost_usd(attributes)
         if usd is not None:
             inst.cost.record(usd, point, context=context)
+            attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
+            if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
+                inst.retries.add(usd, point, context=quiet)
+            if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
+                inst.fallbacks.add(usd, point, context=quiet)
     elif status == "unpriced":
         inst.unpriced.add(1, point, context=context)
 

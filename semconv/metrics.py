@@ -11,6 +11,10 @@ TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
 #: Duration of one GenAI client operation.
 GEN_AI_CLIENT_OPERATION_DURATION = 'gen_ai.client.operation.duration'
+#: USD of LLM calls that were retries (tokentrail.retry.attempt > 0); a part of tokentrail.cost, for the share of spend that was retries.
+TOKENTRAIL_COST_RETRIES = 'tokentrail.cost.retries'
+#: USD of fallback LLM calls (tokentrail.fallback.from set); a part of tokentrail.cost.
+TOKENTRAIL_COST_FALLBACKS = 'tokentrail.cost.fallbacks'
 #: Cost of one task run in USD, by task name, owner and outcome (cost per successful task, its p95).
 TOKENTRAIL_TASK_COST = 'tokentrail.task.cost'
 #: Inbound baggage attribution values ignored at the trust boundary, by tokentrail.attribution.rejection.
@@ -32,6 +36,8 @@ ALL_METRICS = (
     TOKENTRAIL_CALLS_UNPRICED,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
+    TOKENTRAIL_COST_RETRIES,
+    TOKENTRAIL_COST_FALLBACKS,
     TOKENTRAIL_TASK_COST,
     TOKENTRAIL_ATTRIBUTION_REJECTED,
     TOKENTRAIL_BUDGET_LIMIT,
