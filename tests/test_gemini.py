@@ -305,3 +305,26 @@ def test_unknown_model_is_unpriced(server, pipeline):
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "unpriced"
     assert attr.TOKENTRAIL_COST_NANO_USD not in span.attributes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_preflight_stop_sends_nothing(server, pipeline, mode):
+    from tokentrail import preflight
+
+    planned = []
+
+    def stop(call):
+        planned.append(call)
+        raise tokentrail.BudgetExceeded("budget_usd", spent=1.0, limit_value=1.0)
+
+    preflight.register(stop)
+    try:
+        with pytest.raises(tokentrail.BudgetExceeded):
+            call(vertex_client(server), mode, "gemini-2.5-pro", contents="a" * 3000,
+                 config=types.GenerateContentConfig(max_output_tokens=77))
+    finally:
+        preflight._checks.remove(stop)
+    assert server.requests == []
+    assert planned[0].provider == "gcp.vertex_ai" and planned[0].model == "gemini-2.5-pro"
+    assert planned[0].max_output_tokens == 77 and planned[0].estimated_input_tokens >= 1000
+    assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"

@@ -217,3 +217,25 @@ def test_stream_broken_mid_way_records_error(server, pipeline, client, mode):
         with pytest.raises(Exception) as bare:
             call(client, mode, "mistral-small-latest")
     assert type(bare.value) is type(caught.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_preflight_stop_sends_nothing(server, pipeline, client, mode):
+    from tokentrail import preflight
+
+    planned = []
+
+    def stop(call):
+        planned.append(call)
+        raise tokentrail.BudgetExceeded("budget_usd", spent=1.0, limit_value=1.0)
+
+    preflight.register(stop)
+    try:
+        with pytest.raises(tokentrail.BudgetExceeded):
+            call(client, mode, "mistral-large-2512", max_tokens=55)
+    finally:
+        preflight._checks.remove(stop)
+    assert server.requests == []
+    assert planned[0].provider == "mistral_ai" and planned[0].max_output_tokens == 55
+    assert planned[0].estimated_input_tokens > 0
+    assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"
