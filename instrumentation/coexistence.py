@@ -163,11 +163,25 @@ def call_context(ctx: otel_context.Context) -> otel_context.Context:
     return otel_context.set_value(TRACELOOP_SUPPRESS_KEY, True, ctx)
 
 
+# Bedrock model ids: other instrumentations record them without the inference-profile region
+# and vendor prefixes ("us.anthropic.claude-x-v1:0" -> "claude-x-v1:0"), so compare without them.
+_BEDROCK_REGIONS = ("us.", "us-gov.", "eu.", "apac.", "global.", "jp.", "au.", "ca.")
+_BEDROCK_VENDORS = ("anthropic.", "meta.", "amazon.", "mistral.", "cohere.", "ai21.", "deepseek.", "writer.", "qwen.")
+
+
 def _model_key(attributes: Any) -> str | None:
     model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
     if not isinstance(model, str) or not model:
         return None
-    return model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
+    key = model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
+    for prefix in _BEDROCK_REGIONS:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    for prefix in _BEDROCK_VENDORS:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
 
 
 def _remember_ended(span: Any) -> None:
