@@ -269,7 +269,6 @@ def _all_operations(server):
             run(server, operation, CLAUDE)
 
 
-@pytest.mark.xfail(reason="coexistence must match OpenLLMetry's prefix-less Bedrock model ids on streams", strict=True)
 def test_openllmetry_beside_ours_one_llm_span_per_call(server):
     openllmetry = pytest.importorskip("opentelemetry.instrumentation.bedrock")
     server.reset()

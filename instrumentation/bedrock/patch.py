@@ -96,6 +96,8 @@ class _BedrockStreamHooks(LLMCallStreamHooks):
     __slots__ = ()
 
     def on_end(self, error: BaseException | None) -> None:
+        if self.call.ended:
+            return
         try:
             self.record()
         except Exception:
@@ -104,14 +106,38 @@ class _BedrockStreamHooks(LLMCallStreamHooks):
 
 
 class ConverseStreamHooks(_BedrockStreamHooks):
-    __slots__ = ("state",)
+    __slots__ = ("state", "at_parse")
 
     def __init__(self, call: genai_span.LLMCall) -> None:
         super().__init__(call)
         self.state = ConverseStreamState()
+        self.at_parse = False
+
+    def observe_at_parse(self, stream: Any) -> None:
+        """Observe events as botocore parses them (``EventStream._parse_event``), the level at
+        which other instrumentations (OpenLLMetry) end their span on ``metadata``: ours then
+        ends first, inside theirs, and the coexistence rule drops theirs. Falls back to
+        observing through the proxy when botocore lacks the hook."""
+        parse = getattr(stream, "_parse_event", None)
+        if parse is None:
+            return
+
+        def observed(event: Any) -> Any:
+            parsed = parse(event)
+            self._observe(parsed)
+            return parsed
+
+        stream._parse_event = observed
+        self.at_parse = True
+
+    def _observe(self, item: Any) -> None:
+        self.state.observe(item)
+        if isinstance(item, dict) and "metadata" in item:
+            self.on_end(None)  # the last event: the call is complete here
 
     def on_item(self, item: Any) -> bool:
-        self.state.observe(item)
+        if not self.at_parse:
+            self._observe(item)
         return False
 
     def drain_before_close(self) -> bool:
@@ -244,7 +270,12 @@ def make_api_call_wrapper(tracer: Any):
             elif operation == INVOKE:
                 _record_invoke(call, result)
             elif operation == CONVERSE_STREAM and result.get("stream") is not None:
-                result["stream"] = SyncStreamProxy(result["stream"], ConverseStreamHooks(call))
+                hooks = ConverseStreamHooks(call)
+                try:
+                    hooks.observe_at_parse(result["stream"])
+                except Exception:
+                    _log.debug("tokentrail: could not hook EventStream parsing", exc_info=True)
+                result["stream"] = SyncStreamProxy(result["stream"], hooks)
                 return result
             elif operation == INVOKE_STREAM and result.get("body") is not None:
                 result["body"] = SyncStreamProxy(result["body"], InvokeStreamHooks(call))
