@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import openai  # noqa: F401  (the demo drives the real SDK)
+    except ImportError:
+        raise c.CliError("tokentrail demo drives the real openai SDK: pip install 'tokentrail[openai]'") from None
     from tokentrail import demo
 
     return demo.main(ledger=args.ledger, seed=args.seed, keep=args.keep, quiet=args.quiet)
