@@ -515,11 +515,13 @@ def _three_calls(server):
 OTHERS = ["opentelemetry.instrumentation.anthropic", "opentelemetry.instrumentation.genai.anthropic"]
 
 
+@pytest.mark.parametrize("ours_first", [False, True])
 @pytest.mark.parametrize("other", OTHERS)
-def test_other_instrumentation_beside_ours_one_llm_span_per_call(server, other):
+def test_other_instrumentation_beside_ours_one_llm_span_per_call(server, other, ours_first):
     theirs = pytest.importorskip(other)
     server.reset()
-    with InMemoryPipeline(instrument=[theirs.AnthropicInstrumentor(), AnthropicInstrumentor()]) as pipe:
+    both = [theirs.AnthropicInstrumentor(), AnthropicInstrumentor()]
+    with InMemoryPipeline(instrument=both[::-1] if ours_first else both) as pipe:
         _three_calls(server)
         spans = pipe.llm_spans()
     assert [s.instrumentation_scope.name for s in spans] == ["tokentrail.instrumentation.anthropic"] * 3

@@ -269,10 +269,12 @@ def _all_operations(server):
             run(server, operation, CLAUDE)
 
 
-def test_openllmetry_beside_ours_one_llm_span_per_call(server):
+@pytest.mark.parametrize("ours_first", [False, True])
+def test_openllmetry_beside_ours_one_llm_span_per_call(server, ours_first):
     openllmetry = pytest.importorskip("opentelemetry.instrumentation.bedrock")
     server.reset()
-    with InMemoryPipeline(instrument=[openllmetry.BedrockInstrumentor(), BedrockInstrumentor()]) as pipe:
+    both = [openllmetry.BedrockInstrumentor(), BedrockInstrumentor()]
+    with InMemoryPipeline(instrument=both[::-1] if ours_first else both) as pipe:
         _all_operations(server)
         spans = pipe.llm_spans()
     assert [s.instrumentation_scope.name for s in spans] == ["tokentrail.instrumentation.bedrock"] * 4
