@@ -213,24 +213,35 @@ def overview() -> db.Dashboard:
         "Priced calls", "LLM calls priced in the range. Compare with 'Unpriced calls': every call is one or "
         "the other, or reported no usage.",
         [promq(q.calls(variables=env), instant=True)], CALLS, [(None, GREEN)], decimals=0))
+    d = d.with_panel(stat_panel(
+        "Retries share of spend", "Share of spend on calls that were retries (an SDK retry after a 429/5xx, or "
+        "the app asking again after a bad answer). Red above 10%: a retry loop re-sending the full context, or a "
+        "job retrying before the rate-limit cooldown; open 'Most expensive tasks' and look at the retry column.",
+        [promq(f"100 * {q.counter_usd(q.RETRY_COST, variables=env)} / {spend_all}", instant=True)],
+        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
+    d = d.with_panel(stat_panel(
+        "Fallbacks share of spend", "Share of spend on fallback calls (another model after the first one failed). "
+        "Red above 10%: traffic is silently running on the fallback model, priced differently from what budgets "
+        "assume; fix the primary model's errors.",
+        [promq(f"100 * {q.counter_usd(q.FALLBACK_COST, variables=env)} / {spend_all}", instant=True)],
+        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
     d = d.with_panel(_retry_fallback_panel())
     d = d.with_panel(_cache_savings_panel())
     return d
 
 
 def _retry_fallback_panel() -> table.Panel:
-    # Retry and fallback markers live on spans (not metric labels, to keep metric cardinality bounded), so
-    # this share is computed by Tempo over task spans.
+    # Which tasks: retry and fallback markers are span attributes (not metric labels: bounded cardinality).
     sel = ", ".join(f"span.{a}" for a in (A.TOKENTRAIL_TASK_COST_TOTAL, A.TOKENTRAIL_TASK_COST_RETRIES,
                                            A.TOKENTRAIL_TASK_COST_FALLBACKS, A.TOKENTRAIL_TASK_NAME,
                                            A.TOKENTRAIL_TENANT))
     query = (f"{{ span.{A.TOKENTRAIL_TASK_COST_RETRIES} > 0 || span.{A.TOKENTRAIL_TASK_COST_FALLBACKS} > 0 }}"
              f" | select({sel})")
-    return (table.Panel().title("Spend on retries and fallbacks (tasks)")
-            .description("Tasks whose cost includes retried attempts or fallback calls, from Tempo; the footer "
-                         "sums retry, fallback and total cost, so their ratio is the share of spend that was "
-                         "retries and fallbacks. Red rows: a retry loop re-sending the full context, or traffic "
-                         "silently routed to a pricier model: open the trace.")
+    return (table.Panel().title("Tasks with retry or fallback spend")
+            .description("Task runs whose cost includes retried attempts or fallback calls, from Tempo task spans, "
+                         "with their owner; the footer sums the columns. Red rows (over $1): a retry loop "
+                         "re-sending the full context, or traffic silently routed to a pricier model: open the "
+                         "trace.")
             .datasource(TEMPO).with_target(traceql(query, limit=100)).unit(USD).span(24).height(8)
             .thresholds(thresholds((None, GREEN), (1, RED)))
             .footer(cb.TableFooterOptions().show(True).reducer(["sum"])))

@@ -36,6 +36,8 @@ TOKENS = prom(M.TOKENTRAIL_TOKENS)
 UNPRICED = prom(M.TOKENTRAIL_CALLS_UNPRICED)
 DURATION = prom(M.GEN_AI_CLIENT_OPERATION_DURATION)
 TASK_COST = prom(M.TOKENTRAIL_TASK_COST)
+RETRY_COST = prom(M.TOKENTRAIL_COST_RETRIES)
+FALLBACK_COST = prom(M.TOKENTRAIL_COST_FALLBACKS)
 BUDGET_LIMIT = prom(M.TOKENTRAIL_BUDGET_LIMIT)
 BUDGET_SPENT = prom(M.TOKENTRAIL_BUDGET_SPENT)
 
@@ -75,6 +77,13 @@ def spend(by: str | None = None, window: str = RANGE, variables: dict[str, str] 
     """USD spent in ``window``, optionally summed by labels ``by`` (comma-separated)."""
     inner = delta_in(f"{COST}_sum{matchers(variables, **exact)}", window)
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
+
+
+def counter_usd(family: str, by: str | None = None, window: str = RANGE,
+                variables: dict[str, str] | None = None) -> str:
+    """USD of a cumulative USD counter (retries, fallbacks) in ``window``; 0 when there was none."""
+    inner = delta_in(f"{family}{matchers(variables)}", window)
+    return f"(sum by ({by}) ({inner}))" if by else f"(sum({inner}) or vector(0))"
 
 
 def calls(by: str | None = None, window: str = RANGE, variables: dict[str, str] | None = None, **exact: str) -> str:

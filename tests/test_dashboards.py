@@ -77,10 +77,11 @@ def test_spend_units_are_usd_and_shares_are_percent():
             unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
             if panel["type"] == "row":
                 continue
-            if re.search(r"spend|cost|Spend|Cost", panel["title"]) and "bucket" not in panel["title"]:
+            if re.search(r"share|ratio", panel["title"]):
+                if panel["type"] != "table":
+                    assert unit == build.PERCENT, panel["title"]
+            elif re.search(r"spend|cost|Spend|Cost", panel["title"]) and "bucket" not in panel["title"]:
                 assert unit == build.USD, panel["title"]
-            if re.search(r"share|ratio", panel["title"]) and panel["type"] != "table":
-                assert unit == build.PERCENT, panel["title"]
 
 
 def test_every_promql_name_is_a_collector_name_from_the_registry():

@@ -399,6 +399,14 @@ def test_overview_numbers_equal_span_totals(stack):
     assert scalar(value(stack, "overview.json", "Cache-read tokens")) == sum(c["cache_read"] for c in t.calls)
     reasoning = sum(c["reasoning"] for c in t.calls) / sum(c["output"] for c in t.calls)
     assert scalar(value(stack, "overview.json", "Reasoning share of output")) == pytest.approx(100 * reasoning)
+    retried = sum(c["nano"] for c in t.priced if c["retry"]) / NANO
+    fell_back = sum(c["nano"] for c in t.priced if c["fallback"]) / NANO
+    assert retried > 0 and fell_back > 0
+    assert scalar(value(stack, "overview.json", "Retries share of spend")) == pytest.approx(100 * retried / t.usd())
+    assert scalar(value(stack, "overview.json", "Fallbacks share of spend")) == pytest.approx(
+        100 * fell_back / t.usd())
+    staging = dict(ALL, environment="staging")  # no retries there: 0%, not "No data"
+    assert scalar(value(stack, "overview.json", "Retries share of spend", staging)) == 0
     # No previous period in a fresh Prometheus: the change is undefined, shown as no value.
     assert value(stack, "overview.json", "Change against previous period") == []
 
