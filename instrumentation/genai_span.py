@@ -214,27 +214,12 @@ class LLMCall:
         except Exception:
             _log.debug("tokentrail: set_error failed", exc_info=True)
 
-    @contextmanager
-    def activate(self) -> Iterator[None]:
+    def activate(self) -> "_Activation":
         """Make the span current (and mark that we are inside an LLM call) around the SDK call.
 
         Failures of our own context handling are swallowed; exceptions of the body pass through.
         """
-        tokens = None
-        try:
-            ctx = coexistence.call_context(trace.set_span_in_context(self.span))
-            tokens = (otel_context.attach(ctx), _IN_LLM_CALL.set(True))
-        except Exception:
-            _log.debug("tokentrail: could not activate span", exc_info=True)
-        try:
-            yield
-        finally:
-            if tokens is not None:
-                try:
-                    _IN_LLM_CALL.reset(tokens[1])
-                    otel_context.detach(tokens[0])
-                except Exception:
-                    _log.debug("tokentrail: could not detach span context", exc_info=True)
+        return _Activation(self.span)
 
     # --- ending ----------------------------------------------------------------------------
     def end(self, error: BaseException | str | None = None) -> None:
@@ -314,6 +299,32 @@ def _metrics_fallback(
             record(attributes, duration_s, context=trace.set_span_in_context(span), **extra)
     except Exception:
         _log.debug("tokentrail: metrics fallback failed", exc_info=True)
+
+
+class _Activation:
+    """Context manager of ``LLMCall.activate`` (a class: cheaper than a generator-based one)."""
+
+    __slots__ = ("span", "tokens")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.tokens: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> None:
+        try:
+            self.tokens = (otel_context.attach(trace.set_span_in_context(self.span)), _IN_LLM_CALL.set(True))
+        except Exception:
+            _log.debug("tokentrail: could not activate span", exc_info=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        tokens = self.tokens
+        if tokens is not None:
+            self.tokens = None
+            try:
+                _IN_LLM_CALL.reset(tokens[1])
+                otel_context.detach(tokens[0])
+            except Exception:
+                _log.debug("tokentrail: could not detach span context", exc_info=True)
 
 
 class _NoOpCall(LLMCall):

@@ -20,7 +20,8 @@ Shapes handled:
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tokentrail.processor.usage import InvalidUsage, Usage
 
@@ -32,16 +33,15 @@ class _Malformed(ValueError):
 
 
 def field(obj: Any, name: str) -> Any:
-    """``obj.name`` for SDK models (including undeclared extra fields) or ``obj[name]`` for dicts."""
+    """``obj.name`` for SDK models (pydantic serves undeclared extra fields as attributes too)
+    or ``obj[name]`` for mappings. Cheap checks first: this runs a dozen times per call."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if type(obj) is dict:
         return obj.get(name)
     value = getattr(obj, name, None)
-    if value is None:
-        extra = getattr(obj, "model_extra", None)
-        if isinstance(extra, dict):
-            value = extra.get(name)
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(name)
     return value
 
 
