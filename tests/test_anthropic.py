@@ -246,12 +246,12 @@ def test_stream_error_mid_way_ends_span_once_with_usage_so_far(server, pipeline)
     server.enqueue(FakeResponse(sse=fake.message_events(usage=usage, error={"type": "overloaded_error",
                                                                             "message": "Overloaded"})))
     stream = client(server).messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, stream=True)
-    with pytest.raises(anthropic.APIStatusError):
+    with pytest.raises(anthropic.APIStatusError) as raised:
         for _ in stream:
             pass
     stream.close()
     span = only_llm_span(pipeline)
-    assert span.attributes[attr.ERROR_TYPE]
+    assert span.attributes[attr.ERROR_TYPE] == type(raised.value).__qualname__
     assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 5000  # message_start was seen
 
 
@@ -540,3 +540,22 @@ def test_other_instrumentation_alone_gets_owner_and_cost(server, other):
         assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
         assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced"
         assert span.attributes[attr.GEN_AI_USAGE_COST_AMOUNT] > 0
+
+
+def test_async_caller_sees_exactly_what_the_sdk_returns(server):
+    async def results():
+        async with aclient(server) as c:
+            server.enqueue(FakeResponse(json=fake.message(message_id="msg_same")))
+            message = await c.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+            server.enqueue(FakeResponse(sse=fake.message_events(message_id="msg_same")))
+            stream = await c.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, stream=True)
+            kind = isinstance(stream, anthropic.AsyncStream)
+            events = [e.model_dump() async for e in stream]
+            return message.model_dump(), kind, events
+
+    server.reset()
+    plain = asyncio.run(results())
+    with InMemoryPipeline(instrument=[AnthropicInstrumentor()]) as pipe:
+        traced = asyncio.run(results())
+        assert len(pipe.llm_spans()) == 2
+    assert traced == plain and traced[1]
