@@ -130,15 +130,20 @@ def _assert_owned_priced(spans: list[dict], docs: list[dict]) -> None:
     assert tokens == {"input": 8000, "cache_read": 2000, "output": 1200}
 
 
-def _only_tokentrail_distro(tmp_path: Path) -> str:
-    """A PYTHONPATH entry that shadows opentelemetry-distro's metadata with an entry-point-less
-    copy: importlib.metadata keeps the first distribution of a name on sys.path, so the child
-    process sees tokentrail as the only distro and configurator, as on a machine without it."""
+def _hide_distributions(tmp_path: Path, *names: str) -> str:
+    """A PYTHONPATH entry that shadows installed distributions with entry-point-less copies:
+    importlib.metadata keeps the first distribution of a name on sys.path, so the child
+    process runs as on a machine without them (their entry points are not found)."""
     shadow = tmp_path / "shadow"
-    info = shadow / "opentelemetry_distro-0.0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: opentelemetry-distro\nVersion: 0.0.0\n")
+    for name in names:
+        info = shadow / f"{name.replace('-', '_')}-0.0.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n")
     return str(shadow)
+
+
+def _only_tokentrail_distro(tmp_path: Path) -> str:
+    return _hide_distributions(tmp_path, "opentelemetry-distro")
 
 
 # The official OpenAI instrumentation, if installed, is left out here (its coexistence with
@@ -174,16 +179,22 @@ def test_c_another_configurator_won(tmp_path):
     _assert_owned_priced(spans, docs)
 
 
-def _coexistence_rule_present() -> bool:
-    try:
-        from tokentrail.instrumentation import coexistence  # noqa: F401
-    except ImportError:
-        return False
-    return True
+OPENLLMETRY_OPENAI = "opentelemetry-instrumentation-openai"
 
 
-@pytest.mark.xfail(not _coexistence_rule_present(), reason="needs tokentrail.instrumentation.coexistence", strict=False)
 def test_one_llm_span_with_the_official_openai_instrumentation_installed(tmp_path):
+    """Official OpenAI instrumentation installed too (OpenLLMetry's hidden if present):
+    one LLM span per call, ours, priced and owned; the official span is dropped."""
     pytest.importorskip("opentelemetry.instrumentation.genai.openai")
-    spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"})
+    shadow = _hide_distributions(tmp_path, OPENLLMETRY_OPENAI)
+    spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"},
+                       pythonpath=[shadow])
+    _assert_owned_priced(spans, docs)
+
+
+def test_one_llm_span_with_openllmetry_openai_installed(tmp_path):
+    pytest.importorskip("opentelemetry.instrumentation.openai")
+    shadow = _hide_distributions(tmp_path, "opentelemetry-instrumentation-genai-openai")
+    spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"},
+                       pythonpath=[shadow])
     _assert_owned_priced(spans, docs)
