@@ -59,7 +59,11 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}", "--enable-feature=exemplar-storage",
              "--storage.tsdb.retention.time=1d"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait(lambda: self._get("/-/ready") is not None, "Prometheus did not become ready")
+        try:
+            self._wait(lambda: self._get("/-/ready") is not None, "Prometheus did not become ready")
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
 
     def _get(self, path: str):
         try:
