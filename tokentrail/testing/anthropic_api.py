@@ -119,6 +119,7 @@ def message_events(
     stop_reason: str = "end_turn",
     message_id: str | None = None,
     error: dict[str, Any] | None = None,
+    text_pieces: int = 2,
 ) -> list[tuple[str, dict[str, Any]]]:
     """The SSE events of the same message streamed.
 
@@ -135,7 +136,7 @@ def message_events(
     start = {**full, "content": [], "stop_reason": None, "usage": start_usage}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(full["content"]):
-        events.extend(_block_events(index, block))
+        events.extend(_block_events(index, block, text_pieces))
         if index == 0:
             events.append(("ping", {"type": "ping"}))
     if error is not None:
@@ -162,14 +163,18 @@ def message_events(
     return events
 
 
-def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _split(text: str, pieces: int) -> list[str]:
+    size = max(1, -(-len(text) // max(1, pieces)))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _block_events(index: int, block: dict[str, Any], pieces: int = 2) -> list[tuple[str, dict[str, Any]]]:
     kind = block["type"]
     events: list[tuple[str, dict[str, Any]]] = []
     if kind == "text":
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
                                                "content_block": {**block, "text": ""}}))
-        text = block["text"]
-        for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
+        for piece in _split(block["text"], pieces):
             events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
                                                    "delta": {"type": "text_delta", "text": piece}}))
     elif kind in ("tool_use", "server_tool_use"):
@@ -193,18 +198,30 @@ def error(status: int, error_type: str, text: str = "fake error") -> FakeRespons
     )
 
 
-def response_for(body: dict[str, Any], *, model: str | None = None, stream: bool | None = None) -> FakeResponse:
+# A request header asking for a streamed answer in that many text deltas (benchmarks).
+DELTAS_HEADER = "x-fake-text-deltas"
+
+
+def _deltas(headers: dict[str, str]) -> int:
+    raw = headers.get(DELTAS_HEADER, "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= 10_000 else 2
+
+
+def response_for(body: dict[str, Any], *, model: str | None = None, stream: bool | None = None,
+                 deltas: int = 2) -> FakeResponse:
     """The default answer to a Messages request: DEFAULT_USAGE, one text block."""
     model = model or body.get("model") or DEFAULT_MODEL
     streamed = body.get("stream") if stream is None else stream
     if streamed:
-        return FakeResponse(sse=message_events(model=model), headers={"request-id": _id("req")})
+        content = [text_block("token " * deltas)] if deltas != 2 else None
+        return FakeResponse(sse=message_events(model=model, content=content, text_pieces=deltas),
+                            headers={"request-id": _id("req")})
     return FakeResponse(json=message(model=model), headers={"request-id": _id("req")})
 
 
 # --- routes -----------------------------------------------------------------------------
 def _messages(request: FakeRequest) -> FakeResponse:
-    return response_for(request.json or {})
+    return response_for(request.json or {}, deltas=_deltas(request.headers))
 
 
 def _count_tokens(request: FakeRequest) -> FakeResponse:

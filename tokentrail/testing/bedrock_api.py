@@ -148,15 +148,14 @@ def converse(call: Call = DEFAULT_CALL) -> FakeResponse:
     )
 
 
-def converse_stream(call: Call = DEFAULT_CALL, *, error_after: int | None = None, error: str = "modelStreamErrorException") -> FakeResponse:
+def converse_stream(call: Call = DEFAULT_CALL, *, error_after: int | None = None, error: str = "modelStreamErrorException",
+                    text_pieces: int = 2) -> FakeResponse:
     """ConverseStream frames; ``error_after`` replaces the rest after that many frames with an exception frame."""
-    half = len(call.text) // 2
-    frames = [
-        event_frame("messageStart", {"role": "assistant", "p": "ab"}),
-        event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": call.text[:half]}, "p": "ab"}),
-        event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": call.text[half:]}, "p": "ab"}),
-        event_frame("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"}),
-    ]
+    size = max(1, -(-len(call.text) // max(1, text_pieces)))
+    frames = [event_frame("messageStart", {"role": "assistant", "p": "ab"})]
+    frames += [event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": call.text[i:i + size]}, "p": "ab"})
+               for i in range(0, len(call.text), size)]
+    frames.append(event_frame("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"}))
     if call.tool_use:
         tool = call.tool_use
         frames += [
@@ -289,8 +288,16 @@ def _model(request: FakeRequest) -> str:
     return unquote(request.match.group("model"))
 
 
+def _converse_stream(request: FakeRequest) -> FakeResponse:
+    raw = request.headers.get(anthropic_api.DELTAS_HEADER, "")
+    pieces = int(raw) if raw.isdigit() and 0 < int(raw) <= 10_000 else 2
+    if pieces == 2:
+        return converse_stream()
+    return converse_stream(Call(text="token " * pieces), text_pieces=pieces)
+
+
 def register(server: FakeProviderServer) -> None:
     server.route("POST", r"/model/(?P<model>[^/]+)/converse", lambda r: converse())
-    server.route("POST", r"/model/(?P<model>[^/]+)/converse-stream", lambda r: converse_stream())
+    server.route("POST", r"/model/(?P<model>[^/]+)/converse-stream", _converse_stream)
     server.route("POST", r"/model/(?P<model>[^/]+)/invoke", lambda r: invoke(_model(r)))
     server.route("POST", r"/model/(?P<model>[^/]+)/invoke-with-response-stream", lambda r: invoke_stream(_model(r)))
