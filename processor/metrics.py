@@ -72,6 +72,7 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
         (names.TOKENTRAIL_COST, base, COST_BUCKETS_USD),
         (names.TOKENTRAIL_TOKENS, base | {attr.TOKENTRAIL_TOKEN_TYPE}, None),
         (names.TOKENTRAIL_CALLS_UNPRICED, base, None),
+        (names.TOKENTRAIL_CACHE_SAVINGS, base, None),
         (names.TOKENTRAIL_COST_RETRIES, base, None),
         (names.TOKENTRAIL_COST_FALLBACKS, base, None),
     )
@@ -88,7 +89,7 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
 class Instruments:
     """The five instruments of one MeterProvider."""
 
-    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration", "retries", "fallbacks")
+    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration", "retries", "fallbacks", "cache_savings")
 
     def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
         meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
@@ -114,6 +115,8 @@ class Instruments:
             names.TOKENTRAIL_COST_RETRIES, unit="USD", description="USD of LLM calls that were retries")
         self.fallbacks = meter.create_counter(
             names.TOKENTRAIL_COST_FALLBACKS, unit="USD", description="USD of fallback LLM calls")
+        self.cache_savings = meter.create_counter(
+            names.TOKENTRAIL_CACHE_SAVINGS, unit="USD", description="USD saved by prompt-cache reads")
 
 
 _instruments: dict[int, tuple[Any, Instruments]] = {}
@@ -208,6 +211,9 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
                 inst.retries.add(usd, point, context=quiet)
             if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
                 inst.fallbacks.add(usd, point, context=quiet)
+            saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
+            if isinstance(saved, float) and saved > 0:
+                inst.cache_savings.add(saved, point, context=quiet)
     elif status == "unpriced":
         inst.unpriced.add(1, point, context=context)
 

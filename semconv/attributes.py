@@ -71,6 +71,8 @@ TOKENTRAIL_COST_CACHE_WRITE = 'tokentrail.cost.cache_write'
 TOKENTRAIL_COST_OUTPUT = 'tokentrail.cost.output'
 #: Per-request and tool fees (web searches, ...).
 TOKENTRAIL_COST_FEES = 'tokentrail.cost.fees'
+#: What the call's cache reads saved, the cache-read tokens at the fresh input price minus what they cost (only on calls with cache reads).
+TOKENTRAIL_COST_CACHE_SAVINGS = 'tokentrail.cost.cache_savings'
 #: The exact total cost in integer nano-USD, for sums that must not drift.
 TOKENTRAIL_COST_NANO_USD = 'tokentrail.cost.nano_usd'
 #: priced | unpriced (model not on the rate card) | no_usage (the call reported no usable usage).
@@ -172,6 +174,7 @@ ALL_ATTRIBUTES = (
     TOKENTRAIL_COST_CACHE_WRITE,
     TOKENTRAIL_COST_OUTPUT,
     TOKENTRAIL_COST_FEES,
+    TOKENTRAIL_COST_CACHE_SAVINGS,
     TOKENTRAIL_COST_NANO_USD,
     TOKENTRAIL_COST_STATUS,
     TOKENTRAIL_RATE_CARD_VERSION,

@@ -11,6 +11,8 @@ TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
 #: Duration of one GenAI client operation.
 GEN_AI_CLIENT_OPERATION_DURATION = 'gen_ai.client.operation.duration'
+#: USD saved by prompt-cache reads (the sum of tokentrail.cost.cache_savings), by owner and model.
+TOKENTRAIL_CACHE_SAVINGS = 'tokentrail.cache.savings'
 #: USD of LLM calls that were retries (tokentrail.retry.attempt > 0); a part of tokentrail.cost, for the share of spend that was retries.
 TOKENTRAIL_COST_RETRIES = 'tokentrail.cost.retries'
 #: USD of fallback LLM calls (tokentrail.fallback.from set); a part of tokentrail.cost.
@@ -36,6 +38,7 @@ ALL_METRICS = (
     TOKENTRAIL_CALLS_UNPRICED,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
+    TOKENTRAIL_CACHE_SAVINGS,
     TOKENTRAIL_COST_RETRIES,
     TOKENTRAIL_COST_FALLBACKS,
     TOKENTRAIL_TASK_COST,

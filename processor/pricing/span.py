@@ -6,7 +6,7 @@ import logging
 from typing import Any, Mapping
 
 from tokentrail.processor.pricing import card as _card
-from tokentrail.processor.pricing.quote import NO_USAGE, PRICED, UNPRICED, price_counts
+from tokentrail.processor.pricing.quote import _FEMTO_PER_NANO, _HALF_NANO, NO_USAGE, PRICED, UNPRICED, price_counts
 from tokentrail.processor.usage import Usage
 from tokentrail.semconv import attributes as attr
 
@@ -61,9 +61,9 @@ def price_span(attributes: Mapping[str, Any], start_time_ns: int | None) -> dict
         )
         if priced.__class__ is not tuple:
             return {_COST_STATUS: UNPRICED}
-        resolved, _, _, label, c_input, c_read, c_write, c_output, c_fees = priced
+        resolved, _, flat, label, c_input, c_read, c_write, c_output, c_fees = priced
         total = c_input + c_read + c_write + c_output + c_fees
-        return {
+        out = {
             _AMOUNT: total / _NANO_PER_USD,
             _CURRENCY_ATTR: _CURRENCY,
             _SOURCE_ATTR: _SOURCE,
@@ -78,6 +78,10 @@ def price_span(attributes: Mapping[str, Any], start_time_ns: int | None) -> dict
             _PRICING_MODEL: resolved.pricing_model,
             _VERSION: card.version,
         }
+        if counts[1]:  # cache reads: what they would have cost as fresh input, minus what they cost
+            fresh = (counts[1] * flat[0] + _HALF_NANO) // _FEMTO_PER_NANO
+            out[_CACHE_SAVINGS] = (fresh - c_read) / _NANO_PER_USD
+        return out
     except Exception:
         logger.debug("pricing failed; span marked unpriced", exc_info=True)
         return {_COST_STATUS: UNPRICED}
@@ -159,6 +163,7 @@ _CURRENCY_ATTR = attr.GEN_AI_USAGE_COST_CURRENCY
 _SOURCE_ATTR = attr.GEN_AI_USAGE_COST_SOURCE
 _INPUT = attr.TOKENTRAIL_COST_INPUT
 _CACHE_READ = attr.TOKENTRAIL_COST_CACHE_READ
+_CACHE_SAVINGS = attr.TOKENTRAIL_COST_CACHE_SAVINGS
 _CACHE_WRITE = attr.TOKENTRAIL_COST_CACHE_WRITE
 _OUTPUT = attr.TOKENTRAIL_COST_OUTPUT
 _FEES = attr.TOKENTRAIL_COST_FEES
