@@ -306,3 +306,20 @@ async def test_async_abandoned_stream_ends_its_span(pipeline, aclient, server):
     del stream
     gc.collect()
     assert only_llm_span(pipeline).attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+
+
+def test_failed_response_stream_keeps_usage_and_marks_the_error(pipeline, client, server):
+    reply = openai_api.Reply(prompt_tokens=2000, completion_tokens=500)
+    events = openai_api.response_events(reply, "gpt-4o")
+    kind, final = events[-1]
+    failed = {**final["response"], "status": "failed",
+              "error": {"code": "server_error", "message": "The model failed mid-answer."}}
+    events[-1] = ("response.failed", {**final, "type": "response.failed", "response": failed})
+    server.enqueue(FakeResponse(sse=events))
+    seen = list(client.responses.create(model="gpt-4o", input="hi", stream=True))
+
+    assert seen[-1].type == "response.failed"  # the caller sees the event, as without us
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.ERROR_TYPE] == "server_error"
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000  # billed tokens are kept
+    assert usd(span) == Decimal("0.0100")
