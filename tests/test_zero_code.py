@@ -198,3 +198,42 @@ def test_one_llm_span_with_openllmetry_openai_installed(tmp_path):
     spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"},
                        pythonpath=[shadow])
     _assert_owned_priced(spans, docs)
+
+
+def test_configurator_builds_the_sdk_with_our_processors_and_views(tmp_path):
+    """What TokentrailConfigurator installs, inspected in a fresh process."""
+    probe = textwrap.dedent(
+        """
+        import json
+        from opentelemetry import metrics, trace
+        from tokentrail.distro import TokentrailConfigurator
+        from tokentrail.processor.attribution import AttributionSpanProcessor
+        from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
+
+        TokentrailConfigurator().configure()
+        tp, mp = trace.get_tracer_provider(), metrics.get_meter_provider()
+        procs = tp._active_span_processor._span_processors
+        print(json.dumps({
+            "processors": [type(p).__name__ for p in procs],
+            "inner": [type(p.next_processor).__name__ for p in procs if isinstance(p, CostSpanProcessor)],
+            "records": [p._record_metrics for p in procs if isinstance(p, CostSpanProcessor)],
+            "views": sorted(v._instrument_name for v in mp._sdk_config.views),
+            "limits": sorted({v._aggregation_cardinality_limit for v in mp._sdk_config.views}),
+            "readers": [type(r).__name__ for r in mp._all_metric_readers],
+            "active": pipeline_active(tp),
+        }))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))}
+    env.update(OTEL_TRACES_EXPORTER="console,otlp_proto_http", OTEL_METRICS_EXPORTER="console",
+               OTEL_LOGS_EXPORTER="none", TOKENTRAIL_METRICS_CARDINALITY_LIMIT="300")
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["processors"] == ["AttributionSpanProcessor", "CostSpanProcessor", "CostSpanProcessor"]
+    assert out["inner"] == ["BatchSpanProcessor", "BatchSpanProcessor"]
+    assert out["records"] == [True, False]  # two exporters, each call metered once
+    assert {m.TOKENTRAIL_COST, m.TOKENTRAIL_TOKENS, m.TOKENTRAIL_CALLS_UNPRICED} <= set(out["views"])
+    assert out["limits"] == [300]
+    assert out["readers"] == ["PeriodicExportingMetricReader"]
+    assert out["active"] is True
