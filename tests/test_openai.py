@@ -426,3 +426,16 @@ def test_streaming_response_never_read_ends_its_span(pipeline, client, server):
         assert resp.status_code == 200
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+
+
+def test_usage_scripted_by_request_header(pipeline, client, server):
+    script = {"prompt_tokens": 10_000, "cached_tokens": 2_000, "completion_tokens": 1_200, "service_tier": "flex"}
+    result = client.chat.completions.create(
+        model="gpt-5.4-mini", messages=user_message(), extra_headers={openai_api.HEADER: json.dumps(script)}
+    )
+    assert result.usage.prompt_tokens_details.cached_tokens == 2_000
+    assert result.service_tier == "flex"
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_SERVICE_TIER] == "flex"
+    assert span.attributes[attr.TOKENTRAIL_PRICING_TIER].startswith("flex")
+    assert usd(span) < Decimal("0.01155")  # flex is cheaper than the standard $0.01155
