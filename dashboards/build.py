@@ -226,7 +226,12 @@ def overview() -> db.Dashboard:
         [promq(f"100 * {q.counter_usd(q.FALLBACK_COST, variables=env)} / {spend_all}", instant=True)],
         PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
     d = d.with_panel(_retry_fallback_panel())
-    d = d.with_panel(_cache_savings_panel())
+    d = d.with_panel(stat_panel(
+        "Dollars saved by cache", "USD the prompt cache saved in the range: cache-read tokens at the fresh input "
+        "price minus what they cost (each call priced at its time). If this is low while spend is high, "
+        "prompts are not cache-friendly (a prefix that changes per request): check the cache-hit ratio by "
+        "tenant in the Owner drill-down.",
+        [promq(q.counter_usd(q.CACHE_SAVINGS, variables=env), instant=True)], USD, [(None, GREEN)], decimals=2))
     return d
 
 
@@ -245,17 +250,6 @@ def _retry_fallback_panel() -> table.Panel:
             .datasource(TEMPO).with_target(traceql(query, limit=100)).unit(USD).span(24).height(8)
             .thresholds(thresholds((None, GREEN), (1, RED)))
             .footer(cb.TableFooterOptions().show(True).reducer(["sum"])))
-
-
-def _cache_savings_panel() -> stat.Panel:
-    # Savings = what cache reads would have cost as fresh input minus what they cost. Without per-call prices
-    # in metrics this is shown from spans: Tempo sums tokentrail.cost.cache_read over the range.
-    return stat_panel(
-        "Cache-read cost (what cached input cost)", "USD paid for cache-read input in the range, from Tempo spans. "
-        "Cached input costs 10-25% of fresh input, so dollars saved are roughly 4-9x this figure. Low while "
-        "the cache-hit ratio is low means prompts are not being cached: see the Owner drill-down.",
-        [traceql(f"{{ span.{A.TOKENTRAIL_COST_CACHE_READ} > 0 }} | select(span.{A.TOKENTRAIL_COST_CACHE_READ})",
-                 limit=500)], USD, [(None, GREEN)]).datasource(TEMPO)
 
 
 # --- 2. Owner drill-down ----------------------------------------------------------------------------

@@ -213,6 +213,8 @@ class Truth:
                     "output": a.get(A.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
                     "reasoning": a.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, 0),
                     "trace_id": format(span.context.trace_id, "032x"),
+                    "saved": a.get(A.TOKENTRAIL_COST_CACHE_SAVINGS, 0.0),
+                    "cost_input": a.get(A.TOKENTRAIL_COST_INPUT), "cost_cache_read": a.get(A.TOKENTRAIL_COST_CACHE_READ),
                     "retry": a.get(A.TOKENTRAIL_RETRY_ATTEMPT, 0), "fallback": a.get(A.TOKENTRAIL_FALLBACK_FROM),
                 })
         self.priced = [c for c in self.calls if c["status"] == "priced"]
@@ -411,6 +413,16 @@ def test_overview_numbers_equal_span_totals(stack):
         100 * fell_back / t.usd())
     staging = dict(ALL, environment="staging")  # no retries there: 0%, not "No data"
     assert scalar(value(stack, "overview.json", "Retries share of spend", staging)) == 0
+    # Dollars saved by cache: each cached call's cache reads at its fresh input rate (derived from the span's own
+    # uncached-input cost) minus what they cost.
+    expected_saved = 0.0
+    for c in t.priced:
+        if c["cache_read"]:
+            rate = c["cost_input"] / (c["input"] - c["cache_read"])
+            assert c["saved"] == pytest.approx(c["cache_read"] * rate - c["cost_cache_read"], rel=1e-6)
+            expected_saved += c["saved"]
+    assert expected_saved > 0.05
+    assert scalar(value(stack, "overview.json", "Dollars saved by cache")) == pytest.approx(expected_saved, abs=MICRO)
     # No previous period in a fresh Prometheus: the change is undefined, shown as no value.
     assert value(stack, "overview.json", "Change against previous period") == []
 
