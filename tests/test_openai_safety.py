@@ -170,3 +170,17 @@ def test_responses_usage_extraction():
 @pytest.mark.parametrize("raw", list(MALFORMED.values()) + [None, {}, SDK_COERCED, {"prompt_tokens": 1.5, "completion_tokens": 1}])
 def test_malformed_usage_is_none(raw):
     assert openai_usage.chat_usage(raw) is None
+
+
+def test_malformed_stream_chunks_reach_the_caller_untouched(pipeline, client, server):
+    good = openai_api.chat_chunks(openai_api.Reply(), "gpt-4o", include_usage=True)
+    odd = {"id": "chatcmpl-odd", "object": "chat.completion.chunk"}  # no choices, no model
+    from tokentrail.testing import FakeResponse
+
+    server.enqueue(FakeResponse(sse=[(None, good[0]), (None, odd), *[(None, c) for c in good[1:]], (None, "[DONE]")]))
+    seen = list(client.chat.completions.create(model="gpt-4o", messages=user_message(), stream=True))
+
+    assert len(seen) == len(good)  # every chunk but our hidden usage chunk, the odd one included
+    assert seen[1].id == "chatcmpl-odd"
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 20
