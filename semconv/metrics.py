@@ -19,6 +19,8 @@ TOKENTRAIL_COST_RETRIES = 'tokentrail.cost.retries'
 TOKENTRAIL_COST_FALLBACKS = 'tokentrail.cost.fallbacks'
 #: Cost of one task run in USD, by task name, owner and outcome (cost per successful task, its p95).
 TOKENTRAIL_TASK_COST = 'tokentrail.task.cost'
+#: LLM calls made by one task run (its iteration count), by task name, owner and outcome.
+TOKENTRAIL_TASK_ITERATIONS = 'tokentrail.task.iterations'
 #: Inbound baggage attribution values ignored at the trust boundary, by tokentrail.attribution.rejection.
 TOKENTRAIL_ATTRIBUTION_REJECTED = 'tokentrail.attribution.rejected'
 #: Configured tenant/team budget, by owner and tokentrail.budget.window.
@@ -42,6 +44,7 @@ ALL_METRICS = (
     TOKENTRAIL_COST_RETRIES,
     TOKENTRAIL_COST_FALLBACKS,
     TOKENTRAIL_TASK_COST,
+    TOKENTRAIL_TASK_ITERATIONS,
     TOKENTRAIL_ATTRIBUTION_REJECTED,
     TOKENTRAIL_BUDGET_LIMIT,
     TOKENTRAIL_BUDGET_SPENT,

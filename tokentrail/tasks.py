@@ -52,6 +52,9 @@ INVOKE_AGENT = "invoke_agent"
 TASK_COST_BUCKETS_USD = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
                          100.0, 250.0)
 
+#: Calls per task (iteration count): p50/p95 on the dashboards, a runaway loop in the top buckets.
+TASK_CALLS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233)
+
 # One lock for every task's counters: updates are a few integer operations, and a nested
 # task updates its ancestors in the same critical section.
 _lock = threading.Lock()
@@ -273,10 +276,11 @@ def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
             span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
             span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
         span.end()
+    point = {attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_OUTCOME: state.outcome, **owner}
     instrument("histogram", names.TOKENTRAIL_TASK_COST, "USD", "Cost of one task run in USD",
-               explicit_bucket_boundaries_advisory=TASK_COST_BUCKETS_USD).record(
-        state.spent_nano / NANO,
-        {attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_OUTCOME: state.outcome, **owner})
+               explicit_bucket_boundaries_advisory=TASK_COST_BUCKETS_USD).record(state.spent_nano / NANO, point)
+    instrument("histogram", names.TOKENTRAIL_TASK_ITERATIONS, "{call}", "LLM calls per task run",
+               explicit_bucket_boundaries_advisory=TASK_CALLS_BUCKETS).record(state.calls, point)
 
 
 # --------------------------------------------------------------------------------------------
