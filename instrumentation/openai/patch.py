@@ -130,7 +130,7 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     kwargs = _materialise(kwargs, "messages" if kind == CHAT else "input")
     client = getattr(instance, "_client", None)
     endpoint = providers.detect(getattr(client, "base_url", None))
-    stream = kwargs.get("stream") is True
+    stream = bool(kwargs.get("stream"))  # the SDK's own test (omit / NOT_GIVEN are falsy)
     max_tokens = None
     for name in _MAX_TOKENS_ARGS[kind]:
         max_tokens = _int_or_none(kwargs.get(name))
