@@ -307,6 +307,18 @@ def owner() -> db.Dashboard:
         "an agent is being invoked in a loop by its caller: check the task names in 'Expensive requests'.",
         [promq(f"sum({q.delta_in(f'{q.TASK_COST}_count{q.matchers(v)}', q.RANGE)}) or vector(0)", instant=True)],
         CALLS, [(None, GREEN)], decimals=0))
+    iterations = lambda part: q.delta_in(f"{q.TASK_ITERATIONS}_{part}{q.matchers(v)}", q.RANGE)
+    d = d.with_panel(stat_panel(
+        "Calls per task (average)", "LLM calls per task run, averaged over the runs in the range (the iteration "
+        "count). Red above 10: agents are looping; see 'Calls per task p95' and the task traces.",
+        [promq(f"sum({iterations('sum')}) / sum({iterations('count')})", instant=True)], CALLS,
+        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=2))
+    d = d.with_panel(stat_panel(
+        "Calls per task p95", "95th percentile of LLM calls per task run (from the iteration histogram). Red "
+        "above 10: a few runs loop (an agent retrying its own output with the full context); set max_calls on "
+        "the task and open the most expensive tasks.",
+        [promq(q.quantile_cost(0.95, q.TASK_ITERATIONS, variables=v), instant=True)], CALLS,
+        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
     d = d.with_panel(_calls_per_task_panel())
     d = d.with_row(db.Row("Cache"))
     d = d.with_panel(table_panel(
@@ -351,7 +363,7 @@ def _calls_per_task_panel() -> table.Panel:
                                            A.TOKENTRAIL_TASK_COST_TOTAL, A.TOKENTRAIL_TASK_OUTCOME,
                                            A.TOKENTRAIL_TENANT, A.TOKENTRAIL_FEATURE))
     query = (f'{{ span.{A.TOKENTRAIL_TASK_CALLS} > 0 && span.{A.TOKENTRAIL_TENANT} =~ "$tenant" }} | select({sel})')
-    return (table.Panel().title("Calls per task (iteration count)")
+    return (table.Panel().title("Task runs by iteration count")
             .description("Task runs with their number of LLM calls, from Tempo task spans, most calls first. "
                          "Red above 10 calls: an agent is looping (retrying its own output with the full context); "
                          "open the trace, then set max_calls on the task.")

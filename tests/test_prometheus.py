@@ -526,6 +526,14 @@ def test_task_panels(stack):
     assert len(t.tasks) == 4
     assert scalar(value(stack, "owner-drilldown.json", "Tasks")) == len(t.tasks)
     assert scalar(value(stack, "owner-drilldown.json", "Tasks", dict(ALL, tenant="acme"))) == 0
+    from tokentrail.tasks import TASK_CALLS_BUCKETS
+
+    calls = sorted(task[A.TOKENTRAIL_TASK_CALLS] for task in t.tasks)
+    assert calls == [2, 3, 3, 4]
+    assert scalar(value(stack, "owner-drilldown.json", "Calls per task (average)")) == pytest.approx(
+        sum(calls) / len(calls))
+    got = scalar(value(stack, "owner-drilldown.json", "Calls per task p95"))
+    assert _bucket_of(got, TASK_CALLS_BUCKETS) == _bucket_of(calls[-1], TASK_CALLS_BUCKETS)
     costs = sorted(task[A.TOKENTRAIL_TASK_COST_NANO_USD] / NANO for task in t.tasks)
     for title, phi in (("Cost per task p50", 0.5), ("Cost per task p95", 0.95)):
         got = scalar(value(stack, "owner-drilldown.json", title))
