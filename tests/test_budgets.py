@@ -250,3 +250,32 @@ budgets:
         with pytest.raises(tokentrail.BudgetExceeded, match="spent 0.030000 USD"):
             client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)
     assert len(server.requests) == 3
+
+
+def test_concurrent_calls_reserve_their_worst_case_so_the_budget_holds(pipeline, client, server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokentrail import propagation
+
+    server.enqueue(*[realistic()] * 200)
+    long_prompt = [{"role": "user", "content": "Classify this document. " + "Body text. " * 300}]
+
+    def worker():
+        stopped = 0
+        for _ in range(50):
+            try:
+                client.chat.completions.create(model="gpt-4o", messages=long_prompt, max_tokens=400)
+            except tokentrail.BudgetExceeded:
+                stopped += 1
+        return stopped
+
+    with tokentrail.task("fan-out", budget_usd=0.05, max_calls=1000) as t:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            bound = propagation.wrap(worker)  # wrap here: it captures the task's context
+            stopped = sum(pool.map(lambda _: bound(), range(6)))
+    assert stopped > 0
+    assert len(server.requests) == t.calls
+    assert t.spent_nano <= 50_000_000  # in-flight worst cases were reserved: no overshoot under concurrency
+    assert t.reserved_nano == 0
+    spans = [s for s in pipeline.llm_spans() if s.attributes.get(attr.TOKENTRAIL_COST_STATUS) == "priced"]
+    assert sorted(s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX] for s in spans) == list(range(1, t.calls + 1))
