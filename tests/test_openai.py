@@ -439,3 +439,13 @@ def test_usage_scripted_by_request_header(pipeline, client, server):
     assert span.attributes[attr.TOKENTRAIL_SERVICE_TIER] == "flex"
     assert span.attributes[attr.TOKENTRAIL_PRICING_TIER].startswith("flex")
     assert usd(span) < Decimal("0.01155")  # flex is cheaper than the standard $0.01155
+
+
+def test_beta_responses(pipeline, client, server):
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500),
+                   openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+    result = client.beta.responses.create(model="gpt-4o", input="hi")
+    events = list(client.beta.responses.create(model="gpt-4o", input="hi", stream=True))
+
+    assert result.usage.input_tokens == 2000 and events[-1].type == "response.completed"
+    assert [usd(s) for s in pipeline.llm_spans()] == [Decimal("0.0100")] * 2

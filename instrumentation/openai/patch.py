@@ -425,6 +425,8 @@ TARGETS: tuple[tuple[str, str, str, bool], ...] = (
     ("openai.resources.responses.responses", "Responses.parse", RESPONSES, False),
     ("openai.resources.responses.responses", "AsyncResponses.create", RESPONSES, True),
     ("openai.resources.responses.responses", "AsyncResponses.parse", RESPONSES, True),
+    ("openai.resources.beta.responses.responses", "Responses.create", RESPONSES, False),
+    ("openai.resources.beta.responses.responses", "AsyncResponses.create", RESPONSES, True),
     ("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS, False),
     ("openai.resources.embeddings", "AsyncEmbeddings.create", EMBEDDINGS, True),
 )
