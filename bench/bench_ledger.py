@@ -103,6 +103,16 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(samples)
 
 
+def cpu_timed(fn, repeat: int = 5) -> float:
+    """Median CPU seconds of this process and its threads (steadier than wall time on a busy machine)."""
+    samples = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        samples.append(time.process_time() - t0)
+    return statistics.median(samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -121,11 +131,15 @@ def main() -> None:
     size = os.path.getsize(path)
     writer.close()
 
-    count_s = timed(lambda: conn.execute("SELECT COUNT(*), SUM(length(trace_id)) FROM spans").fetchone())
+    scan = lambda: conn.execute("SELECT COUNT(*), SUM(length(trace_id)) FROM spans").fetchone()  # noqa: E731
+    count_s = timed(scan)
+    count_cpu = cpu_timed(scan)
     ledger = Ledger(path)
     period = Period.parse("30d", None)
     report = ledger.report(["tenant", "feature"], period)
-    query_s = timed(lambda: ledger.report(["tenant", "feature"], Period.parse("30d", None)))
+    query = lambda: ledger.report(["tenant", "feature"], Period.parse("30d", None))  # noqa: E731
+    query_s = timed(query)
+    query_cpu = cpu_timed(query)
     cli = [sys.executable, "-m", "tokentrail.cli"]
     report_cmd = cli + ["report", "--by", "tenant,feature", "--since", "30d", "--ledger", path]
     cli_s = timed(lambda: subprocess.run(report_cmd, check=True, capture_output=True))
@@ -136,8 +150,10 @@ def main() -> None:
     print(f"spans: {args.spans:,} ({llm:,} LLM calls), written in {write_s:.1f} s ({args.spans / write_s:,.0f} spans/s)")
     print(f"ledger size: {size / 2**20:.1f} MiB = {size / llm:.0f} bytes per LLM span ({size / args.spans:.0f} per span)")
     print(f"report rows: {len(report['rows'])}, calls in period: {report['total']['calls']:,}")
-    print(f"baseline full-table COUNT(*) scan:            {count_s * 1000:7.0f} ms")
-    print(f"report --by tenant,feature --since 30d query: {query_s * 1000:7.0f} ms  ({query_s / count_s:.2f}x the scan)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"baseline full-table scan (COUNT, SUM(length(trace_id))): {count_s * 1000:7.0f} ms wall, {count_cpu * 1000:.0f} ms CPU")
+    print(f"report --by tenant,feature --since 30d, in-process:      {query_s * 1000:7.0f} ms wall, {query_cpu * 1000:.0f} ms CPU"
+          f"  ({query_s / count_s:.2f}x the scan's wall time, {query_cpu / count_cpu:.2f}x its CPU)")
     print(f"`tokentrail report ...` subprocess, end to end: {cli_s * 1000:7.0f} ms  (`tokentrail --help` alone: {help_s * 1000:.0f} ms)")
     print(f"top --since 7d: {top_s * 1000:.0f} ms; tenants --since 30d: {tenants_s * 1000:.0f} ms")
     ledger.close()

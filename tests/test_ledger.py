@@ -297,7 +297,7 @@ def test_older_ledger_is_migrated_and_keeps_its_rows(tmp_path):
         total = ledger.report(["tenant"], Period.parse(None, None))["total"]
         indexes = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert total["cost_nano_usd"] == sum(s.attributes.get(a.TOKENTRAIL_COST_NANO_USD, 0) for s in spans)
-    assert "spans_report" in indexes
+    assert {"spans_report", "spans_owner"} <= indexes
 
 
 def test_newer_ledger_is_refused_with_a_clear_message(tmp_path):
@@ -319,3 +319,22 @@ def test_exporter_is_registered_for_otel_traces_exporter():
 
     (ep,) = entry_points(group="opentelemetry_traces_exporter", name="tokentrail_ledger")
     assert ep.load() is LedgerSpanExporter
+
+
+def test_both_query_plans_give_identical_reports(tmp_path):
+    """Reports by tenant(/feature) over long periods read the owner index; others the time index."""
+    spans = make_spans(300, seed=5, calls_per_trace=4)
+    path = str(tmp_path / "l.db")
+    LedgerSpanExporter(path).export(spans)
+    starts = sorted(s.start_time for s in spans)
+    middle = starts[len(starts) // 2]
+    with Ledger(path) as owner_plan, Ledger(path) as time_plan:
+        time_plan._owner_index_fits = lambda *args, **kw: False
+        for by in (["tenant"], ["tenant", "feature"]):
+            for period in (Period(None, starts[-1] + 1), Period(middle, starts[-1] + 1), Period(starts[0], middle)):
+                assert owner_plan._owner_index_fits(by, period, [])
+                a, b = owner_plan.report(by, period), time_plan.report(by, period)
+                assert a["rows"] == b["rows"] and a["total"] == b["total"]
+            where = [("tenant", "acme")]
+            assert owner_plan.report(by, Period(None, starts[-1] + 1), where)["rows"] == \
+                time_plan.report(by, Period(None, starts[-1] + 1), where)["rows"]

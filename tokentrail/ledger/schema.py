@@ -80,8 +80,16 @@ CREATE INDEX spans_report ON spans (
 CREATE INDEX spans_task ON spans (task_id) WHERE task_id IS NOT NULL AND llm = 1;
 """
 
+# v3: the owner index. Reports grouped by tenant (and feature) over a long period read it in
+# group order in one pass, both periods at once, with no sort (the 1M-span bench's query).
+_V3 = """
+CREATE INDEX spans_owner ON spans (
+    tenant, feature, start_ns, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, cost_nano
+) WHERE llm = 1;
+"""
+
 #: MIGRATIONS[i] moves a ledger from version i to version i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
