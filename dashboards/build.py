@@ -68,13 +68,14 @@ def traceql(query: str, ref: str = "A", limit: int = 20) -> tempo.TempoQuery:
 
 
 def stat_panel(title: str, description: str, targets, unit: str, steps, w: int = 6, h: int = 5,
-               graph: bool = False, decimals: int | None = None) -> stat.Panel:
+               graph: bool = False, decimals: int | None = None, no_value: str = "0") -> stat.Panel:
+    """``no_value``: what an empty result means ("0" for sums and counts, "no data" for ratios and quantiles)."""
     panel = (stat.Panel().title(title).description(description).datasource(PROMETHEUS).unit(unit)
              .thresholds(thresholds(*steps)).span(w).height(h)
              .graph_mode(cm.BigValueGraphMode.AREA if graph else cm.BigValueGraphMode.NONE)
              .color_mode(cm.BigValueColorMode.VALUE)
              .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-             .no_value("0"))
+             .no_value(no_value))
     if decimals is not None:
         panel = panel.decimals(decimals)
     for t in targets:
@@ -157,14 +158,14 @@ def overview() -> db.Dashboard:
         "Red means spend grew by more than 25%: compare 'Spend by provider and model' with the previous range and "
         "check the 'Spend-rate spike' alert.",
         [promq(f"100 * ({spend_all} / {q.previous_spend(variables=env)} - 1)", instant=True)],
-        PERCENT, [(None, GREEN), (10, YELLOW), (25, RED)], decimals=1))
+        PERCENT, [(None, GREEN), (10, YELLOW), (25, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Unattributed share", "Share of spend with no tenant (scripts, CI, staging without owner tags). Never hidden. "
         "Red above 10%: find the callers in 'Expensive requests' (tenant filter empty) and wrap them in "
         "tokentrail.attribute(...).",
         [promq(f"100 * (({q.spend(variables=env, **{q.ATTRIBUTED: 'false'})}) or vector(0)) / {spend_all}",
                instant=True)],
-        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
+        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Unpriced calls", "LLM calls whose model is not on the rate card: their cost is missing from every total "
         "(never counted as $0). Red at 1 or more: add the model to the price overlay, then re-price from the ledger.",
@@ -198,7 +199,7 @@ def overview() -> db.Dashboard:
         "Cache-hit ratio", "Cache-read input tokens as a share of all input tokens. Red below 30%: prompts are "
         "not cache-friendly (changing prefix, short TTL); see 'Cache-hit dispersion' in the Owner drill-down.",
         [promq(f"100 * {q.cache_hit_ratio(variables=env)}", instant=True)],
-        PERCENT, [(None, RED), (30, YELLOW), (60, GREEN)], decimals=1))
+        PERCENT, [(None, RED), (30, YELLOW), (60, GREEN)], decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Cache-read tokens", "Input tokens served from the provider's prompt cache in the range (billed at 10-50% "
         "of fresh input). If this drops while traffic holds, a prompt change broke caching.",
@@ -208,7 +209,7 @@ def overview() -> db.Dashboard:
         "output). Red above 70%: a reasoning effort higher than the task needs; lower it for that feature.",
         [promq(f"100 * ({q.tokens('reasoning', variables=env)} or vector(0)) / {q.tokens('output', variables=env)}",
                instant=True)],
-        PERCENT, [(None, GREEN), (50, YELLOW), (70, RED)], decimals=1))
+        PERCENT, [(None, GREEN), (50, YELLOW), (70, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Priced calls", "LLM calls priced in the range. Compare with 'Unpriced calls': every call is one or "
         "the other, or reported no usage.",
@@ -218,13 +219,13 @@ def overview() -> db.Dashboard:
         "the app asking again after a bad answer). Red above 10%: a retry loop re-sending the full context, or a "
         "job retrying before the rate-limit cooldown; open 'Most expensive tasks' and look at the retry column.",
         [promq(f"100 * {q.counter_usd(q.RETRY_COST, variables=env)} / {spend_all}", instant=True)],
-        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
+        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Fallbacks share of spend", "Share of spend on fallback calls (another model after the first one failed). "
         "Red above 10%: traffic is silently running on the fallback model, priced differently from what budgets "
         "assume; fix the primary model's errors.",
         [promq(f"100 * {q.counter_usd(q.FALLBACK_COST, variables=env)} / {spend_all}", instant=True)],
-        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
+        PERCENT, [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(_retry_fallback_panel())
     d = d.with_panel(stat_panel(
         "Dollars saved by cache", "USD the prompt cache saved in the range: cache-read tokens at the fresh input "
@@ -269,12 +270,12 @@ def owner() -> db.Dashboard:
         [promq(q.spend(variables=v), instant=True)], USD, [(None, GREEN), (500, YELLOW), (1000, RED)]))
     d = d.with_panel(stat_panel(
         "Cost per request p50", "Median USD per priced LLM call (from the cost histogram buckets).",
-        [promq(q.quantile_cost(0.5, variables=v), instant=True)], USD, [(None, GREEN)], decimals=4))
+        [promq(q.quantile_cost(0.5, variables=v), instant=True)], USD, [(None, GREEN)], decimals=4, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Cost per request p95", "95th percentile USD per call. Red above $0.50: a few requests carry huge "
         "contexts (long-context price tier, unbounded history): open 'Expensive requests'.",
         [promq(q.quantile_cost(0.95, variables=v), instant=True)], USD,
-        [(None, GREEN), (0.1, YELLOW), (0.5, RED)], decimals=4))
+        [(None, GREEN), (0.1, YELLOW), (0.5, RED)], decimals=4, no_value="no data"))
     attributed = {q.TENANT: "~.+"}
     d = d.with_panel(stat_panel(
         "Average cost per active tenant per day", "Attributed spend divided by tenants with at least one priced call, per "
@@ -282,7 +283,7 @@ def owner() -> db.Dashboard:
         "price (a $19/month plan cannot carry it).",
         [promq(f"{q.spend(variables=v, **attributed)} / count({q.calls(q.TENANT, variables=v, **attributed)} > 0)"
                " / ($__range_s / 86400)",
-               instant=True)], USD, [(None, GREEN), (1, YELLOW), (5, RED)], decimals=4))
+               instant=True)], USD, [(None, GREEN), (1, YELLOW), (5, RED)], decimals=4, no_value="no data"))
     d = d.with_panel(ts_panel(
         "Spend over time by tenant and feature", "USD per interval. A tenant whose line keeps climbing with flat "
         "traffic has prompt inflation or a loop.",
@@ -296,12 +297,12 @@ def owner() -> db.Dashboard:
     d = d.with_row(db.Row("Tasks"))
     d = d.with_panel(stat_panel(
         "Cost per task p50", "Median USD per task run (tokentrail.task), from the task cost histogram.",
-        [promq(q.quantile_cost(0.5, q.TASK_COST, variables=v), instant=True)], USD, [(None, GREEN)], decimals=4))
+        [promq(q.quantile_cost(0.5, q.TASK_COST, variables=v), instant=True)], USD, [(None, GREEN)], decimals=4, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Cost per task p95", "95th percentile USD per task run. Red above $1: an agent loop (calls per task "
         "high) or a context that keeps growing; see the 'Per-task cost p95' alert and the task traces.",
         [promq(q.quantile_cost(0.95, q.TASK_COST, variables=v), instant=True)], USD,
-        [(None, GREEN), (0.25, YELLOW), (1, RED)], decimals=4))
+        [(None, GREEN), (0.25, YELLOW), (1, RED)], decimals=4, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Tasks", "Task runs (tokentrail.task) finished in the range, all outcomes. A jump with flat traffic means "
         "an agent is being invoked in a loop by its caller: check the task names in 'Expensive requests'.",
@@ -312,13 +313,13 @@ def owner() -> db.Dashboard:
         "Calls per task (average)", "LLM calls per task run, averaged over the runs in the range (the iteration "
         "count). Red above 10: agents are looping; see 'Calls per task p95' and the task traces.",
         [promq(f"sum({iterations('sum')}) / sum({iterations('count')})", instant=True)], CALLS,
-        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=2))
+        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=2, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Calls per task p95", "95th percentile of LLM calls per task run (from the iteration histogram). Red "
         "above 10: a few runs loop (an agent retrying its own output with the full context); set max_calls on "
         "the task and open the most expensive tasks.",
         [promq(q.quantile_cost(0.95, q.TASK_ITERATIONS, variables=v), instant=True)], CALLS,
-        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1))
+        [(None, GREEN), (5, YELLOW), (10, RED)], decimals=1, no_value="no data"))
     d = d.with_panel(_calls_per_task_panel())
     d = d.with_row(db.Row("Cache"))
     d = d.with_panel(table_panel(
@@ -332,13 +333,13 @@ def owner() -> db.Dashboard:
         "once, whatever its volume). Red below 50%: caching is broken for most tenants, usually a shared prompt "
         "prefix that now changes per request (a timestamp, a reordered tool list).",
         [promq(f"100 * quantile(0.5, {q.cache_hit_ratio(q.TENANT, variables=v)})", instant=True)], PERCENT,
-        [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1))
+        [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1, no_value="no data"))
     d = d.with_panel(stat_panel(
         "Cache-hit ratio: p10 tenant", "The 10th percentile of per-tenant cache-hit ratios: the worst-cached "
         "tenants. Red below 50% while the median is high is the dispersion that hides behind an account-wide "
         "average: fix those tenants' prompts first.",
         [promq(f"100 * quantile(0.1, {q.cache_hit_ratio(q.TENANT, variables=v)})", instant=True)], PERCENT,
-        [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1))
+        [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1, no_value="no data"))
     d = d.with_row(db.Row("Budget"))
     budget_by = f"{q.TENANT},{q.TEAM},{q.BUDGET_WINDOW}"
     bv = {q.TENANT: "$tenant", q.TEAM: "$team"}
@@ -409,12 +410,24 @@ def expensive() -> db.Dashboard:
     owner_filter = (f'span.{A.TOKENTRAIL_TENANT} =~ "$tenant" && span.{A.TOKENTRAIL_FEATURE} =~ "$feature"')
     d = d.with_panel(
         table.Panel().title("Most expensive LLM calls")
-        .description("LLM spans costing at least $min_cost in the range, with their owner; sorted by cost. "
+        .description("LLM spans costing at least $min_cost in the range whose tenant and feature match the "
+                     "filters, with their owner; sorted by cost. "
                      "Click the trace id to open it. Red rows are over $1: check input tokens (long-context tier?), "
                      "retry attempt and fallback model.")
         .datasource(TEMPO).span(24).height(10).unit(USD)
         .with_target(traceql(f"{{ span.{A.GEN_AI_USAGE_COST_AMOUNT} >= $min_cost && {owner_filter} }}"
                              f" | select({llm_sel})", limit=50))
+        .thresholds(thresholds((None, GREEN), (0.25, YELLOW), (1, RED)))
+        .sort_by([cb.TableSortByFieldState().display_name(A.GEN_AI_USAGE_COST_AMOUNT).desc(True)]))
+    # Spans with no tenant never match a tenant regex, so the unattributed ones get their own table.
+    d = d.with_panel(
+        table.Panel().title("Most expensive unattributed LLM calls")
+        .description("LLM spans with no tenant costing at least $min_cost (scripts, CI jobs, staging without "
+                     "owner tags), sorted by cost; never hidden by the tenant filter. Red rows are over $1: find "
+                     "the service and code path in the trace and wrap it in tokentrail.attribute(...).")
+        .datasource(TEMPO).span(24).height(8).unit(USD)
+        .with_target(traceql(f"{{ span.{A.GEN_AI_USAGE_COST_AMOUNT} >= $min_cost && "
+                             f"span.{A.TOKENTRAIL_ATTRIBUTED} = false }} | select({llm_sel})", limit=50))
         .thresholds(thresholds((None, GREEN), (0.25, YELLOW), (1, RED)))
         .sort_by([cb.TableSortByFieldState().display_name(A.GEN_AI_USAGE_COST_AMOUNT).desc(True)]))
     task_sel = ", ".join(f"span.{a}" for a in (

@@ -126,9 +126,10 @@ def test_tenant_and_feature_rows_link_to_the_expensive_requests_view():
 def test_unattributed_and_unpriced_are_never_hidden():
     overview = {p["title"]: p for p in panels(dashboards()["overview.json"])}
     for title in ("Unattributed share", "Unpriced calls"):
-        panel = overview[title]
-        assert "or vector(0)" in panel["targets"][0]["expr"]  # zero, not "No data"
-        assert panel["fieldConfig"]["defaults"]["noValue"] == "0"
+        assert "or vector(0)" in overview[title]["targets"][0]["expr"]  # zero, not "No data", when there is spend
+    assert overview["Unpriced calls"]["fieldConfig"]["defaults"]["noValue"] == "0"
+    expensive = {p["title"]: p for p in panels(dashboards()["expensive-requests.json"])}
+    assert "= false" in expensive["Most expensive unattributed LLM calls"]["targets"][0]["query"]
 
 
 @pytest.mark.parametrize("name,unit,instrument,expected", [
