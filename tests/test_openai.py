@@ -449,3 +449,18 @@ def test_beta_responses(pipeline, client, server):
 
     assert result.usage.input_tokens == 2000 and events[-1].type == "response.completed"
     assert [usd(s) for s in pipeline.llm_spans()] == [Decimal("0.0100")] * 2
+
+
+def test_legacy_text_completions(pipeline, client, server):
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500),
+                   openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+    result = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", max_tokens=50)
+    chunks = list(client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True))
+
+    assert result.choices[0].text == "Hello from the fake provider."
+    assert all(c.choices for c in chunks)  # the injected usage chunk is hidden here too
+    plain, streamed = pipeline.llm_spans()
+    assert plain.name == "text_completion gpt-3.5-turbo-instruct"
+    assert plain.attributes[attr.GEN_AI_REQUEST_MAX_TOKENS] == 50
+    assert streamed.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
+    assert usd(plain) == usd(streamed) == Decimal("0.004")  # $1.50 / $2 per M

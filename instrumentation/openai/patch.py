@@ -30,13 +30,15 @@ _log = logging.getLogger(__name__)
 INJECT_STREAM_USAGE_ENV = "TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE"
 
 CHAT = "chat"
+COMPLETIONS = "completions"  # the legacy text completions API
 RESPONSES = "responses"
 EMBEDDINGS = "embeddings"
 
 # GenAI semconv operation names per API surface
-_OPERATION = {CHAT: "chat", RESPONSES: "chat", EMBEDDINGS: "embeddings"}
+_OPERATION = {CHAT: "chat", COMPLETIONS: "text_completion", RESPONSES: "chat", EMBEDDINGS: "embeddings"}
 _MAX_TOKENS_ARGS = {
     CHAT: ("max_completion_tokens", "max_tokens"),
+    COMPLETIONS: ("max_tokens",),
     RESPONSES: ("max_output_tokens",),
     EMBEDDINGS: (),
 }
@@ -116,7 +118,7 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
         chars += len(instructions) if isinstance(instructions, str) else 0
         overhead = _PER_MESSAGE_TOKENS
     else:
-        value = kwargs.get("input")
+        value = kwargs.get("prompt" if kind == COMPLETIONS else "input")
         if isinstance(value, list) and value and isinstance(value[0], int):
             return len(value)  # already tokens
         if isinstance(value, list) and value and isinstance(value[0], list):
@@ -127,7 +129,7 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
 
 
 def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
-    kwargs = _materialise(kwargs, "messages" if kind == CHAT else "input")
+    kwargs = _materialise(kwargs, {CHAT: "messages", COMPLETIONS: "prompt"}.get(kind, "input"))
     client = getattr(instance, "_client", None)
     endpoint = providers.detect(getattr(client, "base_url", None))
     stream = bool(kwargs.get("stream"))  # the SDK's own test (omit / NOT_GIVEN are falsy)
@@ -149,7 +151,7 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
         kwargs=kwargs,
     )
     if (
-        kind == CHAT
+        kind in (CHAT, COMPLETIONS)
         and stream
         and endpoint.provider not in _USAGE_ALWAYS_STREAMED
         and genai_span.env_flag(INJECT_STREAM_USAGE_ENV, True)
@@ -164,7 +166,7 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
 
 def _start(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
     call = _start_span(instruments, plan)
-    if plan.kind != EMBEDDINGS and genai_span.capture_content():
+    if plan.kind in (CHAT, RESPONSES) and genai_span.capture_content():
         try:
             messages = (
                 content.chat_input(plan.kwargs.get("messages")) if plan.kind == CHAT else content.responses_input(plan.kwargs)
@@ -229,7 +231,7 @@ def _types() -> dict[str, Any]:
 
 
 def _record_parsed(call: genai_span.LLMCall, kind: str, parsed: Any) -> None:
-    if kind == CHAT:
+    if kind in (CHAT, COMPLETIONS):
         hooks.record_chat(call, parsed)
     elif kind == RESPONSES:
         hooks.record_response(call, parsed)
@@ -242,6 +244,8 @@ def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> Any:
         if genai_span.capture_content():
             return hooks.CapturingChatStreamHooks(call, plan.hide_usage_chunk)
         return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)
+    if plan.kind == COMPLETIONS:
+        return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)  # same chunk shape, text instead of delta
     return hooks.ResponsesStreamHooks(call)
 
 
@@ -427,6 +431,8 @@ TARGETS: tuple[tuple[str, str, str, bool], ...] = (
     ("openai.resources.responses.responses", "AsyncResponses.parse", RESPONSES, True),
     ("openai.resources.beta.responses.responses", "Responses.create", RESPONSES, False),
     ("openai.resources.beta.responses.responses", "AsyncResponses.create", RESPONSES, True),
+    ("openai.resources.completions", "Completions.create", COMPLETIONS, False),
+    ("openai.resources.completions", "AsyncCompletions.create", COMPLETIONS, True),
     ("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS, False),
     ("openai.resources.embeddings", "AsyncEmbeddings.create", EMBEDDINGS, True),
 )

@@ -40,7 +40,7 @@ class ChatStreamHooks(LLMCallStreamHooks):
         if not self.model:  # Azure's first chunk (prompt filter results) has an empty model
             self.model = chunk.model
             self.response_id = chunk.id
-            self.service_tier = chunk.service_tier
+            self.service_tier = getattr(chunk, "service_tier", None)  # absent on legacy completions
         if choices:
             # hot path: one content delta, not the last
             if choices[0].finish_reason is None and len(choices) == 1:
@@ -59,8 +59,9 @@ class ChatStreamHooks(LLMCallStreamHooks):
         usage = chunk.usage
         if usage is not None:
             self.usage = usage
-            if chunk.service_tier is not None:
-                self.service_tier = chunk.service_tier
+            tier = getattr(chunk, "service_tier", None)
+            if tier is not None:
+                self.service_tier = tier
             return self.hide_usage_chunk
         return False
 

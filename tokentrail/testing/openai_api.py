@@ -1,5 +1,5 @@
 """Fake OpenAI API: Chat Completions (JSON and SSE), Responses (JSON and the Responses SSE
-event stream) and Embeddings, with OpenAI's error JSON.
+event stream), Embeddings and legacy text Completions, with OpenAI's error JSON.
 
 Shapes follow the openai SDK's types (``ChatCompletion``, ``ChatCompletionChunk``,
 ``CompletionUsage`` with ``prompt_tokens_details.cached_tokens`` and
@@ -186,6 +186,38 @@ def chat_chunks(r: Reply, model: str, include_usage: bool, completion_id: str = 
     return out
 
 
+def text_completion_json(r: Reply, model: str, completion_id: str = "cmpl-fake0001") -> dict[str, Any]:
+    """The legacy ``/completions`` answer (``Completion``)."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "text_completion",
+        "created": CREATED,
+        "model": r.model or model,
+        "choices": [{"text": r.content, "index": 0, "logprobs": None, "finish_reason": r.finish_reason}],
+        "system_fingerprint": FINGERPRINT,
+    }
+    if not r.omit_usage:
+        body["usage"] = chat_usage_json(r)
+    return body
+
+
+def text_completion_chunks(r: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:
+    def chunk(choices: list[dict], **extra: Any) -> dict[str, Any]:
+        body = {"id": "cmpl-fake0001", "object": "text_completion", "created": CREATED, "model": r.model or model,
+                "choices": choices, "system_fingerprint": FINGERPRINT}
+        if include_usage:
+            body["usage"] = None
+        body.update(extra)
+        return body
+
+    out = [chunk([{"text": piece, "index": 0, "logprobs": None, "finish_reason": None}])
+           for piece in _split(r.content, r.chunk_count)]
+    out.append(chunk([{"text": "", "index": 0, "logprobs": None, "finish_reason": r.finish_reason}]))
+    if include_usage and not r.omit_usage:
+        out.append(chunk([], usage=chat_usage_json(r)))
+    return out
+
+
 def responses_usage_json(r: Reply) -> Any:
     if r.usage is not None:
         return r.usage
@@ -367,12 +399,16 @@ def _answer(request: FakeRequest, scripted: Reply | None = None) -> FakeResponse
         if body.get("stream"):
             return FakeResponse(sse=response_events(r, model, body), headers=headers, abort_after=r.abort_after)
         return FakeResponse(json=response_json(r, model, body), headers=headers)
+    legacy = not path.endswith("/chat/completions")
     if body.get("stream"):
         options = body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-        events: list[tuple[str | None, Any]] = [(None, c) for c in chat_chunks(r, model, include_usage)]
+        chunks = text_completion_chunks(r, model, include_usage) if legacy else chat_chunks(r, model, include_usage)
+        events: list[tuple[str | None, Any]] = [(None, c) for c in chunks]
         events.append((None, "[DONE]"))
         return FakeResponse(sse=events, headers=headers, abort_after=r.abort_after)
+    if legacy:
+        return FakeResponse(json=text_completion_json(r, model), headers=headers)
     return FakeResponse(json=chat_completion_json(r, model), headers=headers)
 
 
@@ -380,6 +416,7 @@ def register(server: FakeProviderServer) -> None:
     """Serve the OpenAI endpoints under any path prefix (``/v1``, ``/<provider>/v1``, Azure)."""
     server.route("POST", r"(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/(?:chat/completions|embeddings|responses)", _answer)
     server.route("POST", r"(?:/.*)?/chat/completions", _answer)
+    server.route("POST", r"(?:/.*)?/completions", _answer)  # legacy text completions
     server.route("POST", r"(?:/.*)?/responses", _answer)
     server.route("POST", r"(?:/.*)?/embeddings", _answer)
     server.route("GET", r"(?:/.*)?/files/(?P<file_id>[^/]+)/content", _file_content)
@@ -398,4 +435,6 @@ __all__ = [
     "reply",
     "response_events",
     "response_json",
+    "text_completion_chunks",
+    "text_completion_json",
 ]
