@@ -124,6 +124,29 @@ def test_responses_web_search_calls_are_recorded(pipeline, client, server):
 
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_USAGE_TOOL_CALLS] == "web_search=2"
+    # $10 per 1,000 searches on top of the tokens: $0.0100 + $0.02
+    assert span.attributes[attr.TOKENTRAIL_COST_FEES] == pytest.approx(0.02)
+    assert usd(span) == Decimal("0.03")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_cache_reads_and_writes(pipeline, client, server, stream):
+    # GPT-5.4 mini: 10,000 in of which 2,000 cached, 1,200 out -> $0.01155 (as for chat)
+    server.enqueue(openai_api.reply(prompt_tokens=10_000, cached_tokens=2_000, completion_tokens=1_200))
+    result = client.responses.create(model="gpt-5.4-mini", input="hi", stream=stream)
+    if stream:
+        list(result)
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 2_000
+    assert usd(span) == Decimal("0.01155")
+
+
+def test_chat_cache_writes_are_recorded(pipeline, client, server):
+    server.enqueue(openai_api.reply(prompt_tokens=2000, cache_write_tokens=1000, completion_tokens=500))
+    client.chat.completions.create(model="gpt-4o", messages=user_message())
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 1000
+    assert usd(span) == Decimal("0.0100")  # OpenAI bills cache writes at the input rate
 
 
 async def test_async_responses_create(pipeline, aclient, server):
