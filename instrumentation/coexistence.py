@@ -16,7 +16,7 @@ package name: a span from another instrumentation scope describing one model cal
 ``execute_tool``) that is the direct parent or the direct child of one of our LLM spans.
 
 - Theirs inside ours (their wrapper, or the SDK's own tracing, runs within our call): their
-  span is a child of ours and is dropped when it ends. OpenLLMetry is also told not to make
+  span is a descendant of ours and is dropped when it ends. OpenLLMetry is also told not to make
   one at all, through the context key it honours for exactly this purpose.
 - Theirs outside ours (their wrapper runs first): ours starts under *their parent*, taking
   their place in the trace, and theirs is dropped when it ends; the trace keeps one LLM span
@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -87,6 +88,9 @@ class _BoundedSet:
 
 _ours = _BoundedSet()  # span ids of our LLM spans (recent)
 _shadowed = _BoundedSet()  # span ids of foreign call spans that ours replaced
+_covered = _BoundedSet()  # span ids started below one of our LLM spans (at any depth)
+# Other instrumentations' spans still open, to walk up a chain of wrappers around ours.
+_live: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
 
 # Our recently ended LLM spans by model: (start, end, trace id, has parent), for foreign spans
 # that wrap ours without becoming the current span (OpenLLMetry's google-genai wrapper).
@@ -130,22 +134,40 @@ def parent_context_for_our_span() -> otel_context.Context | None:
 
     When the current span is another instrumentation's span of this very call (its wrapper
     runs outside ours), ours replaces it: it is marked for dropping, and ours starts under its
-    parent.
+    parent; up a chain of such wrappers (several instrumentations stacked) to the first span
+    that is not one.
     """
     try:
         current = trace.get_current_span()
         if not current.is_recording() or not is_foreign_call_span(current):
             return None
-        operation = (getattr(current, "attributes", None) or {}).get(attr.GEN_AI_OPERATION_NAME)
-        if operation in _NOT_CALLS:
-            return None
-        _shadowed.add(current.get_span_context().span_id)
-        parent = getattr(current, "parent", None)
+        parent = None
+        for _ in range(8):  # a handful of stacked wrappers at most
+            _shadowed.add(current.get_span_context().span_id)
+            parent = getattr(current, "parent", None)
+            above = _live.get(parent.span_id) if parent is not None else None
+            if above is None or not is_foreign_call_span(above):
+                break
+            current = above
         stand_in = trace.NonRecordingSpan(parent) if parent is not None else trace.INVALID_SPAN
         return trace.set_span_in_context(stand_in)
     except Exception:
         _log.debug("tokentrail: coexistence parent lookup failed", exc_info=True)
         return None
+
+
+def on_start(span: Any) -> None:
+    """Every span as it starts (``CostSpanProcessor.on_start``): spans below ours are covered;
+    other instrumentations' open spans are kept (weakly) for the wrapper walk above."""
+    try:
+        span_id = span.get_span_context().span_id
+        parent = span.parent
+        if parent is not None and (parent.span_id in _ours or parent.span_id in _covered):
+            _covered.add(span_id)
+        if not _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            _live[span_id] = span
+    except Exception:
+        _log.debug("tokentrail: coexistence on_start failed", exc_info=True)
 
 
 def register_ours(span: Any) -> None:
@@ -223,7 +245,8 @@ def is_duplicate(span: Any) -> bool:
         if not is_foreign_call_span(span):
             return False
         # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
-        if span.context.span_id in _shadowed:
+        span_id = span.context.span_id
+        if span_id in _shadowed or span_id in _covered:
             return True
         parent = getattr(span, "parent", None)
         if parent is not None and parent.span_id in _ours:
@@ -237,6 +260,8 @@ def reset() -> None:
     """Forget every remembered span (tests)."""
     _ours.clear()
     _shadowed.clear()
+    _covered.clear()
+    _live.clear()
     with _recent_lock:
         _recent.clear()
 
@@ -250,6 +275,7 @@ __all__ = [
     "deferring",
     "is_duplicate",
     "is_foreign_call_span",
+    "on_start",
     "parent_context_for_our_span",
     "register_ours",
     "reset",

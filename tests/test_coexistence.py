@@ -288,3 +288,24 @@ def test_async_official_openai_beside_ours(server):
         asyncio.run(run())
         [span] = p.llm_spans()
         assert span.instrumentation_scope.name.startswith("tokentrail")
+
+
+@pytest.mark.parametrize("position", ["innermost", "middle", "outermost"])
+@pytest.mark.parametrize("foreign_order", ["official_first", "openllmetry_first"])
+def test_three_instrumentations_stacked_still_one_span(server, position, foreign_order):
+    # As under opentelemetry-instrument with both other OpenAI instrumentations installed.
+    official, openllmetry = CASES[0].theirs(), CASES[1].theirs()
+    foreign = [official, openllmetry] if foreign_order == "official_first" else [openllmetry, official]
+    ours = CASES[0].ours()
+    # The first instrumentor applied is the innermost wrapper.
+    stack = {"innermost": [ours, *foreign], "middle": [foreign[0], ours, foreign[1]],
+             "outermost": [*foreign, ours]}[position]
+    with InMemoryPipeline(instrument=stack) as p:
+        with tokentrail.attribute(tenant="acme"):
+            with p.tracer().start_as_current_span("handle request") as app_span:
+                call_openai(server, stream=True)
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail.instrumentation")
+        assert span.parent.span_id == app_span.get_span_context().span_id
+        assert Decimal(nano(span)) / Decimal(10**9) == OPENAI_USD
+        assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
