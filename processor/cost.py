@@ -47,12 +47,13 @@ def _is_llm_fn() -> Callable[[Mapping[str, Any]], bool]:
     return is_llm_span
 
 
-def _is_duplicate_fn() -> Callable[[Any], bool]:
+def _coexistence_fns() -> tuple[Callable[[Any], bool], Callable[[Any], None]]:
+    """(is_duplicate, on_start) of the one-LLM-span-per-call rule (instrumentation/coexistence.py)."""
     try:
-        from tokentrail.instrumentation.coexistence import is_duplicate
+        from tokentrail.instrumentation.coexistence import is_duplicate, on_start
     except Exception:
-        return lambda span: False
-    return is_duplicate
+        return (lambda span: False), (lambda span: None)
+    return is_duplicate, on_start
 
 
 def pipeline_active(tracer_provider: Any = None) -> bool:
@@ -137,7 +138,7 @@ class CostSpanProcessor(SpanProcessor):
         self._record_metrics = record_metrics
         self._price_span = _price_span_fn()
         self._is_llm = _is_llm_fn()
-        self._is_duplicate = _is_duplicate_fn()
+        self._is_duplicate, self._coexistence_start = _coexistence_fns()
         self._shut = False
         with _active_lock:
             _active += 1
@@ -147,6 +148,7 @@ class CostSpanProcessor(SpanProcessor):
         return self._next
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._coexistence_start(span)
         if self._next is not None:
             self._next.on_start(span, parent_context=parent_context)
 
