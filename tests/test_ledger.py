@@ -338,3 +338,20 @@ def test_both_query_plans_give_identical_reports(tmp_path):
             where = [("tenant", "acme")]
             assert owner_plan.report(by, Period(None, starts[-1] + 1), where)["rows"] == \
                 time_plan.report(by, Period(None, starts[-1] + 1), where)["rows"]
+
+
+def test_a_forked_worker_opens_its_own_connection(tmp_path):
+    """Pre-forking servers: the parent wrote before fork(); each child must not reuse its connection."""
+    path = str(tmp_path / "l.db")
+    exporter = LedgerSpanExporter(path)
+    exporter.export(make_spans(1, seed=1))
+    parent_conn = exporter._writer._conn
+    pid = os.fork()
+    if pid == 0:  # child
+        ok = exporter._writer._conn is None and exporter.export(make_spans(2, seed=2)).name == "SUCCESS"
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert exporter._writer._conn is parent_conn
+    assert exporter.export(make_spans(3, seed=3)).name == "SUCCESS"
+    assert sqlite3.connect(path).execute("SELECT COUNT(DISTINCT trace_id) FROM spans").fetchone()[0] == 6

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from typing import Iterable, Sequence
 
 from tokentrail.ledger.schema import COLUMNS, LedgerError, connect
@@ -41,6 +42,10 @@ class LedgerWriter:
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         self._closed = False
+        # A SQLite connection must not cross fork() (pre-forking web servers): the child opens its own.
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_connection(ref))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -99,3 +104,10 @@ class LedgerWriter:
         with self._lock:
             self._closed = True
             self._reset()
+
+
+def _forget_connection(ref: "weakref.ref[LedgerWriter]") -> None:
+    writer = ref()
+    if writer is not None:
+        writer._conn = None  # not closed: the parent still owns it
+        writer._lock = threading.Lock()
