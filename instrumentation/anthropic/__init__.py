@@ -83,6 +83,14 @@ class AnthropicInstrumentor(BaseInstrumentor):
                 self._patched.append((module, name))
             except Exception:  # a module or method this SDK version lacks
                 _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)
+        # one LLM span per user call; the SDK's internal HTTP retries are counted on it
+        try:
+            from tokentrail.tasks import stainless_retry_wrapper
+
+            wrap_function_wrapper("anthropic._base_client", "BaseClient._build_request", stainless_retry_wrapper)
+            self._patched.append(("anthropic._base_client", "BaseClient._build_request"))
+        except Exception:
+            _log.debug("tokentrail: could not patch the SDK retry loop", exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for module, name in getattr(self, "_patched", []):
