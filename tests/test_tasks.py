@@ -182,3 +182,27 @@ def test_sdk_internal_retries_are_counted_on_the_one_llm_span(pipeline, server):
     assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 2  # two failed HTTP tries before this answer
     assert t.calls == 1
     assert task_span(pipeline, "flaky").attributes[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.0035)
+
+
+def test_anthropic_sdk_internal_retries_are_counted_too(server):
+    import anthropic
+
+    from tokentrail.instrumentation.anthropic import AnthropicInstrumentor
+    from tokentrail.testing import InMemoryPipeline
+    from tokentrail.testing import anthropic_api as fake
+    from tokentrail.testing.server import FakeResponse
+
+    server.reset()
+    overloaded = fake.error(529, "overloaded_error")
+    overloaded.headers["retry-after-ms"] = "5"  # keep the SDK's backoff short
+    server.enqueue(overloaded, FakeResponse(json=fake.message(usage=fake.usage_block(8000, 1200))))
+    with InMemoryPipeline(instrument=[AnthropicInstrumentor()]) as pipeline:
+        client = anthropic.Anthropic(base_url=server.url, api_key="test-key", max_retries=2)
+        with tokentrail.task("claude-step"):
+            client.messages.create(model="claude-sonnet-4-20250514", max_tokens=2000,
+                                   messages=[{"role": "user", "content": "Hello"}])
+        [span] = [s for s in pipeline.spans() if attr.TOKENTRAIL_COST_STATUS in s.attributes]
+        task = task_span(pipeline, "claude-step")
+    assert len(server.requests) == 2
+    assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
+    assert task.attributes[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.042)  # 8,000 in / 1,200 out
