@@ -206,3 +206,14 @@ def test_anthropic_sdk_internal_retries_are_counted_too(server):
     assert len(server.requests) == 2
     assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
     assert task.attributes[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.042)  # 8,000 in / 1,200 out
+
+
+def test_streamed_calls_count_in_the_task_when_the_stream_ends(pipeline, client, server):
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+    with tokentrail.task("stream-answer") as t:
+        stream = client.chat.completions.create(model="gpt-4o", messages=ask(), stream=True)
+        assert t.calls == 1 and t.spent_nano == 0  # admitted, not finished
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text
+    assert t.spent_nano == 10_000_000  # $0.01, usage from the hidden usage chunk
+    assert task_span(pipeline, "stream-answer").attributes[attr.TOKENTRAIL_TASK_TOKENS_OUTPUT] == 500
