@@ -111,8 +111,9 @@ def exit_identity(token: object) -> None:
     otel_context.detach(token)
 
 
-def owner_span_attributes() -> dict[str, Any]:
-    """The current owner (and task) as span attributes, for stamping on a span at start.
+def owner_span_attributes(context: otel_context.Context | None = None) -> dict[str, Any]:
+    """The owner (and task) of ``context`` (default: the current one) as span attributes, for
+    stamping on a span at start: the TOKENTRAIL_ATTRIBUTES defaults overlaid by the context.
 
     Never raises. Includes ``tokentrail.attribution.rejection`` when inbound attribution was
     ignored at the trust boundary.
@@ -124,7 +125,7 @@ def owner_span_attributes() -> dict[str, Any]:
     except Exception:
         out = {}
     try:
-        identity, rejection = current_identity()
+        identity, rejection = current_identity(context)
         if identity:
             out.update(identity)
         if rejection is not None:
