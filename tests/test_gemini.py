@@ -328,3 +328,38 @@ def test_preflight_stop_sends_nothing(server, pipeline, mode):
     assert planned[0].provider == "gcp.vertex_ai" and planned[0].model == "gemini-2.5-pro"
     assert planned[0].max_output_tokens == 77 and planned[0].estimated_input_tokens >= 1000
     assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"
+
+
+def test_vertex_express_mode_api_key(server, pipeline):
+    client = genai.Client(vertexai=True, api_key="express-key", http_options={"base_url": server.url})
+    server.enqueue(gemini_api.scenario("cache_hit"))
+    call(client, "sync", "gemini-2.5-flash")
+    assert server.requests[-1].path == "/v1beta1/publishers/google/models/gemini-2.5-flash:generateContent"
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == "gcp.vertex_ai"
+    assert cost_usd(span) == 2_000 * Decimal("0.30") / M + 10_000 * Decimal("0.03") / M + 300 * Decimal("2.50") / M
+
+
+def test_chat_sessions_are_priced_per_turn(server, pipeline):
+    client = gemini_client(server)  # kept referenced: a collected client closes its HTTP client
+    chat = client.chats.create(model="gemini-2.5-flash")
+    server.enqueue(gemini_api.scenario("basic"), gemini_api.scenario("cache_hit"))
+    chat.send_message("hello")
+    list(chat.send_message_stream("again"))
+    spans = pipeline.llm_spans()
+    assert [s.attributes[attr.GEN_AI_REQUEST_STREAM] for s in spans] == [False, True]
+    assert [s.attributes[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] for s in spans if
+            attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS in s.attributes] == [10_000]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inconsistent_usage_is_no_usage_and_response_unchanged(server, pipeline, mode):
+    # More cached tokens than prompt tokens: not a usage anyone can price.
+    bad = gemini_api.Scenario(prompt_tokens=100, cached_tokens=500, candidates_tokens=10)
+    server.enqueue(gemini_api.scenario(bad))
+    result = call(gemini_client(server), mode, "gemini-2.5-flash")
+    last = result[-1] if isinstance(result, list) else result
+    assert last.usage_metadata.cached_content_token_count == 500
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+    assert attr.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes

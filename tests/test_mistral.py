@@ -239,3 +239,25 @@ def test_preflight_stop_sends_nothing(server, pipeline, client, mode):
     assert planned[0].provider == "mistral_ai" and planned[0].max_output_tokens == 55
     assert planned[0].estimated_input_tokens > 0
     assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"
+
+
+def test_structured_parse_is_priced_once(server, pipeline, client):
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+
+    server.enqueue(mistral_api.scenario(mistral_api.Scenario(text='{"city": "Paris"}', prompt_tokens=40, completion_tokens=9)))
+    parsed = client.chat.parse(response_format=Weather, model="mistral-small-latest", messages=MESSAGES)
+    assert parsed.choices[0].message.parsed.city == "Paris"
+    span = only_llm_span(pipeline)
+    assert cost_usd(span) == 40 * Decimal("0.15") / M + 9 * Decimal("0.60") / M
+
+
+def test_inconsistent_usage_is_no_usage_and_response_unchanged(server, pipeline, client):
+    bad = mistral_api.Scenario(prompt_tokens=100, cached_tokens=500)
+    server.enqueue(mistral_api.scenario(bad))
+    response = call(client, "sync", "mistral-small-latest")
+    assert response.usage.prompt_tokens == 100
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
