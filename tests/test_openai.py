@@ -487,3 +487,21 @@ def test_legacy_text_completions(pipeline, client, server):
     assert plain.attributes[attr.GEN_AI_REQUEST_MAX_TOKENS] == 50
     assert streamed.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
     assert usd(plain) == usd(streamed) == Decimal("0.004")  # $1.50 / $2 per M
+
+
+def test_raw_response_wrappers_bound_earlier_stop_after_uninstrument(server):
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+    from tokentrail.testing import InMemoryPipeline
+
+    client = openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0)
+    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as first:
+        raw = client.chat.completions.with_raw_response  # the SDK caches this, with create bound now
+        raw.create(model="gpt-4o", messages=user_message())
+        assert len(first.llm_spans()) == 1
+    seen: list = []
+    preflight.register(seen.append)  # called by an active wrapper only
+    try:
+        raw.create(model="gpt-4o", messages=user_message())  # still our wrapper, now inactive
+    finally:
+        preflight._checks.remove(seen.append)
+    assert seen == []

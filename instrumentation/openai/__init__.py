@@ -68,7 +68,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
             self._patched: list[tuple[str, str]] = []
             return
         tracer_provider = kwargs.get("tracer_provider")
-        instruments = patch.Instruments(
+        self._instruments = instruments = patch.Instruments(
             trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider),
             tracer_provider=tracer_provider,
             meter_provider=kwargs.get("meter_provider"),
@@ -99,6 +99,10 @@ class OpenAIInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import importlib
+
+        instruments = getattr(self, "_instruments", None)
+        if instruments is not None:
+            instruments.active = False
 
         for module, name in getattr(self, "_patched", []):
             owner_name, _, method = name.rpartition(".")

@@ -117,7 +117,7 @@ def files_content_wrapper(instruments: Any, is_async: bool) -> Callable[..., Any
     """Wraps ``Files.content``: the caller gets the SDK's result untouched."""
 
     def observe(instance: Any, result: Any) -> None:
-        if genai_span.should_skip():
+        if not getattr(instruments, "active", True) or genai_span.should_skip():
             return
         try:
             data = result.content  # already read: files.content is not a streamed request

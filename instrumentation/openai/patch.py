@@ -180,12 +180,15 @@ def _start(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
 class Instruments:
     """What the instrumentor was given: the tracer, and the providers for the metrics fallback."""
 
-    __slots__ = ("tracer", "tracer_provider", "meter_provider")
+    __slots__ = ("tracer", "tracer_provider", "meter_provider", "active")
 
     def __init__(self, tracer: Any, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.tracer = tracer
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        # Cleared on uninstrument: a bound method captured earlier (the SDK's cached
+        # with_raw_response wrappers hold one) then passes straight through.
+        self.active = True
 
 
 def _start_span(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
@@ -379,7 +382,7 @@ class _AsyncRawProxy(_SyncRawProxy):
 # --------------------------------------------------------------------------------------------
 def sync_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if genai_span.should_skip():
+        if not instruments.active or genai_span.should_skip():
             return wrapped(*args, **kwargs)
         try:
             plan = _plan(kind, instance, kwargs)
@@ -400,7 +403,7 @@ def sync_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
 
 def async_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if genai_span.should_skip():
+        if not instruments.active or genai_span.should_skip():
             return await wrapped(*args, **kwargs)
         try:
             plan = _plan(kind, instance, kwargs)
