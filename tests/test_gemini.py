@@ -363,3 +363,14 @@ def test_inconsistent_usage_is_no_usage_and_response_unchanged(server, pipeline,
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
     assert attr.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes
+
+
+def test_uninstrument_restores_the_sdk(server):
+    from google.genai import models
+
+    before = {name: models.Models.__dict__[name] for name in ("_generate_content", "_generate_content_stream")}
+    inst = GoogleGenAIInstrumentor()
+    with InMemoryPipeline(instrument=[inst]):
+        assert models.Models.__dict__["_generate_content"] is not before["_generate_content"]
+    assert {name: models.Models.__dict__[name] for name in before} == before
+    assert models.AsyncModels._generate_content.__qualname__ == "AsyncModels._generate_content"

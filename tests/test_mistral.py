@@ -261,3 +261,12 @@ def test_inconsistent_usage_is_no_usage_and_response_unchanged(server, pipeline,
     assert response.usage.prompt_tokens == 100
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+
+
+def test_uninstrument_restores_the_sdk(server):
+    from mistralai.client import chat as chat_module
+
+    before = dict(vars(chat_module.Chat))
+    with InMemoryPipeline(instrument=[MistralInstrumentor()]):
+        assert vars(chat_module.Chat)["complete"] is not before["complete"]
+    assert all(vars(chat_module.Chat)[k] is before[k] for k in ("complete", "stream", "complete_async", "stream_async"))
