@@ -23,6 +23,12 @@ from tokentrail.testing import InMemoryPipeline
 
 
 def dump(pipeline: InMemoryPipeline, out: str) -> None:
+    if os.environ.get("HOP_LEDGER"):  # also into the machine's ledger, beside the parent's spans
+        from tokentrail.ledger import LedgerSpanExporter
+
+        exporter = LedgerSpanExporter(os.environ["HOP_LEDGER"])
+        exporter.export(pipeline.spans())
+        exporter.shutdown()
     with open(out, "a", encoding="utf-8") as fh:
         for s in pipeline.spans():
             fh.write(json.dumps({

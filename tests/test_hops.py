@@ -216,3 +216,35 @@ def test_redis_stream_consumer_in_another_process(pipeline, client, server, tmp_
         assert span["trace_id"] == traces[tenant]
         assert span["attributes"][attr.TOKENTRAIL_TASK_NAME] == {"acme": "research", "globex": "billing"}[tenant]
     r.delete(stream)
+
+
+def test_multi_process_run_is_one_trace_in_the_ledger_with_its_full_cost(pipeline, client, server, tmp_path,
+                                                                          monkeypatch):
+    from tokentrail.ledger import LedgerSpanExporter
+
+    monkeypatch.setenv("TOKENTRAIL_BAGGAGE_SECRET", SECRET)
+    ledger = tmp_path / "ledger.db"
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))  # parent: gpt-4o, $0.01
+    with tokentrail.attribute(tenant="acme"), tokentrail.task("research", id="R-1"):
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+        env = worker_env(server, {**propagation.environ(), "HOP_LEDGER": str(ledger)})
+        subprocess.run([sys.executable, WORKER, "env", str(tmp_path / "spans.jsonl")], env=env, check=True,
+                       timeout=120)
+    exporter = LedgerSpanExporter(str(ledger))
+    exporter.export(pipeline.spans())
+    exporter.shutdown()
+
+    trace_id = format(task_span(pipeline, "research").context.trace_id, "032x")
+    [child] = child_llm_spans(tmp_path / "spans.jsonl")
+    child_nano = child["attributes"][attr.TOKENTRAIL_COST_NANO_USD]
+    shown = subprocess.run([sys.executable, "-m", "tokentrail.cli", "trace", trace_id, "--ledger", str(ledger),
+                            "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["calls"] == 2
+    assert data["cost_nano_usd"] == 10_000_000 + child_nano  # both processes' calls, one trace
+    [root] = [s for s in data["spans"] if s["depth"] == 0]
+    assert root["name"] == "task research" and root["subtree_cost_nano_usd"] == data["cost_nano_usd"]
+    llm = [s for s in data["spans"] if s["llm"]]
+    assert {s["name"] for s in llm} == {"chat gpt-4o", "chat gpt-4o-mini"}
+    assert all(s["owner"] == {"tenant": "acme", "task": "research", "task_id": "R-1"} for s in llm)
