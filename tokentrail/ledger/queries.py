@@ -11,7 +11,6 @@ import re
 import sqlite3
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -48,7 +47,16 @@ MANY_CALLS = 10
 RUNAWAY_FACTOR = 3.0
 
 
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-ledger-query")
+_POOL: Any = None
+
+
+def _pool() -> Any:
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-ledger-query")
+    return _POOL
 
 
 class LedgerNotFound(LedgerError):
@@ -268,7 +276,7 @@ class Ledger:
         before_future = None
         if previous is not None:
             prev_sql, prev_params = previous.sql()
-            before_future = _POOL.submit(
+            before_future = _pool().submit(
                 self._side_query,
                 f"SELECT {select}SUM(cost_nano) FROM spans WHERE llm = 1 AND {prev_sql}{where_sql}{group}",
                 prev_params + where_params,
