@@ -374,3 +374,15 @@ def test_uninstrument_restores_the_sdk(server):
         assert models.Models.__dict__["_generate_content"] is not before["_generate_content"]
     assert {name: models.Models.__dict__[name] for name in before} == before
     assert models.AsyncModels._generate_content.__qualname__ == "AsyncModels._generate_content"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flex_tier_is_half_price(server, pipeline, mode):
+    # Gemini API Flex: 50% off input and output (thinking included).
+    server.enqueue(gemini_api.scenario("thinking"))
+    call(gemini_client(server), mode, "gemini-2.5-flash", config=types.GenerateContentConfig(service_tier="flex"))
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_SERVICE_TIER] == "flex"
+    assert span.attributes[attr.TOKENTRAIL_PRICING_TIER].startswith("flex")
+    standard = 1_000 * Decimal("0.30") / M + 2_000 * Decimal("2.50") / M
+    assert cost_usd(span) == standard / 2

@@ -49,6 +49,15 @@ def _config_value(config: Any, name: str) -> Any:
     return getattr(config, name, None)
 
 
+def _service_tier(config: Any) -> str | None:
+    """The requested tier (``flex`` is billed at half price, ``priority`` above standard)."""
+    tier = _config_value(config, "service_tier")
+    tier = getattr(tier, "value", tier)
+    if isinstance(tier, str) and tier.lower() not in ("", "unspecified"):
+        return tier.lower()
+    return None
+
+
 def _text_chars(value: Any, budget: list[int]) -> int:
     """Characters of text in ``contents`` (str, Content, Part, dicts, lists), bounded."""
     if budget[0] <= 0:
@@ -82,6 +91,7 @@ def _start(tracer: trace.Tracer, instance: Any, kwargs: dict, *, stream: bool, o
         server_address=host,
         max_tokens=_config_value(config, "max_output_tokens"),
         stream=stream,
+        service_tier=_service_tier(config),
         estimated_input_tokens=preflight.estimate_tokens(chars),
     )
 
