@@ -505,3 +505,8 @@ def test_raw_response_wrappers_bound_earlier_stop_after_uninstrument(server):
     finally:
         preflight._checks.remove(seen.append)
     assert seen == []
+
+
+def test_responses_conversation_id(pipeline, client, server):
+    client.responses.create(model="gpt-4o", input="hi", conversation="conv_123")
+    assert only_llm_span(pipeline).attributes[attr.GEN_AI_CONVERSATION_ID] == "conv_123"

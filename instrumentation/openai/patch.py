@@ -24,6 +24,7 @@ from tokentrail.instrumentation.openai import content, providers
 from tokentrail.instrumentation.openai import streaming as hooks
 from tokentrail.instrumentation.openai.usage import field
 from tokentrail.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
+from tokentrail.semconv import attributes as attr
 
 _log = logging.getLogger(__name__)
 
@@ -150,6 +151,11 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
         estimated_input_tokens=_estimate(kind, kwargs),
         kwargs=kwargs,
     )
+    if kind == RESPONSES:
+        conversation = kwargs.get("conversation")
+        conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
+        if isinstance(conversation, str) and conversation:
+            plan.extra[attr.GEN_AI_CONVERSATION_ID] = conversation
     if (
         kind in (CHAT, COMPLETIONS)
         and stream
@@ -204,6 +210,7 @@ def _start_span(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
         stream=plan.stream if plan.kind != EMBEDDINGS else None,
         service_tier=plan.service_tier,
         estimated_input_tokens=plan.estimated_input_tokens,
+        attributes=plan.extra or None,
     )
 
 
