@@ -217,3 +217,15 @@ def test_streamed_calls_count_in_the_task_when_the_stream_ends(pipeline, client,
     assert text
     assert t.spent_nano == 10_000_000  # $0.01, usage from the hidden usage chunk
     assert task_span(pipeline, "stream-answer").attributes[attr.TOKENTRAIL_TASK_TOKENS_OUTPUT] == 500
+
+
+def test_retry_and_fallback_marks_apply_outside_a_task_too(pipeline, client, server):
+    server.enqueue(openai_api.reply(), openai_api.reply())
+    with tokentrail.retry(2):
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+    with tokentrail.fallback("gpt-4o"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+    first, second = sorted(pipeline.llm_spans(), key=lambda s: s.start_time)
+    assert first.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 2
+    assert second.attributes[attr.TOKENTRAIL_FALLBACK_FROM] == "gpt-4o"
+    assert attr.TOKENTRAIL_TASK_CALL_INDEX not in first.attributes

@@ -359,6 +359,23 @@ def call_marks(state: TaskState | None, model: str) -> tuple[int | None, str | N
     return attempt, from_model
 
 
+def mark_outside_task() -> None:
+    """Outside any task: still put explicit retry/fallback marks on the current LLM span."""
+    ctx = otel_context.get_current()
+    attempt = otel_context.get_value(_RETRY_KEY, ctx)
+    from_model = otel_context.get_value(_FALLBACK_KEY, ctx)
+    if not attempt and not from_model:
+        return
+    try:
+        span = trace.get_current_span(ctx)
+        if attempt:
+            span.set_attribute(attr.TOKENTRAIL_RETRY_ATTEMPT, attempt)
+        if from_model:
+            span.set_attribute(attr.TOKENTRAIL_FALLBACK_FROM, from_model)
+    except Exception:
+        _log.debug("tokentrail: could not mark the call", exc_info=True)
+
+
 def admit(span: Any, state: TaskState, estimate_nano: int, model: str,
           attempt: int | None, from_model: str | None) -> int:
     """Count an admitted call in its task (and ancestors); returns its call index."""
