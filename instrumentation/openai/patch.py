@@ -70,7 +70,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _text_chars(value: Any) -> tuple[int, int]:
-    """(characters, images) in a message content / Responses input, for the estimate."""
+    """(characters, media parts) in a message content / Responses input, for the estimate."""
     if value is None:
         return 0, 0
     if isinstance(value, str):
@@ -84,8 +84,8 @@ def _text_chars(value: Any) -> tuple[int, int]:
         return chars, images
     if isinstance(value, dict):
         kind = value.get("type")
-        if isinstance(kind, str) and "image" in kind:
-            return 0, 1
+        if isinstance(kind, str) and ("image" in kind or "file" in kind or "audio" in kind):
+            return 0, 1  # media: a flat generous allowance each, never their base64 length
         chars = images = 0
         for key in ("content", "text", "input", "output", "arguments", "input_text"):
             c, i = _text_chars(value.get(key))
