@@ -1,11 +1,11 @@
 """Test helpers, public so users can test their own attribution: a fake provider server
 speaking the real APIs' wire shapes, and an in-memory tokentrail pipeline."""
 
-from tokentrail.testing.pipeline import InMemoryPipeline
-from tokentrail.testing.server import FakeProviderServer, FakeRequest, FakeResponse
-
 import importlib
 import logging
+
+from tokentrail.testing.pipeline import InMemoryPipeline
+from tokentrail.testing.server import FakeProviderServer, FakeRequest, FakeResponse
 
 # Provider fakes, each a module with ``register(server)``. Add yours here (one line).
 # OpenAI is registered last: its routes accept any path prefix, so a provider that also
