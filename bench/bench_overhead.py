@@ -53,6 +53,28 @@ HEADER = "x-fake-openai"
 MESSAGES = [{"role": "user", "content": "Summarise this support ticket in one line."}]
 
 
+def inprocess_client() -> openai.OpenAI:
+    """An openai client whose HTTP transport answers in-process with the fake provider's exact
+    bytes (tokentrail.testing.openai_api shapes): no sockets, no server thread, so the per-call
+    differences are not drowned in loopback and scheduler noise."""
+    import httpx2
+
+    from tokentrail.testing import openai_api
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        r = openai_api.Reply(**json.loads(request.headers.get(HEADER, "{}")))
+        if body.get("stream"):
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            sse = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
+                           for c in openai_api.chat_chunks(r, body["model"], include)) + b"data: [DONE]\n\n"
+            return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=openai_api.chat_completion_json(r, body["model"]))
+
+    return openai.OpenAI(base_url="http://fake.invalid/v1", api_key="bench", max_retries=0,
+                         http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
+
+
 class NoopExporter(SpanExporter):
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
@@ -158,7 +180,7 @@ def price_span_us(n: int = 20000) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
-def per_chunk_us(chunks: list[Any], reps: int = 200) -> float:
+def per_chunk_us(chunks: list[Any], reps: int = 200) -> tuple[float, float]:
     """Added CPU per chunk of tokentrail's stream proxy over real SDK-parsed chunks, without
     the network: iterating the chunks plainly vs through the proxy our instrumentation returns
     (slope between a short and the full stream, so the once-per-stream end is excluded)."""
@@ -195,66 +217,51 @@ def per_chunk_us(chunks: list[Any], reps: int = 200) -> float:
         samples.append((added_long - added_short) / reps / (len(chunks) - len(short)) * 1e6)
     tp.shutdown()
     mp.shutdown()
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=200, help="calls per mode per round")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--short-chunks", type=int, default=10)
-    ap.add_argument("--long-chunks", type=int, default=400)
-    args = ap.parse_args()
+def workloads_for(client: openai.OpenAI, calls: int, short_chunks: int, long_chunks: int | None):
+    usage = {"prompt_tokens": 10000, "cached_tokens": 2000, "completion_tokens": 1200}
 
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        base = server.stdout.readline().strip()
-        client = openai.OpenAI(base_url=base, api_key="bench", max_retries=0)
-        usage = {"prompt_tokens": 10000, "cached_tokens": 2000, "completion_tokens": 1200}
+    def nonstream() -> None:
+        client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES,
+                                       extra_headers={HEADER: json.dumps(usage)})
 
-        def nonstream() -> None:
-            client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES,
-                                           extra_headers={HEADER: json.dumps(usage)})
+    def stream_of(chunks: int) -> Callable[[], None]:
+        header = json.dumps({**usage, "chunk_count": chunks, "content": "tok " * chunks})
 
-        def stream_of(chunks: int) -> Callable[[], None]:
-            header = json.dumps({**usage, "chunk_count": chunks, "content": "tok " * chunks})
+        def go() -> None:
+            for _ in client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES, stream=True,
+                                                    extra_headers={HEADER: header}):
+                pass
+        return go
 
-            def go() -> None:
-                for _ in client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES, stream=True,
-                                                        extra_headers={HEADER: header}):
-                    pass
-            return go
+    out = {"non-streaming": (nonstream, calls), f"stream {short_chunks} chunks": (stream_of(short_chunks), calls)}
+    if long_chunks:
+        out[f"stream {long_chunks} chunks"] = (stream_of(long_chunks), max(20, calls // 4))
+    return out
 
-        workloads = {
-            "non-streaming": (nonstream, args.calls),
-            f"stream {args.short_chunks} chunks": (stream_of(args.short_chunks), args.calls),
-            f"stream {args.long_chunks} chunks": (stream_of(args.long_chunks), max(20, args.calls // 4)),
-        }
-        modes = [Mode(), Official(), Tokentrail()]
-        results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        for r in range(args.rounds):
-            for wname, (call, n) in workloads.items():
-                order = modes if r % 2 == 0 else list(reversed(modes))
-                for mode in order:
-                    results.setdefault((wname, mode.name), []).append(run_block(mode, call, n))
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-        # Real chunks parsed by the SDK (no instrumentation active) for the per-chunk figure.
-        header = json.dumps({**usage, "chunk_count": args.long_chunks, "content": "tok " * args.long_chunks})
-        chunks = list(client.chat.completions.create(
-            model="gpt-5.4-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
-            extra_headers={HEADER: header}))
-    finally:
-        server.stdin.close()
-        server.wait(timeout=10)
 
+def measure(workloads: dict, rounds: int, label: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    modes = [Mode(), Official(), Tokentrail()]
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in range(rounds):
+        for wname, (call, n) in workloads.items():
+            order = modes if r % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                results.setdefault((wname, mode.name), []).append(run_block(mode, call, n))
+        print(f"{label}: round {r + 1}/{rounds} done", file=sys.stderr)
+    return results
+
+
+def report(results: dict, workloads: dict, rounds: int) -> None:
     def added(wname: str, mode: str, idx: int) -> float:
-        # per-round difference to bare, median over rounds (pairs measured minutes apart drift)
+        # per-round difference to bare, median over rounds (blocks minutes apart drift)
         return statistics.median(m[idx] - b[idx] for m, b in zip(results[(wname, mode)], results[(wname, "bare")]))
 
     def ratio(wname: str, mode: str, idx: int) -> float:
         return statistics.median(m[idx] / b[idx] for m, b in zip(results[(wname, mode)], results[(wname, "bare")]))
 
-    print(f"\nper call, median of {args.rounds} rounds; bare = the openai SDK alone on the loopback fake provider\n")
     print("| workload | mode | wall µs | CPU µs | added wall µs | added CPU µs | wall ratio | CPU ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for wname in workloads:
@@ -267,15 +274,54 @@ def main() -> None:
             else:
                 print(f"| {wname} | {mode} | {wall:.0f} | {cpu:.0f} | {added(wname, mode, 0):+.0f} | "
                       f"{added(wname, mode, 1):+.0f} | {ratio(wname, mode, 0):.3f} | {ratio(wname, mode, 1):.3f} |")
-    short, long_ = f"stream {args.short_chunks} chunks", f"stream {args.long_chunks} chunks"
-    span = args.long_chunks - args.short_chunks
+    names = [w for w in workloads if w.startswith("stream")]
+    if len(names) == 2:
+        short, long_ = names
+        span = int(long_.split()[1]) - int(short.split()[1])
+        print()
+        for mode in ("official", "tokentrail"):
+            per_chunk = (added(long_, mode, 1) - added(short, mode, 1)) / span
+            print(f"{mode}: added CPU per streamed chunk {per_chunk:.2f} µs (slope of added CPU, {short} -> {long_})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=200, help="calls per mode per round")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--short-chunks", type=int, default=10)
+    ap.add_argument("--long-chunks", type=int, default=400)
+    args = ap.parse_args()
+
+    # 1. In-process transport: the precise per-call figure.
+    inproc = workloads_for(inprocess_client(), args.calls * 2, args.short_chunks, None)
+    inproc_results = measure(inproc, args.rounds, "in-process")
+
+    # 2. The fake provider on loopback: the real HTTP stack, and streaming per chunk.
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        base = server.stdout.readline().strip()
+        client = openai.OpenAI(base_url=base, api_key="bench", max_retries=0)
+        loopback = workloads_for(client, args.calls, args.short_chunks, args.long_chunks)
+        loop_results = measure(loopback, args.rounds, "loopback")
+        # Real chunks parsed by the SDK (no instrumentation active) for the per-chunk figure.
+        header = json.dumps({"prompt_tokens": 10000, "completion_tokens": 1200, "chunk_count": args.long_chunks,
+                             "content": "tok " * args.long_chunks})
+        chunks = list(client.chat.completions.create(
+            model="gpt-5.4-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+            extra_headers={HEADER: header}))
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+
+    print(f"\nper call, median of {args.rounds} rounds; bare = the openai SDK alone\n")
+    print("In-process HTTP transport (the fake provider's bytes, no sockets):\n")
+    report(inproc_results, inproc, args.rounds)
+    print("\nFake provider on loopback (child process):\n")
+    report(loop_results, loopback, args.rounds)
     print()
-    for mode in ("official", "tokentrail"):
-        per_chunk = (added(long_, mode, 1) - added(short, mode, 1)) / span
-        print(f"{mode}: added CPU per streamed chunk {per_chunk:.2f} µs "
-              f"(slope of added CPU between {args.short_chunks} and {args.long_chunks} chunks)")
-    print(f"tokentrail stream proxy, in memory: added CPU per chunk {per_chunk_us(chunks):.2f} µs "
-          f"({len(chunks)} real ChatCompletionChunks, slope vs 12)")
+    median, best = per_chunk_us(chunks)
+    print(f"tokentrail stream proxy, in memory: added CPU per chunk {median:.2f} µs median, {best:.2f} µs best "
+          f"of 5 ({len(chunks)} real ChatCompletionChunks, slope vs 12)")
     print(f"price_span, warm: {price_span_us():.2f} µs CPU per span")
 
 
