@@ -559,3 +559,47 @@ def test_async_caller_sees_exactly_what_the_sdk_returns(server):
         traced = asyncio.run(results())
         assert len(pipe.llm_spans()) == 2
     assert traced == plain and traced[1]
+
+
+@pytest.mark.parametrize("name", ["cache_hit", "cache_write", "long_context"])
+@pytest.mark.parametrize("which", ["bedrock", "vertex"])
+def test_cloud_clients_async_and_cache_fixtures(server, pipeline, which, name):
+    model = {"bedrock": "eu.anthropic.claude-sonnet-4-20250514-v1:0", "vertex": "claude-sonnet-4@20250514"}[which]
+
+    async def run():
+        if which == "bedrock":
+            c = anthropic.AsyncAnthropicBedrock(aws_access_key="AKIDTEST", aws_secret_key="secret",
+                                                aws_region="eu-west-1", base_url=server.url, max_retries=0)
+        else:
+            c = anthropic.AsyncAnthropicVertex(region="europe-west1", project_id="p", access_token="token",
+                                               base_url=f"{server.url}/v1", max_retries=0)
+        async with c:
+            await c.messages.create(model=model, max_tokens=1024, messages=MESSAGES)
+            async with c.messages.stream(model=model, max_tokens=1024, messages=MESSAGES) as stream:
+                await stream.get_final_message()
+
+    enqueue(server, name, stream=False)
+    if which == "bedrock":  # AnthropicBedrock streams arrive in Bedrock's binary event stream
+        usage, content, _ = FIXTURES[name]
+        frames = [bedrock_api.chunk_frame(data) for event, data in fake.message_events(usage=usage, message_id="m")
+                  if event != "ping"]
+        server.enqueue(FakeResponse(body=iter(frames), content_type=bedrock_api.EVENTSTREAM))
+    else:
+        enqueue(server, name, stream=True)
+    asyncio.run(run())
+    spans = pipeline.llm_spans()
+    assert len(spans) == 2
+    assert [check_invariants(s) for s in spans][0] == check_invariants(spans[1])
+    assert all(usd(s) == Decimal(FIXTURES[name][2]) for s in spans)
+
+
+def test_async_batch_results_priced_at_batch_tier(server, pipeline):
+    async def run():
+        async with aclient(server) as c:
+            batch = await c.messages.batches.create(requests=[
+                {"custom_id": "only", "params": {"model": MODEL, "max_tokens": 100, "messages": MESSAGES}}])
+            return [r.custom_id async for r in await c.messages.batches.results(batch.id)]
+
+    assert asyncio.run(run()) == ["only"]
+    [span] = [s for s in pipeline.llm_spans() if attr.GEN_AI_USAGE_COST_AMOUNT in s.attributes]
+    assert usd(span) == Decimal("0.021")
