@@ -3,9 +3,12 @@
 Patched at the client's ``request`` (``SyncAPIClient.request`` / ``AsyncAPIClient.request``),
 the one method every Messages surface goes through exactly once per call, retries included:
 ``messages.create`` (plain and ``stream=True``), the ``messages.stream`` helper, ``parse``,
-``beta.messages``, ``with_raw_response``, and the ``AnthropicBedrock`` / ``AnthropicVertex``
-clients (same resources, other transport). A call is recognised by the SDK's own span name
-for it (``anthropic.messages.create``); ``count_tokens`` is free and gets no span from us.
+``beta.messages``, and the ``AnthropicBedrock`` / ``AnthropicVertex`` clients (same resources,
+other transport). A call is recognised by the SDK's own span name for it
+(``anthropic.messages.create``); ``count_tokens`` is free and gets no span from us. Raw
+responses (``with_raw_response`` / ``with_streaming_response``) whose body is still unread are
+finished when the caller parses them (``APIResponse.parse``), or at garbage collection.
+Message Batch results get one span each as they are read (``Batches.results``).
 
 The SDK's native OpenTelemetry span for a call we trace is suppressed (see ``__init__``):
 the user gets one LLM span per call. Our failures never reach the caller.
