@@ -181,8 +181,12 @@ def _make_handler(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
                 if response.abort_after is not None and index >= response.abort_after:
                     self.close_connection = True
                     return
-                self.wfile.write(piece)
-                self.wfile.flush()
+                try:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the client closed a stream early
+                    self.close_connection = True
+                    return
                 if response.chunk_delay:
                     time.sleep(response.chunk_delay)
 
