@@ -1,9 +1,14 @@
 """OpenTelemetry instrumentation of the openai SDK (OpenAI and OpenAI-compatible endpoints).
 
 ``OpenAIInstrumentor().instrument(tracer_provider=...)`` patches chat.completions
-(create, parse, and so stream), responses (create, parse, and so stream) and embeddings,
-sync and async, including ``with_raw_response`` / ``with_streaming_response``. Each call
-yields one CLIENT span ``"{operation} {model}"`` with usage, owner and cost attributes.
+(create, parse, and so stream), responses (create, parse, and so stream; beta.responses),
+embeddings and legacy completions, sync and async, including ``with_raw_response`` /
+``with_streaming_response``. Each call yields one CLIENT span ``"{operation} {model}"`` with
+usage, owner and cost attributes.
+
+Modules: ``patch`` (wrappers, request planning), ``usage`` (pure usage extraction),
+``streaming`` (stream hooks, result recording), ``providers`` (base_url -> provider),
+``content`` (opt-in message content), ``batch`` (Batch API results).
 Batch API results are priced at the batch tier when their output file is read
 (``files.content``; see ``batch``).
 
