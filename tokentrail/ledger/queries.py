@@ -377,6 +377,8 @@ class Ledger:
                 row["change"] = None if not before else (agg["cost_nano_usd"] - before) / before
             rows.append(row)
         rows.sort(key=lambda r: (-r["cost_nano_usd"], -r["calls"], [r[f] for f in by]))
+        if by and by[0] == "day":  # a time series reads in time order (costliest first within a day)
+            rows.sort(key=lambda r: r["day"])
         totals = {
             k: sum(r[k] for r in rows)
             for k in ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
