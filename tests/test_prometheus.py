@@ -23,8 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tokentrail.dashboards import build, queries as q
+from tokentrail.dashboards import alerts, build, queries as q
 from tokentrail.dashboards.exposition import OpenMetricsBridge
 from tokentrail.semconv import attributes as A
 
@@ -48,9 +49,15 @@ class Prometheus:
     def __init__(self, workdir: Path, target: str):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The shipped alert rules, evaluated every second instead of every minute.
+        rules = yaml.safe_load((alerts.ALERTS_DIR / alerts.RULES_FILE).read_text())
+        for group in rules["groups"]:
+            group["interval"] = "1s"
+        (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
         config = workdir / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: ['{workdir / 'rules.yaml'}']\n"
             "scrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n"
             f"    static_configs:\n      - targets: ['{target}']\n")
         self.log = (workdir / "prometheus.log").open("w")
@@ -104,7 +111,7 @@ BUDGETS_YAML = """
 budgets:
   - tenant: acme
     window: month
-    limit_usd: 0.50
+    limit_usd: 0.15
   - team: growth
     window: day
     limit_usd: 5.00
@@ -546,7 +553,7 @@ def test_budget_burn(stack):
     got = by_labels(value(stack, "owner-drilldown.json", "Budget burn against budget"), q.TENANT, q.TEAM,
                     q.BUDGET_WINDOW)
     # One shared in-process spend store: both environments' acme calls count against acme's month.
-    assert got[("acme", None, "month")] == pytest.approx(100 * t.usd(tenant="acme") / 0.50, abs=1e-4)
+    assert got[("acme", None, "month")] == pytest.approx(100 * t.usd(tenant="acme") / 0.15, abs=1e-4)
     assert got[(None, "growth", "day")] == pytest.approx(100 * t.usd(team="growth") / 5.00, abs=1e-4)
 
 
@@ -569,3 +576,19 @@ def test_expensive_requests_filtered_by_tenant(stack):
     _, t, _ = stack
     got = by_labels(value(stack, "expensive-requests.json", "Calls per cost bucket", dict(ALL, tenant="globex")), "le")
     assert got[("+Inf",)] == sum(1 for c in t.priced if c["tenant"] == "globex")
+
+
+def test_alert_rules_fire_on_the_workload(stack):
+    """The shipped rules, evaluated by the real Prometheus over the workload: the unpriced model alerts at its
+    first call, acme (over 50% but under 80% of its budget) gets exactly the 50% alert."""
+    prom, t, _ = stack
+    assert 50 < 100 * t.usd(tenant="acme") / 0.15 < 80
+
+    def firing():
+        return {(a["labels"]["alertname"], a["labels"].get(q.MODEL) or a["labels"].get(q.TENANT) or
+                 a["labels"].get(q.TEAM)) for a in prom.api("alerts")["alerts"] if a["state"] == "firing"}
+
+    want = {("TokentrailUnpricedCalls", "tokentrail-unknown-finetune"), ("TokentrailBudgetTenant50", "acme")}
+    prom._wait(lambda: want <= firing(), f"alerts never fired: {want - firing()}")
+    names = {name for name, _ in firing()}
+    assert "TokentrailBudgetTenant80" not in names and "TokentrailBudgetTeam50" not in names
