@@ -6,6 +6,7 @@ the Debian Prometheus (2.42) predates Prometheus' OTLP receiver (2.47+), so the 
 Collector hop with this server: it accepts the very OTLP/HTTP protobuf requests the SDK's exporter sends,
 keeps cumulative state per series like the exporter's accumulator, and serves an OpenMetrics page with the
 Collector's naming (``promnames``), its ``job``/``instance`` mapping from ``service.name``/``service.instance.id``,
+``otel_scope_name``/``otel_scope_version`` labels,
 exemplars with ``trace_id``/``span_id``, and the one transform collector-config.yaml applies to metrics (copy the
 ``deployment.environment.name`` resource attribute onto the points).
 """
@@ -142,8 +143,13 @@ class OpenMetricsBridge:
                     base.append(("instance", res[_SERVICE_INSTANCE]))
                 copied = {label(k): res[k] for k in RESOURCE_TO_POINTS if k in res}
                 for sm in rm.scope_metrics:
+                    # Like the exporter (and the OTel Prometheus compatibility spec): every point carries its
+                    # instrumentation scope, so the dashboards must aggregate it away.
+                    scope = [("otel_scope_name", sm.scope.name)] if sm.scope.name else []
+                    if sm.scope.version:
+                        scope.append(("otel_scope_version", sm.scope.version))
                     for metric in sm.metrics:
-                        self._ingest_metric(metric, base, copied)
+                        self._ingest_metric(metric, base + scope, copied)
             self.pushes += 1
             self.scrapes_after_push = 0
 
