@@ -28,6 +28,7 @@ SPIKE_MIN_USD_PER_HOUR = 1.0
 TASK_P95_FACTOR = 2
 CACHE_DROP_FACTOR = 0.5
 CACHE_MIN_INPUT_TOKENS_PER_HOUR = 10_000
+RUNAWAY_CALLS_P95 = 20
 
 TASK_P95_1H = "tokentrail:task_cost_usd:p95_1h"
 TENANT_CACHE_HIT_1H = "tokentrail:tenant_cache_hit_ratio:1h"
@@ -76,6 +77,15 @@ def rules() -> dict:
                             "7-day baseline",
                  "description": "The p95 cost of this task over the last hour is far above its usual. A loop or a growing "
                                 "context: open the most expensive tasks in 'Expensive requests'."}},
+            {"alert": "TokentrailTaskRunaway",
+             "expr": f"histogram_quantile(0.95, sum by (le, {q.TASK_NAME}) (rate({q.TASK_ITERATIONS}_bucket[15m])))"
+                     f" > {RUNAWAY_CALLS_P95}",
+             "for": "5m", "labels": {"severity": "critical"},
+             "annotations": {
+                 "summary": f"Task {{{{ $labels.{q.TASK_NAME} }}}}: p95 runs make over {RUNAWAY_CALLS_P95} LLM calls",
+                 "description": "Runs of this task keep calling the model (an agent retrying its own output with "
+                                "the full context). Set max_calls/budget_usd on the task so the breaker stops it, "
+                                "and open its most expensive runs in 'Expensive requests'."}},
             {"alert": "TokentrailSpendRateSpike",
              "expr": f"sum(rate({cost_sum}[15m])) > {SPIKE_FACTOR} * sum(rate({cost_sum}[1d] offset 15m))"
                      f" and sum(rate({cost_sum}[15m])) * 3600 > {SPIKE_MIN_USD_PER_HOUR}",
@@ -190,6 +200,23 @@ def unit_tests() -> dict:
         "alert_rule_test": [
             _case(f"{samples * 5 - 10}m", "TokentrailTaskCostP95AboveBaseline"),
             _case(f"{samples * 5 + 90}m", "TokentrailTaskCostP95AboveBaseline", {q.TASK_NAME: "research"}),
+        ],
+    })
+
+    # Runaway task: "triage" runs take 3 calls, then start looping at 40 calls; "search" stays at 2.
+    tests.append({
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="triage",le="5"}}', "values": "0+2x30 60x30"},
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="triage",le="55"}}', "values": "0+2x60"},
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="triage",le="+Inf"}}', "values": "0+2x60"},
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="search",le="5"}}', "values": "0+1x60"},
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="search",le="55"}}', "values": "0+1x60"},
+            {"series": f'{q.TASK_ITERATIONS}_bucket{{{q.TASK_NAME}="search",le="+Inf"}}', "values": "0+1x60"},
+        ],
+        "alert_rule_test": [
+            _case("25m", "TokentrailTaskRunaway"),
+            _case("55m", "TokentrailTaskRunaway", {q.TASK_NAME: "triage"}),
         ],
     })
 
