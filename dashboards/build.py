@@ -340,6 +340,18 @@ def owner() -> db.Dashboard:
         "average: fix those tenants' prompts first.",
         [promq(f"100 * quantile(0.1, {q.cache_hit_ratio(q.TENANT, variables=v)})", instant=True)], PERCENT,
         [(None, RED), (50, YELLOW), (80, GREEN)], w=6, decimals=1, no_value="no data"))
+    # Each tenant's own dispersion over time: its hourly cache-hit ratios, median and 10th percentile.
+    hourly = f"({q.cache_hit_ratio(q.TENANT, '1h', v)}) >= 0"  # >= 0 drops hours without input (0/0)
+    d = d.with_panel(table_panel(
+        "Cache-hit ratio per tenant: median and p10 hour", "For each tenant, the median and the 10th percentile "
+        "of its hourly cache-hit ratios in the range (tenant-hours with input only); click a tenant for its "
+        "expensive requests. A p10 far below the median means some hours lose the cache (deploys changing the "
+        "prompt prefix, traffic gaps longer than the cache TTL). Red below 50%.",
+        [promq(f"100 * quantile_over_time(0.5, ({hourly})[$__range:1h])", ref="A", instant=True,
+               table_format=True),
+         promq(f"100 * quantile_over_time(0.1, ({hourly})[$__range:1h])", ref="B", instant=True,
+               table_format=True)],
+        PERCENT, w=24, links=[owner_link(q.TENANT, "tenant")], steps=((None, RED), (50, YELLOW), (80, GREEN))))
     d = d.with_row(db.Row("Budget"))
     budget_by = f"{q.TENANT},{q.TEAM},{q.BUDGET_WINDOW}"
     bv = {q.TENANT: "$tenant", q.TEAM: "$team"}

@@ -257,6 +257,7 @@ def stack(tmp_path_factory):
         prom = Prometheus(workdir, bridge.endpoint.removeprefix("http://"))
         try:
             spans_by_env, all_spans = {}, []
+            started = time.time()
             for env, calls in workload_calls().items():
                 spans, llm, metrics = run_workload(server, env, calls)
                 spans_by_env[env] = llm
@@ -266,6 +267,7 @@ def stack(tmp_path_factory):
                 assert exporter.export(metrics) == MetricExportResult.SUCCESS
                 exporter.shutdown()
             truth = Truth(spans_by_env, all_spans)
+            truth.started = started
             expected_calls = len(truth.priced)
             # Prometheus has the final state once it scraped after the last push and answers with it.
             prom._wait(lambda: bridge.scrapes_after_push >= 2, "Prometheus never scraped the bridge")
@@ -471,6 +473,22 @@ def test_owner_drilldown_numbers(stack):
         statistics.median(values))
     assert scalar(value(stack, "owner-drilldown.json", "Cache-hit ratio: p10 tenant")) == pytest.approx(
         _prom_quantile(0.1, values))
+
+
+def test_cache_hit_median_and_p10_hour_per_tenant(stack):
+    """Evaluated just after the next hour boundary, the range holds one whole hour containing the workload, so
+    each tenant's hourly median and p10 both equal its ratio over the workload."""
+    prom, t, at = stack
+    panel, _ = _target("owner-drilldown.json", "Cache-hit ratio per tenant: median and p10 hour")
+    boundary = math.ceil(at / 3600) * 3600
+    results = [prom.api("query", query=substitute(target["expr"], ALL, STEP_S), time=boundary + 1)["result"]
+               for target in panel["targets"]]
+    if t.started < boundary - 3600:  # the workload straddled an hour boundary: two hours, no single ratio
+        return
+    for result in results:
+        got = by_labels(result, q.TENANT)
+        for tenant in {c["tenant"] for c in t.calls if c["tenant"]}:
+            assert got[(tenant,)] == pytest.approx(100 * t.cache_ratio(tenant=tenant), abs=1e-9), tenant
 
 
 def _prom_quantile(phi: float, values: list[float]) -> float:
