@@ -127,6 +127,48 @@ def cpu_timed(fn, repeat: int = 5) -> float:
     return statistics.median(samples)
 
 
+def export_cost(n: int = 20_000, batch: int = 512) -> tuple[float, float]:
+    """CPU µs per span of LedgerSpanExporter.export (row building + one transaction per batch of 512,
+    the BatchSpanProcessor's default) against span.to_json() (what the console exporter does per span)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tokentrail.ledger import LedgerSpanExporter
+    from tokentrail.semconv import attributes as a
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    attrs = {
+        a.GEN_AI_PROVIDER_NAME: "openai", a.GEN_AI_OPERATION_NAME: "chat", a.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        a.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18", a.GEN_AI_USAGE_INPUT_TOKENS: 5000,
+        a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 4096, a.GEN_AI_USAGE_OUTPUT_TOKENS: 300,
+        a.TOKENTRAIL_COST_STATUS: "priced", a.TOKENTRAIL_COST_NANO_USD: 487_200, a.TOKENTRAIL_COST_INPUT: 0.0001356,
+        a.TOKENTRAIL_COST_CACHE_READ: 0.0003072, a.TOKENTRAIL_COST_CACHE_WRITE: 0.0, a.TOKENTRAIL_COST_OUTPUT: 0.00018,
+        a.TOKENTRAIL_COST_FEES: 0.0, a.TOKENTRAIL_RATE_CARD_VERSION: "genai-prices-0.2.3+ov.a97708d8",
+        a.TOKENTRAIL_PRICING_TIER: "standard", a.TOKENTRAIL_TENANT: "acme", a.TOKENTRAIL_FEATURE: "support-chat",
+        a.TOKENTRAIL_TEAM: "support", a.USER_ID: "u-42",
+    }
+    for _ in range(n):
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attrs):
+            pass
+    spans = list(memory.get_finished_spans())
+    exporter = LedgerSpanExporter(os.path.join(tempfile.mkdtemp(prefix="tokentrail-bench-"), "export.db"))
+    exporter.export(spans[:1])  # open and create the ledger outside the timing
+    t0 = time.process_time()
+    for i in range(0, n, batch):
+        exporter.export(spans[i : i + batch])
+    ledger_us = (time.process_time() - t0) / n * 1e6
+    t0 = time.process_time()
+    for span in spans:
+        span.to_json()
+    json_us = (time.process_time() - t0) / n * 1e6
+    assert exporter.dropped == 0
+    return ledger_us, json_us
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -172,6 +214,9 @@ def main() -> None:
           f"  (`tokentrail --help` alone: {help_s * 1000:.0f} ms wall, {help_cpu * 1000:.0f} ms CPU)")
     print(f"top --since 7d: {top_s * 1000:.0f} ms; tenants --since 30d: {tenants_s * 1000:.0f} ms")
     ledger.close()
+    ledger_us, json_us = export_cost()
+    print(f"export, CPU per span: LedgerSpanExporter.export {ledger_us:.1f} µs vs span.to_json() {json_us:.1f} µs"
+          f" ({ledger_us / json_us:.2f}x), on the batch processor's thread")
 
 
 if __name__ == "__main__":
