@@ -423,7 +423,8 @@ def expensive() -> db.Dashboard:
     d = d.with_panel(
         table.Panel().title("Most expensive LLM calls")
         .description("LLM spans costing at least $min_cost in the range whose tenant and feature match the "
-                     "filters, with their owner; sorted by cost. "
+                     "filters, with their owner, sorted by cost (Tempo returns up to 50 matching traces: raise "
+                     "$min_cost to keep only the top). "
                      "Click the trace id to open it. Red rows are over $1: check input tokens (long-context tier?), "
                      "retry attempt and fallback model.")
         .datasource(TEMPO).span(24).height(10).unit(USD)
