@@ -79,7 +79,7 @@ class Prometheus:
         except Exception:
             return None
 
-    def _wait(self, predicate, message: str, limit_s: float = 60) -> None:
+    def _wait(self, predicate, message: str, limit_s: float = 120) -> None:
         deadline = time.monotonic() + limit_s
         while not predicate():
             if self.proc.poll() is not None or time.monotonic() > deadline:
