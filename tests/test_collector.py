@@ -215,3 +215,14 @@ def test_promtool_check_config():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_check_config_with_the_mounted_rules(tmp_path):
+    """The same config with rule_files pointing where compose mounts them from: promtool loads the rules too."""
+    config = dict(PROM_CONFIG, rule_files=[str(ROOT / "dashboards/alerts/tokentrail-rules.yaml")])
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 14 rules found" in out.stdout
