@@ -184,6 +184,7 @@ def test_sdk_internal_retries_are_counted_on_the_one_llm_span(pipeline, server):
     assert task_span(pipeline, "flaky").attributes[attr.TOKENTRAIL_TASK_COST_RETRIES] == pytest.approx(0.0035)
 
 
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 def test_anthropic_sdk_internal_retries_are_counted_too(server):
     import anthropic
 
