@@ -603,3 +603,22 @@ def test_async_batch_results_priced_at_batch_tier(server, pipeline):
     assert asyncio.run(run()) == ["only"]
     [span] = [s for s in pipeline.llm_spans() if attr.GEN_AI_USAGE_COST_AMOUNT in s.attributes]
     assert usd(span) == Decimal("0.021")
+
+
+def test_async_streaming_response_is_priced_when_parsed(server, pipeline):
+    async def run():
+        async with aclient(server) as c:
+            async with c.messages.with_streaming_response.create(model=MODEL, max_tokens=10,
+                                                                 messages=MESSAGES) as response:
+                assert (await response.parse()).usage.output_tokens == 1200
+            server.enqueue(FakeResponse(sse=fake.message_events()))
+            async with c.messages.with_streaming_response.create(model=MODEL, max_tokens=10, messages=MESSAGES,
+                                                                 stream=True) as response:
+                stream = await response.parse()
+                assert isinstance(stream, anthropic.AsyncStream)
+                async for _ in stream:
+                    pass
+
+    asyncio.run(run())
+    spans = pipeline.llm_spans()
+    assert len(spans) == 2 and all(usd(s) == Decimal("0.042") for s in spans)
