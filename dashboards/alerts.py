@@ -279,6 +279,28 @@ def unit_tests() -> dict:
             _case(f"{samples * 5 + 110}m", "TokentrailTenantCacheHitDrop", {tenant: "acme"}),
         ],
     })
+    # The exact-window spend formula every dashboard uses (queries.delta_in): a steady series gives its exact
+    # growth, a series born inside the window counts from zero (increase() would say 0), a series that reset
+    # inside the window falls back to increase().
+    tests.append({
+        "interval": "1m",
+        "input_series": [
+            {"series": 'spend{s="steady"}', "values": "10x10 15x10 20x10"},
+            {"series": 'spend{s="born"}', "values": "_x14 3x16"},
+            {"series": 'spend{s="reset"}', "values": "5x10 1x10 4x10"},
+        ],
+        "promql_expr_test": [
+            {"expr": q.delta_in("spend", "10m"), "eval_time": "20m", "exp_samples": [
+                {"labels": '{s="steady"}', "value": 5},
+                {"labels": 'spend{s="born"}', "value": 3},  # last_over_time keeps the name
+                {"labels": '{s="reset"}', "value": 1},
+            ]},
+            {"expr": 'increase(spend{s="born"}[10m])', "eval_time": "20m", "exp_samples": [
+                {"labels": '{s="born"}', "value": 0},
+            ]},
+        ],
+    })
+
     # 5-minute evaluation keeps eight simulated days fast; every eval_time above is a multiple of it.
     return {"rule_files": [RULES_FILE], "evaluation_interval": "5m", "tests": tests}
 
