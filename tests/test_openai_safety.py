@@ -14,6 +14,9 @@ from tokentrail.testing import openai_api
 
 from openai_fixtures import client, only_llm_span, pipeline, server, user_message  # noqa: F401
 
+# model_dump() of deliberately malformed usage makes pydantic warn; that is the point here.
+pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+
 MALFORMED = {
     "strings": {"prompt_tokens": "many", "completion_tokens": "few", "total_tokens": "lots"},
     "negative": {"prompt_tokens": -5, "completion_tokens": 500, "total_tokens": 495},
