@@ -151,3 +151,19 @@ def test_label_naming_rules():
     assert promnames.label("tokentrail.tenant") == "tokentrail_tenant"
     assert promnames.label("deployment.environment.name") == "deployment_environment_name"
     assert promnames.label("0abc") == "key_0abc"
+
+
+def test_traceql_queries_are_well_formed():
+    """No Tempo here: check the shape (one span filter, optional select), operators and variables."""
+    variables = {"$min_cost", "$tenant", "$feature"}
+    for dash in dashboards().values():
+        for panel in panels(dash):
+            for target in panel.get("targets", []):
+                if target.get("queryType") != "traceql":
+                    continue
+                query = target["query"]
+                m = re.fullmatch(r"\{ (.+) \}( \| select\((span\.[\w.]+(, span\.[\w.]+)*)\))?", query)
+                assert m, query
+                for cond in re.split(r" && | \|\| ", m.group(1)):
+                    assert re.fullmatch(r'span\.[\w.]+ (>=|>|=|=~) (\$\w+|"\$\w+"|\d+(\.\d+)?|false|true)', cond), cond
+                assert set(re.findall(r"\$\w+", query)) <= variables, query
