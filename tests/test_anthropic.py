@@ -622,3 +622,27 @@ def test_async_streaming_response_is_priced_when_parsed(server, pipeline):
     asyncio.run(run())
     spans = pipeline.llm_spans()
     assert len(spans) == 2 and all(usd(s) == Decimal("0.042") for s in spans)
+
+
+def test_tool_runner_loop_prices_each_call_once_under_the_native_agent_span(server, pipeline):
+    from anthropic import beta_tool
+    from tokentrail.semconv import metrics as names
+
+    @beta_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    native = client(server, open_telemetry={"tracer_provider": pipeline.tracer_provider})
+    server.enqueue(FakeResponse(json=fake.message(content=[fake.tool_use_block("get_weather", {"city": "Paris"})],
+                                                  stop_reason="tool_use")))
+    with tokentrail.attribute(tenant="acme"):
+        for _ in native.beta.messages.tool_runner(model=MODEL, max_tokens=100, tools=[get_weather],
+                                                  messages=MESSAGES):
+            pass
+    spans = {s.name: s for s in pipeline.spans()}
+    agent = spans["anthropic.messages.tool_runner"]
+    calls = [s for s in pipeline.spans() if attr.GEN_AI_USAGE_COST_AMOUNT in s.attributes]
+    assert len(calls) == 2 and all(s.parent.span_id == agent.context.span_id for s in calls)
+    assert attr.GEN_AI_USAGE_COST_AMOUNT not in agent.attributes
+    assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.084)
