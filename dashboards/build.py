@@ -375,7 +375,9 @@ def _calls_per_task_panel() -> table.Panel:
     sel = ", ".join(f"span.{a}" for a in (A.TOKENTRAIL_TASK_CALLS, A.TOKENTRAIL_TASK_NAME,
                                            A.TOKENTRAIL_TASK_COST_TOTAL, A.TOKENTRAIL_TASK_OUTCOME,
                                            A.TOKENTRAIL_TENANT, A.TOKENTRAIL_FEATURE))
-    query = (f'{{ span.{A.TOKENTRAIL_TASK_CALLS} > 0 && span.{A.TOKENTRAIL_TENANT} =~ "$tenant" }} | select({sel})')
+    # :regex formats a multi-value selection as (a|b) for TraceQL's =~
+    query = (f'{{ span.{A.TOKENTRAIL_TASK_CALLS} > 0 && span.{A.TOKENTRAIL_TENANT} =~ "${{tenant:regex}}" }}'
+             f' | select({sel})')
     return (table.Panel().title("Task runs by iteration count")
             .description("Task runs with their number of LLM calls, from Tempo task spans, most calls first. "
                          "Red above 10 calls: an agent is looping (retrying its own output with the full context); "

@@ -165,5 +165,7 @@ def test_traceql_queries_are_well_formed():
                 m = re.fullmatch(r"\{ (.+) \}( \| select\((span\.[\w.]+(, span\.[\w.]+)*)\))?", query)
                 assert m, query
                 for cond in re.split(r" && | \|\| ", m.group(1)):
-                    assert re.fullmatch(r'span\.[\w.]+ (>=|>|=|=~) (\$\w+|"\$\w+"|\d+(\.\d+)?|false|true)', cond), cond
-                assert set(re.findall(r"\$\w+", query)) <= variables, query
+                    assert re.fullmatch(r'span\.[\w.]+ (>=|>|=|=~) (\$\w+|"\$\w+"|"\$\{\w+:regex\}"|\d+(\.\d+)?|false|true)',
+                                        cond), cond
+                used = set(re.findall(r"\$(\w+)|\$\{(\w+):regex\}", query))
+                assert {"$" + (a or b) for a, b in used} <= variables, query
