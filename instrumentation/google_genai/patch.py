@@ -76,7 +76,19 @@ def _text_chars(value: Any, budget: list[int]) -> int:
     return _text_chars(parts, budget) if parts else 0
 
 
-def _start(tracer: trace.Tracer, instance: Any, kwargs: dict, *, stream: bool, operation: str = OPERATION) -> genai_span.LLMCall:
+def _start(*args: Any, **kwargs: Any) -> genai_span.LLMCall:
+    """Start the call's span; our own failure yields a no-op call (the SDK call still runs).
+    Only the pre-flight ``BudgetExceeded`` propagates."""
+    try:
+        return _start_unguarded(*args, **kwargs)
+    except BaseException as exc:
+        if genai_span.is_budget_exceeded(exc):
+            raise
+        _log.debug("tokentrail: starting the LLM span failed", exc_info=True)
+        return genai_span._NoOpCall()
+
+
+def _start_unguarded(tracer: trace.Tracer, instance: Any, kwargs: dict, *, stream: bool, operation: str = OPERATION) -> genai_span.LLMCall:
     provider, host = _provider_and_host(instance)
     config = kwargs.get("config")
     try:

@@ -48,7 +48,19 @@ def _max_tokens(kwargs: dict) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _start(tracer: trace.Tracer, instance: Any, kwargs: dict, *, operation: str, stream: bool | None) -> genai_span.LLMCall:
+def _start(*args: Any, **kwargs: Any) -> genai_span.LLMCall:
+    """Start the call's span; our own failure yields a no-op call (the SDK call still runs).
+    Only the pre-flight ``BudgetExceeded`` propagates."""
+    try:
+        return _start_unguarded(*args, **kwargs)
+    except BaseException as exc:
+        if genai_span.is_budget_exceeded(exc):
+            raise
+        _log.debug("tokentrail: starting the LLM span failed", exc_info=True)
+        return genai_span._NoOpCall()
+
+
+def _start_unguarded(tracer: trace.Tracer, instance: Any, kwargs: dict, *, operation: str, stream: bool | None) -> genai_span.LLMCall:
     try:
         chars = _chars(kwargs.get("messages") if operation == CHAT else kwargs.get("inputs"), [_MAX_WALK])
     except Exception:
