@@ -32,17 +32,29 @@ class _Malformed(ValueError):
     pass
 
 
+_NO_EXTRA = object()
+
+
 def field(obj: Any, name: str) -> Any:
-    """``obj.name`` for SDK models (pydantic serves undeclared extra fields as attributes too)
-    or ``obj[name]`` for mappings. Cheap checks first: this runs a dozen times per call."""
+    """``obj.name`` for SDK models (declared or extra fields) or ``obj[name]`` for mappings.
+
+    Runs a dozen times per call, often for absent names (DeepSeek's and Groq's extras): a
+    pydantic model answers those from its dicts, without the costly AttributeError that
+    ``getattr(model, name, None)`` raises and swallows inside pydantic.
+    """
     if obj is None:
         return None
     if type(obj) is dict:
         return obj.get(name)
-    value = getattr(obj, name, None)
-    if value is None and isinstance(obj, Mapping):
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None and name in fields:
+        return fields[name]
+    extra = getattr(obj, "__pydantic_extra__", _NO_EXTRA)
+    if extra is not _NO_EXTRA:  # a pydantic model: declared fields are in __dict__
+        return extra.get(name) if extra else None
+    if isinstance(obj, Mapping):
         return obj.get(name)
-    return value
+    return getattr(obj, name, None)
 
 
 def _details(obj: Any, name: str) -> Any:
