@@ -309,3 +309,17 @@ def test_three_instrumentations_stacked_still_one_span(server, position, foreign
         assert span.parent.span_id == app_span.get_span_context().span_id
         assert Decimal(nano(span)) / Decimal(10**9) == OPENAI_USD
         assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
+
+
+def test_defer_applies_to_google_genai_and_mistral(server, monkeypatch):
+    from google.genai import models
+    from mistralai.client import chat as chat_module
+
+    from tokentrail.instrumentation.google_genai import GoogleGenAIInstrumentor
+    from tokentrail.instrumentation.mistral import MistralInstrumentor
+
+    monkeypatch.setenv(coexistence.ENV, coexistence.DEFER)
+    before = (models.Models.__dict__["_generate_content"], vars(chat_module.Chat)["complete"])
+    with InMemoryPipeline(instrument=[GoogleGenAIInstrumentor(), MistralInstrumentor()]):
+        assert (models.Models.__dict__["_generate_content"], vars(chat_module.Chat)["complete"]) == before
+    assert (models.Models.__dict__["_generate_content"], vars(chat_module.Chat)["complete"]) == before

@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.google_genai import patch
 
 _MODULE = "google.genai.models"
@@ -32,11 +33,16 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):
         return self._instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        self._patched = coexistence.should_instrument("google_genai")
+        if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
+            return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         for target, factory in _TARGETS:
             wrap_function_wrapper(_MODULE, target, factory(tracer))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        if not getattr(self, "_patched", False):
+            return
         from google.genai import models
 
         for target, _ in _TARGETS:

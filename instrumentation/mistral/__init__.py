@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.mistral import patch
 
 _TARGETS = (
@@ -32,11 +33,16 @@ class MistralInstrumentor(BaseInstrumentor):
         return self._instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        self._patched = coexistence.should_instrument("mistral")
+        if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
+            return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         for module, owner, name, factory in _TARGETS:
             wrap_function_wrapper(module, f"{owner}.{name}", factory(tracer))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        if not getattr(self, "_patched", False):
+            return
         import importlib
 
         for module, owner, name, _ in _TARGETS:
