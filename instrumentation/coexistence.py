@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -89,8 +88,11 @@ class _BoundedSet:
 _ours = _BoundedSet()  # span ids of our LLM spans (recent)
 _shadowed = _BoundedSet()  # span ids of foreign call spans that ours replaced
 _covered = _BoundedSet()  # span ids started below one of our LLM spans (at any depth)
-# Other instrumentations' spans still open, to walk up a chain of wrappers around ours.
-_live: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+# Other instrumentations' spans still open (removed as they end), to walk up a chain of
+# wrappers around ours. A plain dict: a weak one costs several times more per span.
+_live: dict[int, Any] = {}
+_live_lock = threading.Lock()
+_LIVE_CAPACITY = 4096  # spans that never end are forgotten oldest first
 
 # Our recently ended LLM spans by model: (start, end, trace id, has parent), for foreign spans
 # that wrap ours without becoming the current span (OpenLLMetry's google-genai wrapper).
@@ -166,6 +168,10 @@ def on_start(span: Any) -> None:
             _covered.add(span_id)
         if not _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             _live[span_id] = span
+            if len(_live) > _LIVE_CAPACITY:
+                with _live_lock:
+                    while len(_live) > _LIVE_CAPACITY:
+                        _live.pop(next(iter(_live)), None)
     except Exception:
         _log.debug("tokentrail: coexistence on_start failed", exc_info=True)
 
@@ -242,10 +248,11 @@ def is_duplicate(span: Any) -> bool:
             if span.context.span_id in _ours:
                 _remember_ended(span)
             return False
+        span_id = span.context.span_id
+        _live.pop(span_id, None)
         if not is_foreign_call_span(span):
             return False
         # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
-        span_id = span.context.span_id
         if span_id in _shadowed or span_id in _covered:
             return True
         parent = getattr(span, "parent", None)
