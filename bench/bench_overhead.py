@@ -16,6 +16,8 @@ Modes:
   tokentrail tokentrail's OpenAI instrumentation inside tokentrail.attribute(...), with
             AttributionSpanProcessor + CostSpanProcessor(BatchSpanProcessor(no-op)) and the cost
             metrics (views, in-memory reader): span, attribution, pricing, metrics, batch export
+  tokentrail-no-metrics  (in-process table only) the same without recording metrics, to show
+            what the metric points cost
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class Official(Mode):
 
 class Tokentrail(Mode):
     name = "tokentrail"
+    record_metrics = True
 
     def setup(self) -> None:
         from tokentrail.instrumentation.openai import OpenAIInstrumentor
@@ -126,7 +129,8 @@ class Tokentrail(Mode):
                                 shutdown_on_exit=False)
         self.tp = TracerProvider(shutdown_on_exit=False)
         self.tp.add_span_processor(AttributionSpanProcessor())
-        self.tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=self.mp))
+        self.tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=self.mp,
+                                                     record_metrics=self.record_metrics))
         self.inst = OpenAIInstrumentor()
         self.inst.instrument(tracer_provider=self.tp, meter_provider=self.mp, skip_dep_check=True)
         assert self.inst._patched, "tokentrail's OpenAI instrumentation did not patch the SDK"
@@ -138,6 +142,13 @@ class Tokentrail(Mode):
 
     def scope(self):
         return tokentrail.attribute(tenant="acme", feature="summarize")
+
+
+class TokentrailNoMetrics(Tokentrail):
+    """Breakdown only: the same pipeline with the metric recording switched off."""
+
+    name = "tokentrail-no-metrics"
+    record_metrics = False
 
 
 def run_block(mode: Mode, call: Callable[[], None], n: int) -> tuple[float, float]:
@@ -242,8 +253,9 @@ def workloads_for(client: openai.OpenAI, calls: int, short_chunks: int, long_chu
     return out
 
 
-def measure(workloads: dict, rounds: int, label: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    modes = [Mode(), Official(), Tokentrail()]
+def measure(workloads: dict, rounds: int, label: str, breakdown: bool = False
+            ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    modes = [Mode(), Official(), Tokentrail()] + ([TokentrailNoMetrics()] if breakdown else [])
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in range(rounds):
         for wname, (call, n) in workloads.items():
@@ -265,7 +277,9 @@ def report(results: dict, workloads: dict, rounds: int) -> None:
     print("| workload | mode | wall µs | CPU µs | added wall µs | added CPU µs | wall ratio | CPU ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for wname in workloads:
-        for mode in ("bare", "official", "tokentrail"):
+        for mode in ("bare", "official", "tokentrail", "tokentrail-no-metrics"):
+            if (wname, mode) not in results:
+                continue
             rows = results[(wname, mode)]
             wall = statistics.median(x[0] for x in rows)
             cpu = statistics.median(x[1] for x in rows)
@@ -294,7 +308,7 @@ def main() -> None:
 
     # 1. In-process transport: the precise per-call figure.
     inproc = workloads_for(inprocess_client(), args.calls * 2, args.short_chunks, None)
-    inproc_results = measure(inproc, args.rounds, "in-process")
+    inproc_results = measure(inproc, args.rounds, "in-process", breakdown=True)
 
     # 2. The fake provider on loopback: the real HTTP stack, and streaming per chunk.
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
