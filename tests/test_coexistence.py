@@ -323,3 +323,29 @@ def test_defer_applies_to_google_genai_and_mistral(server, monkeypatch):
     with InMemoryPipeline(instrument=[GoogleGenAIInstrumentor(), MistralInstrumentor()]):
         assert (models.Models.__dict__["_generate_content"], vars(chat_module.Chat)["complete"]) == before
     assert (models.Models.__dict__["_generate_content"], vars(chat_module.Chat)["complete"]) == before
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=[CASES[0].id, CASES[5].id])
+def test_concurrent_calls_beside_other_instrumentation_keep_one_span_each(server, case):
+    # Many calls at once (the OpenLLMetry google-genai wrapper is matched by model and time):
+    # every call keeps exactly its own span, under its own request span.
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = 24
+    with InMemoryPipeline(instrument=[case.theirs(), case.ours()]) as p:
+        tracer = p.tracer()
+
+        def one(i):
+            with tokentrail.attribute(tenant=f"t{i % 3}"):
+                with tracer.start_as_current_span(f"request {i}") as app_span:
+                    case.call(server)
+                    return app_span.get_span_context().span_id
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            app_ids = set(pool.map(one, range(calls)))
+        spans = p.llm_spans()
+        assert len(spans) == calls
+        assert all(s.instrumentation_scope.name.startswith("tokentrail") for s in spans)
+        assert {s.parent.span_id for s in spans} == app_ids
+        assert p.metric_count(metric_names.TOKENTRAIL_COST) == calls
+        assert p.metric_sum(metric_names.TOKENTRAIL_COST) == pytest.approx(float(case.usd) * calls)
