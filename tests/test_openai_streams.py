@@ -149,11 +149,8 @@ def test_abandoned_stream_ends_its_span(pipeline, client, server):
     assert only_llm_span(pipeline).attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
 
 
-def _failing_stream() -> FakeResponse:
-    reply = openai_api.Reply()
-    chunks = openai_api.chat_chunks(reply, "gpt-4o", include_usage=True)[:2]
-    failure = {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}}
-    return FakeResponse(sse=[(None, c) for c in chunks] + [(None, failure)])
+def _failing_stream():
+    return openai_api.reply(fail_after=2)
 
 
 def test_error_mid_stream_reaches_the_caller_and_marks_the_span(pipeline, client, server):
@@ -309,13 +306,7 @@ async def test_async_abandoned_stream_ends_its_span(pipeline, aclient, server):
 
 
 def test_failed_response_stream_keeps_usage_and_marks_the_error(pipeline, client, server):
-    reply = openai_api.Reply(prompt_tokens=2000, completion_tokens=500)
-    events = openai_api.response_events(reply, "gpt-4o")
-    kind, final = events[-1]
-    failed = {**final["response"], "status": "failed",
-              "error": {"code": "server_error", "message": "The model failed mid-answer."}}
-    events[-1] = ("response.failed", {**final, "type": "response.failed", "response": failed})
-    server.enqueue(FakeResponse(sse=events))
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500, fail_after=5))
     seen = list(client.responses.create(model="gpt-4o", input="hi", stream=True))
 
     assert seen[-1].type == "response.failed"  # the caller sees the event, as without us

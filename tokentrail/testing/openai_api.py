@@ -19,7 +19,10 @@ Scripting one call (any of):
   whatever its endpoint and stream flag, gets the matching shape with that usage;
 - the request header ``x-fake-openai`` with a JSON object of ``reply`` arguments
   (``extra_headers={"x-fake-openai": json.dumps({...})}``);
-- ``server.enqueue(error(429))`` - OpenAI's error JSON with that status.
+- ``server.enqueue(error(429))`` - OpenAI's error JSON with that status;
+- ``reply(fail_after=N)`` - a stream that fails after N events (chat: the in-stream error the
+  SDK raises as ``APIError``; Responses: a ``response.failed`` event), ``reply(abort_after=N)``
+  - a stream whose connection just ends after N events.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Reply:
     error_message: str | None = None
     chunk_count: int = 3  # content deltas in a stream
     abort_after: int | None = None  # close a stream after this many SSE events
+    fail_after: int | None = None  # a stream reports a server error after this many events
 
 
 def reply(**kwargs: Any) -> Callable[[FakeRequest], FakeResponse]:
@@ -397,7 +401,14 @@ def _answer(request: FakeRequest, scripted: Reply | None = None) -> FakeResponse
         return FakeResponse(json=embeddings_json(r, model, count, body.get("encoding_format")), headers=headers)
     if path.endswith("/responses"):
         if body.get("stream"):
-            return FakeResponse(sse=response_events(r, model, body), headers=headers, abort_after=r.abort_after)
+            events = response_events(r, model, body)
+            if r.fail_after is not None:  # a failed response: billed usage so far, status failed
+                kind, final = events[-1]
+                failed = {**final["response"], "status": "failed",
+                          "error": {"code": "server_error", "message": "The model failed mid-answer."}}
+                events = events[: r.fail_after] + [("response.failed", {**final, "type": "response.failed",
+                                                                         "response": failed})]
+            return FakeResponse(sse=events, headers=headers, abort_after=r.abort_after)
         return FakeResponse(json=response_json(r, model, body), headers=headers)
     legacy = not path.endswith("/chat/completions")
     if body.get("stream"):
@@ -405,7 +416,10 @@ def _answer(request: FakeRequest, scripted: Reply | None = None) -> FakeResponse
         include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
         chunks = text_completion_chunks(r, model, include_usage) if legacy else chat_chunks(r, model, include_usage)
         events: list[tuple[str | None, Any]] = [(None, c) for c in chunks]
-        events.append((None, "[DONE]"))
+        if r.fail_after is not None:  # the API's in-stream error: the SDK raises APIError
+            events = events[: r.fail_after] + [(None, {"error": error(500).json["error"]})]
+        else:
+            events.append((None, "[DONE]"))
         return FakeResponse(sse=events, headers=headers, abort_after=r.abort_after)
     if legacy:
         return FakeResponse(json=text_completion_json(r, model), headers=headers)
