@@ -16,14 +16,25 @@ from wrapt import wrap_function_wrapper
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.mistral import patch
 
+# (module, class, method, wrapper factory); module names are relative to the SDK package,
+# which is ``mistralai.client`` since mistralai 2 and ``mistralai`` before.
 _TARGETS = (
-    ("mistralai.client.chat", "Chat", "complete", lambda t: patch.unary(t, patch.CHAT)),
-    ("mistralai.client.chat", "Chat", "complete_async", lambda t: patch.unary_async(t, patch.CHAT)),
-    ("mistralai.client.chat", "Chat", "stream", patch.stream),
-    ("mistralai.client.chat", "Chat", "stream_async", patch.stream_async),
-    ("mistralai.client.embeddings", "Embeddings", "create", lambda t: patch.unary(t, patch.EMBEDDINGS)),
-    ("mistralai.client.embeddings", "Embeddings", "create_async", lambda t: patch.unary_async(t, patch.EMBEDDINGS)),
+    ("chat", "Chat", "complete", lambda t: patch.unary(t, patch.CHAT)),
+    ("chat", "Chat", "complete_async", lambda t: patch.unary_async(t, patch.CHAT)),
+    ("chat", "Chat", "stream", patch.stream),
+    ("chat", "Chat", "stream_async", patch.stream_async),
+    ("embeddings", "Embeddings", "create", lambda t: patch.unary(t, patch.EMBEDDINGS)),
+    ("embeddings", "Embeddings", "create_async", lambda t: patch.unary_async(t, patch.EMBEDDINGS)),
 )
+
+
+def _sdk_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"mistralai.client.{name}")
+    except ImportError:
+        return importlib.import_module(f"mistralai.{name}")
 
 
 class MistralInstrumentor(BaseInstrumentor):
@@ -38,15 +49,13 @@ class MistralInstrumentor(BaseInstrumentor):
             return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         for module, owner, name, factory in _TARGETS:
-            wrap_function_wrapper(module, f"{owner}.{name}", factory(tracer))
+            wrap_function_wrapper(_sdk_module(module), f"{owner}.{name}", factory(tracer))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if not getattr(self, "_patched", False):
             return
-        import importlib
-
         for module, owner, name, _ in _TARGETS:
-            unwrap(getattr(importlib.import_module(module), owner), name)
+            unwrap(getattr(_sdk_module(module), owner), name)
 
 
 __all__ = ["MistralInstrumentor"]
