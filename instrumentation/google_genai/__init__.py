@@ -7,6 +7,7 @@ Vertex AI (``gcp.vertex_ai``). One span per billed HTTP request (see ``patch``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Collection
 
 from opentelemetry import trace
@@ -16,6 +17,8 @@ from wrapt import wrap_function_wrapper
 
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.google_genai import patch
+
+_log = logging.getLogger(__name__)
 
 _MODULE = "google.genai.models"
 _TARGETS = (
@@ -37,17 +40,23 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):
         if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
             return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        self._targets = []
         for target, factory in _TARGETS:
-            wrap_function_wrapper(_MODULE, target, factory(tracer))
+            try:
+                wrap_function_wrapper(_MODULE, target, factory(tracer))
+                self._targets.append(target)
+            except Exception:  # a method this SDK version lacks: leave it alone
+                _log.debug("tokentrail: could not patch %s.%s", _MODULE, target, exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if not getattr(self, "_patched", False):
             return
         from google.genai import models
 
-        for target, _ in _TARGETS:
+        for target in getattr(self, "_targets", ()):
             owner, name = target.split(".")
             unwrap(getattr(models, owner), name)
+        self._targets = []
 
 
 __all__ = ["GoogleGenAIInstrumentor"]
