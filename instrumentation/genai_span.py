@@ -312,7 +312,8 @@ class _Activation:
 
     def __enter__(self) -> None:
         try:
-            self.tokens = (otel_context.attach(trace.set_span_in_context(self.span)), _IN_LLM_CALL.set(True))
+            ctx = coexistence.call_context(trace.set_span_in_context(self.span))
+            self.tokens = (otel_context.attach(ctx), _IN_LLM_CALL.set(True))
         except Exception:
             _log.debug("tokentrail: could not activate span", exc_info=True)
 
