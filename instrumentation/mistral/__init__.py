@@ -6,6 +6,7 @@ Covers ``client.chat.complete`` / ``stream`` (and ``complete_async`` / ``stream_
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Collection
 
 from opentelemetry import trace
@@ -15,6 +16,8 @@ from wrapt import wrap_function_wrapper
 
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.mistral import patch
+
+_log = logging.getLogger(__name__)
 
 # (module, class, method, wrapper factory); module names are relative to the SDK package,
 # which is ``mistralai.client`` since mistralai 2 and ``mistralai`` before.
@@ -48,14 +51,20 @@ class MistralInstrumentor(BaseInstrumentor):
         if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
             return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        self._targets = []
         for module, owner, name, factory in _TARGETS:
-            wrap_function_wrapper(_sdk_module(module), f"{owner}.{name}", factory(tracer))
+            try:
+                wrap_function_wrapper(_sdk_module(module), f"{owner}.{name}", factory(tracer))
+                self._targets.append((module, owner, name))
+            except Exception:  # a method this SDK version lacks: leave it alone
+                _log.debug("tokentrail: could not patch mistralai %s.%s.%s", module, owner, name, exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if not getattr(self, "_patched", False):
             return
-        for module, owner, name, _ in _TARGETS:
+        for module, owner, name in getattr(self, "_targets", ()):
             unwrap(getattr(_sdk_module(module), owner), name)
+        self._targets = []
 
 
 __all__ = ["MistralInstrumentor"]
