@@ -386,3 +386,32 @@ def test_flex_tier_is_half_price(server, pipeline, mode):
     assert span.attributes[attr.TOKENTRAIL_PRICING_TIER].startswith("flex")
     standard = 1_000 * Decimal("0.30") / M + 2_000 * Decimal("2.50") / M
     assert cost_usd(span) == standard / 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("backend", ["gemini", "vertex"])
+def test_embed_content_priced_per_input_token(server, pipeline, backend, asynchronous):
+    # gemini-embedding-001: $0.15 per million input tokens. The fake counts 1 token per 4 chars.
+    client = CLIENTS[backend](server)
+    texts = ["hello world!", "a longer text to embed here"] if backend == "gemini" else "hello world!"
+    if asynchronous:
+        response = asyncio.run(client.aio.models.embed_content(model="gemini-embedding-001", contents=texts))
+    else:
+        response = client.models.embed_content(model="gemini-embedding-001", contents=texts)
+    assert response.embeddings and response.embeddings[0].values
+    span = only_llm_span(pipeline)
+    tokens = 3 + 6 if backend == "gemini" else 3
+    assert span.attributes[attr.GEN_AI_OPERATION_NAME] == "embeddings"
+    assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == PROVIDERS[backend]
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == tokens
+    assert cost_usd(span) == tokens * Decimal("0.15") / M
+
+
+def test_vertex_predict_embeddings_count_statistics_tokens(server, pipeline):
+    # text-embedding-005 reports per-embedding statistics (float counts) and is billed per
+    # character, which the rate card does not carry: the tokens are recorded, the call unpriced.
+    client = vertex_client(server)
+    client.models.embed_content(model="text-embedding-005", contents=["hello world!", "another"])
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 3 + 1
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "unpriced"

@@ -1,7 +1,7 @@
 """OpenTelemetry instrumentation of the Google GenAI SDK (``google-genai``) with cost.
 
-Covers ``client.models.generate_content`` / ``generate_content_stream`` and their
-``client.aio`` variants, for the Gemini API (``gen_ai.provider.name`` = ``gcp.gemini``) and
+Covers ``client.models.generate_content`` / ``generate_content_stream`` / ``embed_content``
+and their ``client.aio`` variants, for the Gemini API (``gen_ai.provider.name`` = ``gcp.gemini``) and
 Vertex AI (``gcp.vertex_ai``). One span per billed HTTP request (see ``patch``).
 """
 
@@ -26,6 +26,8 @@ _TARGETS = (
     ("Models._generate_content_stream", patch.generate_content_stream),
     ("AsyncModels._generate_content", patch.generate_content_async),
     ("AsyncModels._generate_content_stream", patch.generate_content_stream_async),
+    ("Models._embed_content", patch.embed_content),
+    ("AsyncModels._embed_content", patch.embed_content_async),
 )
 
 

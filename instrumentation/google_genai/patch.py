@@ -88,7 +88,7 @@ def _start(*args: Any, **kwargs: Any) -> genai_span.LLMCall:
         return genai_span._NoOpCall()
 
 
-def _start_unguarded(tracer: trace.Tracer, instance: Any, kwargs: dict, *, stream: bool, operation: str = OPERATION) -> genai_span.LLMCall:
+def _start_unguarded(tracer: trace.Tracer, instance: Any, kwargs: dict, *, stream: bool | None, operation: str = OPERATION) -> genai_span.LLMCall:
     provider, host = _provider_and_host(instance)
     config = kwargs.get("config")
     try:
@@ -155,40 +155,62 @@ def _activated(generator: Any, call: genai_span.LLMCall) -> Any:
         generator.close()
 
 
-def generate_content(tracer: trace.Tracer):
+def _record_embedding(call: genai_span.LLMCall, response: Any) -> None:
+    try:
+        call.set_usage(gusage.embedding_usage(response))
+    except Exception:
+        _log.debug("tokentrail: reading a Gemini embedding response failed", exc_info=True)
+
+
+_UNARY = {OPERATION: (False, _record_response), EMBEDDINGS: (None, _record_embedding)}
+
+
+def generate_content(tracer: trace.Tracer, operation: str = OPERATION):
+    stream, record = _UNARY[operation]
+
     def wrapper(wrapped, instance, args, kwargs):
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
-        call = _start(tracer, instance, kwargs, stream=False)
+        call = _start(tracer, instance, kwargs, stream=stream, operation=operation)
         try:
             with call.activate():
                 response = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.end(error=exc)
             raise
-        _record_response(call, response)
+        record(call, response)
         call.end()
         return response
 
     return wrapper
 
 
-def generate_content_async(tracer: trace.Tracer):
+def generate_content_async(tracer: trace.Tracer, operation: str = OPERATION):
+    stream, record = _UNARY[operation]
+
     async def wrapper(wrapped, instance, args, kwargs):
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
-        call = _start(tracer, instance, kwargs, stream=False)
+        call = _start(tracer, instance, kwargs, stream=stream, operation=operation)
         try:
             with call.activate():
                 response = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.end(error=exc)
             raise
-        _record_response(call, response)
+        record(call, response)
         call.end()
         return response
 
     return wrapper
+
+
+def embed_content(tracer: trace.Tracer):
+    return generate_content(tracer, EMBEDDINGS)
+
+
+def embed_content_async(tracer: trace.Tracer):
+    return generate_content_async(tracer, EMBEDDINGS)
 
 
 def generate_content_stream(tracer: trace.Tracer):

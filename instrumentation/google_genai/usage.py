@@ -76,6 +76,26 @@ def usage_from_response(response: Any) -> Usage | None:
     return usage_from_metadata(_get(response, "usage_metadata", "usageMetadata"), web_searches=web_search_count(response))
 
 
+def embedding_usage(response: Any) -> Usage | None:
+    """Input tokens of an ``embed_content`` response: its ``usage_metadata`` when present, else
+    the per-embedding ``statistics.token_count`` (Vertex ``predict``); None when neither is."""
+    metadata = _get(response, "usage_metadata", "usageMetadata")
+    prompt = _get(metadata, "prompt_token_count", "promptTokenCount")
+    if prompt is not None:
+        return Usage(input_tokens=_count(metadata, "prompt_token_count", "promptTokenCount"), output_tokens=0)
+    total, seen = 0, False
+    for embedding in _get(response, "embeddings", "embeddings") or ():
+        count = _get(_get(embedding, "statistics", "statistics"), "token_count", "tokenCount")
+        if count is None:
+            continue
+        if isinstance(count, float) and count.is_integer():  # Vertex sends 8.0
+            count = int(count)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"token_count={count!r} is not a token count")
+        total, seen = total + count, True
+    return Usage(input_tokens=total, output_tokens=0) if seen else None
+
+
 def finish_reasons(response: Any) -> list[str]:
     out = []
     for candidate in _get(response, "candidates", "candidates") or ():

@@ -222,6 +222,44 @@ def _default(request: FakeRequest) -> FakeResponse:
     return answer(SCENARIOS.get(found.group(1) if found else "basic", SCENARIOS["basic"]), request)
 
 
+def embed_tokens(text: str) -> int:
+    """The fake tokenizer of the embedding routes: one token per 4 characters, at least 1."""
+    return max(1, len(text) // 4)
+
+
+def _texts(value: Any) -> list[str]:
+    """Every ``text`` string in a request fragment, in order."""
+    if isinstance(value, dict):
+        return [value["text"]] if isinstance(value.get("text"), str) else [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def _embed(request: FakeRequest) -> FakeResponse:
+    """``batchEmbedContents`` (Gemini API, Vertex), ``embedContent`` (Vertex gemini models) and
+    ``predict`` (Vertex text-embedding models, with per-embedding statistics and float counts)."""
+    body = request.json or {}
+    vector = [0.01, 0.02, 0.03]
+    if request.path.endswith(":predict"):
+        instances = body.get("instances") or []
+        predictions = [
+            {"embeddings": {"values": vector, "statistics": {"token_count": float(embed_tokens(i.get("content", ""))),
+                                                              "truncated": False}}}
+            for i in instances
+        ]
+        chars = sum(len(i.get("content", "")) for i in instances)
+        return FakeResponse(json={"predictions": predictions, "metadata": {"billableCharacterCount": chars}})
+    if request.path.endswith(":embedContent"):
+        tokens = sum(embed_tokens(t) for t in _texts(body.get("content")))
+        return FakeResponse(json={"embedding": {"values": vector}, "truncated": False,
+                                  "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens}})
+    requests = body.get("requests") or []
+    tokens = sum(embed_tokens(t) for r in requests for t in _texts(r.get("content")))
+    return FakeResponse(json={"embeddings": [{"values": vector} for _ in requests],
+                              "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens}})
+
+
 def _count_tokens(request: FakeRequest) -> FakeResponse:
     return FakeResponse(json={"totalTokens": max(1, len(request.body) // 4)})
 
@@ -230,7 +268,8 @@ def register(server: FakeProviderServer) -> None:
     server.route("POST", _MODEL_PATH + r":generateContent", _default)
     server.route("POST", _MODEL_PATH + r":streamGenerateContent", _default)
     server.route("POST", _MODEL_PATH + r":countTokens", _count_tokens)
+    server.route("POST", _MODEL_PATH + r":(?:batchEmbedContents|embedContent|predict)", _embed)
 
 
-__all__ = ["SCENARIOS", "Scenario", "answer", "broken_sse", "error_json", "register", "response_json", "scenario", "stream_chunks", "usage_metadata"]
+__all__ = ["SCENARIOS", "Scenario", "answer", "broken_sse", "embed_tokens", "error_json", "register", "response_json", "scenario", "stream_chunks", "usage_metadata"]
 
