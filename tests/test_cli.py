@@ -160,7 +160,6 @@ def test_top_explains_the_expensive_traces_and_tasks(ledger, capsys):
     data = json.loads(out)
     traces, tasks = data["traces"], data["tasks"]
     assert [t["cost_nano_usd"] for t in traces] == sorted((t["cost_nano_usd"] for t in traces), reverse=True)
-    conn = sqlite3.connect(ledger)
     for t in traces:
         assert t["cost_nano_usd"] == span_total(ledger, f"trace_id = '{t['trace_id']}'")
         assert t["owner"] and t["calls"] >= 1
@@ -172,7 +171,6 @@ def test_top_explains_the_expensive_traces_and_tasks(ledger, capsys):
     assert any(t.get("fallback") == {"from": demo.MODEL, "to": demo.PRICIER_MODEL} for t in tasks)
     code, out, _ = run(capsys, "top", "--ledger", ledger)
     assert "Most expensive traces" in out and "Most expensive tasks" in out
-    del conn
 
 
 def test_trace_by_unique_prefix_as_table_and_json(ledger, capsys):

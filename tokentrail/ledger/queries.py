@@ -97,6 +97,13 @@ def parse_time(text: str, now_ns: int) -> int:
     return int(moment.timestamp()) * NANO + moment.microsecond * 1000
 
 
+def iso(ns: int | None) -> str | None:
+    """Epoch nanoseconds as an ISO-8601 UTC time (seconds)."""
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / NANO, tz=timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class Period:
     since_ns: int | None
@@ -122,11 +129,6 @@ class Period:
         return "start_ns >= ? AND start_ns < ?", [self.since_ns, self.until_ns]
 
     def describe(self) -> dict[str, str | None]:
-        def iso(ns: int | None) -> str | None:
-            if ns is None:
-                return None
-            return datetime.fromtimestamp(ns / NANO, tz=timezone.utc).isoformat(timespec="seconds")
-
         return {"since": iso(self.since_ns), "until": iso(self.until_ns)}
 
 
@@ -463,7 +465,7 @@ class Ledger:
             "cache_hit_ratio": ratio(agg["cache_read_tokens"], agg["input_tokens"]),
             "retries": agg["retries"] or 0,
             "unpriced_calls": agg["unpriced_calls"] or 0,
-            "started": Period(agg["start_ns"], 0).describe()["since"],
+            "started": iso(agg["start_ns"]),
             "reasons": explain(agg, **explain_args),
         }
         if agg.get("fallback_from"):
