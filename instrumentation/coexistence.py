@@ -52,11 +52,11 @@ DEFER = "defer"  # leave the SDKs to the other instrumentation; we only price an
 # OpenLLMetry's context key: its wrappers create no span while it is set (semconv_ai).
 TRACELOOP_SUPPRESS_KEY = "suppress_language_model_instrumentation"
 
-# Operations that describe one model call (a duplicate of ours); wrappers of calls are kept.
+# Operations that describe one model call (a duplicate of ours); any other operation
+# (invoke_agent, execute_tool, ...) wraps calls and is kept.
 CALL_OPERATIONS = frozenset(
     {"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"}
 )
-_NOT_CALLS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
 _OUR_SCOPE_PREFIX = "tokentrail"
 _CAPACITY = 8192
 
