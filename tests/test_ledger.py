@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import random
 import sqlite3
+import subprocess
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -355,3 +356,27 @@ def test_a_forked_worker_opens_its_own_connection(tmp_path):
     assert exporter._writer._conn is parent_conn
     assert exporter.export(make_spans(3, seed=3)).name == "SUCCESS"
     assert sqlite3.connect(path).execute("SELECT COUNT(DISTINCT trace_id) FROM spans").fetchone()[0] == 6
+
+
+def test_read_only_ledger_degrades_to_counted_drops(tmp_path):
+    path = tmp_path / "ro.db"
+    first = LedgerSpanExporter(str(path))
+    first.export(make_spans(1))
+    first.shutdown()
+    # chmod is enough for a normal user; root ignores it, so make the file immutable instead.
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a file read-only for root here (no chattr)")
+        undo = ["chattr", "-i", str(path)]
+    else:
+        path.chmod(0o444)
+        undo = ["chmod", "644", str(path)]
+    try:
+        exporter = LedgerSpanExporter(str(path))
+        spans = make_spans(4, seed=3)
+        assert exporter.export(spans).name == "FAILURE"
+        assert exporter.dropped == len(spans)
+        with Ledger(str(path)) as ledger:  # still readable for reports
+            assert ledger.report(["tenant"], Period.parse(None, None))["total"]["calls"] > 0
+    finally:
+        subprocess.run(undo, check=True)
