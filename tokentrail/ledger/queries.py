@@ -473,6 +473,11 @@ class Ledger:
         return out
 
     def top(self, period: Period, where=(), limit: int = 10) -> dict:
+        tasks_all = self._aggregates("task_id", period, where, extra=" AND task_id IS NOT NULL")
+        costs_by_name: dict[str, list[int]] = {}
+        for agg in tasks_all:
+            costs_by_name.setdefault(agg["task"] or "", []).append(agg["cost_nano_usd"])
+        medians = {name: int(statistics.median(costs)) for name, costs in costs_by_name.items()}
         traces = []
         for agg in self._aggregates("trace_id", period, where, limit=limit):
             if agg["fallback_from"]:
@@ -481,14 +486,18 @@ class Ledger:
                 "SELECT name FROM spans WHERE trace_id = ? ORDER BY parent_span_id IS NOT NULL, start_ns LIMIT 1",
                 (agg["key"],),
             ).fetchone()
+            # a trace that is one task run: judge it against the other runs of that task
+            task_name = self.conn.execute(
+                "SELECT MAX(task_name), COUNT(DISTINCT task_id) FROM spans WHERE trace_id = ? AND llm = 1"
+                " AND task_id IS NOT NULL",
+                (agg["key"],),
+            ).fetchone()
+            explain_args = {}
+            if task_name[1] == 1 and len(costs_by_name.get(task_name[0] or "", ())) > 2:
+                explain_args = {"median_cost_nano": medians.get(task_name[0] or ""), "median_of": task_name[0]}
             item = {"trace_id": agg["key"], "root": root[0] if root else None}
-            item.update(self._finish(agg))
+            item.update(self._finish(agg, **explain_args))
             traces.append(item)
-        tasks_all = self._aggregates("task_id", period, where, extra=" AND task_id IS NOT NULL")
-        costs_by_name: dict[str, list[int]] = {}
-        for agg in tasks_all:
-            costs_by_name.setdefault(agg["task"] or "", []).append(agg["cost_nano_usd"])
-        medians = {name: int(statistics.median(costs)) for name, costs in costs_by_name.items()}
         tasks = []
         for agg in tasks_all[:limit]:
             if agg["fallback_from"]:
