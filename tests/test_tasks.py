@@ -230,3 +230,62 @@ def test_retry_and_fallback_marks_apply_outside_a_task_too(pipeline, client, ser
     assert first.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 2
     assert second.attributes[attr.TOKENTRAIL_FALLBACK_FROM] == "gpt-4o"
     assert attr.TOKENTRAIL_TASK_CALL_INDEX not in first.attributes
+
+
+def test_marks_outside_a_task_reach_the_ledger_as_retry_and_fallback_cost(pipeline, client, server, tmp_path):
+    from tokentrail.ledger import LedgerSpanExporter
+    from tokentrail.ledger.queries import Ledger, Period
+
+    # gpt-4o at $2.50 / $10 per M: 1,000 in / 100 out = $0.0035; gpt-4o-mini at $0.15 / $0.60: 1,000 / 100 = $0.00021
+    server.enqueue(openai_api.reply(prompt_tokens=1000, completion_tokens=100),
+                   openai_api.reply(prompt_tokens=1000, completion_tokens=100),
+                   openai_api.reply(prompt_tokens=1000, completion_tokens=100))
+    with tokentrail.attribute(tenant="acme"):
+        client.chat.completions.create(model="gpt-4o", messages=ask())  # first try, no mark
+        with tokentrail.retry(1):
+            client.chat.completions.create(model="gpt-4o", messages=ask())
+        with tokentrail.fallback("gpt-4o"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+    first, retried, fell_back = sorted(pipeline.llm_spans(), key=lambda s: s.start_time)
+    assert attr.TOKENTRAIL_RETRY_ATTEMPT not in first.attributes
+    assert retried.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
+    assert fell_back.attributes[attr.TOKENTRAIL_FALLBACK_FROM] == "gpt-4o"
+    for span in (first, retried, fell_back):
+        assert attr.TOKENTRAIL_TASK_NAME not in span.attributes
+        assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+
+    path = str(tmp_path / "ledger.db")
+    assert LedgerSpanExporter(path).export(pipeline.spans()).name == "SUCCESS"
+    with Ledger(path) as ledger:
+        traces = {t["trace_id"]: t for t in ledger.top(Period.parse(None, None))["traces"]}
+    retry_trace = traces[format(retried.context.trace_id, "032x")]
+    assert retry_trace["retries"] == 1 and "1 retries" in retry_trace["reasons"]
+    assert retry_trace["cost_nano_usd"] == 3_500_000
+    fallback_trace = traces[format(fell_back.context.trace_id, "032x")]
+    assert fallback_trace["fallback"] == {"from": "gpt-4o", "to": "gpt-4o-mini"}
+    assert "fallback gpt-4o -> gpt-4o-mini" in fallback_trace["reasons"]
+    assert fallback_trace["cost_nano_usd"] == 210_000
+    plain = traces[format(first.context.trace_id, "032x")]
+    assert plain["retries"] == 0 and "fallback" not in plain
+
+
+def test_marks_outside_a_task_combine_with_sdk_internal_retries(pipeline, server):
+    client = openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=2)
+    server.enqueue(openai_api.error(500), openai_api.reply())
+    with tokentrail.retry(2):
+        client.chat.completions.create(model="gpt-4o", messages=ask())
+    [span] = pipeline.llm_spans()
+    assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 3  # the app's third try, after one failed HTTP try
+
+
+def test_marks_reach_llm_spans_of_other_instrumentations(pipeline):
+    # a GenAI span made by someone else's instrumentation is stamped at start like the owner
+    with tokentrail.retry(1), tokentrail.fallback("gpt-4o"):
+        with pipeline.tracer().start_as_current_span(
+                "chat gpt-4o-mini", attributes={attr.GEN_AI_OPERATION_NAME: "chat",
+                                                attr.GEN_AI_PROVIDER_NAME: "openai",
+                                                attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}):
+            pass
+    [span] = [s for s in pipeline.spans() if s.name == "chat gpt-4o-mini"]
+    assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
+    assert span.attributes[attr.TOKENTRAIL_FALLBACK_FROM] == "gpt-4o"

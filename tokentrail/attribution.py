@@ -44,6 +44,10 @@ ALLOWED_CHARACTERS = "A-Za-z0-9._:@/+-"
 _VALUE_RE = re.compile(r"[A-Za-z0-9._:@/+\-]+")
 
 _IDENTITY_KEY = otel_context.create_key("tokentrail-identity")
+# Set by tokentrail.retry(...) / tokentrail.fallback(...): stamped with the owner, so the marks
+# reach every LLM span made inside those scopes, in a task or not, ours or foreign.
+RETRY_KEY = otel_context.create_key("tokentrail-retry")
+FALLBACK_KEY = otel_context.create_key("tokentrail-fallback")
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -116,7 +120,8 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
     stamping on a span at start: the TOKENTRAIL_ATTRIBUTES defaults overlaid by the context.
 
     Never raises. Includes ``tokentrail.attribution.rejection`` when inbound attribution was
-    ignored at the trust boundary.
+    ignored at the trust boundary, and the ``tokentrail.retry.attempt`` /
+    ``tokentrail.fallback.from`` marks of enclosing ``retry()`` / ``fallback()`` scopes.
     """
     try:
         from tokentrail import config
@@ -130,6 +135,12 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
             out.update(identity)
         if rejection is not None:
             out[attr.TOKENTRAIL_ATTRIBUTION_REJECTION] = rejection
+        attempt = otel_context.get_value(RETRY_KEY, context)
+        if attempt:  # 0 = the first try: nothing to mark
+            out[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
+        from_model = otel_context.get_value(FALLBACK_KEY, context)
+        if from_model:
+            out[attr.TOKENTRAIL_FALLBACK_FROM] = from_model
     except Exception:  # never hurt the app
         pass
     return out

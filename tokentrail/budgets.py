@@ -428,10 +428,8 @@ def check(planned: preflight.PlannedCall) -> None:
 
     state = tasks.current_task()
     cfg = config()
-    if state is None:
-        tasks.mark_outside_task()
-        if not cfg.budgets:
-            return  # the common case: a few context lookups and one env lookup
+    if state is None and not cfg.budgets:
+        return  # the common case costs one context lookup and one env lookup
     span = trace.get_current_span()
     try:
         estimate = worst_case_nano(planned)

@@ -18,7 +18,9 @@ before this one: ``with tokentrail.tasks.retry(attempt):`` for application retri
 invalid JSON answer asked again), detected automatically when a task repeats a call to the
 same model right after an error, plus the SDK's own internal HTTP retries inside the call.
 ``tokentrail.fallback.from`` is set by ``with tokentrail.tasks.fallback(from_model):`` or
-automatically when, right after an error, the task calls a different model.
+automatically when, right after an error, the task calls a different model. The explicit marks
+live in the context and are stamped with the owner (``owner_span_attributes``), so LLM spans
+outside any task carry them too; inside a task they also count as its retry/fallback cost.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tokentrail.attribution import FALLBACK_KEY as _FALLBACK_KEY
+from tokentrail.attribution import RETRY_KEY as _RETRY_KEY
 from tokentrail.attribution import _Scope, enter_identity, exit_identity, owner_span_attributes, validate_value
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
@@ -42,8 +46,6 @@ from tokentrail.semconv import metrics as names
 _log = logging.getLogger(__name__)
 
 _TASK_KEY = otel_context.create_key("tokentrail-task")
-_RETRY_KEY = otel_context.create_key("tokentrail-retry")
-_FALLBACK_KEY = otel_context.create_key("tokentrail-fallback")
 
 NANO = 1_000_000_000
 OK, ERROR, BUDGET_EXCEEDED = "ok", "error", "budget_exceeded"
@@ -359,23 +361,6 @@ def call_marks(state: TaskState | None, model: str) -> tuple[int | None, str | N
     return attempt, from_model
 
 
-def mark_outside_task() -> None:
-    """Outside any task: still put explicit retry/fallback marks on the current LLM span."""
-    ctx = otel_context.get_current()
-    attempt = otel_context.get_value(_RETRY_KEY, ctx)
-    from_model = otel_context.get_value(_FALLBACK_KEY, ctx)
-    if not attempt and not from_model:
-        return
-    try:
-        span = trace.get_current_span(ctx)
-        if attempt:
-            span.set_attribute(attr.TOKENTRAIL_RETRY_ATTEMPT, attempt)
-        if from_model:
-            span.set_attribute(attr.TOKENTRAIL_FALLBACK_FROM, from_model)
-    except Exception:
-        _log.debug("tokentrail: could not mark the call", exc_info=True)
-
-
 def admit(span: Any, state: TaskState, estimate_nano: int, model: str,
           attempt: int | None, from_model: str | None) -> int:
     """Count an admitted call in its task (and ancestors); returns its call index."""
@@ -408,10 +393,11 @@ def note_sdk_retry(retries_taken: int) -> None:
         if not span.is_recording():
             return
         entry = _admitted.get(id(span))
-        app_attempt = 0
         if entry is not None:
             entry.sdk_retries = retries_taken
             app_attempt = entry.retry or 0
+        else:  # outside a task: the application's own retry() mark, if any
+            app_attempt = otel_context.get_value(_RETRY_KEY) or 0
         span.set_attribute(attr.TOKENTRAIL_RETRY_ATTEMPT, app_attempt + retries_taken)
     except Exception:
         _log.debug("tokentrail: could not note an SDK retry", exc_info=True)
