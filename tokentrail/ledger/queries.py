@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
+from tokentrail.budgets import BudgetExceeded
 from tokentrail.ledger.schema import LedgerError, connect
 
 NANO = 10**9
@@ -45,6 +46,9 @@ LONG_OUTPUT_TOKENS = 2000
 LOW_CACHE_HIT_RATIO = 0.2
 MANY_CALLS = 10
 RUNAWAY_FACTOR = 3.0
+#: error.type of an LLM call a circuit breaker stopped before sending (its task's outcome is
+#: budget_exceeded; the ledger keeps no task-outcome column, so this is how it knows).
+STOPPED_ERROR_TYPE = BudgetExceeded.__name__
 
 
 _POOL: Any = None
@@ -195,6 +199,9 @@ def explain(agg: dict[str, Any], *, median_cost_nano: int | None = None, median_
     """Short human reasons, most telling first, from one trace's or task's aggregates."""
     reasons: list[str] = []
     cost = agg.get("cost_nano_usd") or 0
+    stopped = agg.get("stopped_calls")
+    if stopped:
+        reasons.append(f"stopped by a budget breaker ({stopped} call{'s' if stopped > 1 else ''} not sent)")
     if median_cost_nano and cost >= RUNAWAY_FACTOR * median_cost_nano:
         reasons.append(f"{cost / median_cost_nano:.1f}x the median {median_of or 'task'}")
     if agg.get("retries"):
@@ -217,15 +224,17 @@ def explain(agg: dict[str, Any], *, median_cost_nano: int | None = None, median_
     return reasons
 
 
-_AGG = """COUNT(*), SUM(cost_nano), SUM(input_tokens), SUM(cache_read_tokens), SUM(output_tokens),
+_AGG = f"""COUNT(*), SUM(cost_nano), SUM(input_tokens), SUM(cache_read_tokens), SUM(output_tokens),
  MAX(input_tokens), MAX(output_tokens), SUM(cost_input_nano), SUM(cost_output_nano),
  SUM(CASE WHEN retry_attempt > 0 THEN 1 ELSE 0 END), MAX(fallback_from),
  MAX(tenant), MAX(feature), MAX(team), MAX(user_id), MAX(task_name), MIN(start_ns),
- SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END)"""
+ SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END),
+ SUM(CASE WHEN error_type = '{STOPPED_ERROR_TYPE}' THEN 1 ELSE 0 END)"""
 _AGG_KEYS = (
     "calls", "cost_nano_usd", "input_tokens", "cache_read_tokens", "output_tokens",
     "max_input_tokens", "max_output_tokens", "cost_input_nano", "cost_output_nano",
     "retries", "fallback_from", "tenant", "feature", "team", "user", "task", "start_ns", "unpriced_calls",
+    "stopped_calls",
 )
 
 
@@ -465,6 +474,7 @@ class Ledger:
             "cache_hit_ratio": ratio(agg["cache_read_tokens"], agg["input_tokens"]),
             "retries": agg["retries"] or 0,
             "unpriced_calls": agg["unpriced_calls"] or 0,
+            "stopped_calls": agg["stopped_calls"] or 0,  # stopped by a breaker before sending (never billed)
             "started": iso(agg["start_ns"]),
             "reasons": explain(agg, **explain_args),
         }
@@ -505,6 +515,8 @@ class Ledger:
             name = agg["task"] or ""
             item = {"task_id": agg["key"], "task": name or None}
             item.update(self._finish(agg, median_cost_nano=medians.get(name), median_of=name or "task"))
+            # the one task outcome the LLM rows prove (ok/error live on the task span only)
+            item["outcome"] = "budget_exceeded" if item["stopped_calls"] else None
             item["median_task_cost_nano_usd"] = medians.get(name)
             item["tasks_of_this_name"] = len(costs_by_name.get(name, ()))
             tasks.append(item)
