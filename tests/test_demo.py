@@ -27,6 +27,10 @@ def test_demo_as_a_new_user_runs_it(tmp_path):
     out = proc.stdout
     assert "TOTAL" in out and "(unattributed)" in out
     assert "Most expensive traces" in out and "The most expensive trace:" in out
+    # the runaway loop under a task budget: stopped before sending, said in two lines
+    [breaker] = [line for line in out.splitlines() if line.startswith("Circuit breaker: task invoice-extractor")]
+    assert "kept retrying an invalid JSON answer" in breaker and "before it was sent" in breaker
+    assert "(zero overshoot); outcome budget_exceeded." in out
     # a second run starts the demo ledger afresh instead of doubling it
     again = subprocess.run([exe, "demo", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout == ""
@@ -94,3 +98,30 @@ def test_demo_refuses_to_overwrite_a_real_ledger(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "not from the demo" in err and err.count("\n") == 1
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 1
+
+
+def test_demo_runaway_loop_is_stopped_by_its_task_budget_with_zero_overshoot(tmp_path):
+    path = str(tmp_path / "l.db")
+    breaker = demo.run_workload(path, seed=7)["breaker"]
+    assert breaker["task"] == demo.RUNAWAY_TASK and breaker["task_id"] == demo.RUNAWAY_TASK_ID
+    assert breaker["limit"] == "budget_usd" and breaker["limit_usd"] == demo.RUNAWAY_BUDGET_USD
+    assert breaker["outcome"] == "budget_exceeded"
+    assert breaker["calls"] >= 5  # it ran a while: a loop, not a refusal of the first call
+    assert 0 < breaker["spent_nano_usd"] <= demo.RUNAWAY_BUDGET_USD * 10**9  # zero overshoot
+
+    with Ledger(path) as ledger:
+        [task] = [t for t in ledger.top(Period.parse(None, None), limit=1000)["tasks"]
+                  if t["task_id"] == demo.RUNAWAY_TASK_ID]
+    assert task["task"] == demo.RUNAWAY_TASK and task["outcome"] == "budget_exceeded"
+    assert task["stopped_calls"] == 1 and "stopped by a budget breaker (1 call not sent)" in task["reasons"]
+    assert task["cost_nano_usd"] == breaker["spent_nano_usd"]  # the ledger's cost is what the task counted
+    assert task["retries"] == breaker["calls"]  # every sent call after the first, plus the stopped one
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT cost_status, cost_nano, error_type FROM spans WHERE llm = 1 AND task_id = ?",
+                        (demo.RUNAWAY_TASK_ID,)).fetchall()
+    sent = [r for r in rows if r[0] == "priced"]
+    assert len(sent) == breaker["calls"] and sum(r[1] for r in sent) == breaker["spent_nano_usd"]
+    # the stopped call is in the ledger, never billed
+    assert [r for r in rows if r[0] != "priced"] == [("no_usage", None, "BudgetExceeded")]
+    assert conn.execute("SELECT status FROM spans WHERE task_id = ? AND name = ?",
+                        (demo.RUNAWAY_TASK_ID, f"task {demo.RUNAWAY_TASK}")).fetchone() == (2,)  # ERROR

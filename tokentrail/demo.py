@@ -5,8 +5,8 @@ instrumentation makes the spans; the attribution and cost processors own and pri
 ``BatchSpanProcessor`` feeds the ``LedgerSpanExporter``. Usage per call is scripted (the fake's
 ``x-fake-openai`` header), so every run writes the same numbers. The workload shows the stories
 people pay for: cache-hit dispersion between tenants on the same model, a long-prompt feature,
-an agent loop with a runaway tail, a retry storm, a silent fallback to a pricier model, and
-spend nobody owns.
+an agent loop with a runaway tail, a retry storm, a silent fallback to a pricier model, spend
+nobody owns, and a runaway retry loop stopped by a task budget before it is paid for.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ SERVICE = "tokentrail-demo"
 MODEL = "gpt-5.4-mini"
 PRICIER_MODEL = "gpt-5.4"
 DIGEST_MODEL = "gpt-5.4"
+RUNAWAY_TASK = "invoice-extractor"
+RUNAWAY_TASK_ID = "invoice-runaway-001"
+RUNAWAY_BUDGET_USD = 0.05
+# the runaway agent's prompt: a pasted invoice, and an answer that is never valid JSON
+INVOICE_PROMPT = "Extract the invoice fields as JSON. " + "Line item, qty 1. " * 400
+NOT_JSON = "Sure! Here is the data you asked for: {invoice: 42"
 
 
 class SeededIds(IdGenerator):
@@ -72,19 +78,29 @@ class Workload:
         self.tracer = tracer
         self.rng = random.Random(seed)
         self.calls = 0
+        self.breaker: dict[str, Any] | None = None  # what the runaway loop's breaker stopped
 
     def chat(self, model: str = MODEL, *, prompt: int, output: int, cached: int = 0, status: int = 200,
-             error_type: str | None = None) -> Any:
+             error_type: str | None = None, messages: list[dict[str, str]] | None = None,
+             content: str | None = None, max_tokens: int | None = None) -> Any:
         """One chat completion; the fake answers with exactly this usage (or this error)."""
         script: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output, "cached_tokens": cached}
+        if content is not None:
+            script["content"] = content
         if status != 200:
             script = {"status": status, "error_type": error_type or "server_error"}
+        extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
         self.calls += 1
-        return self.client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "..."}],
-            extra_headers={"x-fake-openai": json.dumps(script)},
-        )
+        try:
+            return self.client.chat.completions.create(
+                model=model,
+                messages=messages or [{"role": "user", "content": "..."}],
+                extra_headers={"x-fake-openai": json.dumps(script)},
+                **extra,
+            )
+        except self.tt.BudgetExceeded:
+            self.calls -= 1  # stopped before sending: not a call
+            raise
 
     def cached(self, tenant: str, prompt: int) -> int:
         """Cache reads for this tenant's prompt (providers cache in 128-token blocks)."""
@@ -174,6 +190,34 @@ class Workload:
             with self.tracer.start_as_current_span("eval-script"):
                 self.chat(prompt=self.rng.randint(5000, 9000), output=self.rng.randint(400, 900))
 
+    def runaway_loop(self) -> None:
+        """The $2,847 loop, under a circuit breaker: an agent keeps asking again while the answer is
+        not valid JSON, re-sending the whole conversation each time; the task's budget stops the
+        call that could cross it before it is sent."""
+        messages = [{"role": "user", "content": INVOICE_PROMPT}]
+        state = None
+        try:
+            with self.request("/api/invoices/extract"), self.tt.attribute(
+                tenant="globex", feature="invoice-extract", team="agents", user="globex-u1"
+            ), self.tt.task(RUNAWAY_TASK, id=RUNAWAY_TASK_ID, budget_usd=RUNAWAY_BUDGET_USD) as state:
+                for attempt in range(1000):  # a safety net only: the breaker stops it long before
+                    chars = sum(len(m["content"]) for m in messages)
+                    with self.tt.retry(attempt):
+                        # the fake bills about 4 characters a token, as real tokenizers do for English
+                        reply = self.chat(prompt=chars // 4 + 8, output=300, max_tokens=400, messages=messages,
+                                          content=NOT_JSON)
+                    text = reply.choices[0].message.content
+                    try:
+                        json.loads(text)
+                        return
+                    except ValueError:
+                        messages += [{"role": "assistant", "content": text},
+                                     {"role": "user", "content": "That was not valid JSON. Answer again with JSON only."}]
+        except self.tt.BudgetExceeded as exc:
+            self.breaker = {"task": RUNAWAY_TASK, "task_id": RUNAWAY_TASK_ID, "limit": exc.limit,
+                            "limit_usd": exc.limit_value, "spent_nano_usd": state.spent_nano if state else None,
+                            "calls": state.calls if state else None, "outcome": state.outcome if state else None}
+
     def run(self) -> None:
         self.support_chat()
         self.doc_review()
@@ -181,6 +225,7 @@ class Workload:
         self.nightly_digest()
         self.summarize_with_fallback()
         self.unattributed()
+        self.runaway_loop()
 
 
 def _prepare(path: str, keep: bool) -> None:
@@ -204,8 +249,9 @@ def _prepare(path: str, keep: bool) -> None:
             os.remove(path + suffix)
 
 
-def run_workload(path: str, seed: int = 7) -> dict[str, int]:
-    """Run the workload into the ledger at ``path``; returns call and drop counts."""
+def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
+    """Run the workload into the ledger at ``path``; returns call and drop counts, and what the
+    runaway loop's circuit breaker stopped (``breaker``)."""
     import openai
 
     from tokentrail import tasks
@@ -242,7 +288,24 @@ def run_workload(path: str, seed: int = 7) -> dict[str, int]:
         tasks.use_providers(*previous)
         tracer_provider.shutdown()  # flushes the batch processor into the ledger
         meter_provider.shutdown()
-    return {"calls": workload.calls, "written": exporter.written, "dropped": exporter.dropped}
+    return {"calls": workload.calls, "written": exporter.written, "dropped": exporter.dropped,
+            "breaker": workload.breaker}
+
+
+def breaker_lines(breaker: dict[str, Any] | None) -> str:
+    """What the runaway loop's circuit breaker did, in two lines (empty if it never fired)."""
+    if not breaker:
+        return ""
+    from tokentrail.cli import _common as c
+
+    spent = breaker["spent_nano_usd"] or 0
+    limit_nano = int(round(breaker["limit_usd"] * 10**9))
+    over = spent - limit_nano
+    return (f"Circuit breaker: task {breaker['task']} ({breaker['task_id']}) kept retrying an invalid JSON answer; "
+            f"the {breaker['limit']} breaker stopped call {breaker['calls'] + 1} before it was sent.\n"
+            f"  {breaker['calls']} calls made, {c.usd(spent)} spent of its {c.usd(limit_nano)} limit "
+            + ("(zero overshoot)" if over <= 0 else f"(overshoot {c.usd(over)})")
+            + f"; outcome {breaker['outcome']}.\n")
 
 
 def main(ledger: str | None = None, seed: int = 7, keep: bool = False, quiet: bool = False) -> int:
@@ -270,6 +333,8 @@ def main(ledger: str | None = None, seed: int = 7, keep: bool = False, quiet: bo
         if top["traces"]:
             out.write("The most expensive trace:\n")
             out.write(trace_cmd.render(led.trace(top["traces"][0]["trace_id"])) + "\n\n")
+    if counts["breaker"]:
+        out.write(breaker_lines(counts["breaker"]) + "\n")
     flag = f" --ledger {path}" if ledger else ""
     out.write(
         "Ask more:\n"
