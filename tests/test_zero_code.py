@@ -179,6 +179,17 @@ def test_c_another_configurator_won(tmp_path):
     _assert_owned_priced(spans, docs)
 
 
+def test_child_started_with_traceparent_joins_the_parent_trace(tmp_path):
+    """A process started with the parent's TRACEPARENT in its environment (a subprocess hop)
+    continues the parent's trace with no code change: the post-instrument hook attaches it."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    spans, docs = _run(tmp_path, {**NO_OFFICIAL, "TRACEPARENT": f"00-{trace_id}-{parent_id}-01"})
+    _assert_owned_priced(spans, docs)
+    assert {s["context"]["trace_id"] for s in spans} == {f"0x{trace_id}"}
+    [llm] = [s for s in spans if attr.GEN_AI_OPERATION_NAME in s["attributes"]]
+    assert llm["parent_id"] == f"0x{parent_id}"
+
+
 OPENLLMETRY_OPENAI = "opentelemetry-instrumentation-openai"
 
 

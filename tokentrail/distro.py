@@ -10,8 +10,9 @@ the SDK's own ``_initialize_components`` hooks, adding:
   MeterProvider the SDK builds from ``OTEL_METRICS_EXPORTER``.
 
 When another configurator wins, our instrumentors still price their own spans before end,
-record metrics via ``record_llm_call`` and add attribution to the global TracerProvider
-(``tokentrail.processor.attribution.ensure_installed``).
+record metrics via ``record_llm_call``, and ``post_instrument`` adds attribution to the global
+TracerProvider. ``post_instrument`` also joins the parent's trace when the process was started
+with ``TRACEPARENT``/``BAGGAGE`` in its environment (a subprocess hop needs no code change).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from tokentrail import propagation
 from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed
 from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.processor.metrics import metric_views
@@ -100,3 +102,13 @@ class TokentrailConfigurator(_OTelSDKConfigurator):
         if hasattr(provider, "add_span_processor") and not pipeline_active(provider):
             # No trace exporter configured: still price and meter every LLM call.
             provider.add_span_processor(CostSpanProcessor(None))
+
+
+def post_instrument() -> None:
+    """``opentelemetry_post_instrument`` hook: runs after every instrumentor, whichever
+    configurator set the SDK up."""
+    ensure_installed()
+    try:
+        propagation.attach_from_environ()
+    except Exception:  # never hurt the app: a bad TRACEPARENT only means a new trace
+        _logger.debug("tokentrail: could not join the parent context from the environment", exc_info=True)
