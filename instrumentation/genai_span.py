@@ -221,6 +221,25 @@ class LLMCall:
         """
         return _Activation(self.span)
 
+    def run(self, wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """Call the SDK inside this span. If it raises, the span ends with the error and the
+        exception reaches the caller unchanged; otherwise the caller records and ends."""
+        try:
+            with self.activate():
+                return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.end(error=exc)
+            raise
+
+    async def run_async(self, wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """``run`` for coroutine methods."""
+        try:
+            with self.activate():
+                return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.end(error=exc)
+            raise
+
     # --- ending ----------------------------------------------------------------------------
     def end(self, error: BaseException | str | None = None) -> None:
         """Price and end the span; safe to call more than once (only the first call counts)."""

@@ -189,11 +189,7 @@ def sync_request_wrapper(tracer: Any):
         call = _start(tracer, instance, body, stream)
         token = _TRACED_CALL.set(not call.ended)
         try:
-            with call.activate():
-                result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+            result = call.run(wrapped, args, kwargs)
         finally:
             _TRACED_CALL.reset(token)
         return _finish(call, result, stream, is_async=False)
@@ -210,11 +206,7 @@ def async_request_wrapper(tracer: Any):
         call = _start(tracer, instance, body, stream)
         token = _TRACED_CALL.set(not call.ended)
         try:
-            with call.activate():
-                result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+            result = await call.run_async(wrapped, args, kwargs)
         finally:
             _TRACED_CALL.reset(token)
         return _finish(call, result, stream, is_async=True)

@@ -172,12 +172,7 @@ def generate_content(tracer: trace.Tracer, operation: str = OPERATION):
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=stream, operation=operation)
-        try:
-            with call.activate():
-                response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        response = call.run(wrapped, args, kwargs)
         record(call, response)
         call.end()
         return response
@@ -192,12 +187,7 @@ def generate_content_async(tracer: trace.Tracer, operation: str = OPERATION):
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=stream, operation=operation)
-        try:
-            with call.activate():
-                response = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        response = await call.run_async(wrapped, args, kwargs)
         record(call, response)
         call.end()
         return response
@@ -218,12 +208,7 @@ def generate_content_stream(tracer: trace.Tracer):
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=True)
-        try:
-            with call.activate():
-                generator = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        generator = call.run(wrapped, args, kwargs)
         return SyncStreamProxy(_activated(generator, call), GeminiStreamHooks(call))
 
     return wrapper
@@ -234,12 +219,7 @@ def generate_content_stream_async(tracer: trace.Tracer):
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=True)
-        try:
-            with call.activate():
-                stream = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        stream = await call.run_async(wrapped, args, kwargs)
         return AsyncStreamProxy(stream, GeminiStreamHooks(call))
 
     return wrapper

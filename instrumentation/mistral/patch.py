@@ -121,12 +121,7 @@ def unary(tracer: trace.Tracer, operation: str):
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=operation, stream=False if operation == CHAT else None)
-        try:
-            with call.activate():
-                response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        response = call.run(wrapped, args, kwargs)
         _record_response(call, response)
         call.end()
         return response
@@ -139,12 +134,7 @@ def unary_async(tracer: trace.Tracer, operation: str):
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=operation, stream=False if operation == CHAT else None)
-        try:
-            with call.activate():
-                response = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        response = await call.run_async(wrapped, args, kwargs)
         _record_response(call, response)
         call.end()
         return response
@@ -157,12 +147,7 @@ def stream(tracer: trace.Tracer):
         if genai_span.should_skip():
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=CHAT, stream=True)
-        try:
-            with call.activate():
-                events = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        events = call.run(wrapped, args, kwargs)
         return SyncStreamProxy(events, MistralStreamHooks(call))
 
     return wrapper
@@ -173,12 +158,7 @@ def stream_async(tracer: trace.Tracer):
         if genai_span.should_skip():
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=CHAT, stream=True)
-        try:
-            with call.activate():
-                events = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
+        events = await call.run_async(wrapped, args, kwargs)
         return AsyncStreamProxy(events, MistralStreamHooks(call))
 
     return wrapper
