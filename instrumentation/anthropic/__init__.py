@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.anthropic import patch
 
 _log = logging.getLogger(__name__)
@@ -52,19 +53,6 @@ _REQUEST_TARGETS = (
 )
 
 
-def _coexistence_allows(provider: str) -> bool:
-    """Hook for the cross-instrumentation policy (tokentrail.instrumentation.coexistence)."""
-    try:
-        from tokentrail.instrumentation import coexistence
-    except ImportError:
-        return True
-    hook = getattr(coexistence, "should_instrument", None)
-    try:
-        return True if hook is None else bool(hook(provider))
-    except Exception:
-        return True
-
-
 class AnthropicInstrumentor(BaseInstrumentor):
     """Instruments the anthropic SDK with tokentrail LLM spans."""
 
@@ -73,7 +61,7 @@ class AnthropicInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         self._patched: list[tuple[str, str]] = []
-        if not _coexistence_allows("anthropic"):
+        if not coexistence.should_instrument("anthropic"):
             _log.info("tokentrail: another Anthropic instrumentation owns the anthropic SDK; not patching")
             return
         tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))

@@ -22,25 +22,13 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.bedrock import patch
 
 _log = logging.getLogger(__name__)
 
 _instruments = ("botocore >= 1.34",)
 _TRACER_NAME = "tokentrail.instrumentation.bedrock"
-
-
-def _coexistence_allows(provider: str) -> bool:
-    """Hook for the cross-instrumentation policy (tokentrail.instrumentation.coexistence)."""
-    try:
-        from tokentrail.instrumentation import coexistence
-    except ImportError:
-        return True
-    hook = getattr(coexistence, "should_instrument", None)
-    try:
-        return True if hook is None else bool(hook(provider))
-    except Exception:
-        return True
 
 
 class BedrockInstrumentor(BaseInstrumentor):
@@ -51,7 +39,7 @@ class BedrockInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         self._patched = False
-        if not _coexistence_allows("bedrock"):
+        if not coexistence.should_instrument("bedrock"):
             _log.info("tokentrail: another Bedrock instrumentation owns bedrock-runtime; not patching")
             return
         tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))

@@ -37,28 +37,13 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.openai import batch, patch
 
 _log = logging.getLogger(__name__)
 
 _instruments = ("openai >= 1.40",)
 _TRACER_NAME = "tokentrail.instrumentation.openai"
-
-
-def _coexistence_allows(provider: str) -> bool:
-    """Hook for the cross-instrumentation policy (tokentrail.instrumentation.coexistence)."""
-    try:
-        from tokentrail.instrumentation import coexistence
-    except ImportError:
-        return True
-    hook = getattr(coexistence, "should_instrument", None)
-    if hook is None:
-        return True
-    try:
-        return bool(hook(provider))
-    except Exception:
-        _log.debug("tokentrail: coexistence hook failed; instrumenting", exc_info=True)
-        return True
 
 
 class OpenAIInstrumentor(BaseInstrumentor):
@@ -68,7 +53,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        if not _coexistence_allows("openai"):
+        if not coexistence.should_instrument("openai"):
             _log.info("tokentrail: another OpenAI instrumentation owns the openai SDK; not patching")
             self._patched: list[tuple[str, str]] = []
             return
