@@ -172,19 +172,23 @@ class CostSpanProcessor(SpanProcessor):
         attributes = span.attributes
         if not attributes or not self._is_llm(attributes):
             return span
-        extra = self._price_span(attributes, span.start_time)
+        # One plain-dict copy: the ~30 lookups of pricing and metrics on the SDK's
+        # BoundedAttributes view are Python-level calls (a raised KeyError per missing key).
+        plain = dict(attributes)
+        extra = self._price_span(plain, span.start_time)
         out = span
         if extra:
             # Foreign span: it did not stamp tokentrail.attributed (our instrumentations'
             # spans get it from AttributionSpanProcessor at start).
-            if attr.TOKENTRAIL_ATTRIBUTED not in attributes:
-                extra = {**extra, attr.TOKENTRAIL_ATTRIBUTED: bool(attributes.get(attr.TOKENTRAIL_TENANT))}
+            if attr.TOKENTRAIL_ATTRIBUTED not in plain:
+                extra = {**extra, attr.TOKENTRAIL_ATTRIBUTED: bool(plain.get(attr.TOKENTRAIL_TENANT))}
             out = enriched_copy(span, extra)
+            plain.update(extra)
         if self._record_metrics:
-            self._record(out, foreign=bool(extra))
+            self._record(out, plain, foreign=bool(extra))
         return out
 
-    def _record(self, span: ReadableSpan, foreign: bool) -> None:
+    def _record(self, span: ReadableSpan, attributes: Mapping[str, Any], foreign: bool) -> None:
         duration = None
         if span.start_time is not None and span.end_time is not None:
             duration = (span.end_time - span.start_time) / 1e9
@@ -192,7 +196,7 @@ class CostSpanProcessor(SpanProcessor):
         ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(span.context)) if span.context else None
         resource = getattr(span, "resource", None)
         _metrics.record_llm_call(
-            span.attributes,
+            attributes,
             duration,
             meter_provider=self._meter_provider,
             context=ctx,

@@ -56,7 +56,10 @@ _UPSTREAM = (attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL, attr.GEN_AI_O
              attr.ERROR_TYPE, attr.DEPLOYMENT_ENVIRONMENT_NAME)
 #: Not useful on token counts (a failed call's tokens are still tokens).
 _NOT_ON_TOKENS = frozenset({attr.ERROR_TYPE})
-_NO_EXEMPLAR = Context()
+# Not an empty Context: the SDK replaces a falsy one by the current context (``context or
+# get_current()``), which would sample exemplars from whatever span is current. An invalid span
+# makes the trace-based exemplar filter skip the point, as intended.
+_NO_EXEMPLAR = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
 _NANO = 1_000_000_000
 
 
@@ -230,16 +233,24 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
             ("reasoning", usage.reasoning_tokens),
         )
         tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
+        # One dict for all token points: the SDK copies a point's attributes when it takes the
+        # measurement, so changing the token type afterwards cannot touch a recorded point.
+        type_key = attr.TOKENTRAIL_TOKEN_TYPE
+        add = inst.tokens.add
         for token_type, count in by_type:
             if count or token_type in ("input", "output"):
-                inst.tokens.add(count, {**tokens_point, attr.TOKENTRAIL_TOKEN_TYPE: token_type}, context=quiet)
+                tokens_point[type_key] = token_type
+                add(count, tokens_point, context=quiet)
     if not upstream:
         return
     # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
     # what tokentrail.* are for), which also keeps their per-measurement cost down.
     up = {k: point[k] for k in _UPSTREAM if k in point}
     if usage is not None:
-        inst.token_usage.record(usage.input_tokens, {**up, attr.GEN_AI_TOKEN_TYPE: "input"}, context=quiet)
-        inst.token_usage.record(usage.output_tokens, {**up, attr.GEN_AI_TOKEN_TYPE: "output"}, context=quiet)
+        typed = dict(up)  # reused for both points (the SDK copies, see above); ``up`` stays clean
+        typed[attr.GEN_AI_TOKEN_TYPE] = "input"
+        inst.token_usage.record(usage.input_tokens, typed, context=quiet)
+        typed[attr.GEN_AI_TOKEN_TYPE] = "output"
+        inst.token_usage.record(usage.output_tokens, typed, context=quiet)
     if duration_s is not None:
         inst.duration.record(duration_s, up, context=context)
