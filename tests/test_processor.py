@@ -178,6 +178,28 @@ def test_exemplar_links_the_trace():
         assert point.exemplars[0].span_id == ctx.span_id
 
 
+def test_token_points_carry_no_exemplar_even_inside_a_request_span():
+    # Exemplars only where one drills down from (cost, duration): the token points must not
+    # pick up the enclosing request span the SDK would fall back to.
+    with InMemoryPipeline(instrument=False) as pipeline:
+        tracer = pipeline.tracer("foreign")
+        with tracer.start_as_current_span("GET /summarise"):
+            with tracer.start_as_current_span("chat", attributes={
+                attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+                attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+            }) as span:
+                ctx = span.get_span_context()
+        # One collection: the SDK hands exemplars out once per collection.
+        points = {metric.name: list(metric.data.data_points)
+                  for rm in pipeline.metrics().resource_metrics for sm in rm.scope_metrics for metric in sm.metrics}
+        [cost] = points[m.TOKENTRAIL_COST]
+        assert [e.span_id for e in cost.exemplars] == [ctx.span_id]
+        tokens = points[m.TOKENTRAIL_TOKENS]
+        assert sorted(p.value for p in tokens) == [100, 1000]
+        assert all(not p.exemplars for p in tokens)
+
+
 def test_unknown_model_is_unpriced_never_zero():
     with InMemoryPipeline(instrument=False) as pipeline:
         tracer = pipeline.tracer("foreign")
