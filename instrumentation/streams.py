@@ -280,3 +280,25 @@ class LLMCallStreamHooks(StreamHooks):
         except Exception:
             _log.debug("tokentrail: recording stream results failed", exc_info=True)
         self.call.end(error=error)
+
+
+class FoldingStreamHooks(LLMCallStreamHooks):
+    """For providers whose stream chunks a ``StreamUsage`` folds: ``add(chunk)`` per item, then
+    ``response()`` (``LLMCall.set_response`` keyword arguments) and ``usage()`` at the end."""
+
+    __slots__ = ("folded",)
+
+    def __init__(self, call: Any, folded: Any) -> None:
+        super().__init__(call)
+        self.folded = folded
+
+    def on_item(self, item: Any) -> bool:
+        self.folded.add(item)
+        return False
+
+    def record(self) -> None:
+        self.call.set_response(**self.folded.response())
+        try:
+            self.call.set_usage(self.folded.usage())
+        except Exception:
+            _log.debug("tokentrail: malformed stream usage", exc_info=True)

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
 from tokentrail.instrumentation.google_genai import usage as gusage
-from tokentrail.instrumentation.streams import AsyncStreamProxy, LLMCallStreamHooks, SyncStreamProxy
+from tokentrail.instrumentation.streams import AsyncStreamProxy, FoldingStreamHooks, SyncStreamProxy
 
 _log = logging.getLogger(__name__)
 
@@ -120,26 +120,6 @@ def _record_response(call: genai_span.LLMCall, response: Any) -> None:
         _log.debug("tokentrail: reading a Gemini response failed", exc_info=True)
 
 
-class GeminiStreamHooks(LLMCallStreamHooks):
-    __slots__ = ("folded",)
-
-    def __init__(self, call: genai_span.LLMCall) -> None:
-        super().__init__(call)
-        self.folded = gusage.StreamUsage()
-
-    def on_item(self, item: Any) -> bool:
-        self.folded.add(item)
-        return False
-
-    def record(self) -> None:
-        folded = self.folded
-        self.call.set_response(model=folded.model, response_id=folded.response_id, finish_reasons=folded.reasons)
-        try:
-            self.call.set_usage(folded.usage())
-        except Exception:
-            _log.debug("tokentrail: malformed Gemini stream usage", exc_info=True)
-
-
 def _activated(generator: Any, call: genai_span.LLMCall) -> Any:
     """Runs each step of the SDK's lazy stream generator inside our span's context, so the
     HTTP request it sends on the first step is a child of the LLM span."""
@@ -209,7 +189,7 @@ def generate_content_stream(tracer: trace.Tracer):
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=True)
         generator = call.run(wrapped, args, kwargs)
-        return SyncStreamProxy(_activated(generator, call), GeminiStreamHooks(call))
+        return SyncStreamProxy(_activated(generator, call), FoldingStreamHooks(call, gusage.StreamUsage()))
 
     return wrapper
 
@@ -220,6 +200,6 @@ def generate_content_stream_async(tracer: trace.Tracer):
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, stream=True)
         stream = await call.run_async(wrapped, args, kwargs)
-        return AsyncStreamProxy(stream, GeminiStreamHooks(call))
+        return AsyncStreamProxy(stream, FoldingStreamHooks(call, gusage.StreamUsage()))
 
     return wrapper

@@ -133,5 +133,8 @@ class StreamUsage:
         self.reasons = finish_reasons(chunk) or self.reasons
         self.web_searches = max(self.web_searches, web_search_count(chunk))
 
+    def response(self) -> dict[str, Any]:
+        return {"model": self.model, "response_id": self.response_id, "finish_reasons": self.reasons}
+
     def usage(self) -> Usage | None:
         return usage_from_metadata(self.metadata, web_searches=self.web_searches)

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
 from tokentrail.instrumentation.mistral import usage as musage
-from tokentrail.instrumentation.streams import AsyncStreamProxy, LLMCallStreamHooks, SyncStreamProxy
+from tokentrail.instrumentation.streams import AsyncStreamProxy, FoldingStreamHooks, SyncStreamProxy
 
 _log = logging.getLogger(__name__)
 
@@ -93,29 +93,6 @@ def _record_response(call: genai_span.LLMCall, response: Any) -> None:
         _log.debug("tokentrail: reading a Mistral response failed", exc_info=True)
 
 
-class MistralStreamHooks(LLMCallStreamHooks):
-    __slots__ = ("folded",)
-
-    def __init__(self, call: genai_span.LLMCall) -> None:
-        super().__init__(call)
-        self.folded = musage.StreamUsage()
-
-    def on_item(self, item: Any) -> bool:
-        self.folded.add(item)
-        return False
-
-    def record(self) -> None:
-        folded = self.folded
-        self.call.set_response(
-            model=folded.model, response_id=folded.response_id, finish_reasons=folded.reasons,
-            service_tier=musage.service_tier(folded.info),
-        )
-        try:
-            self.call.set_usage(folded.usage())
-        except Exception:
-            _log.debug("tokentrail: malformed Mistral stream usage", exc_info=True)
-
-
 def unary(tracer: trace.Tracer, operation: str):
     def wrapper(wrapped, instance, args, kwargs):
         if genai_span.should_skip():
@@ -148,7 +125,7 @@ def stream(tracer: trace.Tracer):
             return wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=CHAT, stream=True)
         events = call.run(wrapped, args, kwargs)
-        return SyncStreamProxy(events, MistralStreamHooks(call))
+        return SyncStreamProxy(events, FoldingStreamHooks(call, musage.StreamUsage()))
 
     return wrapper
 
@@ -159,6 +136,6 @@ def stream_async(tracer: trace.Tracer):
             return await wrapped(*args, **kwargs)
         call = _start(tracer, instance, kwargs, operation=CHAT, stream=True)
         events = await call.run_async(wrapped, args, kwargs)
-        return AsyncStreamProxy(events, MistralStreamHooks(call))
+        return AsyncStreamProxy(events, FoldingStreamHooks(call, musage.StreamUsage()))
 
     return wrapper

@@ -83,5 +83,13 @@ class StreamUsage:
         self.response_id = _get(chunk, "id") or self.response_id
         self.reasons = finish_reasons(chunk) or self.reasons
 
+    def response(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "response_id": self.response_id,
+            "finish_reasons": self.reasons,
+            "service_tier": service_tier(self.info),
+        }
+
     def usage(self) -> Usage | None:
         return usage_from_info(self.info)
