@@ -39,8 +39,12 @@ except ImportError:  # pragma: no cover - very old opentelemetry-instrumentation
     def is_instrumentation_enabled() -> bool:
         return True
 
-from tokentrail import preflight
+from tokentrail import preflight, tasks
+from tokentrail.attribution import owner_span_attributes
 from tokentrail.instrumentation import coexistence
+from tokentrail.processor.cost import pipeline_active
+from tokentrail.processor.metrics import record_llm_call
+from tokentrail.processor.pricing import price_span
 from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
 
@@ -95,42 +99,9 @@ def error_type(exc: BaseException | str) -> str:
     return type(exc).__qualname__
 
 
-# --------------------------------------------------------------------------------------------
-# optional collaborators, resolved once
-# --------------------------------------------------------------------------------------------
-_MISSING = object()
-_hooks: dict[str, Any] = {}
-
-
-def _hook(name: str) -> Any:
-    """Lazily import an optional function (None when its module is not there)."""
-    found = _hooks.get(name, _MISSING)
-    if found is not _MISSING:
-        return found
-    module_name, _, func = {
-        "owner": "tokentrail.attribution:owner_span_attributes",
-        "price": "tokentrail.processor.pricing:price_span",
-        "pipeline_active": "tokentrail.processor.cost:pipeline_active",
-        "record": "tokentrail.processor.metrics:record_llm_call",
-        "ended": "tokentrail.tasks:on_llm_call_end",
-    }[name].partition(":")
-    try:
-        import importlib
-
-        found = getattr(importlib.import_module(module_name), func)
-    except Exception as exc:  # absent or broken module: run without it
-        _log.debug("tokentrail: optional %s unavailable: %r", module_name, exc)
-        found = None
-    _hooks[name] = found
-    return found
-
-
 def owner_attributes() -> dict[str, Any]:
-    owner = _hook("owner")
-    if owner is None:
-        return {}
     try:
-        return dict(owner() or {})
+        return owner_span_attributes()
     except Exception:
         _log.debug("tokentrail: owner_span_attributes failed", exc_info=True)
         return {}
@@ -274,12 +245,10 @@ class LLMCall:
 def _call_ended(span: trace.Span, attributes: Mapping[str, Any]) -> None:
     """Tell task and budget accounting (tokentrail.tasks) the priced call, while the span can
     still take attributes and events."""
-    ended = _hook("ended")
-    if ended is not None:
-        try:
-            ended(span, attributes)
-        except Exception:
-            _log.debug("tokentrail: task accounting hook failed", exc_info=True)
+    try:
+        tasks.on_llm_call_end(span, attributes)
+    except Exception:
+        _log.debug("tokentrail: task accounting hook failed", exc_info=True)
 
 
 _MAX_CONTENT_CHARS = 64 * 1024
@@ -291,13 +260,11 @@ def _json(value: Any) -> str:
 
 
 def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) -> dict[str, Any]:
-    price_span: Callable[[Mapping[str, Any], int | None], dict[str, Any]] | None = _hook("price")
-    if price_span is not None:
-        try:
-            return dict(price_span(merged, start_ns) or {})
-        except Exception:
-            _log.debug("tokentrail: price_span failed", exc_info=True)
-    # Without the pricing module a usage-less call is still marked; priced later otherwise.
+    try:
+        return price_span(merged, start_ns)
+    except Exception:
+        _log.debug("tokentrail: price_span failed", exc_info=True)
+    # price_span never raises; should it, a usage-less call is still marked.
     return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: COST_STATUS_NO_USAGE}
 
 
@@ -308,14 +275,10 @@ def _metrics_fallback(
     or the span is not recording, e.g. sampled out: processors never see those)."""
     try:
         tracer_provider, meter_provider = providers
-        active = _hook("pipeline_active")
-        if recording and active is not None:
-            if active(tracer_provider) if tracer_provider is not None else active():
-                return
-        record = _hook("record")
-        if record is not None:
-            extra = {"meter_provider": meter_provider} if meter_provider is not None else {}
-            record(attributes, duration_s, context=trace.set_span_in_context(span), **extra)
+        if recording and (pipeline_active(tracer_provider) if tracer_provider is not None else pipeline_active()):
+            return
+        extra = {"meter_provider": meter_provider} if meter_provider is not None else {}
+        record_llm_call(attributes, duration_s, context=trace.set_span_in_context(span), **extra)
     except Exception:
         _log.debug("tokentrail: metrics fallback failed", exc_info=True)
 

@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from tokentrail import config
+from tokentrail.attribution import owner_span_attributes
 from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
 
 _LLM_MARKERS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_SYSTEM)
-
-
-def _owner_source() -> Callable[[], Mapping[str, Any]]:
-    # The attribution API may not be importable (partial install, older tree): then only the
-    # static TOKENTRAIL_ATTRIBUTES defaults apply.
-    # owner_span_attributes() already includes the TOKENTRAIL_ATTRIBUTES defaults.
-    try:
-        from tokentrail.attribution import owner_span_attributes
-    except Exception:  # pragma: no cover - depends on the tree
-        _logger.debug("tokentrail.attribution unavailable; static attributes only", exc_info=True)
-        return config.static_attributes
-    return owner_span_attributes
 
 
 def looks_like_llm_span(attributes: Mapping[str, Any] | None) -> bool:
@@ -47,12 +35,9 @@ class AttributionSpanProcessor(SpanProcessor):
     visible instead of disappearing from per-tenant views.
     """
 
-    def __init__(self) -> None:
-        self._owner = _owner_source()
-
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            owner = self._owner()
+            owner = owner_span_attributes()
             current = span.attributes
             # Our instrumentations stamp the owner at start already: set only what differs.
             missing = {k: v for k, v in owner.items() if current.get(k) != v} if owner else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -20,40 +20,16 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.util.types import Attributes
 
+from tokentrail.instrumentation import coexistence
 from tokentrail.processor import metrics as _metrics
-from tokentrail.processor.attribution import _processors_of, looks_like_llm_span
+from tokentrail.processor.attribution import _processors_of
+from tokentrail.processor.pricing import is_llm_span, price_span
 from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
 
 _active_lock = threading.Lock()
 _active = 0
-
-
-def _price_span_fn() -> Callable[[Mapping[str, Any], int | None], dict[str, Any]]:
-    try:
-        from tokentrail.processor.pricing import price_span
-    except Exception:  # pricing not importable: pass spans through unpriced
-        _logger.warning("tokentrail: pricing unavailable; foreign LLM spans will not be priced", exc_info=True)
-        return lambda attributes, start_time_ns: {}
-    return price_span
-
-
-def _is_llm_fn() -> Callable[[Mapping[str, Any]], bool]:
-    try:
-        from tokentrail.processor.pricing import is_llm_span
-    except Exception:
-        return looks_like_llm_span
-    return is_llm_span
-
-
-def _coexistence_fns() -> tuple[Callable[[Any], bool], Callable[[Any], None]]:
-    """(is_duplicate, on_start) of the one-LLM-span-per-call rule (instrumentation/coexistence.py)."""
-    try:
-        from tokentrail.instrumentation.coexistence import is_duplicate, on_start
-    except Exception:
-        return (lambda span: False), (lambda span: None)
-    return is_duplicate, on_start
 
 
 def pipeline_active(tracer_provider: Any = None) -> bool:
@@ -136,9 +112,6 @@ class CostSpanProcessor(SpanProcessor):
         self._next = next_processor
         self._meter_provider = meter_provider
         self._record_metrics = record_metrics
-        self._price_span = _price_span_fn()
-        self._is_llm = _is_llm_fn()
-        self._is_duplicate, self._coexistence_start = _coexistence_fns()
         self._shut = False
         with _active_lock:
             _active += 1
@@ -148,7 +121,7 @@ class CostSpanProcessor(SpanProcessor):
         return self._next
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        self._coexistence_start(span)
+        coexistence.on_start(span)
         if self._next is not None:
             self._next.on_start(span, parent_context=parent_context)
 
@@ -158,7 +131,7 @@ class CostSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._is_duplicate(span):
+        if coexistence.is_duplicate(span):
             return  # another instrumentation's span of a call our span covers (coexistence)
         out = span
         try:
@@ -170,12 +143,12 @@ class CostSpanProcessor(SpanProcessor):
 
     def _process(self, span: ReadableSpan) -> ReadableSpan:
         attributes = span.attributes
-        if not attributes or not self._is_llm(attributes):
+        if not attributes or not is_llm_span(attributes):
             return span
         # One plain-dict copy: the ~30 lookups of pricing and metrics on the SDK's
         # BoundedAttributes view are Python-level calls (a raised KeyError per missing key).
         plain = dict(attributes)
-        extra = self._price_span(plain, span.start_time)
+        extra = price_span(plain, span.start_time)
         out = span
         if extra:
             # Foreign span: it did not stamp tokentrail.attributed (our instrumentations'
