@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from opentelemetry import context as otel_context
 
+from tokentrail import config
 from tokentrail.semconv import attributes as attr
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -124,8 +125,6 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
     ``tokentrail.fallback.from`` marks of enclosing ``retry()`` / ``fallback()`` scopes.
     """
     try:
-        from tokentrail import config
-
         out: dict[str, Any] = config.static_attributes()
     except Exception:
         out = {}
