@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - very old opentelemetry-instrumentation
 from tokentrail import preflight, tasks
 from tokentrail.attribution import owner_span_attributes
 from tokentrail.instrumentation import coexistence
+from tokentrail.processor import dedup
 from tokentrail.processor.cost import pipeline_active
 from tokentrail.processor.metrics import record_llm_call
 from tokentrail.processor.pricing import price_span
@@ -370,12 +371,12 @@ def start_llm_call(
         span = tracer.start_span(
             f"{operation} {model}" if model else operation,
             # Another instrumentation's span of this call around ours: ours takes its place.
-            context=coexistence.parent_context_for_our_span(),
+            context=dedup.parent_context_for_our_span(),
             kind=SpanKind.CLIENT,
             attributes=attrs,
             start_time=start_ns,
         )
-        coexistence.register_ours(span)
+        dedup.register_ours(span)
         call = LLMCall(span, attrs, start_ns)
         if tracer_provider is not None or meter_provider is not None:
             call.providers = (tracer_provider, meter_provider)

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.util.types import Attributes
 
-from tokentrail.instrumentation import coexistence
+from tokentrail.processor import dedup
 from tokentrail.processor import metrics as _metrics
 from tokentrail.processor.attribution import _processors_of
 from tokentrail.processor.pricing import is_llm_span, price_span
@@ -121,7 +121,7 @@ class CostSpanProcessor(SpanProcessor):
         return self._next
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        coexistence.on_start(span)
+        dedup.on_start(span)
         if self._next is not None:
             self._next.on_start(span, parent_context=parent_context)
 
@@ -131,7 +131,7 @@ class CostSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if coexistence.is_duplicate(span):
+        if dedup.is_duplicate(span):
             return  # another instrumentation's span of a call our span covers (coexistence)
         out = span
         try:

@@ -22,7 +22,9 @@ from typing import Any, Callable
 import pytest
 
 import tokentrail
+from tokentrail import state
 from tokentrail.instrumentation import coexistence
+from tokentrail.processor import dedup
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as metric_names
 from tokentrail.testing import InMemoryPipeline, anthropic_api, fake_provider, gemini_api, mistral_api, openai_api
@@ -64,7 +66,7 @@ def _sdk_methods() -> dict:
 def _clean(server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")  # the anthropic SDK's own spans: off here
     server.reset()
-    coexistence.reset()
+    state.reset()
     before = _sdk_methods()
     yield
     for (cls, attr_name), value in before.items():
@@ -265,14 +267,14 @@ def test_rule_units():
         instrumentation_scope = Scope()
         attributes = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}
 
-    assert coexistence.is_foreign_call_span(Foreign())
+    assert dedup.is_foreign_call_span(Foreign())
     Foreign.attributes = {attr.GEN_AI_OPERATION_NAME: "execute_tool"}
-    assert not coexistence.is_foreign_call_span(Foreign())
+    assert not dedup.is_foreign_call_span(Foreign())
     Foreign.attributes = {attr.GEN_AI_SYSTEM: "openai", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}
-    assert coexistence.is_foreign_call_span(Foreign())
+    assert dedup.is_foreign_call_span(Foreign())
     Scope.name = "tokentrail.instrumentation.openai"
-    assert not coexistence.is_foreign_call_span(Foreign())
-    assert coexistence.is_duplicate(object()) is False  # never raises
+    assert not dedup.is_foreign_call_span(Foreign())
+    assert dedup.is_duplicate(object()) is False  # never raises
 
 
 def test_async_official_openai_beside_ours(server):

@@ -1,7 +1,7 @@
 """tokentrail: who spent the LLM money, down to the single request."""
 
 from tokentrail.attribution import attribute, owner_span_attributes
-from tokentrail.budgets import BudgetExceeded
+from tokentrail.errors import BudgetExceeded
 from tokentrail.propagation import extract, inject
 from tokentrail.tasks import fallback, retry, task
 

@@ -244,7 +244,7 @@ class task(_Scope):
 
 
 def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
-    from tokentrail.budgets import BudgetExceeded
+    from tokentrail.errors import BudgetExceeded
 
     if isinstance(exc, BudgetExceeded) or state.blocked:
         state.outcome = BUDGET_EXCEEDED

@@ -16,7 +16,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
-from tokentrail.budgets import BudgetExceeded
+from tokentrail.errors import BudgetExceeded
 from tokentrail.ledger.schema import LedgerError, connect
 
 NANO = 10**9

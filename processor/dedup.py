@@ -1,0 +1,209 @@
+"""One LLM span per call at export: other instrumentations' spans of a call ours covers.
+
+When a tokentrail instrumentor covers a call, its span is that call's LLM span; another
+instrumentation's span of the same call (recognised structurally: a span from another scope
+describing one model call, ``chat``/``generate_content``/``embeddings``..., never
+``invoke_agent`` or ``execute_tool``) is dropped by ``CostSpanProcessor`` through
+``is_duplicate``:
+
+- theirs inside ours: a descendant of our span (``on_start`` marks spans below ours);
+- theirs outside ours: ours starts under their parent (``parent_context_for_our_span``) and
+  theirs is marked shadowed; a wrapper that does not make its span current is recognised
+  at export as a foreign call span for the same model whose time span contains one of ours.
+
+Everything here is cheap (set lookups) and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedSet, register_reset
+
+_log = logging.getLogger(__name__)
+
+# Operations that describe one model call (a duplicate of ours); any other operation
+# (invoke_agent, execute_tool, ...) wraps calls and is kept.
+CALL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"}
+)
+_OUR_SCOPE_PREFIX = "tokentrail"
+_CAPACITY = 8192
+
+
+_ours = BoundedSet(_CAPACITY)  # span ids of our LLM spans (recent)
+_shadowed = BoundedSet(_CAPACITY)  # span ids of foreign call spans that ours replaced
+_covered = BoundedSet(_CAPACITY)  # span ids started below one of our LLM spans (at any depth)
+# Other instrumentations' spans still open (removed as they end), to walk up a chain of
+# wrappers around ours. A plain dict: a weak one costs several times more per span.
+_live: dict[int, Any] = {}
+_live_lock = threading.Lock()
+_LIVE_CAPACITY = 4096  # spans that never end are forgotten oldest first
+
+# Our recently ended LLM spans by model: (start, end, trace id, has parent), for foreign spans
+# that wrap ours without becoming the current span (OpenLLMetry's google-genai wrapper).
+_RECENT_PER_MODEL = 256
+_recent: dict[str, deque] = {}
+_recent_lock = threading.Lock()
+
+
+def _scope_name(span: Any) -> str:
+    scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
+    return getattr(scope, "name", "") or ""
+
+
+def is_foreign_call_span(span: Any) -> bool:
+    """A span of another instrumentation describing one model call."""
+    try:
+        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            return False
+        attributes = getattr(span, "attributes", None) or {}
+        operation = attributes.get(attr.GEN_AI_OPERATION_NAME)
+        if operation is not None:
+            return operation in CALL_OPERATIONS
+        # Older instrumentations: no operation name, but a GenAI system and a model.
+        has_system = attr.GEN_AI_SYSTEM in attributes or attr.GEN_AI_PROVIDER_NAME in attributes
+        return has_system and (attr.GEN_AI_REQUEST_MODEL in attributes or attr.GEN_AI_RESPONSE_MODEL in attributes)
+    except Exception:
+        return False
+
+
+def parent_context_for_our_span() -> otel_context.Context | None:
+    """The context to start our LLM span in, or None for the current one.
+
+    When the current span is another instrumentation's span of this very call (its wrapper
+    runs outside ours), ours replaces it: it is marked for dropping, and ours starts under its
+    parent; up a chain of such wrappers (several instrumentations stacked) to the first span
+    that is not one.
+    """
+    try:
+        current = trace.get_current_span()
+        if not current.is_recording() or not is_foreign_call_span(current):
+            return None
+        parent = None
+        for _ in range(8):  # a handful of stacked wrappers at most
+            _shadowed.add(current.get_span_context().span_id)
+            parent = getattr(current, "parent", None)
+            above = _live.get(parent.span_id) if parent is not None else None
+            if above is None or not is_foreign_call_span(above):
+                break
+            current = above
+        stand_in = trace.NonRecordingSpan(parent) if parent is not None else trace.INVALID_SPAN
+        return trace.set_span_in_context(stand_in)
+    except Exception:
+        _log.debug("tokentrail: coexistence parent lookup failed", exc_info=True)
+        return None
+
+
+def on_start(span: Any) -> None:
+    """Every span as it starts (``CostSpanProcessor.on_start``): spans below ours are covered;
+    other instrumentations' open spans are kept (weakly) for the wrapper walk above."""
+    try:
+        span_id = span.get_span_context().span_id
+        parent = span.parent
+        if parent is not None and (parent.span_id in _ours or parent.span_id in _covered):
+            _covered.add(span_id)
+        if not _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            _live[span_id] = span
+            if len(_live) > _LIVE_CAPACITY:
+                with _live_lock:
+                    while len(_live) > _LIVE_CAPACITY:
+                        _live.pop(next(iter(_live)), None)
+    except Exception:
+        _log.debug("tokentrail: coexistence on_start failed", exc_info=True)
+
+
+def register_ours(span: Any) -> None:
+    """Remember one of our LLM spans, so another instrumentation's child span of it is dropped."""
+    try:
+        context = span.get_span_context()
+        if context.is_valid:
+            _ours.add(context.span_id)
+    except Exception:
+        _log.debug("tokentrail: coexistence register failed", exc_info=True)
+
+
+# Bedrock model ids: other instrumentations record them without the inference-profile region
+# and vendor prefixes ("us.anthropic.claude-x-v1:0" -> "claude-x-v1:0"), so compare without them.
+_BEDROCK_REGIONS = ("us.", "us-gov.", "eu.", "apac.", "global.", "jp.", "au.", "ca.")
+_BEDROCK_VENDORS = ("anthropic.", "meta.", "amazon.", "mistral.", "cohere.", "ai21.", "deepseek.", "writer.", "qwen.")
+
+
+def _model_key(attributes: Any) -> str | None:
+    model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
+    if not isinstance(model, str) or not model:
+        return None
+    key = model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
+    for prefix in _BEDROCK_REGIONS:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    for prefix in _BEDROCK_VENDORS:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def _remember_ended(span: Any) -> None:
+    key = _model_key(span.attributes or {})
+    if key is None or span.start_time is None or span.end_time is None:
+        return
+    entry = (span.start_time, span.end_time, span.context.trace_id, span.parent is not None)
+    with _recent_lock:
+        found = _recent.get(key)
+        if found is None:
+            if len(_recent) >= _CAPACITY:
+                _recent.clear()
+            found = _recent[key] = deque(maxlen=_RECENT_PER_MODEL)
+        found.append(entry)
+
+
+def _wraps_one_of_ours(span: Any) -> bool:
+    """A foreign call span whose time span contains one of ours for the same model, in the
+    same trace (or both trace roots): the outer wrapper of the same SDK call."""
+    key = _model_key(span.attributes or {})
+    found = _recent.get(key) if key else None
+    if not found or span.start_time is None or span.end_time is None:
+        return False
+    start, end, trace_id, has_parent = span.start_time, span.end_time, span.context.trace_id, span.parent is not None
+    for o_start, o_end, o_trace, o_parent in tuple(found):
+        if start <= o_start and o_end <= end and (o_trace == trace_id or not (has_parent or o_parent)):
+            return True
+    return False
+
+
+def is_duplicate(span: Any) -> bool:
+    """At export (any ended span): another instrumentation's span of a call one of our spans
+    already covers. Our own LLM spans are remembered here as they pass."""
+    try:
+        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+            if span.context.span_id in _ours:
+                _remember_ended(span)
+            return False
+        span_id = span.context.span_id
+        _live.pop(span_id, None)
+        if not is_foreign_call_span(span):
+            return False
+        # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
+        if span_id in _shadowed or span_id in _covered:
+            return True
+        parent = getattr(span, "parent", None)
+        if parent is not None and parent.span_id in _ours:
+            return True
+        return _wraps_one_of_ours(span)
+    except Exception:
+        return False
+
+
+@register_reset
+def _reset() -> None:
+    _live.clear()
+    with _recent_lock:
+        _recent.clear()
