@@ -534,7 +534,7 @@ def _warn(span: Any, budget: Budget, fraction: float, total_nano: int) -> None:
                 "Budget warning thresholds crossed").add(1, point)
 
 
-preflight.register(check)
+
 
 __all__ = ["BudgetExceeded", "Budget", "BudgetConfig", "SpendStore", "MemoryStore", "LedgerStore", "RedisStore",
            "check", "config", "reload", "parse_config", "worst_case_nano", "record_spend", "ensure_gauges"]

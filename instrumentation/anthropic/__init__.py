@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.anthropic import patch
 
@@ -60,6 +61,7 @@ class AnthropicInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        breakers.install()
         self._patched: list[tuple[str, str]] = []
         if not coexistence.should_instrument("anthropic"):
             _log.info("tokentrail: another Anthropic instrumentation owns the anthropic SDK; not patching")

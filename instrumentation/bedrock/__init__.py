@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.bedrock import patch
 
@@ -38,6 +39,7 @@ class BedrockInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        breakers.install()
         self._patched = False
         if not coexistence.should_instrument("bedrock"):
             _log.info("tokentrail: another Bedrock instrumentation owns bedrock-runtime; not patching")

@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.google_genai import patch
 
@@ -38,6 +39,7 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):
         return self._instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        breakers.install()
         self._patched = coexistence.should_instrument("google_genai")
         if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
             return

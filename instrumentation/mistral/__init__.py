@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.mistral import patch
 
@@ -47,6 +48,7 @@ class MistralInstrumentor(BaseInstrumentor):
         return self._instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        breakers.install()
         self._patched = coexistence.should_instrument("mistral")
         if not self._patched:  # TOKENTRAIL_COEXISTENCE=defer: another instrumentation owns the SDK
             return

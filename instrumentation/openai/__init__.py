@@ -37,6 +37,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.openai import batch, patch
 
@@ -53,6 +54,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        breakers.install()
         if not coexistence.should_instrument("openai"):
             _log.info("tokentrail: another OpenAI instrumentation owns the openai SDK; not patching")
             self._patched: list[tuple[str, str]] = []

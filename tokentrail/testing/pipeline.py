@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tokentrail import breakers
 from tokentrail.processor.attribution import AttributionSpanProcessor, looks_like_llm_span
 from tokentrail.processor.cost import CostSpanProcessor
 from tokentrail.processor.metrics import metric_views
@@ -94,6 +95,7 @@ class InMemoryPipeline:
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> "InMemoryPipeline":
+        breakers.install()
         targets = tokentrail_instrumentors() if self._instrument is True else list(self._instrument or ())
         for inst in targets:
             try:
