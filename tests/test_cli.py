@@ -14,18 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tokentrail import demo
 from tokentrail.cli import main
-
-pytest.importorskip("openai")
+from tokentrail.cli.demo import workload
 
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory) -> str:
-    from tokentrail.demo import run_workload
-
     path = str(tmp_path_factory.mktemp("cli") / "demo.db")
-    counts = run_workload(path, seed=7)
+    counts = workload.run_workload(path, seed=7)
     assert counts["dropped"] == 0
     return path
 
@@ -168,7 +164,7 @@ def test_top_explains_the_expensive_traces_and_tasks(ledger, capsys):
     code, out, _ = run(capsys, "top", "--only", "tasks", "-n", "50", "--format", "json", "--ledger", ledger)
     tasks = json.loads(out)["tasks"]
     assert "traces" not in json.loads(out)
-    assert any(t.get("fallback") == {"from": demo.MODEL, "to": demo.PRICIER_MODEL} for t in tasks)
+    assert any(t.get("fallback") == {"from": workload.MODEL, "to": workload.PRICIER_MODEL} for t in tasks)
     code, out, _ = run(capsys, "top", "--ledger", ledger)
     assert "Most expensive traces" in out and "Most expensive tasks" in out
 
@@ -191,7 +187,7 @@ def test_trace_by_unique_prefix_as_table_and_json(ledger, capsys):
         running += s["cost_nano_usd"] or 0
     assert llm[-1]["cumulative_cost_nano_usd"] == running == data["cost_nano_usd"]
     assert data["spans"][0]["depth"] == 0 and data["spans"][0]["subtree_cost_nano_usd"] == data["cost_nano_usd"]
-    assert all(s["model"] == demo.MODEL for s in llm)
+    assert all(s["model"] == workload.MODEL for s in llm)
     # an ambiguous prefix
     code, _, err = run(capsys, "trace", "", "--ledger", ledger)
     assert code == 2

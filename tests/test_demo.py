@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tokentrail import demo
 from tokentrail.cli import main
+from tokentrail.cli.demo import workload
 from tokentrail.ledger.queries import Ledger, Period
-
-pytest.importorskip("openai")
 
 
 def test_demo_as_a_new_user_runs_it(tmp_path):
@@ -41,9 +39,9 @@ def test_demo_as_a_new_user_runs_it(tmp_path):
 
 def test_demo_workload_shows_every_story_and_is_deterministic(tmp_path):
     a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
-    counts = demo.run_workload(a, seed=7)
+    counts = workload.run_workload(a, seed=7)
     assert counts["dropped"] == 0 and counts["written"] > counts["calls"]
-    demo.run_workload(b, seed=7)
+    workload.run_workload(b, seed=7)
     everything = Period.parse(None, None)
     with Ledger(a) as la, Ledger(b) as lb:
         report_a = la.report(["tenant", "feature", "model"], everything)
@@ -77,7 +75,7 @@ def test_demo_workload_shows_every_story_and_is_deterministic(tmp_path):
         assert retries[0] >= 10 and retries[1] > 0  # the retry storm, billed
         assert conn.execute("SELECT COUNT(*) FROM spans WHERE error_type IS NOT NULL AND llm = 1").fetchone()[0] > 0
         fallback = conn.execute("SELECT fallback_from, request_model FROM spans WHERE fallback_from IS NOT NULL").fetchall()
-        assert fallback and set(fallback) == {(demo.MODEL, demo.PRICIER_MODEL)}
+        assert fallback and set(fallback) == {(workload.MODEL, workload.PRICIER_MODEL)}
         assert conn.execute("SELECT COUNT(*) FROM spans WHERE cost_status = 'priced' AND cost_nano IS NULL").fetchone()[0] == 0
 
 
@@ -102,26 +100,26 @@ def test_demo_refuses_to_overwrite_a_real_ledger(tmp_path, capsys):
 
 def test_demo_runaway_loop_is_stopped_by_its_task_budget_with_zero_overshoot(tmp_path):
     path = str(tmp_path / "l.db")
-    breaker = demo.run_workload(path, seed=7)["breaker"]
-    assert breaker["task"] == demo.RUNAWAY_TASK and breaker["task_id"] == demo.RUNAWAY_TASK_ID
-    assert breaker["limit"] == "budget_usd" and breaker["limit_usd"] == demo.RUNAWAY_BUDGET_USD
+    breaker = workload.run_workload(path, seed=7)["breaker"]
+    assert breaker["task"] == workload.RUNAWAY_TASK and breaker["task_id"] == workload.RUNAWAY_TASK_ID
+    assert breaker["limit"] == "budget_usd" and breaker["limit_usd"] == workload.RUNAWAY_BUDGET_USD
     assert breaker["outcome"] == "budget_exceeded"
     assert breaker["calls"] >= 5  # it ran a while: a loop, not a refusal of the first call
-    assert 0 < breaker["spent_nano_usd"] <= demo.RUNAWAY_BUDGET_USD * 10**9  # zero overshoot
+    assert 0 < breaker["spent_nano_usd"] <= workload.RUNAWAY_BUDGET_USD * 10**9  # zero overshoot
 
     with Ledger(path) as ledger:
         [task] = [t for t in ledger.top(Period.parse(None, None), limit=1000)["tasks"]
-                  if t["task_id"] == demo.RUNAWAY_TASK_ID]
-    assert task["task"] == demo.RUNAWAY_TASK and task["outcome"] == "budget_exceeded"
+                  if t["task_id"] == workload.RUNAWAY_TASK_ID]
+    assert task["task"] == workload.RUNAWAY_TASK and task["outcome"] == "budget_exceeded"
     assert task["stopped_calls"] == 1 and "stopped by a budget breaker (1 call not sent)" in task["reasons"]
     assert task["cost_nano_usd"] == breaker["spent_nano_usd"]  # the ledger's cost is what the task counted
     assert task["retries"] == breaker["calls"]  # every sent call after the first, plus the stopped one
     conn = sqlite3.connect(path)
     rows = conn.execute("SELECT cost_status, cost_nano, error_type FROM spans WHERE llm = 1 AND task_id = ?",
-                        (demo.RUNAWAY_TASK_ID,)).fetchall()
+                        (workload.RUNAWAY_TASK_ID,)).fetchall()
     sent = [r for r in rows if r[0] == "priced"]
     assert len(sent) == breaker["calls"] and sum(r[1] for r in sent) == breaker["spent_nano_usd"]
     # the stopped call is in the ledger, never billed
     assert [r for r in rows if r[0] != "priced"] == [("no_usage", None, "BudgetExceeded")]
     assert conn.execute("SELECT status FROM spans WHERE task_id = ? AND name = ?",
-                        (demo.RUNAWAY_TASK_ID, f"task {demo.RUNAWAY_TASK}")).fetchone() == (2,)  # ERROR
+                        (workload.RUNAWAY_TASK_ID, f"task {workload.RUNAWAY_TASK}")).fetchone() == (2,)  # ERROR

@@ -8,6 +8,9 @@ import sys
 from decimal import Decimal
 from typing import Any, Sequence
 
+from tokentrail.ledger import LedgerError, default_path
+from tokentrail.ledger.queries import Ledger
+
 USAGE_ERROR = 2
 NANO = 10**9
 
@@ -44,10 +47,7 @@ def add_format_option(parser: argparse.ArgumentParser, choices: Sequence[str] = 
     parser.add_argument("--format", choices=choices, default="table", help="output format (default: table)")
 
 
-def open_ledger(args: argparse.Namespace):
-    from tokentrail.ledger import LedgerError, default_path
-    from tokentrail.ledger.queries import Ledger
-
+def open_ledger(args: argparse.Namespace) -> Ledger:
     try:
         return Ledger(args.ledger or default_path())
     except LedgerError as exc:
@@ -56,8 +56,6 @@ def open_ledger(args: argparse.Namespace):
 
 def query(fn, *a: Any, **kw: Any) -> Any:
     """Run a ledger query, turning its user-facing errors into one-line CLI errors."""
-    from tokentrail.ledger import LedgerError
-
     try:
         return fn(*a, **kw)
     except LedgerError as exc:

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from tokentrail.dashboards import build
+    from tokentrail.dashboards import build  # the grafana SDK, an optional extra: only for this command
 
     for path in build.write(args.out or build.JSON_DIR):
         print(path)
@@ -62,7 +62,7 @@ def _retarget(node: Any, uids: dict[str, str]) -> Any:
 
 
 def dashboards_to_push(prometheus_uid: str | None = None, tempo_uid: str | None = None) -> list[dict]:
-    from tokentrail.dashboards import build
+    from tokentrail.dashboards import build  # the grafana SDK, an optional extra: only for this command
 
     uids = {}
     if prometheus_uid:
@@ -82,13 +82,13 @@ class _Grafana:
         if not token.strip():
             raise CliError("--token is empty: create a service-account token in Grafana (Administration > "
                            "Service accounts) with the Editor role")
-        from grafana_client import GrafanaApi
+        from grafana_client import GrafanaApi  # an optional extra: only for `dashboards push`
 
         self.url = url.rstrip("/")
         self.api = GrafanaApi.from_url(self.url, credential=token.strip(), timeout=timeout)
 
     def call(self, what: str, fn, *args, **kwargs):
-        from grafana_client.client import (GrafanaClientError, GrafanaException, GrafanaServerError,
+        from grafana_client.client import (GrafanaClientError, GrafanaException, GrafanaServerError,  # optional
                                            GrafanaTimeoutError, GrafanaUnauthorizedError)
 
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tokentrail.cli import _common as c
+from tokentrail.processor.usage import InvalidUsage, Usage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # genai-prices (pydantic, httpx) and the whole rate card load in ~0.3 s: only `tokentrail price`
+    # pays for them, not every ledger command.
     from tokentrail.processor import pricing
-    from tokentrail.processor.usage import InvalidUsage, Usage
 
     try:
         usage = Usage(
@@ -42,19 +44,13 @@ def run(args: argparse.Namespace) -> int:
         raise c.CliError(f"bad token counts: {exc}") from None
     quote = pricing.quote(args.model, usage, provider=args.provider, service_tier="batch" if args.batch else None)
     if quote.status != "priced":
-        matches = []
-        close = getattr(pricing, "close_matches", None)
-        if close is not None:
-            try:
-                matches = list(close(args.model, provider=args.provider) if args.provider else close(args.model))
-            except TypeError:
-                matches = list(close(args.model))
+        matches = pricing.close_matches(args.model, provider=args.provider)
         hint = f"; did you mean: {', '.join(matches[:5])}?" if matches else ""
         raise c.CliError(f"unknown model {args.model!r}: not on the rate card{hint}")
     data = {
         "model": args.model,
         "pricing_model": quote.pricing_model,
-        "provider": getattr(quote, "provider", None) or args.provider,
+        "provider": quote.provider or args.provider,
         "tier": quote.tier,
         "rate_card_version": quote.rate_card_version,
         "usage": {

@@ -7,11 +7,10 @@ import csv
 import sys
 
 from tokentrail.cli import _common as c
+from tokentrail.ledger.queries import FIELDS, Period, check_fields, parse_where
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from tokentrail.ledger.queries import FIELDS
-
     p = subparsers.add_parser(
         "report",
         help="spend grouped by tenant, feature, team, user, task, provider, model or day",
@@ -32,8 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokentrail.ledger.queries import Period, check_fields, parse_where
-
     by = c.query(check_fields, args.by.split(","))
     if not by:
         raise c.CliError("--by needs at least one field, e.g. --by tenant,feature")

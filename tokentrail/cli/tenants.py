@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tokentrail.cli import _common as c
+from tokentrail.ledger.queries import Period, parse_where
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokentrail.ledger.queries import Period, parse_where
-
     period = c.query(Period.parse, args.since, args.until)
     where = c.query(parse_where, args.where)
     with c.open_ledger(args) as ledger:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tokentrail.cli import _common as c
+from tokentrail.ledger.queries import Period, parse_where
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +25,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokentrail.ledger.queries import Period, parse_where
-
     if args.limit < 1:
         raise c.CliError("--limit must be at least 1")
     period = c.query(Period.parse, args.since, args.until)

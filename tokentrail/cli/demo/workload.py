@@ -1,4 +1,4 @@
-"""``tokentrail demo``: a seeded multi-tenant workload through the real pipeline into a ledger.
+"""The demo's seeded multi-tenant workload, through the real pipeline into a ledger.
 
 The real openai SDK talks over loopback HTTP to tokentrail's fake provider; tokentrail's OpenAI
 instrumentation makes the spans; the attribution and cost processors own and price them; a
@@ -12,20 +12,28 @@ nobody owns, and a runaway retry loop stopped by a task budget before it is paid
 from __future__ import annotations
 
 import json
-import os
 import random
-import sqlite3
-import sys
 from dataclasses import dataclass
 from typing import Any
 
+import openai
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
-SERVICE = "tokentrail-demo"
+import tokentrail
+from tokentrail import telemetry
+from tokentrail.cli.demo import SERVICE
+from tokentrail.instrumentation.openai import OpenAIInstrumentor
+from tokentrail.ledger.exporter import LedgerSpanExporter
+from tokentrail.processor.attribution import AttributionSpanProcessor
+from tokentrail.processor.cost import CostSpanProcessor
+from tokentrail.testing import fake_provider
+from tokentrail.testing.openai_api import base_url
+
 MODEL = "gpt-5.4-mini"
 PRICIER_MODEL = "gpt-5.4"
 DIGEST_MODEL = "gpt-5.4"
@@ -69,11 +77,6 @@ BY_NAME = {t.name: t for t in TENANTS}
 
 class Workload:
     def __init__(self, client: Any, tracer: Any, seed: int) -> None:
-        import openai
-        import tokentrail
-
-        self.openai = openai
-        self.tt = tokentrail
         self.client = client
         self.tracer = tracer
         self.rng = random.Random(seed)
@@ -98,7 +101,7 @@ class Workload:
                 extra_headers={"x-fake-openai": json.dumps(script)},
                 **extra,
             )
-        except self.tt.BudgetExceeded:
+        except tokentrail.BudgetExceeded:
             self.calls -= 1  # stopped before sending: not a call
             raise
 
@@ -116,7 +119,7 @@ class Workload:
             for i in range(tenant.requests):
                 prompt = self.rng.randint(3000, 6000)
                 cached = self.cached(tenant.name, prompt)
-                with self.request("/api/support/chat"), self.tt.attribute(
+                with self.request("/api/support/chat"), tokentrail.attribute(
                     tenant=tenant.name, feature="support-chat", team="support", user=f"{tenant.name}-u{i % 7}"
                 ):
                     self.chat(prompt=prompt, output=self.rng.randint(150, 400), cached=cached)
@@ -125,7 +128,7 @@ class Workload:
         """A feature that is expensive because its prompts are long (whole contracts pasted in)."""
         for i in range(12):
             tenant = TENANTS[i % 2 + 2].name
-            with self.request("/api/documents/review"), self.tt.attribute(
+            with self.request("/api/documents/review"), tokentrail.attribute(
                 tenant=tenant, feature="doc-review", team="legal-ai", user=f"{tenant}-u{i % 3}"
             ):
                 self.chat(prompt=self.rng.randint(60_000, 110_000), output=self.rng.randint(800, 1500))
@@ -136,9 +139,9 @@ class Workload:
         for run in range(24):
             tenant = TENANTS[run % 4].name
             steps = 10 if run in runaway else self.rng.randint(3, 5)
-            with self.request("/api/research"), self.tt.attribute(
+            with self.request("/api/research"), tokentrail.attribute(
                 tenant=tenant, feature="research", team="agents", user=f"{tenant}-u{run % 5}"
-            ), self.tt.task("research-agent", id=f"research-{run:03d}"):
+            ), tokentrail.task("research-agent", id=f"research-{run:03d}"):
                 context = self.rng.randint(6000, 8000)
                 for step in range(steps):
                     self.chat(prompt=context, output=self.rng.randint(200, 500), cached=self.cached(tenant, context))
@@ -151,11 +154,11 @@ class Workload:
         for doc in range(8):
             attempts = self.rng.randint(3, 7)
             tenant = TENANTS[doc % 4].name
-            with self.request("/jobs/nightly-digest"), self.tt.attribute(
+            with self.request("/jobs/nightly-digest"), tokentrail.attribute(
                 tenant=tenant, feature="digest", team="platform"
-            ), self.tt.task("nightly-digest", id=f"digest-{doc:03d}"):
+            ), tokentrail.task("nightly-digest", id=f"digest-{doc:03d}"):
                 for attempt in range(attempts):
-                    with self.tt.retry(attempt):
+                    with tokentrail.retry(attempt):
                         try:
                             if attempt < attempts - 1 and attempt % 2 == 0:
                                 self.chat(DIGEST_MODEL, status=429, error_type="rate_limit_exceeded", prompt=0, output=0)
@@ -163,23 +166,23 @@ class Workload:
                                 # answered (and billed), but the job's output check rejects all but the last
                                 self.chat(DIGEST_MODEL, prompt=3200, output=self.rng.randint(300, 600),
                                           cached=self.cached(tenant, 3200))
-                        except self.openai.RateLimitError:
+                        except openai.RateLimitError:
                             pass
 
     def summarize_with_fallback(self) -> None:
         """Silent fallback: when the cheap model fails, the call is re-sent to a pricier one."""
         for i in range(16):
             tenant = TENANTS[i % 4].name
-            with self.request("/api/summarize"), self.tt.attribute(
+            with self.request("/api/summarize"), tokentrail.attribute(
                 tenant=tenant, feature="summarize", team="platform", user=f"{tenant}-u{i % 4}"
-            ), self.tt.task("summarize", id=f"summarize-{i:03d}"):
+            ), tokentrail.task("summarize", id=f"summarize-{i:03d}"):
                 prompt, output = self.rng.randint(4000, 8000), self.rng.randint(300, 700)
                 cached = self.cached(tenant, prompt)
                 if i % 3 == 0:
                     try:
                         self.chat(status=503, error_type="server_error", prompt=0, output=0)
-                    except self.openai.APIStatusError:
-                        with self.tt.fallback(MODEL):
+                    except openai.APIStatusError:
+                        with tokentrail.fallback(MODEL):
                             self.chat(PRICIER_MODEL, prompt=prompt, output=output, cached=cached)
                 else:
                     self.chat(prompt=prompt, output=output, cached=cached)
@@ -197,12 +200,12 @@ class Workload:
         messages = [{"role": "user", "content": INVOICE_PROMPT}]
         state = None
         try:
-            with self.request("/api/invoices/extract"), self.tt.attribute(
+            with self.request("/api/invoices/extract"), tokentrail.attribute(
                 tenant="globex", feature="invoice-extract", team="agents", user="globex-u1"
-            ), self.tt.task(RUNAWAY_TASK, id=RUNAWAY_TASK_ID, budget_usd=RUNAWAY_BUDGET_USD) as state:
+            ), tokentrail.task(RUNAWAY_TASK, id=RUNAWAY_TASK_ID, budget_usd=RUNAWAY_BUDGET_USD) as state:
                 for attempt in range(1000):  # a safety net only: the breaker stops it long before
                     chars = sum(len(m["content"]) for m in messages)
-                    with self.tt.retry(attempt):
+                    with tokentrail.retry(attempt):
                         # the fake bills about 4 characters a token, as real tokenizers do for English
                         reply = self.chat(prompt=chars // 4 + 8, output=300, max_tokens=400, messages=messages,
                                           content=NOT_JSON)
@@ -213,9 +216,9 @@ class Workload:
                     except ValueError:
                         messages += [{"role": "assistant", "content": text},
                                      {"role": "user", "content": "That was not valid JSON. Answer again with JSON only."}]
-        except self.tt.BudgetExceeded as exc:
-            self.breaker = {"task": RUNAWAY_TASK, "task_id": RUNAWAY_TASK_ID, "limit": exc.limit,
-                            "limit_usd": exc.limit_value, "spent_nano_usd": state.spent_nano if state else None,
+        except tokentrail.BudgetExceeded as exc:
+            self.breaker = {"task": RUNAWAY_TASK, "task_id": RUNAWAY_TASK_ID, "limit": exc.limit_name,
+                            "limit_usd": exc.limit, "spent_nano_usd": state.spent_nano if state else None,
                             "calls": state.calls if state else None, "outcome": state.outcome if state else None}
 
     def run(self) -> None:
@@ -228,41 +231,9 @@ class Workload:
         self.runaway_loop()
 
 
-def _prepare(path: str, keep: bool) -> None:
-    """Start a fresh demo ledger, but never delete a ledger holding anything but demo spans."""
-    if keep or not os.path.exists(path):
-        return
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            services = {r[0] for r in conn.execute("SELECT DISTINCT service FROM spans")}
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        services = {"?"}
-    if services - {SERVICE}:
-        from tokentrail.cli._common import CliError
-
-        raise CliError(f"{path} already holds spans that are not from the demo: use --ledger PATH or --keep")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-
-
 def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     """Run the workload into the ledger at ``path``; returns call and drop counts, and what the
     runaway loop's circuit breaker stopped (``breaker``)."""
-    import openai
-
-    from tokentrail import tasks
-    from tokentrail.instrumentation.openai import OpenAIInstrumentor
-    from tokentrail.ledger import LedgerSpanExporter
-    from tokentrail.processor.attribution import AttributionSpanProcessor
-    from tokentrail.processor.cost import CostSpanProcessor
-    from tokentrail.testing import fake_provider
-    from tokentrail.testing.openai_api import base_url
-    from opentelemetry.sdk.metrics import MeterProvider
-
     exporter = LedgerSpanExporter(path)
     tracer_provider = TracerProvider(resource=Resource.create({SERVICE_NAME: SERVICE}), id_generator=SeededIds(seed),
                                      shutdown_on_exit=False)
@@ -275,7 +246,7 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True)
-    previous = tasks.use_providers(tracer_provider, meter_provider)
+    previous = telemetry.use_providers(tracer_provider, meter_provider)
     server = fake_provider()
     try:
         client = openai.OpenAI(base_url=base_url(server), api_key="demo-key", max_retries=0)
@@ -285,62 +256,8 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     finally:
         server.stop()
         instrumentor.uninstrument()
-        tasks.use_providers(*previous)
+        telemetry.use_providers(*previous)
         tracer_provider.shutdown()  # flushes the batch processor into the ledger
         meter_provider.shutdown()
     return {"calls": workload.calls, "written": exporter.written, "dropped": exporter.dropped,
             "breaker": workload.breaker}
-
-
-def breaker_lines(breaker: dict[str, Any] | None) -> str:
-    """What the runaway loop's circuit breaker did, in two lines (empty if it never fired)."""
-    if not breaker:
-        return ""
-    from tokentrail.cli import _common as c
-
-    spent = breaker["spent_nano_usd"] or 0
-    limit_nano = int(round(breaker["limit_usd"] * 10**9))
-    over = spent - limit_nano
-    return (f"Circuit breaker: task {breaker['task']} ({breaker['task_id']}) kept retrying an invalid JSON answer; "
-            f"the {breaker['limit']} breaker stopped call {breaker['calls'] + 1} before it was sent.\n"
-            f"  {breaker['calls']} calls made, {c.usd(spent)} spent of its {c.usd(limit_nano)} limit "
-            + ("(zero overshoot)" if over <= 0 else f"(overshoot {c.usd(over)})")
-            + f"; outcome {breaker['outcome']}.\n")
-
-
-def main(ledger: str | None = None, seed: int = 7, keep: bool = False, quiet: bool = False) -> int:
-    from tokentrail.cli import report as report_cmd
-    from tokentrail.cli import top as top_cmd
-    from tokentrail.cli import trace as trace_cmd
-    from tokentrail.ledger import default_path
-    from tokentrail.ledger.queries import Ledger, Period
-
-    path = ledger or default_path()
-    _prepare(path, keep)
-    counts = run_workload(path, seed)
-    if quiet:
-        return 0
-    out = sys.stdout
-    out.write(f"tokentrail demo: {counts['calls']} OpenAI calls through the real SDK and pipeline; "
-              f"{counts['written']} spans in the ledger {path}"
-              + (f" ({counts['dropped']} dropped)" if counts["dropped"] else "") + "\n\n")
-    everything = Period.parse(None, None)
-    with Ledger(path) as led:
-        out.write(report_cmd.render(led.report(["tenant"], everything)) + "\n\n")
-        out.write(report_cmd.render(led.report(["feature"], everything)) + "\n\n")
-        top = led.top(everything, limit=5)
-        out.write(top_cmd.render(top) + "\n\n")
-        if top["traces"]:
-            out.write("The most expensive trace:\n")
-            out.write(trace_cmd.render(led.trace(top["traces"][0]["trace_id"])) + "\n\n")
-    if counts["breaker"]:
-        out.write(breaker_lines(counts["breaker"]) + "\n")
-    flag = f" --ledger {path}" if ledger else ""
-    out.write(
-        "Ask more:\n"
-        f"  tokentrail tenants --where feature=support-chat{flag}  # same feature, same model: cache hits per tenant\n"
-        f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
-        f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
-        f"  tokentrail price gpt-4o --input 2000 --output 500\n"
-    )
-    return 0

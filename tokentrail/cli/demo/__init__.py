@@ -1,0 +1,108 @@
+"""``tokentrail demo``: a seeded multi-tenant workload through the real pipeline into a ledger, then
+the report, the most expensive traces and tasks, and the most expensive trace (``workload`` runs it)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sqlite3
+import sys
+from typing import Any
+
+from tokentrail.cli import _common as c
+from tokentrail.cli import report as report_cmd
+from tokentrail.cli import top as top_cmd
+from tokentrail.cli import trace as trace_cmd
+from tokentrail.ledger import default_path
+from tokentrail.ledger.queries import Ledger, Period
+
+#: service.name of the demo's spans (a ledger holding any other service is never overwritten)
+SERVICE = "tokentrail-demo"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run a realistic multi-tenant workload against the built-in fake provider, then report",
+        description="Runs a deterministic multi-tenant workload through the real openai SDK against tokentrail's"
+        " built-in fake provider, under the real pipeline (instrumentation, attribution and cost processors,"
+        " ledger exporter); then prints the spend report and the most expensive trace. The ledger stays for"
+        " further queries (tokentrail report/top/trace/tenants --ledger PATH).",
+    )
+    p.add_argument("--ledger", metavar="PATH", default=None,
+                   help="where to write the ledger (default: $TOKENTRAIL_LEDGER or ./tokentrail.db)")
+    p.add_argument("--seed", type=int, default=7, help="workload seed (default: 7)")
+    p.add_argument("--keep", action="store_true", help="add to an existing ledger instead of starting it afresh")
+    p.add_argument("--quiet", action="store_true", help="only write the ledger, print nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("openai") is None:
+        raise c.CliError("tokentrail demo drives the real openai SDK: pip install 'tokentrail[openai]'")
+    # The workload imports the openai SDK (an optional extra) and the whole pipeline: only the demo pays for them.
+    from tokentrail.cli.demo import workload
+
+    path = args.ledger or default_path()
+    _prepare(path, args.keep)
+    counts = workload.run_workload(path, args.seed)
+    if args.quiet:
+        return 0
+    out = sys.stdout
+    out.write(f"tokentrail demo: {counts['calls']} OpenAI calls through the real SDK and pipeline; "
+              f"{counts['written']} spans in the ledger {path}"
+              + (f" ({counts['dropped']} dropped)" if counts["dropped"] else "") + "\n\n")
+    everything = Period.parse(None, None)
+    with Ledger(path) as led:
+        out.write(report_cmd.render(led.report(["tenant"], everything)) + "\n\n")
+        out.write(report_cmd.render(led.report(["feature"], everything)) + "\n\n")
+        top = led.top(everything, limit=5)
+        out.write(top_cmd.render(top) + "\n\n")
+        if top["traces"]:
+            out.write("The most expensive trace:\n")
+            out.write(trace_cmd.render(led.trace(top["traces"][0]["trace_id"])) + "\n\n")
+    if counts["breaker"]:
+        out.write(breaker_lines(counts["breaker"]) + "\n")
+    flag = f" --ledger {path}" if args.ledger else ""
+    out.write(
+        "Ask more:\n"
+        f"  tokentrail tenants --where feature=support-chat{flag}  # same feature, same model: cache hits per tenant\n"
+        f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
+        f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
+        f"  tokentrail price gpt-4o --input 2000 --output 500\n"
+    )
+    return 0
+
+
+def _prepare(path: str, keep: bool) -> None:
+    """Start a fresh demo ledger, but never delete a ledger holding anything but demo spans."""
+    if keep or not os.path.exists(path):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            services = {r[0] for r in conn.execute("SELECT DISTINCT service FROM spans")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        services = {"?"}
+    if services - {SERVICE}:
+        raise c.CliError(f"{path} already holds spans that are not from the demo: use --ledger PATH or --keep")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def breaker_lines(breaker: dict[str, Any] | None) -> str:
+    """What the runaway loop's circuit breaker did, in two lines (empty if it never fired)."""
+    if not breaker:
+        return ""
+    spent = breaker["spent_nano_usd"] or 0
+    limit_nano = int(round(breaker["limit_usd"] * 10**9))
+    over = spent - limit_nano
+    return (f"Circuit breaker: task {breaker['task']} ({breaker['task_id']}) kept retrying an invalid JSON answer; "
+            f"the {breaker['limit']} breaker stopped call {breaker['calls'] + 1} before it was sent.\n"
+            f"  {breaker['calls']} calls made, {c.usd(spent)} spent of its {c.usd(limit_nano)} limit "
+            + ("(zero overshoot)" if over <= 0 else f"(overshoot {c.usd(over)})")
+            + f"; outcome {breaker['outcome']}.\n")
