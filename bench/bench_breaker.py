@@ -10,8 +10,9 @@ Two measurements, both in one run:
    ``tokentrail.task`` with all three limits (budget_usd, max_calls, max_usd_per_minute), then
    also with an enforced tenant budget from ``TOKENTRAIL_BUDGETS`` (in-memory counter). Modes
    are interleaved in rounds; each figure is the median over rounds.
-2. The breaker alone: ``budgets.check(planned)`` (the pre-flight: worst-case quote, limit checks,
-   admission) plus ``tasks.on_llm_call_end`` (accounting) per call, without the SDK or network.
+2. The breaker alone: ``preflight.check(planned)`` with the breakers installed (worst-case quote,
+   limit checks, admission) plus ``tasks.on_llm_call_end`` (accounting) per call, without the SDK
+   or network.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import tokentrail
-from tokentrail import budgets, preflight, tasks
+from tokentrail import breakers, budgets, preflight, tasks, telemetry
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.processor.attribution import AttributionSpanProcessor
 from tokentrail.processor.cost import CostSpanProcessor
@@ -99,6 +100,7 @@ def breaker_alone_us(n: int = 20000, with_budget: bool = False, budgets_path: st
     else:
         os.environ.pop(budgets.ENV_BUDGETS, None)
     budgets.config()
+    breakers.install()
     planned = preflight.PlannedCall(provider="openai", model="gpt-4o-mini", estimated_input_tokens=40,
                                     max_output_tokens=200)
     attributes = {attr.TOKENTRAIL_TENANT: "acme", attr.TOKENTRAIL_COST_STATUS: "priced",
@@ -111,7 +113,7 @@ def breaker_alone_us(n: int = 20000, with_budget: bool = False, budgets_path: st
                                                                max_usd_per_minute=1e6):
         def one(span):
             with trace.use_span(span, end_on_exit=False):
-                budgets.check(planned)
+                preflight.check(planned)
             tasks.on_llm_call_end(span, attributes)
 
         for i in range(1000):
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         tp = TracerProvider(shutdown_on_exit=False)
         tp.add_span_processor(AttributionSpanProcessor())
         tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=mp))
-        tasks.use_providers(tp, mp)
+        telemetry.use_providers(tp, mp)
         inst = OpenAIInstrumentor()
         inst.instrument(tracer_provider=tp, meter_provider=mp, skip_dep_check=True)
         client = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)

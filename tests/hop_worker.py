@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import openai
 from opentelemetry.trace import SpanKind
 
-from tokentrail import propagation
+import tokentrail
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.testing import InMemoryPipeline
 
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
 
         try:
             if mode == "env":
-                propagation.attach_from_environ()
+                tokentrail.attach_from_environ()
                 work("child.work", SpanKind.INTERNAL)
             elif mode == "http":
                 remaining = [int(argv[3])]
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
                 class Handler(BaseHTTPRequestHandler):
                     def do_POST(self) -> None:
                         self.rfile.read(int(self.headers.get("content-length") or 0))
-                        with propagation.consuming(dict(self.headers.items())):
+                        with tokentrail.consuming(dict(self.headers.items())):
                             work("worker.handle", SpanKind.SERVER)
                         body = b'{"ok": true}'
                         self.send_response(200)
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
                 url, stream, count = argv[3], argv[4], int(argv[5])
                 r = redis.Redis.from_url(url)
                 for _id, fields in r.xrange(stream, count=count):
-                    with propagation.consuming(fields):
+                    with tokentrail.consuming(fields):
                         work("queue.process", SpanKind.CONSUMER)
             else:
                 raise SystemExit(f"unknown mode {mode}")

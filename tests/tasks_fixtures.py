@@ -8,7 +8,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tokentrail import budgets, propagation
+from tokentrail import state
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
@@ -26,11 +26,9 @@ def pipeline(server, monkeypatch):
     monkeypatch.delenv("TOKENTRAIL_BUDGETS", raising=False)
     monkeypatch.delenv("TOKENTRAIL_BAGGAGE_SECRET", raising=False)
     monkeypatch.delenv("TOKENTRAIL_TRUST_INBOUND_BAGGAGE", raising=False)
-    budgets.reload()
-    propagation.reset_trust_state()
+    state.reset()
     with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as running:  # routes task spans/metrics too
         yield running
-    budgets.reload()
 
 
 @pytest.fixture

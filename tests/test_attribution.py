@@ -2,11 +2,13 @@
 
 import asyncio
 import threading
+from urllib.parse import quote
 
 import pytest
 from opentelemetry import baggage
 
 import tokentrail
+from tokentrail import state
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing.pipeline import InMemoryPipeline
 
@@ -86,6 +88,55 @@ def test_allowed_characters_and_max_length_pass():
         assert owner()[attr.TOKENTRAIL_TENANT] == value
 
 
+@pytest.mark.parametrize("value, valid", [
+    ("support", True),
+    ("support ops", False),
+    ("eu-west/1:a@b+c.d_e", True),
+    ("a" * 128, True),
+    ("a" * 129, False),
+    ("tier=gold", False),
+    ("café", False),
+    ("a;b", False),
+])
+def test_one_rule_for_a_value_wherever_it_comes_from(value, valid, monkeypatch):
+    """TOKENTRAIL_ATTRIBUTES, attribute(), task() and trusted inbound baggage accept the same values."""
+    state.reset()
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", f"team={value}")
+    from_env = tokentrail.current_owner().get("team") == value
+    monkeypatch.delenv("TOKENTRAIL_ATTRIBUTES")
+
+    def accepted(make):
+        try:
+            make()
+            return True
+        except ValueError:
+            return False
+
+    from_attribute = accepted(lambda: tokentrail.attribute(team=value))
+    from_task = accepted(lambda: tokentrail.task(value))
+    monkeypatch.setenv("TOKENTRAIL_TRUST_INBOUND_BAGGAGE", "true")
+    with tokentrail.consuming({"baggage": f"{attr.TOKENTRAIL_TEAM}={quote(value, safe='')}"}):
+        from_baggage = tokentrail.current_owner().get("team") == value
+    assert (from_env, from_attribute, from_task, from_baggage) == (valid, valid, valid, valid)
+
+
+def test_a_bad_default_is_ignored_not_the_whole_setting(monkeypatch, caplog):
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=support ops,feature=chat")
+    state.reset()
+    assert tokentrail.current_owner() == {"feature": "chat"}
+    assert "ignoring 'team=support ops' (the value contains ' '" in caplog.text
+
+
+def test_extract_into_a_given_context_and_inject_from_one():
+    base = baggage.set_baggage("app.request", "r-1")
+    ctx = tokentrail.extract({"baggage": "tokentrail.feature=chat"}, context=base)
+    assert baggage.get_baggage("app.request", ctx) == "r-1"
+    assert baggage.get_baggage(attr.TOKENTRAIL_FEATURE, ctx) == "chat"
+    assert baggage.get_baggage("app.request") is None  # the current context is untouched
+    outbound = tokentrail.inject({}, context=ctx)["baggage"]
+    assert "tokentrail.feature=chat" in outbound and "app.request=r-1" in outbound
+
+
 def test_mirrored_into_w3c_baggage():
     with tokentrail.attribute(tenant="acme", user="u-42"):
         assert baggage.get_baggage(attr.TOKENTRAIL_TENANT) == "acme"
@@ -120,7 +171,7 @@ def test_plain_thread_needs_wrap():
     with tokentrail.attribute(tenant="acme"):
         bare = threading.Thread(target=lambda: seen.__setitem__("bare", owner().get(attr.TOKENTRAIL_TENANT)))
         wrapped = threading.Thread(
-            target=tokentrail.propagation.wrap(lambda: seen.__setitem__("wrapped", owner()[attr.TOKENTRAIL_TENANT])))
+            target=tokentrail.wrap(lambda: seen.__setitem__("wrapped", owner()[attr.TOKENTRAIL_TENANT])))
         bare.start(), wrapped.start()
         bare.join(), wrapped.join()
     assert seen == {"bare": None, "wrapped": "acme"}

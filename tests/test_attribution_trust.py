@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import propagate
 
 import tokentrail
-from tokentrail import propagation
+from tokentrail import propagation, trust
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
@@ -43,7 +43,7 @@ def rejected(pipeline, reason):
 
 def test_signed_baggage_from_the_fleet_is_accepted(pipeline, monkeypatch):
     headers = signed_headers(monkeypatch, tenant="acme", user="u-42")
-    assert propagation.SIGNATURE_KEY in headers["baggage"]
+    assert trust.SIGNATURE_KEY in headers["baggage"]
     owner, span = handle(pipeline, {**headers, "traceparent": TRACEPARENT.format(1)})
     assert owner[attr.TOKENTRAIL_TENANT] == "acme" and owner[attr.USER_ID] == "u-42"
     assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
@@ -114,7 +114,7 @@ def test_oversized_and_malformed_values_are_rejected(pipeline, monkeypatch):
 def test_a_signed_oversized_value_is_still_rejected(pipeline, monkeypatch):
     monkeypatch.setenv("TOKENTRAIL_BAGGAGE_SECRET", SECRET)
     big = "a" * 300
-    baggage = f"tokentrail.tenant={big},tokentrail.sig={propagation.sign({attr.TOKENTRAIL_TENANT: big}, SECRET.encode())}"
+    baggage = f"tokentrail.tenant={big},tokentrail.sig={trust.sign({attr.TOKENTRAIL_TENANT: big}, SECRET.encode())}"
     owner, span = handle(pipeline, {"traceparent": TRACEPARENT.format(9), "baggage": baggage})
     assert attr.TOKENTRAIL_TENANT not in owner
     assert span.attributes[attr.TOKENTRAIL_ATTRIBUTION_REJECTION] == "invalid_value"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 from decimal import Decimal
 
 import pytest
 import redis
 
 import tokentrail
-from tokentrail import budgets
+from tokentrail import breakers, budgets
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
@@ -54,7 +58,8 @@ def test_runaway_loop_is_stopped_at_the_budget_with_zero_overshoot(pipeline, cli
                 runaway_agent(client)
 
     exc = caught.value
-    assert exc.limit == "budget_usd" and exc.task == "extract-invoice" and exc.limit_value == 0.25
+    assert exc.limit_name == "budget_usd" and exc.task == "extract-invoice" and exc.limit == 0.25
+    assert exc.unit == "USD"
     assert "budget_usd limit 0.25 USD" in str(exc) and "extract-invoice" in str(exc)
     sent = [s for s in pipeline.llm_spans() if s.attributes.get(attr.TOKENTRAIL_COST_STATUS) == "priced"]
     # every admitted call was sent and paid; the stopped one never reached the provider
@@ -87,7 +92,8 @@ def test_max_calls_stops_the_next_call_without_sending_it(pipeline, client, serv
             client.chat.completions.create(model="gpt-4o-mini", messages=ask())
         with pytest.raises(tokentrail.BudgetExceeded, match="max_calls limit 3 calls") as caught:
             client.chat.completions.create(model="gpt-4o-mini", messages=ask())
-    assert caught.value.limit == "max_calls"
+    assert caught.value.limit_name == "max_calls"
+    assert (caught.value.limit, caught.value.spent, caught.value.unit) == (3, 3, "calls")
     assert len(server.requests) == 3 and t.calls == 3
     assert t.outcome == "budget_exceeded"  # the task went on, but a breaker fired in it
 
@@ -100,7 +106,7 @@ def test_max_usd_per_minute(pipeline, client, server):
         with pytest.raises(tokentrail.BudgetExceeded) as caught:
             for _ in range(4):
                 client.chat.completions.create(model="gpt-4o", messages=ask(), max_tokens=500)
-    assert caught.value.limit == "max_usd_per_minute"
+    assert caught.value.limit_name == "max_usd_per_minute"
     assert t.spent_nano <= 25_000_000
     assert len(server.requests) == t.calls == 2
 
@@ -255,8 +261,6 @@ budgets:
 def test_concurrent_calls_reserve_their_worst_case_so_the_budget_holds(pipeline, client, server):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tokentrail import propagation
-
     server.enqueue(*[realistic()] * 200)
     long_prompt = [{"role": "user", "content": "Classify this document. " + "Body text. " * 300}]
 
@@ -271,7 +275,7 @@ def test_concurrent_calls_reserve_their_worst_case_so_the_budget_holds(pipeline,
 
     with tokentrail.task("fan-out", budget_usd=0.05, max_calls=1000) as t:
         with ThreadPoolExecutor(max_workers=6) as pool:
-            bound = propagation.wrap(worker)  # wrap here: it captures the task's context
+            bound = tokentrail.wrap(worker)  # wrap here: it captures the task's context
             stopped = sum(pool.map(lambda _: bound(), range(6)))
     assert stopped > 0
     assert len(server.requests) == t.calls
@@ -279,3 +283,51 @@ def test_concurrent_calls_reserve_their_worst_case_so_the_budget_holds(pipeline,
     assert t.reserved_nano == 0
     spans = [s for s in pipeline.llm_spans() if s.attributes.get(attr.TOKENTRAIL_COST_STATUS) == "priced"]
     assert sorted(s.attributes[attr.TOKENTRAIL_TASK_CALL_INDEX] for s in spans) == list(range(1, t.calls + 1))
+
+
+def test_breakers_stop_calls_only_once_installed(pipeline, client, server):
+    server.enqueue(*[openai_api.reply()] * 3)
+    breakers.uninstall()
+    try:
+        with tokentrail.task("loop", max_calls=0) as t:
+            client.chat.completions.create(model="gpt-4o-mini", messages=ask())  # nothing checks it: sent
+        assert len(server.requests) == 1 and t.calls == 0
+    finally:
+        breakers.install()
+    breakers.install()  # idempotent: one check per breaker
+    with tokentrail.task("loop", max_calls=1) as t:
+        client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+        with pytest.raises(tokentrail.BudgetExceeded) as caught:
+            client.chat.completions.create(model="gpt-4o-mini", messages=ask())
+    assert len(server.requests) == 2 and t.calls == 1
+    assert (caught.value.limit_name, caught.value.limit, caught.value.spent) == ("max_calls", 1, 1)
+    assert pipeline.metric_sum(names.TOKENTRAIL_BUDGET_BLOCKED) == 1
+
+
+def test_importing_tokentrail_installs_no_breaker(tmp_path):
+    """Only tokentrail.breakers.install() does (the instrumentors and InMemoryPipeline call it)."""
+    (tmp_path / "budgets.yaml").write_text("budgets:\n  - tenant: acme\n    window: day\n    limit_usd: 0.000001\n"
+                                           "    enforce: true\n")
+    code = textwrap.dedent("""
+        import tokentrail, tokentrail.budgets, tokentrail.tasks
+        from tokentrail import preflight
+        planned = preflight.PlannedCall(provider="openai", model="gpt-4o", estimated_input_tokens=100,
+                                        max_output_tokens=100)
+
+        def attempt():
+            with tokentrail.attribute(tenant="acme"), tokentrail.task("t", max_calls=5) as t:
+                try:
+                    preflight.check(planned)
+                    return f"sent:{t.calls}"
+                except tokentrail.BudgetExceeded as exc:
+                    return f"stopped:{exc.limit_name}"
+
+        print(attempt())
+        from tokentrail import breakers
+        breakers.install()
+        print(attempt())
+    """)
+    env = {**os.environ, "TOKENTRAIL_BUDGETS": str(tmp_path / "budgets.yaml")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["sent:0", "stopped:tenant:acme/day"]

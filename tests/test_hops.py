@@ -19,7 +19,6 @@ import redis
 import requests
 
 import tokentrail
-from tokentrail import propagation
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
@@ -57,7 +56,7 @@ def test_thread_pool_executor(pipeline, client, server):
 
     with tokentrail.attribute(tenant="acme"), tokentrail.task("research", id="R-1"):
         with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(propagation.wrap(step), range(6)))
+            results = list(pool.map(tokentrail.wrap(step), range(6)))
     assert len(results) == 6
     assert_one_trace_every_llm_call_owned(pipeline, 6)
 
@@ -67,7 +66,7 @@ def test_plain_threads_with_wrap(pipeline, client, server):
         client.chat.completions.create(model="gpt-4o-mini", messages=ask())
 
     with tokentrail.attribute(tenant="acme"), tokentrail.task("research", id="R-1"):
-        threads = [threading.Thread(target=propagation.wrap(step)) for _ in range(3)]
+        threads = [threading.Thread(target=tokentrail.wrap(step)) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
@@ -128,7 +127,7 @@ def test_subprocess_gets_trace_and_owner_from_the_environment(pipeline, client, 
     out = tmp_path / "spans.jsonl"
     with tokentrail.attribute(tenant="acme", feature="research"), tokentrail.task("research", id="R-1"):
         client.chat.completions.create(model="gpt-4o", messages=ask())
-        env = worker_env(server, propagation.environ())
+        env = worker_env(server, tokentrail.environ())
         assert "TRACEPARENT" in env and "BAGGAGE" in env
         subprocess.run([sys.executable, WORKER, "env", str(out)], env=env, check=True, timeout=120)
 
@@ -227,7 +226,7 @@ def test_multi_process_run_is_one_trace_in_the_ledger_with_its_full_cost(pipelin
     server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))  # parent: gpt-4o, $0.01
     with tokentrail.attribute(tenant="acme"), tokentrail.task("research", id="R-1"):
         client.chat.completions.create(model="gpt-4o", messages=ask())
-        env = worker_env(server, {**propagation.environ(), "HOP_LEDGER": str(ledger)})
+        env = worker_env(server, {**tokentrail.environ(), "HOP_LEDGER": str(ledger)})
         subprocess.run([sys.executable, WORKER, "env", str(tmp_path / "spans.jsonl")], env=env, check=True,
                        timeout=120)
     exporter = LedgerSpanExporter(str(ledger))

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from functools import lru_cache
-from typing import Mapping
 
-from tokentrail.semconv import attributes as attr
+from tokentrail.identity import OWNER_FIELDS, value_problem
+from tokentrail.state import BoundedMemo
 
 _logger = logging.getLogger(__name__)
 
@@ -23,56 +21,48 @@ ENV_CARDINALITY_LIMIT = "TOKENTRAIL_METRICS_CARDINALITY_LIMIT"
 
 DEFAULT_CARDINALITY_LIMIT = 2000
 
-#: Short keys accepted in TOKENTRAIL_ATTRIBUTES and the attribute each one sets.
-SHORT_KEYS: Mapping[str, str] = {
-    "tenant": attr.TOKENTRAIL_TENANT,
-    "feature": attr.TOKENTRAIL_FEATURE,
-    "team": attr.TOKENTRAIL_TEAM,
-    "user": attr.USER_ID,
-}
-
-_MAX_VALUE_LEN = 128
-# Printable, no separators that would make the "k=v,k=v" form or label values ambiguous.
-_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:/@+\- ]+$")
-
 
 def parse_attributes(raw: str | None) -> dict[str, str]:
     """Parse ``k=v,k=v`` into ``{attribute name: value}``.
 
-    Keys are the short names in ``SHORT_KEYS`` or the full attribute names they map to.
+    Keys are the owner fields (``tenant``, ``feature``, ``team``, ``user``) or the attribute
+    names they stand for; values follow the same rule as ``tokentrail.attribute()``.
     Malformed pairs are skipped with a warning (never raised: this runs at process start).
     """
     out: dict[str, str] = {}
     if not raw:
         return out
-    allowed = set(SHORT_KEYS.values())
+    allowed = set(OWNER_FIELDS.values())
     for pair in raw.split(","):
         pair = pair.strip()
         if not pair:
             continue
         key, sep, value = pair.partition("=")
         key, value = key.strip(), value.strip()
-        name = SHORT_KEYS.get(key, key)
+        name = OWNER_FIELDS.get(key, key)
         if not sep or name not in allowed:
             _logger.warning("%s: ignoring %r (expected one of %s as key=value)",
-                            ENV_ATTRIBUTES, pair, ", ".join(SHORT_KEYS))
+                            ENV_ATTRIBUTES, pair, ", ".join(OWNER_FIELDS))
             continue
-        if not value or len(value) > _MAX_VALUE_LEN or not _VALUE_RE.match(value):
-            _logger.warning("%s: ignoring %r (value must be 1-%d characters of [A-Za-z0-9_.:/@+- ])",
-                            ENV_ATTRIBUTES, pair, _MAX_VALUE_LEN)
+        problem = value_problem(value)
+        if problem is not None:
+            _logger.warning("%s: ignoring %r (the value %s)", ENV_ATTRIBUTES, pair, problem)
             continue
         out[name] = value
     return out
 
 
-@lru_cache(maxsize=None)
-def _static_attributes(raw: str | None) -> tuple[tuple[str, str], ...]:
+# keyed by the raw variable: re-read when it changes, parsed (and warned about) once per value
+_static: BoundedMemo[str | None, tuple[tuple[str, str], ...]] = BoundedMemo(8)
+
+
+def _parsed(raw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(parse_attributes(raw).items())
 
 
 def static_attributes() -> dict[str, str]:
-    """The TOKENTRAIL_ATTRIBUTES defaults (re-read if the variable changes; parsed once per value)."""
-    return dict(_static_attributes(os.environ.get(ENV_ATTRIBUTES)))
+    """The TOKENTRAIL_ATTRIBUTES defaults, as a new dict the caller may change."""
+    return dict(_static.get(os.environ.get(ENV_ATTRIBUTES), _parsed))
 
 
 def cardinality_limit() -> int:

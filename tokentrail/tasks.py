@@ -6,18 +6,18 @@
         ...   # every LLM call inside: tokentrail.task.name/id, tokentrail.task.call_index
     t.cost_usd, t.calls, t.outcome
 
-How a task learns about its calls: the shared LLM-call lifecycle
-(``tokentrail.instrumentation.genai_span``) runs the pre-flight checks with the LLM span
-current, where ``tokentrail.budgets`` admits the call into the task (numbering it and
-reserving its worst-case cost), and calls ``on_llm_call_end(span, attributes)`` once the call
-is priced, just before the span ends. Calls made by instrumentations that do not use
-genai_span still carry the task name/id (every span does) but are not counted.
+How a task learns about its calls: the instrumentations run the pre-flight checks with the
+LLM span current, where ``check`` (installed by ``tokentrail.breakers.install()``) applies the
+task limits and admits the call into its task (numbering it and reserving its worst-case
+cost), and call ``on_llm_call_end(span, attributes)`` once the call is priced, just before the
+span ends. Calls made by other instrumentations still carry the task name/id (every span
+does) but are not counted.
 
 Retries and fallbacks: ``tokentrail.retry.attempt`` counts the tries of the same request
-before this one: ``with tokentrail.tasks.retry(attempt):`` for application retries (e.g. an
-invalid JSON answer asked again), detected automatically when a task repeats a call to the
-same model right after an error, plus the SDK's own internal HTTP retries inside the call.
-``tokentrail.fallback.from`` is set by ``with tokentrail.tasks.fallback(from_model):`` or
+before this one: ``with tokentrail.retry(attempt):`` for application retries (e.g. an invalid
+JSON answer asked again), detected automatically when a task repeats a call to the same model
+right after an error, plus the SDK's own internal HTTP retries inside the call.
+``tokentrail.fallback.from`` is set by ``with tokentrail.fallback(from_model):`` or
 automatically when, right after an error, the task calls a different model. The explicit marks
 live in the context and are stamped with the owner (``owner_span_attributes``), so LLM spans
 outside any task carry them too; inside a task they also count as its retry/fallback cost.
@@ -33,15 +33,17 @@ from collections import deque
 from typing import Any, Mapping
 
 from opentelemetry import context as otel_context
-from opentelemetry import metrics as metrics_api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tokentrail.attribution import FALLBACK_KEY as _FALLBACK_KEY
-from tokentrail.attribution import RETRY_KEY as _RETRY_KEY
-from tokentrail.attribution import _Scope, enter_identity, exit_identity, owner_span_attributes, validate_value
+from tokentrail import identity, preflight, telemetry
+from tokentrail.attribution import enter_identity, owner_span_attributes
+from tokentrail.errors import CALLS, BudgetExceeded
+from tokentrail.processor.pricing import PRICED, UNPRICED
+from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.scope import Scope
 from tokentrail.semconv import attributes as attr
-from tokentrail.semconv import metrics as names
+from tokentrail.state import register_reset
 
 _log = logging.getLogger(__name__)
 
@@ -50,57 +52,15 @@ _TASK_KEY = otel_context.create_key("tokentrail-task")
 NANO = 1_000_000_000
 OK, ERROR, BUDGET_EXCEEDED = "ok", "error", "budget_exceeded"
 INVOKE_AGENT = "invoke_agent"
-#: A task is many calls: buckets from a tenth of a cent to a $250 runaway.
-TASK_COST_BUCKETS_USD = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
-                         100.0, 250.0)
 
-#: Calls per task (iteration count): p50/p95 on the dashboards, a runaway loop in the top buckets.
-TASK_CALLS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233)
+# limit names (values of tokentrail.budget.exceeded)
+BUDGET_USD = "budget_usd"
+MAX_CALLS = "max_calls"
+MAX_USD_PER_MINUTE = "max_usd_per_minute"
 
 # One lock for every task's counters: updates are a few integer operations, and a nested
 # task updates its ancestors in the same critical section.
 _lock = threading.Lock()
-
-# --------------------------------------------------------------------------------------------
-# providers: the global ones unless a test pipeline (or the app) says otherwise
-# --------------------------------------------------------------------------------------------
-_providers: dict[str, Any] = {"tracer": None, "meter": None}
-
-
-def use_providers(tracer_provider: Any = None, meter_provider: Any = None) -> tuple[Any, Any]:
-    """Use these providers for task spans and for tokentrail's task/budget/trust metrics
-    (None = the global ones). Returns the previous pair, so a caller can restore it."""
-    previous = (_providers["tracer"], _providers["meter"])
-    _providers["tracer"], _providers["meter"] = tracer_provider, meter_provider
-    return previous
-
-
-def _tracer() -> trace.Tracer:
-    return trace.get_tracer("tokentrail", tracer_provider=_providers["tracer"])
-
-
-def meter_provider() -> Any:
-    return _providers["meter"] or metrics_api.get_meter_provider()
-
-
-_instruments: dict[int, tuple[Any, dict[str, Any]]] = {}
-
-
-def instrument(kind: str, name: str, unit: str, description: str, **advice: Any) -> Any:
-    """A tokentrail instrument on the current meter provider, created once per provider."""
-    explicit = _providers["meter"]
-    # the global provider is a proxy until the app sets one; its instruments follow it then
-    key = id(explicit) if explicit is not None else 0
-    entry = _instruments.get(key)
-    if entry is None or entry[0] is not explicit:
-        entry = (explicit, {})
-        _instruments[key] = entry
-    found = entry[1].get(name)
-    if found is None:
-        meter = metrics_api.get_meter("tokentrail", meter_provider=explicit or metrics_api.get_meter_provider())
-        found = getattr(meter, f"create_{kind}")(name, unit=unit, description=description, **advice)
-        entry[1][name] = found
-    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,42 +133,50 @@ def current_task(ctx: otel_context.Context | None = None) -> TaskState | None:
     return otel_context.get_value(_TASK_KEY, ctx)
 
 
-class task(_Scope):
+def mark_blocked(state: TaskState | None, limit_name: str) -> None:
+    """A breaker stopped a call of ``state``: the task and its ancestors end ``budget_exceeded``."""
+    if state is None:
+        return
+    with _lock:
+        for node in state.chain():
+            node.blocked = node.blocked or limit_name
+
+
+class task(Scope):
     """A unit of work (an agent run, a request) as one span with its cost and limits.
 
-    Context manager (``with tokentrail.task("triage") as t:``) and decorator (sync and async).
-    ``agent=True`` makes it a GenAI ``invoke_agent`` span (``gen_ai.agent.name`` = name).
-    Limits are checked before each LLM call inside (``tokentrail.budgets``); a call that would
-    cross one raises ``tokentrail.BudgetExceeded`` without being sent.
+    Context manager and decorator (sync and async). ``with tokentrail.task("triage") as t``
+    gives the run's ``TaskState`` (not the task object: one task object, e.g. a decorator, is
+    entered once per run, each run with its own totals). ``agent=True`` makes it a GenAI
+    ``invoke_agent`` span (``gen_ai.agent.name`` = name). Limits are checked before each LLM
+    call inside; a call that would cross one raises ``tokentrail.BudgetExceeded`` unsent.
     """
 
     def __init__(self, name: str, id: str | None = None, *, budget_usd: float | None = None,
                  max_calls: int | None = None, max_usd_per_minute: float | None = None,
                  agent: bool = False) -> None:
-        self.name = validate_value("name", name, api="tokentrail.task")
-        self.id = None if id is None else validate_value("id", id, api="tokentrail.task")
-        for label, limit in (("budget_usd", budget_usd), ("max_calls", max_calls),
-                             ("max_usd_per_minute", max_usd_per_minute)):
+        self.name = identity.validate_value("name", name, api="tokentrail.task")
+        self.id = None if id is None else identity.validate_value("id", id, api="tokentrail.task")
+        for label, limit in ((BUDGET_USD, budget_usd), (MAX_CALLS, max_calls),
+                             (MAX_USD_PER_MINUTE, max_usd_per_minute)):
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
                 raise ValueError(f"tokentrail.task: {label}={limit!r} must be a non-negative number")
         self.budget_usd = budget_usd
         self.max_calls = max_calls
         self.max_usd_per_minute = max_usd_per_minute
         self.agent = agent
-        self.state: TaskState | None = None
 
     def _fresh(self) -> "task":
         return task(self.name, self.id, budget_usd=self.budget_usd, max_calls=self.max_calls,
                     max_usd_per_minute=self.max_usd_per_minute, agent=self.agent)
 
     def __enter__(self) -> TaskState:
-        parent = current_task()
         state = TaskState(self.name, self.id or uuid.uuid4().hex, self.budget_usd, self.max_calls,
-                          self.max_usd_per_minute, parent)
+                          self.max_usd_per_minute, current_task())
         identity_token = enter_identity({attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_ID: state.id})
         span = None
         try:
-            attributes: dict[str, Any] = dict(owner_span_attributes())
+            attributes: dict[str, Any] = owner_span_attributes()
             if self.agent:
                 attributes[attr.GEN_AI_OPERATION_NAME] = INVOKE_AGENT
                 attributes[attr.GEN_AI_AGENT_NAME] = state.name
@@ -217,14 +185,12 @@ class task(_Scope):
                 span_name = f"task {state.name}"
             if self.budget_usd is not None:
                 attributes[attr.TOKENTRAIL_TASK_BUDGET_USD] = float(self.budget_usd)
-            span = _tracer().start_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes)
+            span = telemetry.tracer().start_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes)
             ctx = trace.set_span_in_context(span)
         except Exception:  # never hurt the app: run the task without its span
             _log.debug("tokentrail: could not start the task span", exc_info=True)
             ctx = otel_context.get_current()
-        ctx = otel_context.set_value(_TASK_KEY, state, ctx)
-        token = otel_context.attach(ctx)
-        self.state = state
+        token = otel_context.attach(otel_context.set_value(_TASK_KEY, state, ctx))
         self._push((span, token, identity_token, state))
         return state
 
@@ -236,7 +202,7 @@ class task(_Scope):
         try:
             otel_context.detach(token)
         finally:
-            exit_identity(identity_token)
+            otel_context.detach(identity_token)
         try:
             _finish(state, span, exc)
         except Exception:
@@ -244,8 +210,6 @@ class task(_Scope):
 
 
 def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
-    from tokentrail.errors import BudgetExceeded
-
     if isinstance(exc, BudgetExceeded) or state.blocked:
         state.outcome = BUDGET_EXCEEDED
     elif exc is not None:
@@ -279,17 +243,20 @@ def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
             span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
         span.end()
     point = {attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_OUTCOME: state.outcome, **owner}
-    instrument("histogram", names.TOKENTRAIL_TASK_COST, "USD", "Cost of one task run in USD",
-               explicit_bucket_boundaries_advisory=TASK_COST_BUCKETS_USD).record(state.spent_nano / NANO, point)
-    instrument("histogram", names.TOKENTRAIL_TASK_ITERATIONS, "{call}", "LLM calls per task run",
-               explicit_bucket_boundaries_advisory=TASK_CALLS_BUCKETS).record(state.calls, point)
+    telemetry.task_cost().record(state.spent_nano / NANO, point)
+    telemetry.task_iterations().record(state.calls, point)
 
 
 # --------------------------------------------------------------------------------------------
 # retries and fallbacks
 # --------------------------------------------------------------------------------------------
-class retry(_Scope):
-    """Mark the LLM calls inside as attempt ``attempt`` of the same request (0 = first try)."""
+class retry(Scope):
+    """Mark the LLM calls inside as attempt ``attempt`` of the same request (0 = first try).
+
+    ``with tokentrail.retry(n) as r`` gives the scope itself.
+    """
+
+    __slots__ = ("attempt",)
 
     def __init__(self, attempt: int) -> None:
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
@@ -300,7 +267,7 @@ class retry(_Scope):
         return retry(self.attempt)
 
     def __enter__(self) -> "retry":
-        self._push(otel_context.attach(otel_context.set_value(_RETRY_KEY, self.attempt)))
+        self._push(otel_context.attach(identity.with_retry_attempt(self.attempt)))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -309,8 +276,13 @@ class retry(_Scope):
             otel_context.detach(token)
 
 
-class fallback(_Scope):
-    """Mark the LLM calls inside as a fallback from ``from_model`` (the model asked for first)."""
+class fallback(Scope):
+    """Mark the LLM calls inside as a fallback from ``from_model`` (the model asked for first).
+
+    ``with tokentrail.fallback(model) as f`` gives the scope itself.
+    """
+
+    __slots__ = ("from_model",)
 
     def __init__(self, from_model: str) -> None:
         if not isinstance(from_model, str) or not from_model:
@@ -321,7 +293,7 @@ class fallback(_Scope):
         return fallback(self.from_model)
 
     def __enter__(self) -> "fallback":
-        self._push(otel_context.attach(otel_context.set_value(_FALLBACK_KEY, self.from_model)))
+        self._push(otel_context.attach(identity.with_fallback_from(self.from_model)))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -331,7 +303,7 @@ class fallback(_Scope):
 
 
 # --------------------------------------------------------------------------------------------
-# the LLM call lifecycle: admission (from budgets' pre-flight check) and completion
+# the LLM call lifecycle: the pre-flight check (limits, admission) and the priced end
 # --------------------------------------------------------------------------------------------
 class _Admitted:
     __slots__ = ("chain", "estimate_nano", "retry", "fallback_from", "model", "sdk_retries")
@@ -345,15 +317,18 @@ class _Admitted:
         self.sdk_retries = 0
 
 
+# Calls admitted and not yet ended, by id(span): popped at the call's end, which every
+# admitted call reaches (genai_span ends a call exactly once, stopped ones too).
 _admitted: dict[int, _Admitted] = {}
+register_reset(_admitted.clear)
 
 
-def call_marks(state: TaskState | None, model: str) -> tuple[int | None, str | None]:
+def _call_marks(state: TaskState, model: str) -> tuple[int | None, str | None]:
     """(retry attempt, fallback-from model) for a call about to be made in the current context."""
     ctx = otel_context.get_current()
-    attempt = otel_context.get_value(_RETRY_KEY, ctx)
-    from_model = otel_context.get_value(_FALLBACK_KEY, ctx)
-    if state is not None and state.last_failed and attempt is None and from_model is None:
+    attempt = identity.retry_attempt(ctx)
+    from_model = identity.fallback_from(ctx)
+    if state.last_failed and attempt is None and from_model is None:
         if model and model == state.last_model:
             attempt = state.streak  # the same request again right after an error: a retry
         elif model and state.streak_model and model != state.streak_model:
@@ -361,17 +336,49 @@ def call_marks(state: TaskState | None, model: str) -> tuple[int | None, str | N
     return attempt, from_model
 
 
-def admit(span: Any, state: TaskState, estimate_nano: int, model: str,
-          attempt: int | None, from_model: str | None) -> int:
-    """Count an admitted call in its task (and ancestors); returns its call index."""
+def _crossed_limit(state: TaskState, estimate: int, now: float) -> BudgetExceeded | None:
+    """The first limit of ``state`` or an ancestor this call could cross (under ``_lock``)."""
+    for node in state.chain():
+        if node.max_calls is not None and node.calls + 1 > node.max_calls:
+            return BudgetExceeded(MAX_CALLS, limit=node.max_calls, spent=node.calls, unit=CALLS, task=node.name)
+        if node.budget_nano is not None and node.spent_nano + node.reserved_nano + estimate > node.budget_nano:
+            in_flight = f", {node.reserved_nano / NANO:.6f} USD in flight" if node.reserved_nano else ""
+            return BudgetExceeded(BUDGET_USD, limit=node.budget_usd, spent=node.spent_nano / NANO, task=node.name,
+                                  estimate_usd=estimate / NANO,
+                                  detail=f"this call could cost up to {estimate / NANO:.6f} USD{in_flight}")
+        if node.per_minute_nano is not None:
+            minute = node.minute_spend_nano(now)
+            if minute + node.reserved_nano + estimate > node.per_minute_nano:
+                return BudgetExceeded(MAX_USD_PER_MINUTE, limit=node.max_usd_per_minute, spent=minute / NANO,
+                                      task=node.name, estimate_usd=estimate / NANO,
+                                      detail=f"this call could cost up to {estimate / NANO:.6f} USD")
+    return None
+
+
+def check(planned: preflight.PlannedCall) -> None:
+    """Pre-flight: raise BudgetExceeded if the call would cross a limit of its task (or of an
+    enclosing one); otherwise admit it into the task. Nothing to do outside a task."""
+    state = current_task()
+    if state is None:
+        return
+    span = trace.get_current_span()
+    estimate = preflight.worst_case_nano(planned) or 0
+    attempt, from_model = _call_marks(state, planned.model)
     chain = state.chain()
     with _lock:
-        for node in chain:
-            node.calls += 1
-            node.reserved_nano += estimate_nano
-        index = state.calls
+        blocked = _crossed_limit(state, estimate, time.monotonic())
+        if blocked is not None:
+            for node in chain:
+                node.blocked = node.blocked or blocked.limit_name
+        else:
+            for node in chain:
+                node.calls += 1
+                node.reserved_nano += estimate
+            index = state.calls
+    if blocked is not None:
+        preflight.stop(span, blocked)
     try:
-        _admitted[id(span)] = _Admitted(chain, estimate_nano, attempt, from_model, model)
+        _admitted[id(span)] = _Admitted(chain, estimate, attempt, from_model, planned.model)
         marks: dict[str, Any] = {attr.TOKENTRAIL_TASK_CALL_INDEX: index}
         if attempt:
             marks[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
@@ -380,7 +387,6 @@ def admit(span: Any, state: TaskState, estimate_nano: int, model: str,
         span.set_attributes(marks)
     except Exception:
         _log.debug("tokentrail: could not mark the admitted call", exc_info=True)
-    return index
 
 
 def note_sdk_retry(retries_taken: int) -> None:
@@ -397,7 +403,7 @@ def note_sdk_retry(retries_taken: int) -> None:
             entry.sdk_retries = retries_taken
             app_attempt = entry.retry or 0
         else:  # outside a task: the application's own retry() mark, if any
-            app_attempt = otel_context.get_value(_RETRY_KEY) or 0
+            app_attempt = identity.retry_attempt() or 0
         span.set_attribute(attr.TOKENTRAIL_RETRY_ATTEMPT, app_attempt + retries_taken)
     except Exception:
         _log.debug("tokentrail: could not note an SDK retry", exc_info=True)
@@ -414,53 +420,39 @@ def stainless_retry_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any)
 
 
 def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:
-    """The priced end of one LLM call (called by genai_span before ``span.end()``). Never raises."""
+    """The priced end of one LLM call (called by the instrumentation before ``span.end()``):
+    task accounting, then the end listeners (tenant/team budgets). Never raises."""
+    nano = 0
     try:
-        _on_end(span, attributes)
+        nano = _cost_nano(attributes)
+        entry = _admitted.pop(id(span), None)
+        if entry is not None:
+            _account(entry, attributes, nano)
     except Exception:
         _log.debug("tokentrail: task accounting of an LLM call failed", exc_info=True)
+    preflight.call_ended(span, attributes, nano)
 
 
-def _on_end(span: Any, attributes: Mapping[str, Any]) -> None:
-    entry = _admitted.pop(id(span), None)
-    nano = 0
-    status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
-    if status == "priced":
-        raw = attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            nano = raw
-        else:
-            amount = attributes.get(attr.GEN_AI_USAGE_COST_AMOUNT)
-            if isinstance(amount, (int, float)):
-                nano = int(round(amount * NANO))
-    if entry is not None:
-        _account(entry, attributes, nano, status)
+def _cost_nano(attributes: Mapping[str, Any]) -> int:
+    if attributes.get(attr.TOKENTRAIL_COST_STATUS) != PRICED:
+        return 0
+    raw = attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    amount = attributes.get(attr.GEN_AI_USAGE_COST_AMOUNT)
+    return int(round(amount * NANO)) if isinstance(amount, (int, float)) else 0
+
+
+def _usage(attributes: Mapping[str, Any]) -> Usage | None:
     try:
-        from tokentrail import budgets
-
-        budgets.record_spend(span, attributes, nano)
-    except Exception:
-        _log.debug("tokentrail: budget accounting failed", exc_info=True)
-
-
-def _tokens(attributes: Mapping[str, Any]) -> tuple[int, int, int, int, int] | None:
-    """(uncached input, cache read, cache write, output, reasoning) read straight from the span
-    attributes (validated by the instrumentation before it set them), or None without usage."""
-    def count(name: str) -> int:
-        value = attributes.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    if attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes and attr.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes:
+        return Usage.from_attributes(attributes)
+    except InvalidUsage:
         return None
-    cache_read = count(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    cache_write = count(attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS) or count(
-        attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
-    return (max(0, count(attr.GEN_AI_USAGE_INPUT_TOKENS) - cache_read - cache_write), cache_read, cache_write,
-            count(attr.GEN_AI_USAGE_OUTPUT_TOKENS), count(attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS))
 
 
-def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status: Any) -> None:
-    usage = _tokens(attributes)
+def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int) -> None:
+    usage = _usage(attributes)
+    unpriced = attributes.get(attr.TOKENTRAIL_COST_STATUS) == UNPRICED
     failed = attributes.get(attr.ERROR_TYPE) is not None
     now = time.monotonic()
     with _lock:
@@ -474,15 +466,15 @@ def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status:
                 node.retries_nano += nano
             if entry.fallback_from:
                 node.fallbacks_nano += nano
-            if status == "unpriced":
+            if unpriced:
                 node.unpriced += 1
             if usage is not None:
                 t = node.tokens
-                t["input"] += usage[0]
-                t["cache_read"] += usage[1]
-                t["cache_write"] += usage[2]
-                t["output"] += usage[3]
-                t["reasoning"] += usage[4]
+                t["input"] += usage.uncached_input_tokens
+                t["cache_read"] += usage.cache_read_tokens
+                t["cache_write"] += usage.cache_write_tokens
+                t["output"] += usage.output_tokens
+                t["reasoning"] += usage.reasoning_tokens
         owner = entry.chain[0]
         if failed:
             if not owner.last_failed:
@@ -495,17 +487,4 @@ def _account(entry: _Admitted, attributes: Mapping[str, Any], nano: int, status:
         owner.last_model = entry.model
 
 
-def forget(span: Any) -> None:
-    """Drop the admission of a call that was stopped before it was sent."""
-    try:
-        entry = _admitted.pop(id(span), None)
-        if entry is not None:
-            with _lock:
-                for node in entry.chain:
-                    node.reserved_nano -= entry.estimate_nano
-                    node.calls -= 1
-    except Exception:
-        _log.debug("tokentrail: could not forget an admission", exc_info=True)
-
-
-__all__ = ["task", "retry", "fallback", "current_task", "TaskState", "use_providers", "on_llm_call_end"]
+__all__ = ["task", "retry", "fallback", "TaskState", "current_task"]

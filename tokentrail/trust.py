@@ -1,0 +1,165 @@
+"""The trust boundary: tokentrail's identity in W3C baggage, signed, and believed only when trusted.
+
+tokentrail mirrors the owner and task into baggage. Inbound attribution (baggage that arrived
+from another process, i.e. not set by ``attribute()`` or ``task()`` here) is accepted only if
+
+* ``TOKENTRAIL_BAGGAGE_SECRET`` is set and the HMAC-SHA256 signature the sender put in the
+  ``tokentrail.sig`` baggage entry verifies over the values, or
+* no secret is set and ``TOKENTRAIL_TRUST_INBOUND_BAGGAGE=true`` (then every value is still
+  validated and at most ``TOKENTRAIL_MAX_INBOUND_TENANTS`` distinct tenants are accepted, so a
+  flood of made-up tenant ids cannot explode cardinality).
+
+Anything else is ignored, counted on ``tokentrail.attribution.rejected`` and marked on the
+span with ``tokentrail.attribution.rejection``. A signature binds the values, not the request:
+a captured header can be replayed with its own values, never altered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from typing import Mapping
+
+from opentelemetry import baggage, trace
+from opentelemetry.context import Context
+
+from tokentrail import telemetry
+from tokentrail.identity import IDENTITY_KEYS, is_valid_value
+from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedMemo, BoundedSet, register_reset
+
+_log = logging.getLogger(__name__)
+
+ENV_SECRET = "TOKENTRAIL_BAGGAGE_SECRET"
+ENV_TRUST = "TOKENTRAIL_TRUST_INBOUND_BAGGAGE"
+ENV_MAX_INBOUND_TENANTS = "TOKENTRAIL_MAX_INBOUND_TENANTS"
+DEFAULT_MAX_INBOUND_TENANTS = 1000
+
+#: Baggage entry holding the HMAC over the identity entries.
+SIGNATURE_KEY = "tokentrail.sig"
+
+# rejection reasons (values of tokentrail.attribution.rejection)
+UNSIGNED = "unsigned"
+BAD_SIGNATURE = "bad_signature"
+INVALID_VALUE = "invalid_value"
+CARDINALITY = "cardinality"
+
+_EMPTY: Mapping[str, str] = {}
+
+
+def _secret() -> bytes | None:
+    raw = os.environ.get(ENV_SECRET)
+    return raw.encode() if raw else None
+
+
+def _trust_unsigned() -> bool:
+    return os.environ.get(ENV_TRUST, "").strip().lower() in ("true", "1", "yes")
+
+
+def _canonical(identity: Mapping[str, str]) -> bytes:
+    return "\n".join(f"{k}={identity[k]}" for k in sorted(identity)).encode()
+
+
+def sign(identity: Mapping[str, str], secret: bytes) -> str:
+    """The signature of an identity: base64url HMAC-SHA256 (128 bits) over its sorted entries."""
+    digest = hmac.new(secret, _canonical(identity), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def baggage_with_identity(ctx: Context, identity: Mapping[str, str]) -> Context:
+    """``ctx`` with our baggage entries replaced by ``identity`` (signed when a secret is set)."""
+    for key in (*IDENTITY_KEYS, SIGNATURE_KEY):
+        if baggage.get_baggage(key, ctx) is not None:
+            ctx = baggage.remove_baggage(key, ctx)
+    for key, value in identity.items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    secret = _secret()
+    if secret and identity:
+        ctx = baggage.set_baggage(SIGNATURE_KEY, sign(identity, secret), ctx)
+    return ctx
+
+
+_VerifyKey = tuple[tuple[tuple[str, str], ...], "str | None", "bytes | None", bool]
+# an inbound context is looked at by every span started in it: verify each value set once
+_verified: BoundedMemo[_VerifyKey, tuple[Mapping[str, str], str | None]] = BoundedMemo(2048)
+# one rejection is counted per inbound trace and value set, not once per span that sees it
+_counted: BoundedSet[tuple] = BoundedSet(4096)
+
+_tenants_lock = threading.Lock()
+_admitted_tenants: set[str] = set()  # not bounded by eviction: the cap is the point
+
+
+@register_reset
+def _forget_tenants() -> None:
+    with _tenants_lock:
+        _admitted_tenants.clear()
+
+
+def _verify(key: _VerifyKey) -> tuple[Mapping[str, str], str | None]:
+    entries, signature, secret, trust_unsigned = key
+    identity = dict(entries)
+    if secret:
+        if not signature:
+            return _EMPTY, UNSIGNED
+        if not hmac.compare_digest(sign(identity, secret), signature):
+            return _EMPTY, BAD_SIGNATURE
+        if not all(is_valid_value(v) for v in identity.values()):
+            return _EMPTY, INVALID_VALUE
+        return identity, None
+    if not trust_unsigned:
+        return _EMPTY, UNSIGNED
+    valid = {k: v for k, v in identity.items() if is_valid_value(v)}
+    return valid, (INVALID_VALUE if len(valid) != len(identity) else None)
+
+
+def _max_inbound_tenants() -> int:
+    try:
+        return max(0, int(os.environ.get(ENV_MAX_INBOUND_TENANTS, DEFAULT_MAX_INBOUND_TENANTS)))
+    except ValueError:
+        return DEFAULT_MAX_INBOUND_TENANTS
+
+
+def _admit_tenant(tenant: str) -> bool:
+    """Unsigned trust mode: accept at most N distinct inbound tenants per process."""
+    if tenant in _admitted_tenants:
+        return True
+    with _tenants_lock:
+        if len(_admitted_tenants) >= _max_inbound_tenants():
+            return False
+        _admitted_tenants.add(tenant)
+        return True
+
+
+def inbound_identity(ctx: Context | None = None) -> tuple[Mapping[str, str], str | None]:
+    """(trusted identity, rejection reason or None) from the baggage of a context from outside."""
+    entries = baggage.get_all(ctx)
+    if not entries:
+        return _EMPTY, None
+    found = tuple((k, str(entries[k])) for k in IDENTITY_KEYS if k in entries)
+    if not found:
+        return _EMPTY, None
+    signature = entries.get(SIGNATURE_KEY)
+    secret = _secret()
+    key = (found, signature if isinstance(signature, str) else None, secret, _trust_unsigned())
+    identity, reason = _verified.get(key, _verify)
+    if reason is None and not secret:
+        tenant = identity.get(attr.TOKENTRAIL_TENANT)
+        if tenant is not None and not _admit_tenant(tenant):
+            identity, reason = {k: v for k, v in identity.items() if k != attr.TOKENTRAIL_TENANT}, CARDINALITY
+    if reason is not None:
+        _count_rejection(reason, found, ctx)
+    return identity, reason
+
+
+def _count_rejection(reason: str, found: tuple, ctx: Context | None) -> None:
+    try:
+        trace_id = trace.get_current_span(ctx).get_span_context().trace_id
+        if _counted.add((trace_id, reason, found)):
+            telemetry.attribution_rejected().add(1, {attr.TOKENTRAIL_ATTRIBUTION_REJECTION: reason})
+            _log.debug("tokentrail: inbound attribution ignored (%s)", reason)
+    except Exception:
+        _log.debug("tokentrail: counting a rejection failed", exc_info=True)
