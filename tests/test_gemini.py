@@ -315,7 +315,7 @@ def test_preflight_stop_sends_nothing(server, pipeline, mode):
 
     def stop(call):
         planned.append(call)
-        raise tokentrail.BudgetExceeded("budget_usd", spent=1.0, limit_value=1.0)
+        raise tokentrail.BudgetExceeded("budget_usd", limit=1.0, spent=1.0)
 
     preflight.register(stop)
     try:
