@@ -8,14 +8,23 @@
         assert pipeline.metric_sum("tokentrail.cost", tenant="acme") == ...
 
 It builds a TracerProvider with AttributionSpanProcessor + CostSpanProcessor(SimpleSpanProcessor(
-InMemorySpanExporter)), a MeterProvider with an InMemoryMetricReader and tokentrail's views,
-instruments the installed tokentrail instrumentors against those providers, and uninstruments
-them on exit. Nothing global is touched.
+InMemorySpanExporter)) and a MeterProvider with an InMemoryMetricReader and tokentrail's views.
+What it changes in the process, and gives back on exit:
+
+- ``tokentrail.state.reset()`` on enter and on exit: every registry and memo tokentrail keeps
+  (seen spans, budgets, task admissions, inbound tenants...) starts empty, and the test leaves none behind;
+- the installed tokentrail instrumentors are instrumented against its providers (one already
+  instrumented is re-pointed), and uninstrumented on exit (one that was instrumented before is
+  instrumented again, against the global providers);
+- tokentrail's own task spans and task/budget/trust metrics go to its providers
+  (``telemetry.use_providers``); the previous providers are restored on exit;
+- the breakers are installed (``tokentrail.breakers.install()``, idempotent, left installed).
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 from typing import Any, Iterable, Mapping
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -25,10 +34,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tokentrail import breakers
-from tokentrail.processor.attribution import AttributionSpanProcessor, looks_like_llm_span
+from tokentrail import breakers, state, telemetry
+from tokentrail.processor.attribution import AttributionSpanProcessor
 from tokentrail.processor.cost import CostSpanProcessor
 from tokentrail.processor.metrics import metric_views
+from tokentrail.processor.usage import is_genai_call
 from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
@@ -53,8 +63,6 @@ _SHORT = {
 
 def tokentrail_instrumentors() -> list[Any]:
     """Instances of the installed tokentrail instrumentors (entry points named tokentrail_*)."""
-    from opentelemetry.util._importlib_metadata import entry_points
-
     found = []
     for ep in entry_points(group=_INSTRUMENTOR_GROUP):
         if not ep.name.startswith(_OUR_PREFIX):
@@ -92,24 +100,25 @@ class InMemoryPipeline:
         self.cost_processor = CostSpanProcessor(SimpleSpanProcessor(self.exporter), meter_provider=self.meter_provider)
         self.tracer_provider.add_span_processor(self.cost_processor)
         self.instrumentors: list[Any] = []
+        self._was_instrumented: list[Any] = []
+        self._previous_providers: tuple[Any, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> "InMemoryPipeline":
+        state.reset()
         breakers.install()
         targets = tokentrail_instrumentors() if self._instrument is True else list(self._instrument or ())
         for inst in targets:
             try:
                 if getattr(inst, "is_instrumented_by_opentelemetry", False):
                     inst.uninstrument()  # re-point it at our providers
+                    self._was_instrumented.append(inst)
                 inst.instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider,
                                 skip_dep_check=True)
                 self.instrumentors.append(inst)
             except Exception:
                 _logger.debug("could not instrument %r", inst, exc_info=True)
-        # task spans and tokentrail's task/budget/trust metrics go to these providers too
-        from tokentrail import tasks
-
-        self._previous_providers = tasks.use_providers(self.tracer_provider, self.meter_provider)
+        self._previous_providers = telemetry.use_providers(self.tracer_provider, self.meter_provider)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -119,17 +128,18 @@ class InMemoryPipeline:
         for inst in reversed(self.instrumentors):
             try:
                 inst.uninstrument()
+                if inst in self._was_instrumented:
+                    inst.instrument(skip_dep_check=True)
             except Exception:
                 _logger.debug("could not uninstrument %r", inst, exc_info=True)
         self.instrumentors.clear()
-        previous = getattr(self, "_previous_providers", None)
-        if previous is not None:
-            from tokentrail import tasks
-
-            tasks.use_providers(*previous)
+        self._was_instrumented.clear()
+        if self._previous_providers is not None:
+            telemetry.use_providers(*self._previous_providers)
             self._previous_providers = None
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+        state.reset()
 
     def tracer(self, name: str = "tokentrail.tests"):
         return self.tracer_provider.get_tracer(name)
@@ -141,7 +151,7 @@ class InMemoryPipeline:
         return list(self.exporter.get_finished_spans())
 
     def llm_spans(self) -> list[ReadableSpan]:
-        return [s for s in self.spans() if looks_like_llm_span(s.attributes)]
+        return [s for s in self.spans() if is_genai_call(s.attributes)]
 
     def clear(self) -> None:
         self.exporter.clear()
