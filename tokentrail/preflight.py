@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from tokentrail import telemetry
 from tokentrail.errors import BudgetExceeded
@@ -38,35 +38,27 @@ class PlannedCall:
     service_tier: str | None = None
 
 
-Check = Callable[[PlannedCall], None]
-EndListener = Callable[[Any, Mapping[str, Any], int], None]
+class _Hooks(list):
+    """Hooks run in the order they were added; adding one twice keeps one."""
+
+    def add(self, hook: Any) -> None:
+        if hook not in self:
+            self.append(hook)
+
+    def discard(self, hook: Any) -> None:
+        if hook in self:
+            self.remove(hook)
+
 
 # Installed hooks, like the SDK patches: configuration of the process, not remembered state,
 # so tokentrail.state.reset() leaves them alone.
-_checks: list[Check] = []
-_end_listeners: list[EndListener] = []
+_checks = _Hooks()
+_end_listeners = _Hooks()
 
-
-def register(check: Check) -> None:
-    """Run ``check`` before every LLM call, after the ones registered before it (idempotent)."""
-    if check not in _checks:
-        _checks.append(check)
-
-
-def unregister(check: Check) -> None:
-    if check in _checks:
-        _checks.remove(check)
-
-
-def register_end(listener: EndListener) -> None:
-    """Call ``listener(span, attributes, cost_nano_usd)`` after every priced LLM call (idempotent)."""
-    if listener not in _end_listeners:
-        _end_listeners.append(listener)
-
-
-def unregister_end(listener: EndListener) -> None:
-    if listener in _end_listeners:
-        _end_listeners.remove(listener)
+#: ``register(check)``: run ``check(planned)`` before every LLM call, after the ones before it.
+register, unregister = _checks.add, _checks.discard
+#: ``register_end(listener)``: call ``listener(span, attributes, cost_nano_usd)`` after every LLM call.
+register_end, unregister_end = _end_listeners.add, _end_listeners.discard
 
 
 def check(planned: PlannedCall) -> None:
