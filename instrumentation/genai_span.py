@@ -1,47 +1,35 @@
 """One LLM call, one CLIENT span: the lifecycle every provider instrumentation shares.
 
-A provider wrapper does::
+A provider wraps an SDK method with ``llm_call_wrapper(instruments, begin, finish)``:
+``begin`` reads the request and starts the call (``start_llm_call``, which runs the pre-flight
+checks), the template runs the SDK call inside the span, ``finish`` records the result
+(``set_response``, ``read_usage``) and ends the call, or hands back a stream proxy that ends it.
+``result_wrapper`` observes a result without a call of its own (batch results being read).
 
-    call = start_llm_call(tracer, provider=..., operation="chat", request_model=..., ...)
-    # BudgetExceeded from the pre-flight checks propagates here; the span is already ended.
-    with call.activate():              # HTTP spans made by the SDK become children
-        result = wrapped(*args, **kwargs)
-    call.set_response(model=..., response_id=..., finish_reasons=...)
-    call.set_usage(usage_or_None)      # a malformed usage is recorded as no_usage, never raised
-    call.end()                         # prices, ends exactly once, metrics fallback
-
-Every method here is defensive: a bug in tokentrail must never reach the application, so
-failures are logged at debug level and swallowed. The one exception that deliberately
-propagates is the pre-flight ``BudgetExceeded``.
-
-Optional collaborators (owner attributes, pricing, the metrics fallback) are imported lazily
-and may be absent; the span is still produced without them.
+Everything here is defensive: a bug in tokentrail must never reach the application, so
+failures are logged at debug level and swallowed, and the SDK's results and exceptions reach
+the caller unchanged. The one exception that deliberately propagates is the pre-flight
+``BudgetExceeded``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
-
-try:
-    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-except ImportError:  # pragma: no cover - very old opentelemetry-instrumentation
-
-    def is_instrumentation_enabled() -> bool:
-        return True
 
 from tokentrail import preflight, tasks
 from tokentrail.attribution import owner_span_attributes
+from tokentrail.errors import BudgetExceeded
 from tokentrail.instrumentation import coexistence
+from tokentrail.instrumentation.base import Instruments
 from tokentrail.processor import dedup
 from tokentrail.processor.cost import pipeline_active
 from tokentrail.processor.metrics import record_llm_call
@@ -51,7 +39,6 @@ from tokentrail.semconv import attributes as attr
 
 _log = logging.getLogger(__name__)
 
-CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 COST_STATUS_NO_USAGE = "no_usage"
 
 # Set while one of our wrappers runs the SDK call, so an SDK helper that calls another
@@ -59,53 +46,38 @@ COST_STATUS_NO_USAGE = "no_usage"
 _IN_LLM_CALL: ContextVar[bool] = ContextVar("tokentrail_in_llm_call", default=False)
 
 
-# --------------------------------------------------------------------------------------------
-# switches
-# --------------------------------------------------------------------------------------------
-def capture_content() -> bool:
-    """Message content is recorded only when the user explicitly asks for it."""
-    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("true", "1", "yes")
-
-
-def env_flag(name: str, default: bool = True) -> bool:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    return value.strip().lower() not in ("false", "0", "no", "off")
-
-
 def should_skip() -> bool:
     """True when a wrapper must pass the call straight through (nested call or suppression)."""
     return _IN_LLM_CALL.get() or not is_instrumentation_enabled()
 
 
-@contextmanager
-def nested_calls_suppressed() -> Iterator[None]:
-    """Inside this block our wrappers pass calls through (used around the wrapped SDK call)."""
-    token = _IN_LLM_CALL.set(True)
-    try:
-        yield
-    finally:
-        _IN_LLM_CALL.reset(token)
-
-
-def is_budget_exceeded(exc: BaseException) -> bool:
-    """The deliberate pre-flight stop, recognised by class name so no import order matters."""
-    return any(cls.__name__ == "BudgetExceeded" for cls in type(exc).__mro__)
+def in_llm_call() -> bool:
+    """Whether one of our wrappers is running an SDK call right now (its span is current)."""
+    return _IN_LLM_CALL.get()
 
 
 def error_type(exc: BaseException | str) -> str:
+    """``error.type``: an AWS error code for botocore errors (ThrottlingException, ...), else
+    the exception's class name."""
     if isinstance(exc, str):
         return exc
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        if isinstance(code, str) and code:
+            return code
     return type(exc).__qualname__
 
 
 def owner_attributes() -> dict[str, Any]:
+    """The owner's span attributes, and ``tokentrail.attributed`` (a tenant is set), as
+    AttributionSpanProcessor stamps them on LLM spans."""
     try:
-        return owner_span_attributes()
+        owner = owner_span_attributes()
     except Exception:
         _log.debug("tokentrail: owner_span_attributes failed", exc_info=True)
-        return {}
+        owner = {}
+    return {**owner, attr.TOKENTRAIL_ATTRIBUTED: bool(owner.get(attr.TOKENTRAIL_TENANT))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,17 +86,17 @@ def owner_attributes() -> dict[str, Any]:
 class LLMCall:
     """The span of one LLM call and what is known about it so far. Ends exactly once."""
 
-    __slots__ = ("span", "attributes", "start_ns", "usage", "ended", "_late", "_usage_invalid", "providers")
+    __slots__ = ("span", "attributes", "start_ns", "usage", "ended", "_late", "instruments")
 
-    def __init__(self, span: trace.Span, attributes: dict[str, Any], start_ns: int) -> None:
+    def __init__(self, span: trace.Span, attributes: dict[str, Any], start_ns: int,
+                 instruments: Instruments | None = None) -> None:
         self.span = span
         self.attributes = attributes  # everything known, mirrored for pricing and metrics
         self.start_ns = start_ns
         self.usage: Usage | None = None
         self.ended = False
         self._late: dict[str, Any] = {}  # set on the span at end(), in one call
-        self._usage_invalid = False
-        self.providers: tuple[Any, Any] = (None, None)  # (tracer_provider, meter_provider) if given
+        self.instruments = instruments
 
     # --- recording ---------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
@@ -158,15 +130,31 @@ class LLMCall:
             return
         try:
             self.usage = usage.validate()
-            self._usage_invalid = False
-        except (InvalidUsage, Exception):
+        except Exception:
             _log.debug("tokentrail: dropping malformed usage %r", usage, exc_info=True)
             self.usage = None
-            self._usage_invalid = True
+
+    def read_usage(self, read: Callable[..., Usage | None], *args: Any) -> None:
+        """``set_usage(read(*args))``; a malformed usage block (``InvalidUsage``) or a failing
+        reader leaves the call without usage (no_usage), never an error."""
+        try:
+            usage = read(*args)
+        except InvalidUsage as exc:
+            _log.debug("tokentrail: malformed usage: %s", exc)
+            return
+        except Exception:
+            _log.debug("tokentrail: reading usage failed", exc_info=True)
+            return
+        self.set_usage(usage)
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether the user asked for message content (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``)."""
+        return self.instruments is not None and self.instruments.capture_content
 
     def capture_messages(self, *, input_messages: Any = None, output_messages: Any = None) -> None:
-        """Record message content as JSON, only when the user opted in (see ``capture_content``)."""
-        if self.ended or not capture_content():
+        """Record message content as JSON, only when the user opted in."""
+        if self.ended or not self.capture_content:
             return
         try:
             if input_messages is not None:
@@ -240,7 +228,7 @@ class LLMCall:
         except Exception:
             recording = False
             _log.debug("tokentrail: span.end failed", exc_info=True)
-        _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9, self.providers)
+        _metrics_fallback(self.span, recording, self.attributes, (end_ns - self.start_ns) / 1e9, self.instruments)
 
 
 def _call_ended(span: trace.Span, attributes: Mapping[str, Any]) -> None:
@@ -269,17 +257,23 @@ def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) 
     return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: COST_STATUS_NO_USAGE}
 
 
-def _metrics_fallback(
-    span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float, providers: tuple[Any, Any]
-) -> None:
-    """Record metrics ourselves when no CostSpanProcessor will see the span (none installed,
-    or the span is not recording, e.g. sampled out: processors never see those)."""
+def _metrics_fallback(span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float,
+                      instruments: Instruments | None) -> None:
+    """Record metrics ourselves when no CostSpanProcessor will see the span (none on the
+    instrumentor's tracer provider, or the span is not recording, e.g. sampled out:
+    processors never see those), to the instrumentor's meter provider."""
     try:
-        tracer_provider, meter_provider = providers
-        if recording and (pipeline_active(tracer_provider) if tracer_provider is not None else pipeline_active()):
+        tracer_provider = instruments.tracer_provider if instruments is not None else None
+        if recording and pipeline_active(tracer_provider):
             return
-        extra = {"meter_provider": meter_provider} if meter_provider is not None else {}
-        record_llm_call(attributes, duration_s, context=trace.set_span_in_context(span), **extra)
+        resource = getattr(tracer_provider, "resource", None)
+        record_llm_call(
+            attributes,
+            duration_s,
+            meter_provider=instruments.meter_provider if instruments is not None else None,
+            context=trace.set_span_in_context(span),
+            resource_attributes=getattr(resource, "attributes", None),
+        )
     except Exception:
         _log.debug("tokentrail: metrics fallback failed", exc_info=True)
 
@@ -311,19 +305,35 @@ class _Activation:
                 _log.debug("tokentrail: could not detach span context", exc_info=True)
 
 
+class _NoActivation:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_ACTIVATION = _NoActivation()
+
+
 class _NoOpCall(LLMCall):
-    """Stands in when starting the span failed: every method is a harmless no-op."""
+    """Stands in when starting the span failed: the SDK call runs as if uninstrumented."""
 
     def __init__(self) -> None:
         super().__init__(trace.INVALID_SPAN, {}, time.time_ns())
         self.ended = True
+
+    def activate(self) -> Any:  # type: ignore[override]
+        return _NO_ACTIVATION
 
     def end(self, error: BaseException | str | None = None) -> None:
         return None
 
 
 def start_llm_call(
-    tracer: trace.Tracer,
+    instruments: Instruments,
     *,
     provider: str,
     operation: str,
@@ -335,8 +345,6 @@ def start_llm_call(
     estimated_input_tokens: int = 0,
     attributes: Mapping[str, Any] | None = None,
     check_budget: bool = True,
-    tracer_provider: Any = None,
-    meter_provider: Any = None,
 ) -> LLMCall:
     """Start the span (name ``"{operation} {model}"``, kind CLIENT) and run the pre-flight checks.
 
@@ -344,9 +352,6 @@ def start_llm_call(
     yields a no-op call so the wrapper can still run the SDK call untouched.
     ``check_budget=False`` records a call that was already paid for (e.g. a batch result being
     read), where stopping it would save nothing.
-    ``tracer_provider`` / ``meter_provider``: the ones the instrumentor was given, if any, so the
-    metrics fallback asks that provider whether a CostSpanProcessor is installed and records to
-    that meter provider.
     """
     try:
         model = request_model if isinstance(request_model, str) and request_model else None
@@ -368,7 +373,7 @@ def start_llm_call(
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
         attrs.update(owner_attributes())
         start_ns = time.time_ns()
-        span = tracer.start_span(
+        span = instruments.tracer.start_span(
             f"{operation} {model}" if model else operation,
             # Another instrumentation's span of this call around ours: ours takes its place.
             context=dedup.parent_context_for_our_span(),
@@ -377,9 +382,7 @@ def start_llm_call(
             start_time=start_ns,
         )
         dedup.register_ours(span)
-        call = LLMCall(span, attrs, start_ns)
-        if tracer_provider is not None or meter_provider is not None:
-            call.providers = (tracer_provider, meter_provider)
+        call = LLMCall(span, attrs, start_ns, instruments)
     except Exception:
         _log.debug("tokentrail: could not start the LLM span", exc_info=True)
         return _NoOpCall()
@@ -396,9 +399,106 @@ def start_llm_call(
         )
         with call.activate():
             preflight.check(planned)
-    except BaseException as exc:
-        if is_budget_exceeded(exc):
-            call.end(error=exc)
-            raise
+    except BudgetExceeded as exc:
+        call.end(error=exc)
+        raise
+    except Exception:
         _log.debug("tokentrail: a pre-flight check failed (ignored)", exc_info=True)
     return call
+
+
+# --------------------------------------------------------------------------------------------
+# the wrapper templates
+# --------------------------------------------------------------------------------------------
+class Begun(NamedTuple):
+    """What ``begin`` hands the template: the started call, the SDK call's keyword arguments
+    (the caller's, or a copy ours amended) and anything ``finish`` needs."""
+
+    call: LLMCall
+    kwargs: dict[str, Any]
+    context: Any = None
+
+
+Begin = Callable[[Instruments, Any, tuple, dict], "Begun | None"]
+Finish = Callable[[LLMCall, Any, Any], Any]
+
+
+def _begin(begin: Begin, instruments: Instruments, instance: Any, args: tuple, kwargs: dict) -> Begun | None:
+    try:
+        return begin(instruments, instance, args, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception:
+        _log.debug("tokentrail: could not read the request; not traced", exc_info=True)
+        return None
+
+
+def _finish(finish: Finish, begun: Begun, result: Any) -> Any:
+    try:
+        return finish(begun.call, begun.context, result)
+    except Exception:
+        _log.debug("tokentrail: recording the result failed", exc_info=True)
+        begun.call.end()
+        return result
+
+
+def llm_call_wrapper(instruments: Instruments, begin: Begin, finish: Finish, *, is_async: bool = False) -> Callable[..., Any]:
+    """The wrapt wrapper of an SDK method that makes one LLM call.
+
+    ``begin(instruments, instance, args, kwargs)`` reads the request and starts the call
+    (None: not an LLM call, pass it through); ``finish(call, context, result)`` records the
+    result and returns what the caller gets (the result, or a proxy that ends the call).
+    """
+    if is_async:
+
+        async def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+            if not instruments.active or should_skip():
+                return await wrapped(*args, **kwargs)
+            begun = _begin(begin, instruments, instance, args, kwargs)
+            if begun is None:
+                return await wrapped(*args, **kwargs)
+            result = await begun.call.run_async(wrapped, args, begun.kwargs)
+            return _finish(finish, begun, result)
+
+        return async_wrapper
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not instruments.active or should_skip():
+            return wrapped(*args, **kwargs)
+        begun = _begin(begin, instruments, instance, args, kwargs)
+        if begun is None:
+            return wrapped(*args, **kwargs)
+        result = begun.call.run(wrapped, args, begun.kwargs)
+        return _finish(finish, begun, result)
+
+    return wrapper
+
+
+Observe = Callable[[Instruments, Any, tuple, dict, Any], Any]
+
+
+def result_wrapper(instruments: Instruments, observe: Observe, *, is_async: bool = False) -> Callable[..., Any]:
+    """The wrapt wrapper of an SDK method whose result we only look at:
+    ``observe(instruments, instance, args, kwargs, result)`` returns what the caller gets (the
+    result or a proxy of it); should it fail, the caller gets the result."""
+
+    def observed(instance: Any, args: tuple, kwargs: dict, result: Any) -> Any:
+        if not instruments.active or should_skip():
+            return result
+        try:
+            return observe(instruments, instance, args, kwargs, result)
+        except Exception:
+            _log.debug("tokentrail: observing a result failed", exc_info=True)
+            return result
+
+    if is_async:
+
+        async def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+            return observed(instance, args, kwargs, await wrapped(*args, **kwargs))
+
+        return async_wrapper
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        return observed(instance, args, kwargs, wrapped(*args, **kwargs))
+
+    return wrapper

@@ -260,11 +260,8 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
 
 
 class LLMCallStreamHooks(StreamHooks):
-    """Hooks that end a ``genai_span.LLMCall`` when the stream finishes.
-
-    Subclasses override ``on_item`` (record usage/model/finish reasons as they pass) and
-    ``record`` (move what was collected onto the call just before it ends).
-    """
+    """Hooks that end a ``genai_span.LLMCall`` when the stream finishes: ``record()`` moves
+    what was collected onto the call just before it ends."""
 
     __slots__ = ("call",)
 
@@ -275,6 +272,8 @@ class LLMCallStreamHooks(StreamHooks):
         """Copy what the stream carried onto ``self.call`` (usage, response model, ...)."""
 
     def on_end(self, error: BaseException | None) -> None:
+        if self.call.ended:
+            return
         try:
             self.record()
         except Exception:
@@ -282,23 +281,58 @@ class LLMCallStreamHooks(StreamHooks):
         self.call.end(error=error)
 
 
-class FoldingStreamHooks(LLMCallStreamHooks):
-    """For providers whose stream chunks a ``StreamUsage`` folds: ``add(chunk)`` per item, then
-    ``response()`` (``LLMCall.set_response`` keyword arguments) and ``usage()`` at the end."""
+class StreamState:
+    """What a provider folds from its stream: the one interface ``StateStreamHooks`` drives.
 
-    __slots__ = ("folded",)
+    ``add`` sees every item (keep it tiny: it runs per chunk; a true return hides the item from
+    the caller); the rest is asked once, when the stream ends.
+    """
 
-    def __init__(self, call: Any, folded: Any) -> None:
-        super().__init__(call)
-        self.folded = folded
+    __slots__ = ()
 
-    def on_item(self, item: Any) -> bool:
-        self.folded.add(item)
+    def add(self, item: Any) -> Any:
+        return None
+
+    def drain_before_close(self) -> bool:
+        """True when a close should first read the remaining items (the usage is still to come)."""
         return False
 
+    def response(self) -> dict[str, Any]:
+        """``LLMCall.set_response`` keyword arguments."""
+        return {}
+
+    def usage(self) -> Any:
+        """The call's ``Usage`` (None when the stream carried none); raises ``InvalidUsage``."""
+        return None
+
+    def output_messages(self) -> Any:
+        """The answer as GenAI messages, asked only when content capture is on."""
+        return None
+
+    def error(self) -> str | None:
+        """An error the stream reported in an item rather than by raising."""
+        return None
+
+
+class StateStreamHooks(LLMCallStreamHooks):
+    """Ends the call with what its ``StreamState`` folded."""
+
+    __slots__ = ("state", "on_item")
+
+    def __init__(self, call: Any, state: StreamState) -> None:
+        super().__init__(call)
+        self.state = state
+        self.on_item = state.add  # the proxies call it directly: no hop per chunk
+
+    def drain_before_close(self) -> bool:
+        return self.state.drain_before_close()
+
     def record(self) -> None:
-        self.call.set_response(**self.folded.response())
-        try:
-            self.call.set_usage(self.folded.usage())
-        except Exception:
-            _log.debug("tokentrail: malformed stream usage", exc_info=True)
+        call, state = self.call, self.state
+        call.set_response(**state.response())
+        call.read_usage(state.usage)
+        if call.capture_content:
+            call.capture_messages(output_messages=state.output_messages())
+        error = state.error()
+        if error:
+            call.set_error(error)

@@ -37,6 +37,13 @@ def aclient(server):
     return openai.AsyncOpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0)
 
 
+def reinstrument(pipeline):
+    """Instrument again, for a test that changed the environment: it is read by ``instrument()``."""
+    instrumentor = OpenAIInstrumentor()  # the pipeline's (instrumentors are singletons)
+    instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider)
+
+
 def only_llm_span(pipeline):
     spans = pipeline.llm_spans()
     assert len(spans) == 1, [s.name for s in spans]

@@ -4,7 +4,7 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from tokentrail.instrumentation.anthropic.usage import StreamState, usage_from_anthropic
+from tokentrail.instrumentation.anthropic.usage import MessageStreamState, usage_from_anthropic
 from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.testing import anthropic_api as fake
 
@@ -34,7 +34,14 @@ def test_cache_breakdown_without_total_and_total_without_breakdown():
     assert old.cache_write_tokens == 4 and old.cache_write_1h_tokens == 0 and old.input_tokens == 5
 
 
-@pytest.mark.parametrize("bad", [None, {}, {"input_tokens": "12", "output_tokens": 1},
+def test_no_usage_block_is_none():
+    assert usage_from_anthropic(None) is None
+    assert usage_from_anthropic({}) is None
+
+
+@pytest.mark.parametrize("bad", ["lots", {"input_tokens": "twelve", "output_tokens": 1},
+                                 {"input_tokens": 12, "output_tokens": True},
+                                 {"input_tokens": 1, "output_tokens": 1, "cache_creation": "5m"},
                                  {"input_tokens": -1, "output_tokens": 1},
                                  {"input_tokens": 1, "output_tokens": 1, "cache_creation_input_tokens": 1,
                                   "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 5}}])
@@ -45,26 +52,26 @@ def test_malformed_usage_is_rejected_not_crashing(bad):
 
 def test_stream_usage_takes_message_start_and_message_delta():
     block = fake.usage_block(1000, 321, cache_read_input_tokens=50, cache_creation_1h=70, web_search_requests=1)
-    state = StreamState()
+    state = MessageStreamState()
     for event, data in fake.message_events(usage=block, content=[*fake.web_search_blocks("q"), fake.text_block("hi")]):
         if event != "ping":  # the SDK drops pings; every other event must validate against its types
-            state.observe(EVENTS.validate_python(data))
-    assert state.final_usage() == usage_from_anthropic(block)
+            state.add(EVENTS.validate_python(data))
+    assert state.usage() == usage_from_anthropic(block)
     assert state.stop_reason == "end_turn" and state.model == fake.DEFAULT_MODEL
 
 
 def test_message_delta_updates_input_counts():
-    state = StreamState()
-    state.observe({"type": "message_start", "message": {"id": "m", "model": "x", "usage": {
+    state = MessageStreamState()
+    state.add({"type": "message_start", "message": {"id": "m", "model": "x", "usage": {
         "input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 0}}})
-    state.observe({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+    state.add({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                    "usage": {"output_tokens": 40, "input_tokens": 12, "cache_read_input_tokens": 5}})
-    assert state.final_usage() == Usage(input_tokens=17, output_tokens=40, cache_read_tokens=5)
+    assert state.usage() == Usage(input_tokens=17, output_tokens=40, cache_read_tokens=5)
 
 
 def test_stream_cut_before_message_delta_keeps_input_side():
-    state = StreamState()
-    assert state.final_usage() is None
+    state = MessageStreamState()
+    assert state.usage() is None
     for _, data in fake.message_events(usage=fake.usage_block(900, 50))[:3]:
-        state.observe(data)
-    assert state.final_usage().input_tokens == 900
+        state.add(data)
+    assert state.usage().input_tokens == 900

@@ -35,8 +35,8 @@ def test_converse_stream_metadata_equals_converse():
     state = ConverseStreamState()
     for event in ({"messageStart": {"role": "assistant"}}, {"messageStop": {"stopReason": "end_turn"}},
                   {"metadata": {"usage": CALL.token_usage(), "metrics": {"latencyMs": 1}}}):
-        state.observe(event)
-    assert state.final_usage() == usage_from_converse(CALL.token_usage()) and state.stop_reason == "end_turn"
+        state.add(event)
+    assert state.usage() == usage_from_converse(CALL.token_usage()) and state.stop_reason == "end_turn"
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -46,8 +46,8 @@ def test_invoke_and_invoke_stream_agree_for_every_family(model):
     plain = usage_from_invoke(fake.invoke_body(model, call), headers)
     state = InvokeStreamState()
     for chunk in fake.invoke_stream_chunks(model, call):
-        state.observe(json.loads(json.dumps(chunk)))
-    assert plain is not None and state.final_usage() == plain
+        state.add({"chunk": {"bytes": json.dumps(chunk).encode()}})
+    assert plain is not None and state.usage() == plain
     assert plain.input_tokens == call.input_tokens + call.cache_read + call.cache_write
     assert plain.output_tokens == call.output_tokens
 
@@ -59,4 +59,5 @@ def test_headers_only_and_garbage():
     with pytest.raises(InvalidUsage):
         usage_from_converse({"inputTokens": "many", "outputTokens": 1})
     with pytest.raises(InvalidUsage):
-        usage_from_converse(None)
+        usage_from_headers({"x-amzn-bedrock-input-token-count": "7", "x-amzn-bedrock-output-token-count": "-3"})
+    assert usage_from_converse(None) is None

@@ -4,7 +4,7 @@ import pytest
 from google.genai import types
 
 from tokentrail.instrumentation.google_genai import usage as gusage
-from tokentrail.processor.usage import Usage
+from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.testing import gemini_api
 
 
@@ -41,7 +41,7 @@ def test_rest_dict_and_sdk_object_agree():
 
 def test_stream_running_totals_are_not_summed():
     s = gemini_api.SCENARIOS["thinking"]
-    folded = gusage.StreamUsage()
+    folded = gusage.GenerateStreamState()
     for chunk in gemini_api.stream_chunks(s, "gemini-2.5-pro", pieces=4):
         folded.add(chunk)
     assert folded.usage() == gusage.usage_from_response(sdk_response("thinking"))
@@ -51,8 +51,12 @@ def test_stream_running_totals_are_not_summed():
 def test_absent_and_malformed_usage():
     assert gusage.usage_from_metadata(None) is None
     assert gusage.usage_from_metadata({}) is None
-    with pytest.raises(TypeError):
-        gusage.usage_from_metadata({"promptTokenCount": "12"})
+    with pytest.raises(InvalidUsage):
+        gusage.usage_from_metadata({"promptTokenCount": "twelve"})
+    with pytest.raises(InvalidUsage):
+        gusage.usage_from_metadata({"promptTokenCount": 12, "candidatesTokenCount": -1})
+    # proto3 JSON may send counts as strings: still the count
+    assert gusage.usage_from_metadata({"promptTokenCount": "12", "candidatesTokenCount": 3}) == Usage(12, 3)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import pytest
 from mistralai.client import models
 
 from tokentrail.instrumentation.mistral import usage as musage
-from tokentrail.processor.usage import Usage
+from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.testing import mistral_api
 
 
@@ -20,7 +20,7 @@ def test_cached_tokens_from_sdk_extra_field():
 def test_plain_usage_and_stream_fold_agree():
     s = mistral_api.SCENARIOS["tool_call"]
     unary = musage.usage_from_info(models.ChatCompletionResponse.model_validate(mistral_api.completion_json(s, "m")).usage)
-    folded = musage.StreamUsage()
+    folded = musage.ChatStreamState()
     for chunk in mistral_api.stream_chunks(s, "m"):
         folded.add(models.CompletionEvent.model_validate({"data": chunk}))
     assert folded.usage() == unary == Usage(input_tokens=700, output_tokens=25)
@@ -30,5 +30,5 @@ def test_plain_usage_and_stream_fold_agree():
 def test_absent_and_malformed():
     assert musage.usage_from_info(None) is None
     assert musage.usage_from_info({}) is None
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidUsage):
         musage.usage_from_info({"prompt_tokens": 1.5, "completion_tokens": 1})

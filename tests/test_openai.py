@@ -17,7 +17,7 @@ from tokentrail import preflight
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
-from openai_fixtures import aclient, client, only_llm_span, pipeline, server, usd, user_message  # noqa: F401
+from openai_fixtures import aclient, client, only_llm_span, pipeline, reinstrument, server, usd, user_message  # noqa: F401
 
 
 def test_chat_completion_span_has_usage_cost_and_request_attributes(pipeline, client, server):
@@ -379,6 +379,7 @@ def test_uninstrument_restores_the_sdk(server):
 
 def test_message_content_is_captured_only_when_asked(pipeline, client, server, monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    reinstrument(pipeline)
     client.chat.completions.create(model="gpt-4o", messages=user_message("What is 2+2?"))
     list(client.chat.completions.create(model="gpt-4o", messages=user_message("Stream it"), stream=True))
     client.responses.create(model="gpt-4o", input="Explain", instructions="be brief")

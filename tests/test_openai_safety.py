@@ -8,7 +8,7 @@ import pytest
 
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.instrumentation.openai import usage as openai_usage
-from tokentrail.processor.usage import Usage
+from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
@@ -170,9 +170,15 @@ def test_responses_usage_extraction():
     )
 
 
-@pytest.mark.parametrize("raw", list(MALFORMED.values()) + [None, {}, SDK_COERCED, {"prompt_tokens": 1.5, "completion_tokens": 1}])
-def test_malformed_usage_is_none(raw):
-    assert openai_usage.chat_usage(raw) is None
+@pytest.mark.parametrize("raw", list(MALFORMED.values()) + [{}, SDK_COERCED, {"prompt_tokens": 1.5, "completion_tokens": 1}])
+def test_malformed_usage_is_rejected(raw):
+    with pytest.raises(InvalidUsage):
+        openai_usage.chat_usage(raw)
+
+
+def test_absent_usage_is_none():
+    assert openai_usage.chat_usage(None) is None
+    assert openai_usage.responses_usage({"id": "resp_1"}) is None
 
 
 def test_malformed_stream_chunks_reach_the_caller_untouched(pipeline, client, server):

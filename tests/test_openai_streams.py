@@ -13,7 +13,7 @@ from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import FakeResponse, openai_api
 
-from openai_fixtures import aclient, client, only_llm_span, pipeline, server, usd, user_message  # noqa: F401
+from openai_fixtures import aclient, client, only_llm_span, pipeline, reinstrument, server, usd, user_message  # noqa: F401
 
 PRICED = {"prompt_tokens": 2000, "completion_tokens": 500}
 
@@ -89,6 +89,7 @@ def test_caller_refusing_usage_is_respected(pipeline, client, server):
 
 def test_injection_opt_out(pipeline, client, server, monkeypatch):
     monkeypatch.setenv("TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE", "false")
+    reinstrument(pipeline)
     server.enqueue(openai_api.reply(**PRICED))
     list(client.chat.completions.create(model="gpt-4o", messages=user_message(), stream=True))
 

@@ -20,79 +20,40 @@ instrumentor, the native spans are priced by tokentrail's CostSpanProcessor inst
 
 from __future__ import annotations
 
-import importlib
-import logging
-from typing import Any, Collection
+from typing import Collection
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
-
-from tokentrail import breakers
-from tokentrail.instrumentation import coexistence
+from tokentrail import tasks
 from tokentrail.instrumentation.anthropic import patch
+from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
 
-_log = logging.getLogger(__name__)
-
-_instruments = ("anthropic >= 0.40",)
-_TRACER_NAME = "tokentrail.instrumentation.anthropic"
-
-# (module, attribute path, wrapper factory)
-_REQUEST_TARGETS = (
-    ("anthropic._base_client", "SyncAPIClient.request", lambda t: patch.sync_request_wrapper(t)),
-    ("anthropic._base_client", "AsyncAPIClient.request", lambda t: patch.async_request_wrapper(t)),
-    ("anthropic._response", "APIResponse.parse", lambda t: patch.sync_parse_wrapper),
-    ("anthropic._response", "AsyncAPIResponse.parse", lambda t: patch.async_parse_wrapper),
-    ("anthropic.resources.messages.batches", "Batches.results", lambda t: patch.batch_results_wrapper(t, False)),
-    ("anthropic.resources.messages.batches", "AsyncBatches.results", lambda t: patch.batch_results_wrapper(t, True)),
-    ("anthropic.resources.beta.messages.batches", "Batches.results", lambda t: patch.batch_results_wrapper(t, False)),
-    ("anthropic.resources.beta.messages.batches", "AsyncBatches.results",
-     lambda t: patch.batch_results_wrapper(t, True)),
-    # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
-    ("anthropic._base_client", "start_api_call_span", lambda t: patch.suppress_native_span),
-)
+_CLIENT = "anthropic._base_client"
+_RESPONSE = "anthropic._response"
+_BATCHES = "anthropic.resources.messages.batches"
+_BETA_BATCHES = "anthropic.resources.beta.messages.batches"
 
 
-class AnthropicInstrumentor(BaseInstrumentor):
+class AnthropicInstrumentor(TokentrailInstrumentor):
     """Instruments the anthropic SDK with tokentrail LLM spans."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        breakers.install()
-        self._patched: list[tuple[str, str]] = []
-        if not coexistence.should_instrument("anthropic"):
-            _log.info("tokentrail: another Anthropic instrumentation owns the anthropic SDK; not patching")
-            return
-        tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))
-        for module, name, factory in _REQUEST_TARGETS:
-            try:
-                wrap_function_wrapper(module, name, factory(tracer))
-                self._patched.append((module, name))
-            except Exception:  # a module or method this SDK version lacks
-                _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)
+    provider = "anthropic"
+    tracer_name = "tokentrail.instrumentation.anthropic"
+    targets = (
+        Target(_CLIENT, "SyncAPIClient.request", patch.request_wrapper()),
+        Target(_CLIENT, "AsyncAPIClient.request", patch.request_wrapper(is_async=True)),
+        Target(_RESPONSE, "APIResponse.parse", patch.parse_wrapper()),
+        Target(_RESPONSE, "AsyncAPIResponse.parse", patch.parse_wrapper(is_async=True)),
+        Target(_BATCHES, "Batches.results", patch.batch_results_wrapper(), optional=True),
+        Target(_BATCHES, "AsyncBatches.results", patch.batch_results_wrapper(is_async=True), optional=True),
+        Target(_BETA_BATCHES, "Batches.results", patch.batch_results_wrapper(), optional=True),
+        Target(_BETA_BATCHES, "AsyncBatches.results", patch.batch_results_wrapper(is_async=True), optional=True),
+        # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
+        Target(_CLIENT, "start_api_call_span", lambda instruments: patch.suppress_native_span, optional=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
-        try:
-            from tokentrail.tasks import stainless_retry_wrapper
+        Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper, optional=True),
+    )
 
-            wrap_function_wrapper("anthropic._base_client", "BaseClient._build_request", stainless_retry_wrapper)
-            self._patched.append(("anthropic._base_client", "BaseClient._build_request"))
-        except Exception:
-            _log.debug("tokentrail: could not patch the SDK retry loop", exc_info=True)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        for module, name in getattr(self, "_patched", []):
-            owner_name, _, attribute = name.rpartition(".")
-            try:
-                owner = importlib.import_module(module)
-                if owner_name:
-                    owner = getattr(owner, owner_name)
-                unwrap(owner, attribute)
-            except Exception:
-                _log.debug("tokentrail: could not unpatch %s.%s", module, name, exc_info=True)
-        self._patched = []
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("anthropic >= 0.40",)
 
 
 __all__ = ["AnthropicInstrumentor"]

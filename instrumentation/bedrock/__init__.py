@@ -14,46 +14,21 @@ Errors are recorded with their AWS error code as ``error.type``.
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Collection
+from typing import Collection
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
-
-from tokentrail import breakers
-from tokentrail.instrumentation import coexistence
+from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
 from tokentrail.instrumentation.bedrock import patch
 
-_log = logging.getLogger(__name__)
 
-_instruments = ("botocore >= 1.34",)
-_TRACER_NAME = "tokentrail.instrumentation.bedrock"
-
-
-class BedrockInstrumentor(BaseInstrumentor):
+class BedrockInstrumentor(TokentrailInstrumentor):
     """Instruments boto3's bedrock-runtime client with tokentrail LLM spans."""
 
+    provider = "bedrock"
+    tracer_name = "tokentrail.instrumentation.bedrock"
+    targets = (Target("botocore.client", "BaseClient._make_api_call", patch.make_api_call_wrapper),)
+
     def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        breakers.install()
-        self._patched = False
-        if not coexistence.should_instrument("bedrock"):
-            _log.info("tokentrail: another Bedrock instrumentation owns bedrock-runtime; not patching")
-            return
-        tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=kwargs.get("tracer_provider"))
-        wrap_function_wrapper("botocore.client", "BaseClient._make_api_call", patch.make_api_call_wrapper(tracer))
-        self._patched = True
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        if getattr(self, "_patched", False):
-            import botocore.client
-
-            unwrap(botocore.client.BaseClient, "_make_api_call")
-        self._patched = False
+        return ("botocore >= 1.34",)
 
 
 __all__ = ["BedrockInstrumentor"]

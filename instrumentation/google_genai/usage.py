@@ -9,100 +9,75 @@
 - there is no cache-write count: explicit caches are created (and billed for storage) by
   ``caches.create``, outside any generate call.
 In a stream every chunk repeats the running totals: the last chunk's block is the call's
-usage; summing chunks would double count.
+usage; summing chunks would double count. SDK objects and REST dicts (camelCase) alike.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
 # Billable server-side tool, as the rate card names it.
 WEB_SEARCH = "web_search"
 
 
-def _get(obj: Any, snake: str, camel: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(snake, obj.get(camel))
-    return getattr(obj, snake, None)
-
-
-def _count(obj: Any, snake: str, camel: str) -> int:
-    value = _get(obj, snake, camel)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{snake}={value!r} is not a token count")
-    return value
-
-
 def usage_from_metadata(metadata: Any, *, web_searches: int = 0) -> Usage | None:
-    """The ``Usage`` of a ``usage_metadata`` block (SDK object or REST dict); None when absent.
-
-    Raises TypeError/ValueError on malformed counts (the caller records ``no_usage``).
-    """
-    if metadata is None:
-        return None
-    prompt = _get(metadata, "prompt_token_count", "promptTokenCount")
-    candidates = _get(metadata, "candidates_token_count", "candidatesTokenCount")
+    """The ``Usage`` of a ``usage_metadata`` block; None when absent. Raises ``InvalidUsage``."""
+    metadata = block(metadata)
+    prompt = field(metadata, "prompt_token_count")
+    candidates = field(metadata, "candidates_token_count")
     if prompt is None and candidates is None:
         return None
-    thoughts = _count(metadata, "thoughts_token_count", "thoughtsTokenCount")
-    tool_use = _count(metadata, "tool_use_prompt_token_count", "toolUsePromptTokenCount")
-    cached = _count(metadata, "cached_content_token_count", "cachedContentTokenCount")
-    tools = {WEB_SEARCH: web_searches} if web_searches else {}
+    thoughts = count(field(metadata, "thoughts_token_count"))
     return Usage(
-        input_tokens=_count(metadata, "prompt_token_count", "promptTokenCount") + tool_use,
-        output_tokens=_count(metadata, "candidates_token_count", "candidatesTokenCount") + thoughts,
-        cache_read_tokens=cached,
+        input_tokens=count(prompt) + count(field(metadata, "tool_use_prompt_token_count")),
+        output_tokens=count(candidates) + thoughts,
+        cache_read_tokens=count(field(metadata, "cached_content_token_count")),
         reasoning_tokens=thoughts,
-        tool_calls=tools,
-    )
+        tool_calls={WEB_SEARCH: web_searches} if web_searches else {},
+    ).validate()
 
 
 def web_search_count(response: Any) -> int:
     """Grounded answers are billed per grounded prompt: 1 when any candidate ran a web search."""
-    for candidate in _get(response, "candidates", "candidates") or ():
-        grounding = _get(candidate, "grounding_metadata", "groundingMetadata")
-        if grounding is not None and _get(grounding, "web_search_queries", "webSearchQueries"):
+    for candidate in field(response, "candidates") or ():
+        if field(field(candidate, "grounding_metadata"), "web_search_queries"):
             return 1
     return 0
 
 
 def usage_from_response(response: Any) -> Usage | None:
-    return usage_from_metadata(_get(response, "usage_metadata", "usageMetadata"), web_searches=web_search_count(response))
+    return usage_from_metadata(field(response, "usage_metadata"), web_searches=web_search_count(response))
 
 
 def embedding_usage(response: Any) -> Usage | None:
     """Input tokens of an ``embed_content`` response: its ``usage_metadata`` when present, else
-    the per-embedding ``statistics.token_count`` (Vertex ``predict``); None when neither is."""
-    metadata = _get(response, "usage_metadata", "usageMetadata")
-    prompt = _get(metadata, "prompt_token_count", "promptTokenCount")
+    the per-embedding ``statistics.token_count`` (Vertex ``predict``, which sends 8.0); None
+    when neither is."""
+    prompt = field(block(response, "usage_metadata"), "prompt_token_count")
     if prompt is not None:
-        return Usage(input_tokens=_count(metadata, "prompt_token_count", "promptTokenCount"), output_tokens=0)
-    total, seen = 0, False
-    for embedding in _get(response, "embeddings", "embeddings") or ():
-        count = _get(_get(embedding, "statistics", "statistics"), "token_count", "tokenCount")
-        if count is None:
-            continue
-        if isinstance(count, float) and count.is_integer():  # Vertex sends 8.0
-            count = int(count)
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError(f"token_count={count!r} is not a token count")
-        total, seen = total + count, True
-    return Usage(input_tokens=total, output_tokens=0) if seen else None
+        return Usage(input_tokens=count(prompt), output_tokens=0)
+    counts = [c for c in (field(field(e, "statistics"), "token_count") for e in field(response, "embeddings") or ())
+              if c is not None]
+    return Usage(input_tokens=sum(count(c) for c in counts), output_tokens=0) if counts else None
 
 
 def finish_reasons(response: Any) -> list[str]:
     out = []
-    for candidate in _get(response, "candidates", "candidates") or ():
-        reason = _get(candidate, "finish_reason", "finishReason")
+    for candidate in field(response, "candidates") or ():
+        reason = field(candidate, "finish_reason")
         if reason is not None:
             out.append(str(getattr(reason, "value", reason)).lower())
     return out
+
+
+def response_facts(response: Any) -> dict[str, Any]:
+    """``LLMCall.set_response`` arguments of a response or a stream chunk."""
+    return {"model": field(response, "model_version"), "response_id": field(response, "response_id"),
+            "finish_reasons": finish_reasons(response)}
 
 
 def model_id(model: Any) -> str | None:
@@ -112,7 +87,7 @@ def model_id(model: Any) -> str | None:
     return model.rstrip("/").rsplit("/", 1)[-1]
 
 
-class StreamUsage:
+class GenerateStreamState(StreamState):
     """Folds stream chunks: keeps the last usage block and the response facts seen so far."""
 
     __slots__ = ("metadata", "model", "response_id", "reasons", "web_searches")
@@ -125,12 +100,13 @@ class StreamUsage:
         self.web_searches = 0
 
     def add(self, chunk: Any) -> None:
-        metadata = _get(chunk, "usage_metadata", "usageMetadata")
+        metadata = field(chunk, "usage_metadata")
         if metadata is not None:
             self.metadata = metadata  # running totals: the latest wins
-        self.model = _get(chunk, "model_version", "modelVersion") or self.model
-        self.response_id = _get(chunk, "response_id", "responseId") or self.response_id
-        self.reasons = finish_reasons(chunk) or self.reasons
+        facts = response_facts(chunk)
+        self.model = facts["model"] or self.model
+        self.response_id = facts["response_id"] or self.response_id
+        self.reasons = facts["finish_reasons"] or self.reasons
         self.web_searches = max(self.web_searches, web_search_count(chunk))
 
     def response(self) -> dict[str, Any]:

@@ -10,60 +10,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
 
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    value = getattr(obj, name, None)
-    if value is None:
-        extra = getattr(obj, "model_extra", None) or {}
-        value = extra.get(name)
-    return value
-
-
-def _count(value: Any) -> int:
-    if value is None or type(value).__name__ == "Unset":
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"token count {value!r} is not an integer")
-    return value
-
-
 def usage_from_info(info: Any) -> Usage | None:
-    """The ``Usage`` of a ``UsageInfo`` (SDK object or dict); None when absent. Raises on malformed counts."""
-    if info is None:
-        return None
-    prompt = _get(info, "prompt_tokens")
-    completion = _get(info, "completion_tokens")
+    """The ``Usage`` of a ``UsageInfo`` (SDK object or dict); None when absent. Raises ``InvalidUsage``."""
+    info = block(info)
+    prompt = field(info, "prompt_tokens")
+    completion = field(info, "completion_tokens")
     if prompt is None and completion is None:
         return None
-    details = _get(info, "prompt_tokens_details")
     return Usage(
-        input_tokens=_count(prompt),
-        output_tokens=_count(completion),
-        cache_read_tokens=_count(_get(details, "cached_tokens")),
-    )
+        input_tokens=count(prompt),
+        output_tokens=count(completion),
+        cache_read_tokens=count(field(block(info, "prompt_tokens_details"), "cached_tokens")),
+    ).validate()
 
 
 def service_tier(info: Any) -> str | None:
-    tier = _get(info, "service_tier")
+    tier = field(info, "service_tier")
     return tier if isinstance(tier, str) and tier else None
 
 
 def finish_reasons(response: Any) -> list[str]:
-    out = []
-    for choice in _get(response, "choices") or ():
-        reason = _get(choice, "finish_reason")
-        if isinstance(reason, str):
-            out.append(reason)
-    return out
+    return [reason for reason in (field(c, "finish_reason") for c in field(response, "choices") or ())
+            if isinstance(reason, str)]
 
 
-class StreamUsage:
+def response_facts(response: Any) -> dict[str, Any]:
+    """``LLMCall.set_response`` arguments of a ``ChatCompletionResponse`` or a stream chunk."""
+    return {
+        "model": field(response, "model"),
+        "response_id": field(response, "id"),
+        "finish_reasons": finish_reasons(response),
+        "service_tier": service_tier(field(response, "usage")),
+    }
+
+
+class ChatStreamState(StreamState):
     """Folds ``CompletionEvent``s: the usage block (last chunk), model, id and finish reasons."""
 
     __slots__ = ("info", "model", "response_id", "reasons")
@@ -75,12 +61,12 @@ class StreamUsage:
         self.reasons: list[str] = []
 
     def add(self, event: Any) -> None:
-        chunk = _get(event, "data") or event
-        info = _get(chunk, "usage")
+        chunk = field(event, "data") or event
+        info = field(chunk, "usage")
         if info is not None:
             self.info = info
-        self.model = _get(chunk, "model") or self.model
-        self.response_id = _get(chunk, "id") or self.response_id
+        self.model = field(chunk, "model") or self.model
+        self.response_id = field(chunk, "id") or self.response_id
         self.reasons = finish_reasons(chunk) or self.reasons
 
     def response(self) -> dict[str, Any]:

@@ -20,90 +20,62 @@ Environment:
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: message content is never recorded
   unless this is true.
 
-Coexistence: before patching, ``tokentrail.instrumentation.coexistence.should_instrument
-("openai")`` is consulted when that module exists; it may return False to leave the SDK to
-another OpenAI instrumentation (whose spans our processor then prices). At call time our
-wrappers pass through when OpenTelemetry's suppress-instrumentation flag is set or when the
-call is nested inside another tokentrail LLM span.
+The environment is read when ``instrument()`` runs.
+
+Coexistence: ``TOKENTRAIL_COEXISTENCE=defer`` leaves the SDK to another OpenAI
+instrumentation (whose spans our processor then prices). At call time our wrappers pass
+through when OpenTelemetry's suppress-instrumentation flag is set or when the call is nested
+inside another tokentrail LLM span.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Collection
+from typing import Collection
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
-
-from tokentrail import breakers
-from tokentrail.instrumentation import coexistence
+from tokentrail import tasks
+from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
 from tokentrail.instrumentation.openai import batch, patch
 
-_log = logging.getLogger(__name__)
+_CHAT = "openai.resources.chat.completions.completions"
+_RESPONSES = "openai.resources.responses.responses"
+_BETA_RESPONSES = "openai.resources.beta.responses.responses"
+_COMPLETIONS = "openai.resources.completions"
+_EMBEDDINGS = "openai.resources.embeddings"
+_FILES = "openai.resources.files"
 
-_instruments = ("openai >= 1.40",)
-_TRACER_NAME = "tokentrail.instrumentation.openai"
 
-
-class OpenAIInstrumentor(BaseInstrumentor):
+class OpenAIInstrumentor(TokentrailInstrumentor):
     """Instruments the openai SDK with tokentrail LLM spans."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        breakers.install()
-        if not coexistence.should_instrument("openai"):
-            _log.info("tokentrail: another OpenAI instrumentation owns the openai SDK; not patching")
-            self._patched: list[tuple[str, str]] = []
-            return
-        tracer_provider = kwargs.get("tracer_provider")
-        self._instruments = instruments = patch.Instruments(
-            trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider),
-            tracer_provider=tracer_provider,
-            meter_provider=kwargs.get("meter_provider"),
-        )
-        self._patched = []
-        for module, name, kind, is_async in patch.TARGETS:
-            factory = patch.async_wrapper if is_async else patch.sync_wrapper
-            try:
-                wrap_function_wrapper(module, name, factory(instruments, kind))
-                self._patched.append((module, name))
-            except Exception:  # a method this SDK version lacks
-                _log.debug("tokentrail: could not patch %s.%s", module, name, exc_info=True)
+    provider = "openai"
+    tracer_name = "tokentrail.instrumentation.openai"
+    switches = {patch.INJECT_STREAM_USAGE_ENV: True}
+    targets = (
+        Target(_CHAT, "Completions.create", patch.wrapper(patch.CHAT)),
+        Target(_CHAT, "Completions.parse", patch.wrapper(patch.CHAT), optional=True),
+        Target(_CHAT, "AsyncCompletions.create", patch.wrapper(patch.CHAT, is_async=True)),
+        Target(_CHAT, "AsyncCompletions.parse", patch.wrapper(patch.CHAT, is_async=True), optional=True),
+        Target(_RESPONSES, "Responses.create", patch.wrapper(patch.RESPONSES), optional=True),
+        Target(_RESPONSES, "Responses.parse", patch.wrapper(patch.RESPONSES), optional=True),
+        Target(_RESPONSES, "AsyncResponses.create", patch.wrapper(patch.RESPONSES, is_async=True), optional=True),
+        Target(_RESPONSES, "AsyncResponses.parse", patch.wrapper(patch.RESPONSES, is_async=True), optional=True),
+        Target(_BETA_RESPONSES, "Responses.create", patch.wrapper(patch.RESPONSES), optional=True),
+        Target(_BETA_RESPONSES, "AsyncResponses.create", patch.wrapper(patch.RESPONSES, is_async=True),
+               optional=True),
+        Target(_COMPLETIONS, "Completions.create", patch.wrapper(patch.COMPLETIONS)),
+        Target(_COMPLETIONS, "AsyncCompletions.create", patch.wrapper(patch.COMPLETIONS, is_async=True)),
+        Target(_EMBEDDINGS, "Embeddings.create", patch.wrapper(patch.EMBEDDINGS)),
+        Target(_EMBEDDINGS, "AsyncEmbeddings.create", patch.wrapper(patch.EMBEDDINGS, is_async=True)),
         # Batch API results are priced (batch tier) when their output file is downloaded.
-        for name, is_async in (("Files.content", False), ("AsyncFiles.content", True)):
-            try:
-                wrap_function_wrapper("openai.resources.files", name, batch.files_content_wrapper(instruments, is_async))
-                self._patched.append(("openai.resources.files", name))
-            except Exception:
-                _log.debug("tokentrail: could not patch openai.resources.files.%s", name, exc_info=True)
+        Target(_FILES, "Files.content", batch.files_content_wrapper()),
+        Target(_FILES, "AsyncFiles.content", batch.files_content_wrapper(is_async=True)),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
-        try:
-            from tokentrail.tasks import stainless_retry_wrapper
+        Target("openai._base_client", "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper,
+               optional=True),
+    )
 
-            wrap_function_wrapper("openai._base_client", "BaseClient._build_request", stainless_retry_wrapper)
-            self._patched.append(("openai._base_client", "BaseClient._build_request"))
-        except Exception:
-            _log.debug("tokentrail: could not patch the SDK retry loop", exc_info=True)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        import importlib
-
-        instruments = getattr(self, "_instruments", None)
-        if instruments is not None:
-            instruments.active = False
-
-        for module, name in getattr(self, "_patched", []):
-            owner_name, _, method = name.rpartition(".")
-            try:
-                owner = getattr(importlib.import_module(module), owner_name)
-                unwrap(owner, method)
-            except Exception:
-                _log.debug("tokentrail: could not unpatch %s.%s", module, name, exc_info=True)
-        self._patched = []
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("openai >= 1.40",)
 
 
 __all__ = ["OpenAIInstrumentor"]

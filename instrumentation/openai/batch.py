@@ -13,39 +13,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
 
 from tokentrail.instrumentation import genai_span
+from tokentrail.instrumentation.base import Instruments
 from tokentrail.instrumentation.openai import providers
-from tokentrail.instrumentation.openai import streaming as record
+from tokentrail.instrumentation.openai import streaming as results
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedSet
 
 _log = logging.getLogger(__name__)
 
 BATCH_TIER = "batch"
-_SEEN_CAPACITY = 100_000
-
-
-class _Seen:
-    """Response ids already priced in this process (oldest forgotten past the capacity)."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, key: str) -> bool:
-        with self._lock:
-            if key in self._ids:
-                return False
-            self._ids[key] = None
-            if len(self._ids) > _SEEN_CAPACITY:
-                self._ids.popitem(last=False)
-            return True
-
-
-_seen = _Seen()
+# Response ids already priced in this process (oldest forgotten past the capacity).
+_seen: BoundedSet[str] = BoundedSet(100_000)
 
 
 def looks_like_batch_output(data: bytes) -> bool:
@@ -64,7 +45,7 @@ def _kind(body: dict[str, Any]) -> str | None:
     return None
 
 
-def record_batch_output(instruments: Any, client: Any, data: bytes) -> int:
+def record_batch_output(instruments: Instruments, client: Any, data: bytes) -> int:
     """One priced span per succeeded, not yet seen result in ``data``; returns how many."""
     if not looks_like_batch_output(data):
         return 0
@@ -81,7 +62,7 @@ def record_batch_output(instruments: Any, client: Any, data: bytes) -> int:
                 continue
             kind = _kind(body)
             key = str(body.get("id") or f"{result.get('id')}/{result.get('custom_id')}")
-            if kind is None or not _seen.first_time(key):
+            if kind is None or not _seen.add(key):
                 continue
             _record_one(instruments, endpoint, kind, body)
             count += 1
@@ -90,54 +71,34 @@ def record_batch_output(instruments: Any, client: Any, data: bytes) -> int:
     return count
 
 
-def _record_one(instruments: Any, endpoint: providers.Endpoint, kind: str, body: dict[str, Any]) -> None:
+def _record_one(instruments: Instruments, endpoint: providers.Endpoint, kind: str, body: dict[str, Any]) -> None:
     model = body.get("model") if isinstance(body.get("model"), str) else None
     call = genai_span.start_llm_call(
-        instruments.tracer,
+        instruments,
         provider=endpoint.provider,
         operation="embeddings" if kind == "embeddings" else "chat",
         request_model=model,
         server_address=endpoint.server_address,
         service_tier=BATCH_TIER,
         check_budget=False,  # already paid for: stopping the read would save nothing
-        tracer_provider=instruments.tracer_provider,
-        meter_provider=instruments.meter_provider,
     )
     if kind == "chat":
-        record.record_chat(call, body)
+        results.record_chat(call, body)
     elif kind == "responses":
-        record.record_response(call, body)
+        results.record_response(call, body)
     else:
-        record.record_embeddings(call, body)
+        results.record_embeddings(call, body)
     call.set(attr.TOKENTRAIL_SERVICE_TIER, BATCH_TIER)  # the body says "default"; it ran as batch
     call.end()
 
 
-def files_content_wrapper(instruments: Any, is_async: bool) -> Callable[..., Any]:
+def _observe_download(instruments: Instruments, instance: Any, args: tuple, kwargs: dict, result: Any) -> Any:
+    data = result.content  # already read: files.content is not a streamed request
+    if isinstance(data, (bytes, bytearray)):
+        record_batch_output(instruments, getattr(instance, "_client", None), bytes(data))
+    return result
+
+
+def files_content_wrapper(is_async: bool = False):
     """Wraps ``Files.content``: the caller gets the SDK's result untouched."""
-
-    def observe(instance: Any, result: Any) -> None:
-        if not getattr(instruments, "active", True) or genai_span.should_skip():
-            return
-        try:
-            data = result.content  # already read: files.content is not a streamed request
-            if isinstance(data, (bytes, bytearray)):
-                record_batch_output(instruments, getattr(instance, "_client", None), bytes(data))
-        except Exception:
-            _log.debug("tokentrail: inspecting a downloaded file failed", exc_info=True)
-
-    if is_async:
-
-        async def async_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-            result = await wrapped(*args, **kwargs)
-            observe(instance, result)
-            return result
-
-        return async_wrapper
-
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        result = wrapped(*args, **kwargs)
-        observe(instance, result)
-        return result
-
-    return wrapper
+    return lambda instruments: genai_span.result_wrapper(instruments, _observe_download, is_async=is_async)

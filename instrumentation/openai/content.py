@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.openai.usage import field
+from tokentrail.instrumentation.fields import field
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable
+from typing import Any
 
 import wrapt
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
+from tokentrail.instrumentation.base import Instruments
+from tokentrail.instrumentation.fields import prompt_chars
 from tokentrail.instrumentation.openai import content, providers
-from tokentrail.instrumentation.openai import streaming as hooks
-from tokentrail.instrumentation.openai.usage import field
-from tokentrail.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
+from tokentrail.instrumentation.openai import streaming as results
+from tokentrail.instrumentation.streams import AsyncStreamProxy, StateStreamHooks, SyncStreamProxy
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedMemo
 
 _log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ _MAX_TOKENS_ARGS = {
 _USAGE_ALWAYS_STREAMED = frozenset({providers.MISTRAL})
 # a little per message on top of the text, so the estimate stays generous
 _PER_MESSAGE_TOKENS = 4
-_PER_IMAGE_TOKENS = 1000
 
 
 @dataclass
@@ -65,36 +66,6 @@ class _Plan:
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _text_chars(value: Any) -> tuple[int, int]:
-    """(characters, media parts) in a message content / Responses input, for the estimate."""
-    if value is None:
-        return 0, 0
-    if isinstance(value, str):
-        return len(value), 0
-    if isinstance(value, (list, tuple)):
-        chars = images = 0
-        for part in value:
-            c, i = _text_chars(part)
-            chars += c
-            images += i
-        return chars, images
-    if isinstance(value, dict):
-        kind = value.get("type")
-        if isinstance(kind, str) and ("image" in kind or "file" in kind or "audio" in kind):
-            return 0, 1  # media: a flat generous allowance each, never their base64 length
-        chars = images = 0
-        for key in ("content", "text", "input", "output", "arguments", "input_text"):
-            c, i = _text_chars(value.get(key))
-            chars += c
-            images += i
-        return chars, images
-    return len(str(value)), 0
-
-
 def _materialise(kwargs: dict[str, Any], key: str) -> dict[str, Any]:
     """Turn a one-shot iterable argument (a generator of messages) into a list, so that we can
     read it and the SDK still sends every item; lists, strings and the like are left alone."""
@@ -110,13 +81,10 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
     if kind == CHAT:
         messages = kwargs.get("messages")
         messages = messages if isinstance(messages, (list, tuple)) else []
-        chars, images = _text_chars(messages)
-        chars += len(str(kwargs.get("tools") or "")) if kwargs.get("tools") else 0
+        chars = prompt_chars((messages, kwargs.get("tools")))
         overhead = _PER_MESSAGE_TOKENS * len(messages)
     elif kind == RESPONSES:
-        chars, images = _text_chars(kwargs.get("input"))
-        instructions = kwargs.get("instructions")
-        chars += len(instructions) if isinstance(instructions, str) else 0
+        chars = prompt_chars((kwargs.get("input"), kwargs.get("instructions")))
         overhead = _PER_MESSAGE_TOKENS
     else:
         value = kwargs.get("prompt" if kind == COMPLETIONS else "input")
@@ -124,20 +92,20 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
             return len(value)  # already tokens
         if isinstance(value, list) and value and isinstance(value[0], list):
             return sum(len(v) for v in value)
-        chars, images = _text_chars(value)
-        overhead = 0
-    return preflight.estimate_tokens(chars) + overhead + images * _PER_IMAGE_TOKENS
+        chars, overhead = prompt_chars(value), 0
+    return preflight.estimate_tokens(chars) + overhead
 
 
-def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
+def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     kwargs = _materialise(kwargs, {CHAT: "messages", COMPLETIONS: "prompt"}.get(kind, "input"))
     client = getattr(instance, "_client", None)
     endpoint = providers.detect(getattr(client, "base_url", None))
     stream = bool(kwargs.get("stream"))  # the SDK's own test (omit / NOT_GIVEN are falsy)
     max_tokens = None
     for name in _MAX_TOKENS_ARGS[kind]:
-        max_tokens = _int_or_none(kwargs.get(name))
-        if max_tokens is not None:
+        value = kwargs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            max_tokens = value
             break
     tier = kwargs.get("service_tier")
     plan = _Plan(
@@ -160,7 +128,7 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
         kind in (CHAT, COMPLETIONS)
         and stream
         and endpoint.provider not in _USAGE_ALWAYS_STREAMED
-        and genai_span.env_flag(INJECT_STREAM_USAGE_ENV, True)
+        and instruments.switches.get(INJECT_STREAM_USAGE_ENV, True)
     ):
         options = kwargs.get("stream_options")
         if not isinstance(options, dict) or "include_usage" not in options:
@@ -170,54 +138,36 @@ def _plan(kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     return plan
 
 
-def _start(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
-    call = _start_span(instruments, plan)
-    if plan.kind in (CHAT, RESPONSES) and genai_span.capture_content():
-        try:
-            messages = (
-                content.chat_input(plan.kwargs.get("messages")) if plan.kind == CHAT else content.responses_input(plan.kwargs)
-            )
-            call.capture_messages(input_messages=messages)
-        except Exception:
-            _log.debug("tokentrail: capturing the prompt failed", exc_info=True)
-    return call
+def _begin(kind: str) -> genai_span.Begin:
+    def begin(instruments: Instruments, instance: Any, args: tuple, kwargs: dict) -> genai_span.Begun:
+        plan = _plan(instruments, kind, instance, kwargs)
+        call = genai_span.start_llm_call(
+            instruments,
+            provider=plan.provider,
+            operation=_OPERATION[kind],
+            request_model=plan.model if isinstance(plan.model, str) else None,
+            server_address=plan.server_address,
+            max_tokens=plan.max_tokens,
+            stream=plan.stream if kind != EMBEDDINGS else None,
+            service_tier=plan.service_tier,
+            estimated_input_tokens=plan.estimated_input_tokens,
+            attributes=plan.extra or None,
+        )
+        if kind in (CHAT, RESPONSES) and call.capture_content:
+            try:
+                messages = content.chat_input(plan.kwargs.get("messages")) if kind == CHAT else content.responses_input(plan.kwargs)
+                call.capture_messages(input_messages=messages)
+            except Exception:
+                _log.debug("tokentrail: capturing the prompt failed", exc_info=True)
+        return genai_span.Begun(call, plan.kwargs, plan)
 
-
-class Instruments:
-    """What the instrumentor was given: the tracer, and the providers for the metrics fallback."""
-
-    __slots__ = ("tracer", "tracer_provider", "meter_provider", "active")
-
-    def __init__(self, tracer: Any, tracer_provider: Any = None, meter_provider: Any = None) -> None:
-        self.tracer = tracer
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        # Cleared on uninstrument: a bound method captured earlier (the SDK's cached
-        # with_raw_response wrappers hold one) then passes straight through.
-        self.active = True
-
-
-def _start_span(instruments: Instruments, plan: _Plan) -> genai_span.LLMCall:
-    return genai_span.start_llm_call(
-        instruments.tracer,
-        tracer_provider=instruments.tracer_provider,
-        meter_provider=instruments.meter_provider,
-        provider=plan.provider,
-        operation=_OPERATION[plan.kind],
-        request_model=plan.model if isinstance(plan.model, str) else None,
-        server_address=plan.server_address,
-        max_tokens=plan.max_tokens,
-        stream=plan.stream if plan.kind != EMBEDDINGS else None,
-        service_tier=plan.service_tier,
-        estimated_input_tokens=plan.estimated_input_tokens,
-        attributes=plan.extra or None,
-    )
+    return begin
 
 
 # --------------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------------
-def _sdk_types() -> dict[str, Any]:
+def _sdk_types(_: str) -> dict[str, Any]:
     from openai import AsyncStream, Stream
     from openai._legacy_response import LegacyAPIResponse
     from openai._response import APIResponse, AsyncAPIResponse
@@ -231,32 +181,30 @@ def _sdk_types() -> dict[str, Any]:
     }
 
 
-_TYPES: dict[str, Any] = {}
+_TYPES: BoundedMemo[str, dict[str, Any]] = BoundedMemo(1)
 
 
 def _types() -> dict[str, Any]:
-    if not _TYPES:
-        _TYPES.update(_sdk_types())
-    return _TYPES
+    return _TYPES.get("openai", _sdk_types)
 
 
 def _record_parsed(call: genai_span.LLMCall, kind: str, parsed: Any) -> None:
     if kind in (CHAT, COMPLETIONS):
-        hooks.record_chat(call, parsed)
+        results.record_chat(call, parsed)
     elif kind == RESPONSES:
-        hooks.record_response(call, parsed)
+        results.record_response(call, parsed)
     else:
-        hooks.record_embeddings(call, parsed)
+        results.record_embeddings(call, parsed)
 
 
-def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> Any:
-    if plan.kind == CHAT:
-        if genai_span.capture_content():
-            return hooks.CapturingChatStreamHooks(call, plan.hide_usage_chunk)
-        return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)
-    if plan.kind == COMPLETIONS:
-        return hooks.ChatStreamHooks(call, plan.hide_usage_chunk)  # same chunk shape, text instead of delta
-    return hooks.ResponsesStreamHooks(call)
+def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> StateStreamHooks:
+    if plan.kind == CHAT and call.capture_content:
+        state: Any = results.CapturingChatStreamState(plan.hide_usage_chunk)
+    elif plan.kind in (CHAT, COMPLETIONS):  # legacy completions: same chunk shape, text instead of delta
+        state = results.ChatStreamState(plan.hide_usage_chunk)
+    else:
+        state = results.ResponsesStreamState()
+    return StateStreamHooks(call, state)
 
 
 def _wrap_stream(call: genai_span.LLMCall, plan: _Plan, stream: Any) -> Any:
@@ -266,19 +214,16 @@ def _wrap_stream(call: genai_span.LLMCall, plan: _Plan, stream: Any) -> Any:
     return SyncStreamProxy(stream, _stream_hooks(call, plan))
 
 
-def _handle_result(call: genai_span.LLMCall, plan: _Plan, result: Any) -> Any:
+def _finish(call: genai_span.LLMCall, plan: _Plan, result: Any) -> Any:
     """Attach the result to the span; return what the caller gets (the result or a proxy)."""
-    try:
-        types = _types()
-        if isinstance(result, (types["stream"], types["async_stream"])):
-            return _wrap_stream(call, plan, result)
-        if isinstance(result, types["legacy"]):
-            return _handle_legacy_raw(call, plan, result)
-        if isinstance(result, (types["api_response"], types["async_api_response"])):
-            return _handle_streamed_raw(call, plan, result)
-        _record_parsed(call, plan.kind, result)
-    except Exception:
-        _log.debug("tokentrail: recording the OpenAI result failed", exc_info=True)
+    types = _types()
+    if isinstance(result, (types["stream"], types["async_stream"])):
+        return _wrap_stream(call, plan, result)
+    if isinstance(result, types["legacy"]):
+        return _handle_legacy_raw(call, plan, result)
+    if isinstance(result, (types["api_response"], types["async_api_response"])):
+        return _handle_streamed_raw(call, plan, result)
+    _record_parsed(call, plan.kind, result)
     call.end()
     return result
 
@@ -384,65 +329,6 @@ class _AsyncRawProxy(_SyncRawProxy):
             self._self_call.end()
 
 
-# --------------------------------------------------------------------------------------------
-# wrappers
-# --------------------------------------------------------------------------------------------
-def sync_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not instruments.active or genai_span.should_skip():
-            return wrapped(*args, **kwargs)
-        try:
-            plan = _plan(kind, instance, kwargs)
-        except Exception:
-            _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
-            return wrapped(*args, **kwargs)
-        call = _start(instruments, plan)  # raises only BudgetExceeded
-        try:
-            with call.activate():
-                result = wrapped(*args, **plan.kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        return _handle_result(call, plan, result)
-
-    return wrapper
-
-
-def async_wrapper(instruments: Instruments, kind: str) -> Callable[..., Any]:
-    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not instruments.active or genai_span.should_skip():
-            return await wrapped(*args, **kwargs)
-        try:
-            plan = _plan(kind, instance, kwargs)
-        except Exception:
-            _log.debug("tokentrail: could not plan the OpenAI call", exc_info=True)
-            return await wrapped(*args, **kwargs)
-        call = _start(instruments, plan)
-        try:
-            with call.activate():
-                result = await wrapped(*args, **plan.kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        return _handle_result(call, plan, result)
-
-    return wrapper
-
-
-# (module, class.method, kind, async?) -- every method we patch
-TARGETS: tuple[tuple[str, str, str, bool], ...] = (
-    ("openai.resources.chat.completions.completions", "Completions.create", CHAT, False),
-    ("openai.resources.chat.completions.completions", "Completions.parse", CHAT, False),
-    ("openai.resources.chat.completions.completions", "AsyncCompletions.create", CHAT, True),
-    ("openai.resources.chat.completions.completions", "AsyncCompletions.parse", CHAT, True),
-    ("openai.resources.responses.responses", "Responses.create", RESPONSES, False),
-    ("openai.resources.responses.responses", "Responses.parse", RESPONSES, False),
-    ("openai.resources.responses.responses", "AsyncResponses.create", RESPONSES, True),
-    ("openai.resources.responses.responses", "AsyncResponses.parse", RESPONSES, True),
-    ("openai.resources.beta.responses.responses", "Responses.create", RESPONSES, False),
-    ("openai.resources.beta.responses.responses", "AsyncResponses.create", RESPONSES, True),
-    ("openai.resources.completions", "Completions.create", COMPLETIONS, False),
-    ("openai.resources.completions", "AsyncCompletions.create", COMPLETIONS, True),
-    ("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS, False),
-    ("openai.resources.embeddings", "AsyncEmbeddings.create", EMBEDDINGS, True),
-)
+def wrapper(kind: str, *, is_async: bool = False):
+    """Wrapper factory (taking the instruments) of one resource method."""
+    return lambda instruments: genai_span.llm_call_wrapper(instruments, _begin(kind), _finish, is_async=is_async)

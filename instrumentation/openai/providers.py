@@ -17,9 +17,10 @@ Overrides, in order:
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from tokentrail.state import BoundedMemo
 
 PROVIDER_ENV = "TOKENTRAIL_OPENAI_PROVIDER"
 
@@ -77,7 +78,6 @@ def normalise(name: str) -> str | None:
     return _ALIASES.get(key)
 
 
-@lru_cache(maxsize=256)
 def _from_url(base_url: str) -> Endpoint:
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
@@ -92,10 +92,12 @@ def _from_url(base_url: str) -> Endpoint:
     return Endpoint(OPENAI, host or None)
 
 
+_endpoints: BoundedMemo[str, Endpoint] = BoundedMemo(256)
+
+
 def detect(base_url: object) -> Endpoint:
     """The provider and server address for a client's base URL (cheap: memoised)."""
-    url = str(base_url or "")
-    endpoint = _from_url(url)
+    endpoint = _endpoints.get(str(base_url or ""), _from_url)
     forced = os.environ.get(PROVIDER_ENV)
     if forced:
         return Endpoint(normalise(forced) or forced.strip().lower(), endpoint.server_address)

@@ -1,0 +1,143 @@
+"""Reading provider responses and requests, one rule for every provider.
+
+- ``field(obj, name)``: a field of a dict, a pydantic model (declared or ``model_extra``) or any
+  object; a mapping missing ``snake_name`` is also asked for ``snakeName`` (REST JSON).
+- ``block(obj, name)``: a nested object (details, metadata): absent, or an object/mapping.
+- ``count(value)``: a token count. Missing (None) is 0, or malformed when ``required``.
+  Anything else that is not a non-negative whole number (a bool, a negative, 1.5, "many",
+  a list) raises ``InvalidUsage``: the call is then recorded as ``no_usage``.
+- ``prompt_chars(value)``: characters of text in a request, for the pre-flight estimate;
+  a bounded walk (nodes and depth), media parts at a flat allowance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tokentrail.processor.usage import InvalidUsage
+from tokentrail.state import BoundedMemo
+
+_NO_EXTRA = object()
+_camel = BoundedMemo(1024)
+
+
+def _camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def field(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj[name]`` / ``obj.name``; ``default`` when absent or None.
+
+    Runs a dozen times per call, often for absent names: a pydantic model answers from its
+    dicts, without the costly AttributeError that ``getattr(model, name, None)`` swallows.
+    """
+    if obj is None:
+        return default
+    if type(obj) is dict:
+        value = _get(obj, name)
+    else:
+        fields = getattr(obj, "__dict__", None)
+        if fields is not None and name in fields:
+            value = fields[name]
+        else:
+            extra = getattr(obj, "__pydantic_extra__", _NO_EXTRA)
+            if extra is not _NO_EXTRA:  # a pydantic model: declared fields are in __dict__
+                value = extra.get(name) if extra else None
+            elif isinstance(obj, Mapping):
+                value = _get(obj, name)
+            else:
+                value = getattr(obj, name, None)
+    return default if value is None else value
+
+
+def _get(mapping: Mapping[str, Any], name: str) -> Any:
+    value = mapping.get(name)
+    if value is None and "_" in name:
+        value = mapping.get(_camel.get(name, _camel_case))
+    return value
+
+
+_SCALARS = (str, bytes, bytearray, int, float, list, tuple)
+
+
+def block(obj: Any, name: str | None = None) -> Any:
+    """``field(obj, name)`` (or ``obj`` itself) when it is absent or an object; raises
+    ``InvalidUsage`` for a scalar or a list where an object belongs."""
+    value = obj if name is None else field(obj, name)
+    if isinstance(value, _SCALARS):
+        raise InvalidUsage(f"{name or 'usage'} is not an object: {value!r}")
+    return value
+
+
+def count(value: Any, *, required: bool = False) -> int:
+    """A token count as an int (see the module docstring)."""
+    if value is None:
+        if required:
+            raise InvalidUsage("missing token count")
+        return 0
+    if type(value) is int:
+        if value < 0:
+            raise InvalidUsage(f"negative token count {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise InvalidUsage(f"boolean token count {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if "." in value else int(value.strip())
+        except ValueError:
+            raise InvalidUsage(f"token count {value!r} is not a number") from None
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidUsage(f"token count {value!r} is not a whole number")
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise InvalidUsage(f"bad token count {value!r}")
+    return int(value)
+
+
+# --- request size ---------------------------------------------------------------------------
+MAX_NODES = 5_000
+MAX_DEPTH = 24
+#: a media part (image, document, audio, file) counts as this many characters (about 1,000 tokens)
+MEDIA_CHARS = 3_000
+_MEDIA_TYPES = ("image", "document", "file", "audio", "video")
+# keys whose value is a media payload (OpenAI, Anthropic, Gemini, Bedrock shapes): never its length
+_MEDIA_KEYS = frozenset({"image", "image_url", "input_image", "document", "video", "input_audio", "audio",
+                         "inline_data", "inlineData", "file_data", "fileData", "file"})
+_NOT_TEXT = frozenset({"type", "cache_control", "__pydantic_extra__"})
+
+
+def prompt_chars(value: Any, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> int:
+    """Characters of text in a request value (str, bytes, dicts, lists, pydantic models)."""
+    budget = [max_nodes]
+    try:
+        return _chars(value, budget, max_depth)
+    except Exception:  # an exotic request: estimate what was counted, never fail the call
+        return 0
+
+
+def _chars(value: Any, budget: list[int], depth: int) -> int:
+    if value is None or budget[0] <= 0 or depth < 0:
+        return 0
+    budget[0] -= 1
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_chars(item, budget, depth - 1) for item in value)
+    if isinstance(value, Mapping):
+        mapping = value
+    elif hasattr(type(value), "model_fields"):  # a pydantic model: its declared fields
+        mapping = vars(value)
+    else:
+        return 0
+    kind = mapping.get("type")
+    if isinstance(kind, str) and any(media in kind for media in _MEDIA_TYPES):
+        return MEDIA_CHARS
+    total = 0
+    for key, item in mapping.items():
+        if item is None or key in _NOT_TEXT:
+            continue
+        total += MEDIA_CHARS if key in _MEDIA_KEYS else _chars(item, budget, depth - 1)
+    return total
