@@ -4,5 +4,4 @@
 - ``queries``: PromQL built from the semconv registry (exact spend over a window: ``delta_in``).
 - ``build``: the three dashboards (grafana-foundation-sdk); ``python -m tokentrail.dashboards.build``.
 - ``alerts``: alert rules and their promtool unit tests; ``python -m tokentrail.dashboards.alerts``.
-- ``exposition``: the test stand-in for the Collector's ``prometheus`` exporter (OTLP in, OpenMetrics out).
 """

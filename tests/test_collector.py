@@ -1,6 +1,6 @@
-"""The Collector path cannot run here (no Docker, no otelcol binary): these tests parse collector-config.yaml,
-deploy/ and the Grafana provisioning files and cross-check them, and run promtool on the Prometheus config.
-README "Grafana" lists what was run and what was only checked."""
+"""collector-config.yaml, deploy/ and the Grafana provisioning files, parsed and cross-checked (promtool on the
+Prometheus config). The real Collector runs the same config in tests/test_collector_live.py and
+tests/test_prometheus.py; Tempo and Grafana cannot run here (README "Grafana")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tokentrail.dashboards import build, queries as q
-from tokentrail.dashboards.exposition import RESOURCE_TO_POINTS
 from tokentrail.semconv import attributes as A
 from tokentrail.semconv import generate
 
@@ -121,11 +120,11 @@ def test_untrusted_edge_drops_exactly_the_tokentrail_attributes():
     assert all("transform/untrusted" not in p["processors"] for n, p in PIPELINES.items() if n not in edge)
 
 
-def test_metrics_pipeline_copies_what_the_test_bridge_copies():
+def test_metrics_pipeline_puts_the_environment_on_every_point():
     statements = " ".join(s for b in COLLECTOR["processors"]["transform/environment"]["metric_statements"]
                           for s in b["statements"])
-    for key in RESOURCE_TO_POINTS:
-        assert f'set(attributes["{key}"], resource.attributes["{key}"])' in statements
+    key = A.DEPLOYMENT_ENVIRONMENT_NAME
+    assert f'set(attributes["{key}"], resource.attributes["{key}"])' in statements
     assert PIPELINES["metrics"]["processors"][1] == "transform/environment"
 
 

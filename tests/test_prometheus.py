@@ -1,9 +1,11 @@
-"""Every Prometheus query of every dashboard panel, run against a real Prometheus that ingested a real workload.
+"""Every Prometheus query of every dashboard panel, run against a real Prometheus that ingested a real workload
+through the real OpenTelemetry Collector.
 
-Path under test (README "Grafana" explains why the Collector hop is replaced):
+Path under test:
   instrumented workload -> tokentrail pipeline (pricing, attribution, metric views)
-  -> OTel SDK OTLP/HTTP metric exporter -> OpenMetricsBridge (Collector prometheus-exporter naming)
-  <- scraped by /usr/bin/prometheus (exemplar storage on) <- dashboard PromQL via the HTTP API.
+  -> OTel SDK OTLP/HTTP metric exporter -> otelcol (collector-config.yaml + the test overlay: trusted otlp door,
+  metrics pipeline, prometheus exporter) <- scraped by /usr/bin/prometheus (exemplar storage on)
+  <- dashboard PromQL via the HTTP API.
 Expected numbers come from the same workload's exported spans, never from the metrics.
 """
 
@@ -13,7 +15,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -25,29 +26,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from collector_fixtures import running_collector
 from tokentrail.dashboards import alerts, build, queries as q
-from tokentrail.dashboards.exposition import OpenMetricsBridge
 from tokentrail.semconv import attributes as A
+from tokentrail.testing.collector import free_port
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (.ci/run installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (.ci/run installs it)")]
 
 RANGE_S = 3600
 STEP_S = 60
 NANO = 1_000_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Prometheus:
     """/usr/bin/prometheus on a free loopback port with a temp data dir, scraping one target every second."""
 
     def __init__(self, workdir: Path, target: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # The shipped alert rules, evaluated every second instead of every minute.
         rules = yaml.safe_load((alerts.ALERTS_DIR / alerts.RULES_FILE).read_text())
@@ -240,7 +237,7 @@ class Truth:
         return sum(c["cache_read"] for c in rows) / sum(c["input"] for c in rows)
 
 
-# --- fixture: workload -> bridge -> Prometheus ------------------------------------------------------------
+# --- fixture: workload -> Collector -> Prometheus ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -251,10 +248,10 @@ def stack(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("prometheus")
     (workdir / "budgets.yaml").write_text(BUDGETS_YAML)
-    with OpenMetricsBridge() as bridge, fake_provider() as server, pytest.MonkeyPatch.context() as mp:
+    with running_collector(workdir) as collector, fake_provider() as server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("TOKENTRAIL_BUDGETS", str(workdir / "budgets.yaml"))
         budgets.reload()
-        prom = Prometheus(workdir, bridge.endpoint.removeprefix("http://"))
+        prom = Prometheus(workdir, f"127.0.0.1:{collector.ports['PROMETHEUS']}")
         try:
             spans_by_env, all_spans = {}, []
             started = time.time()
@@ -262,18 +259,20 @@ def stack(tmp_path_factory):
                 spans, llm, metrics = run_workload(server, env, calls)
                 spans_by_env[env] = llm
                 all_spans += spans
-                # The real SDK exporter, over real HTTP, exactly as an app would send to the Collector.
-                exporter = OTLPMetricExporter(endpoint=f"{bridge.endpoint}/v1/metrics")
+                # The real SDK exporter, over real HTTP, exactly as an app sends to the Collector.
+                exporter = OTLPMetricExporter(endpoint=collector.url("OTLP_HTTP") + "/v1/metrics")
                 assert exporter.export(metrics) == MetricExportResult.SUCCESS
                 exporter.shutdown()
             truth = Truth(spans_by_env, all_spans)
             truth.started = started
             expected_calls = len(truth.priced)
-            # Prometheus has the final state once it scraped after the last push and answers with it.
-            prom._wait(lambda: bridge.scrapes_after_push >= 2, "Prometheus never scraped the bridge")
             count_q = f"sum({q.COST}_count)"
             prom._wait(lambda: (r := prom.api("query", query=count_q)["result"]) and
                        float(r[0]["value"][1]) == expected_calls, "Prometheus never saw all calls")
+            # The Collector may still have been applying the last batch during that scrape: one more scrape.
+            seen = time.time()
+            prom._wait(lambda: (r := prom.api("query", query="max(timestamp(up))")["result"]) and
+                       float(r[0]["value"][1]) > seen, "Prometheus stopped scraping the Collector")
             yield prom, truth, time.time()
         finally:
             prom.stop()
@@ -545,13 +544,13 @@ def test_variable_queries_return_the_workload_owners(stack):
 
 
 def test_task_panels(stack):
-    from tokentrail.tasks import TASK_COST_BUCKETS_USD
+    from tokentrail.telemetry import TASK_COST_BUCKETS_USD
 
     _, t, _ = stack
     assert len(t.tasks) == 4
     assert scalar(value(stack, "owner-drilldown.json", "Tasks")) == len(t.tasks)
     assert scalar(value(stack, "owner-drilldown.json", "Tasks", dict(ALL, tenant="acme"))) == 0
-    from tokentrail.tasks import TASK_CALLS_BUCKETS
+    from tokentrail.telemetry import TASK_CALLS_BUCKETS
 
     calls = sorted(task[A.TOKENTRAIL_TASK_CALLS] for task in t.tasks)
     assert calls == [2, 3, 3, 4]
@@ -570,9 +569,13 @@ def test_budget_burn(stack):
     _, t, _ = stack
     got = by_labels(value(stack, "owner-drilldown.json", "Budget burn against budget"), q.TENANT, q.TEAM,
                     q.BUDGET_WINDOW)
-    # One shared in-process spend store: both environments' acme calls count against acme's month.
-    assert got[("acme", None, "month")] == pytest.approx(100 * t.usd(tenant="acme") / 0.15, abs=1e-4)
-    assert got[(None, "growth", "day")] == pytest.approx(100 * t.usd(team="growth") / 5.00, abs=1e-4)
+    # Each environment is a process with its own in-memory spend store (InMemoryPipeline starts afresh):
+    # the panel shows the larger of their burns.
+    envs = {c["env"] for c in t.priced}
+    assert got[("acme", None, "month")] == pytest.approx(
+        100 * max(t.usd(tenant="acme", env=e) for e in envs) / 0.15, abs=1e-4)
+    assert got[(None, "growth", "day")] == pytest.approx(
+        100 * max(t.usd(team="growth", env=e) for e in envs) / 5.00, abs=1e-4)
 
 
 @pytest.mark.parametrize("variable,field", [("tenant", "tenant"), ("feature", "feature"), ("team", "team"),
