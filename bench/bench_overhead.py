@@ -133,7 +133,7 @@ class Tokentrail(Mode):
                                                      record_metrics=self.record_metrics))
         self.inst = OpenAIInstrumentor()
         self.inst.instrument(tracer_provider=self.tp, meter_provider=self.mp, skip_dep_check=True)
-        assert self.inst._patched, "tokentrail's OpenAI instrumentation did not patch the SDK"
+        assert self.inst._patches, "tokentrail's OpenAI instrumentation did not patch the SDK"
 
     def teardown(self) -> None:
         self.inst.uninstrument()
@@ -195,15 +195,16 @@ def per_chunk_us(chunks: list[Any], reps: int = 200) -> tuple[float, float]:
     """Added CPU per chunk of tokentrail's stream proxy over real SDK-parsed chunks, without
     the network: iterating the chunks plainly vs through the proxy our instrumentation returns
     (slope between a short and the full stream, so the once-per-stream end is excluded)."""
+    from tokentrail.instrumentation.base import Instruments
     from tokentrail.instrumentation.genai_span import start_llm_call
-    from tokentrail.instrumentation.openai.streaming import ChatStreamHooks
-    from tokentrail.instrumentation.streams import SyncStreamProxy
+    from tokentrail.instrumentation.openai.streaming import ChatStreamState
+    from tokentrail.instrumentation.streams import StateStreamHooks, SyncStreamProxy
 
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()], views=metric_views(), shutdown_on_exit=False)
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(AttributionSpanProcessor())
     tp.add_span_processor(CostSpanProcessor(BatchSpanProcessor(NoopExporter()), meter_provider=mp))
-    tracer = tp.get_tracer("bench")
+    instruments = Instruments(tp.get_tracer("bench"), tracer_provider=tp, meter_provider=mp)
 
     def plain(items: list[Any]) -> float:
         t0 = time.process_time()
@@ -215,8 +216,8 @@ def per_chunk_us(chunks: list[Any], reps: int = 200) -> tuple[float, float]:
     def proxied(items: list[Any]) -> float:
         t0 = time.process_time()
         for _ in range(reps):
-            call = start_llm_call(tracer, provider="openai", operation="chat", request_model="gpt-5.4-mini")
-            for _ in SyncStreamProxy(iter(items), ChatStreamHooks(call, True)):
+            call = start_llm_call(instruments, provider="openai", operation="chat", request_model="gpt-5.4-mini")
+            for _ in SyncStreamProxy(iter(items), StateStreamHooks(call, ChatStreamState(True))):
                 pass
         return time.process_time() - t0
 
