@@ -62,23 +62,18 @@ _SHORT = {
 
 
 def tokentrail_instrumentors() -> list[Any]:
-    """Instances of the installed tokentrail instrumentors (entry points named tokentrail_*)."""
-    found = []
-    for ep in entry_points(group=_INSTRUMENTOR_GROUP):
-        if not ep.name.startswith(_OUR_PREFIX):
-            continue
-        try:
-            found.append(ep.load()())
-        except Exception:  # an instrumentation whose SDK is not installed
-            _logger.debug("tokentrail instrumentor %s not loadable", ep.name, exc_info=True)
-    return found
+    """Instances of the installed tokentrail instrumentors (entry points named tokentrail_*).
+
+    Loading one never needs its SDK (that is imported when it instruments), so a failure here is a bug.
+    """
+    return [ep.load()() for ep in entry_points(group=_INSTRUMENTOR_GROUP) if ep.name.startswith(_OUR_PREFIX)]
 
 
 class InMemoryPipeline:
     """Context manager: in-memory providers with tokentrail's processors and views.
 
-    ``instrument``: True (all installed tokentrail instrumentors), False, or an iterable of
-    instrumentor instances. ``resource_attributes`` e.g. ``{"deployment.environment.name": "prod"}``.
+    ``instrument``: True (the installed tokentrail instrumentors whose SDK is installed), False,
+    or an iterable of instrumentor instances (instrumented as given, no dependency check). ``resource_attributes`` e.g. ``{"deployment.environment.name": "prod"}``.
     """
 
     def __init__(
@@ -107,18 +102,22 @@ class InMemoryPipeline:
     def __enter__(self) -> "InMemoryPipeline":
         state.reset()
         breakers.install()
-        targets = tokentrail_instrumentors() if self._instrument is True else list(self._instrument or ())
-        for inst in targets:
-            try:
-                if getattr(inst, "is_instrumented_by_opentelemetry", False):
+        discovered = self._instrument is True
+        targets = tokentrail_instrumentors() if discovered else list(self._instrument or ())
+        self._previous_providers = telemetry.use_providers(self.tracer_provider, self.meter_provider)
+        try:
+            for inst in targets:
+                if inst.is_instrumented_by_opentelemetry:
                     inst.uninstrument()  # re-point it at our providers
                     self._was_instrumented.append(inst)
+                # OpenTelemetry's dependency check skips (and logs) a discovered one whose SDK is missing
                 inst.instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider,
-                                skip_dep_check=True)
-                self.instrumentors.append(inst)
-            except Exception:
-                _logger.debug("could not instrument %r", inst, exc_info=True)
-        self._previous_providers = telemetry.use_providers(self.tracer_provider, self.meter_provider)
+                                skip_dep_check=not discovered)
+                if inst.is_instrumented_by_opentelemetry:
+                    self.instrumentors.append(inst)
+        except BaseException:
+            self.close()  # give back what was changed so far; the error is the test's to see
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
