@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import propagate
 
 import tokentrail
-from tokentrail import propagation, trust
+from tokentrail import propagation, state, trust
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
@@ -134,6 +134,10 @@ def test_flood_of_distinct_tenants_is_capped(pipeline, monkeypatch):
     # a tenant admitted before the cap keeps being accepted
     owner, _ = handle(pipeline, {"traceparent": TRACEPARENT.format(9999), "baggage": "tokentrail.tenant=t-3"}, name="again")
     assert owner[attr.TOKENTRAIL_TENANT] == "t-3"
+    state.reset()  # a fresh start of the process: the admitted tenants are forgotten
+    owner, _ = handle(pipeline, {"traceparent": TRACEPARENT.format(9998), "baggage": "tokentrail.tenant=t-499"},
+                      name="after-reset")
+    assert owner[attr.TOKENTRAIL_TENANT] == "t-499"
 
 
 def test_flood_with_a_secret_never_reaches_a_metric(pipeline, client, server, monkeypatch):

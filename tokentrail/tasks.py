@@ -365,16 +365,15 @@ def check(planned: preflight.PlannedCall) -> None:
     estimate = preflight.worst_case_nano(planned) or 0
     attempt, from_model = _call_marks(state, planned.model)
     chain = state.chain()
-    with _lock:
+    with _lock:  # checked and reserved at once: concurrent calls of a task cannot pass together
         blocked = _crossed_limit(state, estimate, time.monotonic())
-        if blocked is not None:
-            for node in chain:
+        for node in chain:
+            if blocked is not None:
                 node.blocked = node.blocked or blocked.limit_name
-        else:
-            for node in chain:
+            else:
                 node.calls += 1
                 node.reserved_nano += estimate
-            index = state.calls
+        index = state.calls
     if blocked is not None:
         preflight.stop(span, blocked)
     try:

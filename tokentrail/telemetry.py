@@ -28,6 +28,8 @@ TASK_CALLS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233)
 Observer = Callable[[CallbackOptions], Iterable[Observation]]
 
 _lock = threading.Lock()
+# The providers are configuration (set and restored by their user), not remembered state:
+# tokentrail.state.reset() leaves them alone.
 _tracer_provider: Any = None
 _meter_provider: Any = None
 # Instruments of the current meter provider, by name; emptied when the provider changes.
