@@ -2,7 +2,9 @@
 
 Running at start (not end) is what makes it work for any span, ours or foreign: HTTP, DB and
 tool spans inside ``tokentrail.attribute(...)`` or a task are owned too, and so are LLM spans
-of other instrumentations, which CostSpanProcessor prices later.
+of other instrumentations, which CostSpanProcessor prices later. Our instrumentations put the
+same ``owner_stamp`` in their spans' start attributes, so this processor skips their spans:
+each span is stamped once.
 """
 
 from __future__ import annotations
@@ -16,36 +18,36 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from tokentrail.attribution import owner_span_attributes
+from tokentrail.processor.sdk import scope_name, span_processors
+from tokentrail.processor.usage import is_attributed, is_genai_call
 from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
 
-_LLM_MARKERS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_SYSTEM)
+_OUR_INSTRUMENTATION = "tokentrail.instrumentation"
 
 
-def looks_like_llm_span(attributes: Mapping[str, Any] | None) -> bool:
-    return bool(attributes) and any(k in attributes for k in _LLM_MARKERS)
+def owner_stamp(attributes: Mapping[str, Any] | None = None, context: Context | None = None) -> dict[str, Any]:
+    """What a span starting with ``attributes`` is stamped with: the owner of ``context`` (the
+    current one by default, over the ``TOKENTRAIL_ATTRIBUTES`` defaults) and, on a GenAI call,
+    ``tokentrail.attributed`` (false without a tenant: unattributed spend stays visible)."""
+    stamp = owner_span_attributes(context)
+    if is_genai_call(attributes):
+        stamp[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(stamp)
+    return stamp
 
 
 class AttributionSpanProcessor(SpanProcessor):
-    """Copies the current owner (``tokentrail.attribution.owner_span_attributes()`` over the
-    ``TOKENTRAIL_ATTRIBUTES`` defaults) onto every span at start.
-
-    LLM spans with no tenant get ``tokentrail.attributed=false``: unattributed spend stays
-    visible instead of disappearing from per-tenant views.
-    """
+    """Stamps ``owner_stamp`` on every span at start, except our instrumentations' spans
+    (they carry it from their start attributes)."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            owner = owner_span_attributes()
-            current = span.attributes
-            # Our instrumentations stamp the owner at start already: set only what differs.
-            missing = {k: v for k, v in owner.items() if current.get(k) != v} if owner else None
-            if looks_like_llm_span(current):
-                missing = missing or {}
-                missing[attr.TOKENTRAIL_ATTRIBUTED] = bool(owner.get(attr.TOKENTRAIL_TENANT))
-            if missing:
-                span.set_attributes(missing)
+            if scope_name(span).startswith(_OUR_INSTRUMENTATION):
+                return
+            stamp = owner_stamp(span.attributes)
+            if stamp:
+                span.set_attributes(stamp)
         except Exception:  # never hurt the app
             _logger.debug("tokentrail: attribution on span start failed", exc_info=True)
 
@@ -62,14 +64,9 @@ class AttributionSpanProcessor(SpanProcessor):
 _install_lock = threading.Lock()
 
 
-def _processors_of(tracer_provider: Any) -> tuple:
-    active = getattr(tracer_provider, "_active_span_processor", None)
-    return tuple(getattr(active, "_span_processors", ()) or ())
-
-
 def has_processor(tracer_provider: Any, kind: type) -> bool:
     """Whether an SDK TracerProvider already has a processor of ``kind`` (at the top level)."""
-    return any(isinstance(p, kind) for p in _processors_of(tracer_provider))
+    return any(isinstance(p, kind) for p in span_processors(tracer_provider) or ())
 
 
 def ensure_installed(tracer_provider: Any = None) -> bool:

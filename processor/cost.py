@@ -10,88 +10,42 @@ metric points are recorded here exactly once, with the span as exemplar context.
 from __future__ import annotations
 
 import logging
-import threading
+import weakref
 from typing import Any, Mapping
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.util import BoundedList
-from opentelemetry.util.types import Attributes
 
-from tokentrail.processor import dedup
-from tokentrail.processor import metrics as _metrics
-from tokentrail.processor.attribution import _processors_of
-from tokentrail.processor.pricing import is_llm_span, price_span
+from tokentrail.processor import dedup, sdk
+from tokentrail.processor.metrics import record_llm_call
+from tokentrail.processor.pricing import ensure_priced
+from tokentrail.processor.usage import is_attributed, is_genai_call
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import register_reset
 
 _logger = logging.getLogger(__name__)
 
-_active_lock = threading.Lock()
-_active = 0
+# CostSpanProcessors not shut down: the answer of ``pipeline_active()`` when the global
+# provider is not an SDK one (its processors cannot be read).
+_running: "weakref.WeakSet[CostSpanProcessor]" = weakref.WeakSet()
+register_reset(_running.clear)
 
 
 def pipeline_active(tracer_provider: Any = None) -> bool:
-    """Whether a CostSpanProcessor will see finished spans (and record their metrics).
+    """Whether a CostSpanProcessor will see the finished spans of ``tracer_provider`` (the global
+    one by default) and record their metrics.
 
-    With a ``tracer_provider``: whether that SDK provider has one. Without: whether any is
-    installed in this process. Instrumentations call ``record_llm_call`` themselves only when
-    this is false, or when their span is not recording (processors never see those).
+    Instrumentations call ``record_llm_call`` themselves only when this is false, or when their
+    span is not recording (processors never see those). For a provider whose processors cannot
+    be read: with none given, whether any CostSpanProcessor runs in this process; else false.
     """
-    if tracer_provider is not None:
-        return any(isinstance(p, CostSpanProcessor) for p in _processors_of(tracer_provider))
-    return _active > 0
-
-
-def metrics_handled_by_pipeline(span: Any, tracer_provider: Any = None) -> bool:
-    """True when a CostSpanProcessor will record this span's metrics when it ends."""
-    try:
-        return bool(span.is_recording()) and pipeline_active(tracer_provider)
-    except Exception:
-        return False
-
-
-def enriched_copy(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpan:
-    """A new ReadableSpan equal to ``span`` with ``extra`` attributes added.
-
-    Everything else is preserved: name, context, parent, resource, kind, status, times,
-    instrumentation scope, events, links, and the dropped attribute/event/link counts.
-    """
-    original = span._attributes  # BoundedAttributes on SDK spans: keeps the dropped count
-    merged = dict(span.attributes or {})
-    merged.update(extra)
-    attributes: Attributes
-    try:
-        from opentelemetry.attributes import BoundedAttributes
-
-        attributes = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)
-        attributes.dropped = getattr(original, "dropped", 0)
-    except Exception:  # pragma: no cover - older SDKs
-        attributes = merged
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=_bounded_copy(span._events),
-        links=_bounded_copy(span._links),
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-        instrumentation_info=getattr(span, "_instrumentation_info", None),
-    )
-
-
-def _bounded_copy(items: Any) -> Any:
-    if isinstance(items, BoundedList):
-        copy = BoundedList.from_seq(None, tuple(items))
-        copy.dropped = items.dropped
-        return copy
-    return tuple(items or ())
+    provider = tracer_provider if tracer_provider is not None else trace_api.get_tracer_provider()
+    processors = sdk.span_processors(provider)
+    if processors is None:
+        return tracer_provider is None and bool(_running)
+    return any(isinstance(p, CostSpanProcessor) for p in processors)
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -108,13 +62,10 @@ class CostSpanProcessor(SpanProcessor):
         meter_provider: metrics_api.MeterProvider | None = None,
         record_metrics: bool = True,
     ) -> None:
-        global _active
         self._next = next_processor
         self._meter_provider = meter_provider
         self._record_metrics = record_metrics
-        self._shut = False
-        with _active_lock:
-            _active += 1
+        _running.add(self)
 
     @property
     def next_processor(self) -> SpanProcessor | None:
@@ -126,9 +77,7 @@ class CostSpanProcessor(SpanProcessor):
             self._next.on_start(span, parent_context=parent_context)
 
     def _on_ending(self, span: Span) -> None:
-        hook = getattr(self._next, "_on_ending", None)
-        if hook is not None:
-            hook(span)
+        sdk.on_ending(self._next, span)
 
     def on_end(self, span: ReadableSpan) -> None:
         if dedup.is_duplicate(span):
@@ -143,20 +92,15 @@ class CostSpanProcessor(SpanProcessor):
 
     def _process(self, span: ReadableSpan) -> ReadableSpan:
         attributes = span.attributes
-        if not attributes or not is_llm_span(attributes):
+        if not is_genai_call(attributes):
             return span
-        # One plain-dict copy: the ~30 lookups of pricing and metrics on the SDK's
-        # BoundedAttributes view are Python-level calls (a raised KeyError per missing key).
-        plain = dict(attributes)
-        extra = price_span(plain, span.start_time)
+        plain, extra = ensure_priced(attributes, span.start_time)
         out = span
         if extra:
-            # Foreign span: it did not stamp tokentrail.attributed (our instrumentations'
-            # spans get it from AttributionSpanProcessor at start).
+            # A span that met no AttributionSpanProcessor, or did not look like a call at start.
             if attr.TOKENTRAIL_ATTRIBUTED not in plain:
-                extra = {**extra, attr.TOKENTRAIL_ATTRIBUTED: bool(plain.get(attr.TOKENTRAIL_TENANT))}
-            out = enriched_copy(span, extra)
-            plain.update(extra)
+                extra[attr.TOKENTRAIL_ATTRIBUTED] = plain[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(plain)
+            out = sdk.enriched_copy(span, extra)
         if self._record_metrics:
             self._record(out, plain, foreign=bool(extra))
         return out
@@ -168,7 +112,7 @@ class CostSpanProcessor(SpanProcessor):
         # A context carrying the span, so the SDK's trace-based exemplar filter links the trace.
         ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(span.context)) if span.context else None
         resource = getattr(span, "resource", None)
-        _metrics.record_llm_call(
+        record_llm_call(
             attributes,
             duration,
             meter_provider=self._meter_provider,
@@ -179,11 +123,7 @@ class CostSpanProcessor(SpanProcessor):
         )
 
     def shutdown(self) -> None:
-        global _active
-        with _active_lock:
-            if not self._shut:
-                self._shut = True
-                _active -= 1
+        _running.discard(self)
         if self._next is not None:
             self._next.shutdown()
 

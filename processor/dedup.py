@@ -2,8 +2,8 @@
 
 When a tokentrail instrumentor covers a call, its span is that call's LLM span; another
 instrumentation's span of the same call (recognised structurally: a span from another scope
-describing one model call, ``chat``/``generate_content``/``embeddings``..., never
-``invoke_agent`` or ``execute_tool``) is dropped by ``CostSpanProcessor`` through
+describing one model call, ``is_genai_call(strict=True)``: ``chat``, ``embeddings``...,
+never ``invoke_agent`` or ``execute_tool``) is dropped by ``CostSpanProcessor`` through
 ``is_duplicate``:
 
 - theirs inside ours: a descendant of our span (``on_start`` marks spans below ours);
@@ -24,16 +24,13 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from tokentrail.processor.sdk import scope_name
+from tokentrail.processor.usage import is_genai_call, normalise_model_id
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import BoundedSet, register_reset
 
 _log = logging.getLogger(__name__)
 
-# Operations that describe one model call (a duplicate of ours); any other operation
-# (invoke_agent, execute_tool, ...) wraps calls and is kept.
-CALL_OPERATIONS = frozenset(
-    {"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"}
-)
 _OUR_SCOPE_PREFIX = "tokentrail"
 _CAPACITY = 8192
 
@@ -54,23 +51,12 @@ _recent: dict[str, deque] = {}
 _recent_lock = threading.Lock()
 
 
-def _scope_name(span: Any) -> str:
-    scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
-    return getattr(scope, "name", "") or ""
-
-
 def is_foreign_call_span(span: Any) -> bool:
-    """A span of another instrumentation describing one model call."""
+    """A span of another instrumentation that surely describes one model call."""
     try:
-        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+        if scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             return False
-        attributes = getattr(span, "attributes", None) or {}
-        operation = attributes.get(attr.GEN_AI_OPERATION_NAME)
-        if operation is not None:
-            return operation in CALL_OPERATIONS
-        # Older instrumentations: no operation name, but a GenAI system and a model.
-        has_system = attr.GEN_AI_SYSTEM in attributes or attr.GEN_AI_PROVIDER_NAME in attributes
-        return has_system and (attr.GEN_AI_REQUEST_MODEL in attributes or attr.GEN_AI_RESPONSE_MODEL in attributes)
+        return is_genai_call(getattr(span, "attributes", None), strict=True)
     except Exception:
         return False
 
@@ -110,7 +96,7 @@ def on_start(span: Any) -> None:
         parent = span.parent
         if parent is not None and (parent.span_id in _ours or parent.span_id in _covered):
             _covered.add(span_id)
-        if not _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+        if not scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             _live[span_id] = span
             if len(_live) > _LIVE_CAPACITY:
                 with _live_lock:
@@ -130,25 +116,10 @@ def register_ours(span: Any) -> None:
         _log.debug("tokentrail: coexistence register failed", exc_info=True)
 
 
-# Bedrock model ids: other instrumentations record them without the inference-profile region
-# and vendor prefixes ("us.anthropic.claude-x-v1:0" -> "claude-x-v1:0"), so compare without them.
-_BEDROCK_REGIONS = ("us.", "us-gov.", "eu.", "apac.", "global.", "jp.", "au.", "ca.")
-_BEDROCK_VENDORS = ("anthropic.", "meta.", "amazon.", "mistral.", "cohere.", "ai21.", "deepseek.", "writer.", "qwen.")
-
-
 def _model_key(attributes: Any) -> str | None:
+    # Other instrumentations spell Bedrock ids without the region and vendor prefixes.
     model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
-    if not isinstance(model, str) or not model:
-        return None
-    key = model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
-    for prefix in _BEDROCK_REGIONS:
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-            break
-    for prefix in _BEDROCK_VENDORS:
-        if key.startswith(prefix):
-            return key[len(prefix):]
-    return key
+    return normalise_model_id(model) or None
 
 
 def _remember_ended(span: Any) -> None:
@@ -183,7 +154,7 @@ def is_duplicate(span: Any) -> bool:
     """At export (any ended span): another instrumentation's span of a call one of our spans
     already covers. Our own LLM spans are remembered here as they pass."""
     try:
-        if _scope_name(span).startswith(_OUR_SCOPE_PREFIX):
+        if scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             if span.context.span_id in _ours:
                 _remember_ended(span)
             return False

@@ -18,9 +18,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from tokentrail import config
-from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.processor.sdk import NO_EXEMPLAR
+from tokentrail.processor.usage import InvalidUsage, Usage, is_attributed
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
+from tokentrail.state import BoundedMemo
 
 _logger = logging.getLogger(__name__)
 
@@ -56,10 +58,6 @@ _UPSTREAM = (attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL, attr.GEN_AI_O
              attr.ERROR_TYPE, attr.DEPLOYMENT_ENVIRONMENT_NAME)
 #: Not useful on token counts (a failed call's tokens are still tokens).
 _NOT_ON_TOKENS = frozenset({attr.ERROR_TYPE})
-# Not an empty Context: the SDK replaces a falsy one by the current context (``context or
-# get_current()``), which would sample exemplars from whatever span is current. An invalid span
-# makes the trace-based exemplar filter skip the point, as intended.
-_NO_EXEMPLAR = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
 _NANO = 1_000_000_000
 
 
@@ -90,7 +88,7 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
 
 
 class Instruments:
-    """The five instruments of one MeterProvider."""
+    """The instruments of one MeterProvider."""
 
     __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration", "retries", "fallbacks", "cache_savings")
 
@@ -122,17 +120,13 @@ class Instruments:
             names.TOKENTRAIL_CACHE_SAVINGS, unit="USD", description="USD saved by prompt-cache reads")
 
 
-_instruments: dict[int, tuple[Any, Instruments]] = {}
+_instruments: BoundedMemo[Any, Instruments] = BoundedMemo(64)  # by MeterProvider
 
 
 def instruments_for(meter_provider: metrics_api.MeterProvider | None = None) -> Instruments:
     """Instruments for a MeterProvider (the global one by default), created once per provider."""
     provider = meter_provider if meter_provider is not None else metrics_api.get_meter_provider()
-    entry = _instruments.get(id(provider))
-    if entry is None or entry[0] is not provider:
-        entry = (provider, Instruments(provider))
-        _instruments[id(provider)] = entry
-    return entry[1]
+    return _instruments.get(provider, Instruments)
 
 
 def metric_attributes(attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None = None
@@ -149,7 +143,7 @@ def metric_attributes(attributes: Mapping[str, Any], resource_attributes: Mappin
     for key, value in config.static_attributes().items():
         if key in _ALLOWED and key not in out:
             out[key] = value
-    out[attr.TOKENTRAIL_ATTRIBUTED] = bool(out.get(attr.TOKENTRAIL_TENANT))
+    out[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(out)
     return out
 
 
@@ -203,7 +197,7 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
     # Exemplars (trace links) on the points one drills down from: cost, unpriced calls and
     # duration. Token points get an empty context: the SDK's exemplar reservoir is a large
     # part of each measurement's cost, and the cost point of the same call already links it.
-    quiet = _NO_EXEMPLAR
+    quiet = NO_EXEMPLAR
 
     if status == "priced":
         usd = cost_usd(attributes)

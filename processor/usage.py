@@ -1,12 +1,15 @@
-"""The normalised usage record: one shape for every provider's token counts.
+"""The lowest processor layer: what a GenAI call span says, read in one place.
 
-Provider instrumentations translate their SDK's usage block into ``Usage``; pricing and
-metrics only ever see this record, never a provider's field names.
+``Usage`` is the one shape of every provider's token counts (``Usage.from_attributes`` the
+one reader of it from span attributes), ``is_genai_call`` the one "this span is a model
+call" rule, ``normalise_model_id`` the one model-id normaliser. Imports only semconv.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from tokentrail.semconv import attributes as attr
@@ -53,15 +56,8 @@ class Usage:
         )
         if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in counts):
             raise InvalidUsage(f"token counts must be non-negative integers: {self!r}")
-        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
-            raise InvalidUsage(
-                f"cache read {self.cache_read_tokens} + cache write {self.cache_write_tokens}"
-                f" exceed input {self.input_tokens}"
-            )
-        if self.cache_write_1h_tokens > self.cache_write_tokens:
-            raise InvalidUsage("1-hour cache writes exceed all cache writes")
-        if self.reasoning_tokens > self.output_tokens:
-            raise InvalidUsage(f"reasoning {self.reasoning_tokens} exceeds output {self.output_tokens}")
+        _check_parts(self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens,
+                     self.cache_write_1h_tokens, self.reasoning_tokens)
         return self
 
     def to_attributes(self) -> dict[str, Any]:
@@ -87,32 +83,53 @@ class Usage:
 
         Raises ``InvalidUsage`` when present but inconsistent or malformed.
         """
-        input_tokens = attributes.get(attr.GEN_AI_USAGE_INPUT_TOKENS)
-        output_tokens = attributes.get(attr.GEN_AI_USAGE_OUTPUT_TOKENS)
-        if input_tokens is None and output_tokens is None:
+        get = attributes.get
+        inp = get(_IN)
+        out = get(_OUT)
+        if inp is None and out is None:
             return None
-        cache_write = attributes.get(attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
-        if cache_write is None:
-            cache_write = attributes.get(attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, 0)
-        tools: dict[str, int] = {}
-        raw_tools = attributes.get(attr.TOKENTRAIL_USAGE_TOOL_CALLS)
-        try:
-            if raw_tools:
-                for pair in str(raw_tools).split(","):
-                    name, _, count = pair.partition("=")
-                    tools[name.strip()] = int(count)
-            usage = cls(
-                input_tokens=_as_int(input_tokens),
-                output_tokens=_as_int(output_tokens),
-                cache_read_tokens=_as_int(attributes.get(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
-                cache_write_tokens=_as_int(cache_write),
-                cache_write_1h_tokens=_as_int(attributes.get(attr.TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS)),
-                reasoning_tokens=_as_int(attributes.get(attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
-                tool_calls=tools,
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidUsage(f"malformed usage attributes: {exc}") from exc
-        return usage.validate()
+        read = get(_READ, 0)
+        write = get(_WRITE)
+        if write is None:  # the older attribute name of cache writes
+            write = get(_CREATION, 0)
+        write_1h = get(_WRITE_1H, 0)
+        reasoning = get(_REASONING, 0)
+        raw_tools = get(_TOOLS)
+        if inp is None:
+            inp = 0
+        if out is None:
+            out = 0
+        # Plain int counts (every span on the hot path) skip the conversions below.
+        if not (inp.__class__ is out.__class__ is read.__class__ is write.__class__ is write_1h.__class__
+                is reasoning.__class__ is int) or raw_tools:
+            return _converted(cls, inp, out, read, write, write_1h, reasoning, raw_tools)
+        if inp < 0 or out < 0 or read < 0 or write < 0 or write_1h < 0 or reasoning < 0:
+            raise InvalidUsage("token counts must be non-negative integers")
+        _check_parts(inp, out, read, write, write_1h, reasoning)
+        return cls(inp, out, read, write, write_1h, reasoning, _NO_TOOLS)
+
+
+def _converted(cls: type[Usage], inp, out, read, write, write_1h, reasoning, raw_tools) -> Usage:
+    tools: dict[str, int] = {}
+    try:
+        if raw_tools:
+            for pair in str(raw_tools).split(","):
+                name, _, count = pair.partition("=")
+                tools[name.strip()] = int(count)
+        usage = cls(_as_int(inp), _as_int(out), _as_int(read), _as_int(write), _as_int(write_1h),
+                    _as_int(reasoning), tools)
+    except (TypeError, ValueError) as exc:
+        raise InvalidUsage(f"malformed usage attributes: {exc}") from exc
+    return usage.validate()
+
+
+def _check_parts(inp: int, out: int, read: int, write: int, write_1h: int, reasoning: int) -> None:
+    if read + write > inp:
+        raise InvalidUsage(f"cache read {read} + cache write {write} exceed input {inp}")
+    if write_1h > write:
+        raise InvalidUsage("1-hour cache writes exceed all cache writes")
+    if reasoning > out:
+        raise InvalidUsage(f"reasoning {reasoning} exceeds output {out}")
 
 
 def _as_int(value: Any) -> int:
@@ -125,3 +142,105 @@ def _as_int(value: Any) -> int:
     if not isinstance(value, int):
         raise TypeError(f"token count {value!r} is not an integer")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# which spans are model calls
+# --------------------------------------------------------------------------------------------
+#: Operations of spans that wrap model calls (agents, tools): they may repeat their children's
+#: usage, so they are never a call themselves.
+WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+#: Operations that are exactly one model call.
+CALL_OPERATIONS = frozenset({"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"})
+_MARKERS = (
+    attr.GEN_AI_OPERATION_NAME,
+    attr.GEN_AI_PROVIDER_NAME,
+    attr.GEN_AI_SYSTEM,
+    attr.GEN_AI_REQUEST_MODEL,
+    attr.GEN_AI_RESPONSE_MODEL,
+    attr.GEN_AI_USAGE_INPUT_TOKENS,
+    attr.GEN_AI_USAGE_OUTPUT_TOKENS,
+)
+
+
+def is_genai_call(attributes: Mapping[str, Any] | None, *, strict: bool = False) -> bool:
+    """The one rule for "this span describes one model call" (chat, completion, embeddings...).
+
+    A span with any GenAI attribute (operation, provider, model, usage) whose operation does
+    not wrap calls (agents, tools). Holds at span start too (the provider and operation are
+    known then, the usage is not). ``strict``: surely one call, for dropping a duplicate where
+    a wrong yes loses a span: a known call operation, or with no operation name (older
+    instrumentations) a provider and a model.
+    """
+    if not attributes:
+        return False
+    try:
+        operation = attributes.get(_OPERATION)
+        if operation is not None:
+            return operation in CALL_OPERATIONS if strict else operation not in WRAPPER_OPERATIONS
+        if strict:
+            has_provider = _PROVIDER in attributes or _SYSTEM in attributes
+            return has_provider and (_REQUEST_MODEL in attributes or _RESPONSE_MODEL in attributes)
+        for name in _MARKERS:
+            if name in attributes:
+                return True
+        return False
+    except Exception:  # a foreign attributes object misbehaving must not break the pipeline
+        return False
+
+
+def is_attributed(attributes: Mapping[str, Any]) -> bool:
+    """``tokentrail.attributed``: the call has a tenant (unattributed spend stays visible)."""
+    return bool(attributes.get(attr.TOKENTRAIL_TENANT))
+
+
+# --------------------------------------------------------------------------------------------
+# model ids
+# --------------------------------------------------------------------------------------------
+#: Bedrock cross-region inference-profile prefixes.
+BEDROCK_REGIONS = frozenset({"us", "us-gov", "eu", "apac", "global", "jp", "au", "ca"})
+#: Vendor prefixes of Bedrock model ids.
+BEDROCK_VENDORS = frozenset({
+    "anthropic", "openai", "google", "meta", "amazon", "mistral", "cohere", "ai21", "deepseek", "writer", "qwen",
+    "moonshotai", "nvidia",
+})
+# Bedrock's version suffixes: "-v1:0", "-v2" and ":0" ("-v1" only after a vendor prefix: plain
+# names such as deepseek-v3 end like that).
+_BEDROCK_MODEL = re.compile(r"(?P<model>.+?)(?:-v\d+(?::\d+)?)?(?::\d+)?")
+_COLON_VERSION = re.compile(r"(?P<model>.+?)(?:-v\d+)?:\d+")
+
+
+def normalise_model_id(model: Any) -> str:
+    """The model's own name, however an instrumentation or provider spells it ("" if none).
+
+    Lower case, the last path segment (ARNs, ``models/gemini-2.5-pro``), without a Bedrock
+    inference-profile region (``us.``, ``global.``...), vendor prefix (``anthropic.``,
+    ``openai.``...) or version suffix (``-v1:0``, ``:0``): ``global.anthropic.claude-x-v1:0``,
+    ``anthropic.claude-x-v1:0`` and ``claude-x-v1:0`` are all ``claude-x``.
+    """
+    if not isinstance(model, str):
+        return ""
+    name = model.strip().lower().rstrip("/").rsplit("/", 1)[-1]
+    head, dot, rest = name.partition(".")
+    if dot and head in BEDROCK_REGIONS and rest.partition(".")[0] in BEDROCK_VENDORS:
+        head, dot, rest = rest.partition(".")
+    if dot and head in BEDROCK_VENDORS and rest:
+        return _BEDROCK_MODEL.fullmatch(rest).group("model")
+    found = _COLON_VERSION.fullmatch(name)
+    return found.group("model") if found else name
+
+
+_NO_TOOLS: Mapping[str, int] = MappingProxyType({})
+_IN = attr.GEN_AI_USAGE_INPUT_TOKENS
+_OUT = attr.GEN_AI_USAGE_OUTPUT_TOKENS
+_READ = attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+_WRITE = attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+_CREATION = attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+_WRITE_1H = attr.TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS
+_REASONING = attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+_TOOLS = attr.TOKENTRAIL_USAGE_TOOL_CALLS
+_OPERATION = attr.GEN_AI_OPERATION_NAME
+_PROVIDER = attr.GEN_AI_PROVIDER_NAME
+_SYSTEM = attr.GEN_AI_SYSTEM
+_REQUEST_MODEL = attr.GEN_AI_REQUEST_MODEL
+_RESPONSE_MODEL = attr.GEN_AI_RESPONSE_MODEL

@@ -10,7 +10,7 @@ import pytest
 
 from tokentrail.processor import pricing
 from tokentrail.processor.pricing import quote
-from tokentrail.processor.usage import Usage
+from tokentrail.processor.usage import Usage, is_genai_call
 from tokentrail.semconv import attributes as attr
 
 
@@ -370,7 +370,7 @@ def test_price_span_never_raises_on_junk():
     assert pricing.price_span(_span(**{attr.GEN_AI_REQUEST_MODEL: ["a", "list"]}), None) == {attr.TOKENTRAIL_COST_STATUS: "unpriced"}
 
 
-def test_is_llm_span():
-    assert pricing.is_llm_span(_span())
-    assert not pricing.is_llm_span({"db.system": "redis"})
-    assert not pricing.is_llm_span(_span(**{attr.GEN_AI_OPERATION_NAME: "execute_tool"}))
+def test_is_genai_call():
+    assert is_genai_call(_span())
+    assert not is_genai_call({"db.system": "redis"})
+    assert not is_genai_call(_span(**{attr.GEN_AI_OPERATION_NAME: "execute_tool"}))

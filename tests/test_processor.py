@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 import tokentrail
-from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed
+from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed, owner_stamp
+from tokentrail.processor import sdk
 from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
@@ -141,9 +142,10 @@ def test_own_priced_span_passes_through_unchanged_and_is_metered_once():
         pipeline.tracer_provider.add_span_processor(_Recorder(seen))
         tracer = pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.openai")
         with tokentrail.attribute(tenant="globex"):
+            start = {attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+                     attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}
             with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
-                attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
-                attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                **start, **owner_stamp(start),  # as our instrumentations start their spans
                 attr.GEN_AI_USAGE_INPUT_TOKENS: 100, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
                 attr.TOKENTRAIL_COST_STATUS: "priced", attr.TOKENTRAIL_COST_NANO_USD: 123_456_789,
                 attr.GEN_AI_USAGE_COST_AMOUNT: 0.123456789,
@@ -152,6 +154,7 @@ def test_own_priced_span_passes_through_unchanged_and_is_metered_once():
         [out] = pipeline.llm_spans()
         assert out is seen[0]  # the very span object the SDK ended: no copy
         assert out.attributes[attr.TOKENTRAIL_TENANT] == "globex"
+        assert out.attributes[attr.TOKENTRAIL_ATTRIBUTED] is True
         [point] = pipeline.metric_points(m.TOKENTRAIL_COST)
         assert point.count == 1
         assert point.sum == 0.123456789  # nano-USD converted once, exactly
@@ -253,13 +256,41 @@ def test_every_span_inside_attribution_is_owned(monkeypatch):
         assert pipeline.metric_points(m.TOKENTRAIL_TOKENS) == []
 
 
-def test_pipeline_active_while_installed():
-    before = pipeline_active()
+def test_pipeline_active_asks_the_provider():
     with InMemoryPipeline(instrument=False) as pipeline:
-        assert pipeline_active()
         assert pipeline_active(pipeline.tracer_provider)
         assert not pipeline_active(TracerProvider())
-    assert pipeline_active() == before
+        assert not pipeline_active(trace.NoOpTracerProvider())  # processors unknown: not assumed
+
+
+def test_pipeline_active_without_a_provider_asks_the_global_one():
+    # A fresh process: no global provider is set until the end.
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from tokentrail import state
+from tokentrail.processor import sdk
+from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
+seen = [pipeline_active()]
+running = CostSpanProcessor()
+seen.append(pipeline_active())  # the API's proxy provider: any one running in the process
+running.shutdown()
+seen.append(pipeline_active())
+running = CostSpanProcessor()
+state.reset()
+seen.append(pipeline_active())
+provider = TracerProvider()
+trace.set_tracer_provider(provider)
+seen.append(pipeline_active())  # an SDK provider: exactly whether it has one
+provider.add_span_processor(running)
+seen.append(pipeline_active())
+print(seen)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[False, True, False, False, False, True]", out.stderr
 
 
 def test_ensure_installed_adds_attribution_once(monkeypatch):
@@ -269,8 +300,7 @@ def test_ensure_installed_adds_attribution_once(monkeypatch):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     assert ensure_installed(provider)
     assert ensure_installed(provider)
-    processors = provider._active_span_processor._span_processors
-    assert sum(isinstance(p, AttributionSpanProcessor) for p in processors) == 1
+    assert sum(isinstance(p, AttributionSpanProcessor) for p in sdk.span_processors(provider)) == 1
     with provider.get_tracer("t").start_as_current_span("work"):
         pass
     [span] = exporter.get_finished_spans()
@@ -359,3 +389,77 @@ def test_distro_sets_exporter_defaults_only_when_unset(monkeypatch):
 
     assert os.environ["OTEL_TRACES_EXPORTER"] == "otlp"
     assert os.environ["OTEL_METRICS_EXPORTER"] == "prometheus"
+
+
+def test_our_instrumentations_spans_are_stamped_once_by_themselves():
+    """AttributionSpanProcessor skips them: they start with ``owner_stamp`` in their attributes."""
+    with InMemoryPipeline(instrument=False) as pipeline:
+        ours = pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.openai")
+        foreign = pipeline.tracer("opentelemetry.instrumentation.openai_v2")
+        chat = {attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+                attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}
+        with tokentrail.attribute(tenant="acme"):
+            with ours.start_as_current_span("ours, stamped by itself", attributes={**chat, **owner_stamp(chat)}):
+                pass
+            with ours.start_as_current_span("ours, not stamped", attributes=chat):
+                pass
+            with foreign.start_as_current_span("theirs", attributes=chat):
+                pass
+        spans = {s.name: s.attributes for s in pipeline.spans()}
+        assert spans["ours, stamped by itself"][attr.TOKENTRAIL_TENANT] == "acme"
+        assert spans["ours, stamped by itself"][attr.TOKENTRAIL_ATTRIBUTED] is True
+        assert attr.TOKENTRAIL_TENANT not in spans["ours, not stamped"]
+        assert spans["theirs"][attr.TOKENTRAIL_TENANT] == "acme"
+        assert spans["theirs"][attr.TOKENTRAIL_ATTRIBUTED] is True
+
+
+def test_owner_stamp_marks_only_genai_calls_attributed():
+    with tokentrail.attribute(tenant="acme", feature="search"):
+        call = owner_stamp({attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat"})
+        agent = owner_stamp({attr.GEN_AI_OPERATION_NAME: "invoke_agent"})
+        http = owner_stamp({"http.request.method": "GET"})
+    assert call[attr.TOKENTRAIL_TENANT] == "acme" and call[attr.TOKENTRAIL_ATTRIBUTED] is True
+    assert agent[attr.TOKENTRAIL_FEATURE] == "search" and attr.TOKENTRAIL_ATTRIBUTED not in agent
+    assert attr.TOKENTRAIL_ATTRIBUTED not in http
+    assert owner_stamp({attr.GEN_AI_OPERATION_NAME: "chat"})[attr.TOKENTRAIL_ATTRIBUTED] is False
+
+
+# --- the SDK internals tokentrail.processor.sdk reads, pinned ---------------------------------
+def test_sdk_processors_of_a_tracer_provider_are_found_in_order():
+    provider = TracerProvider()
+    first, second = AttributionSpanProcessor(), CostSpanProcessor()
+    provider.add_span_processor(first)
+    provider.add_span_processor(second)
+    assert sdk.span_processors(provider) == (first, second)
+    assert sdk.span_processors(trace.NoOpTracerProvider()) is None
+    assert sdk.span_processors(trace.ProxyTracerProvider()) is None
+    provider.shutdown()
+
+
+def test_sdk_scope_name_of_live_and_ended_spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("some.instrumentation", "1.0").start_as_current_span("work") as live:
+        assert sdk.scope_name(live) == "some.instrumentation"
+    [ended] = exporter.get_finished_spans()
+    assert sdk.scope_name(ended) == "some.instrumentation"
+    assert sdk.scope_name(trace.INVALID_SPAN) == ""
+    provider.shutdown()
+
+
+def test_sdk_on_ending_reaches_the_wrapped_processor():
+    ending = []
+
+    class Ending(SimpleSpanProcessor):
+        def _on_ending(self, span):
+            ending.append(span.name)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(CostSpanProcessor(Ending(exporter)))
+    with provider.get_tracer("t").start_as_current_span("work"):
+        pass
+    assert ending == ["work"]
+    assert [s.name for s in exporter.get_finished_spans()] == ["work"]
+    provider.shutdown()

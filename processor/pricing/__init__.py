@@ -1,10 +1,11 @@
-"""Pricing: genai-prices data + bundled overlay + the user's ``TOKENTRAIL_RATE_CARD``, exact and fast.
+"""Pricing: genai-prices data + bundled overlay and billing rules + the user's ``TOKENTRAIL_RATE_CARD``.
 
 Pure: no provider SDK imports, never fetches prices at run time.
 
 - ``quote(model, usage, provider=, at=, service_tier=) -> Quote``: exact integer nano-USD.
 - ``price_span(attributes, start_time_ns) -> dict``: cost attributes to add to an LLM span.
-- ``is_llm_span(attributes)``, ``rate_card_version()``, ``close_matches(model)``, ``reload()``.
+- ``ensure_priced(attributes, start_time_ns)``: a finished span's attributes, priced if they were not.
+- ``rate_card_version()``, ``close_matches(model)``, ``reload()``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tokentrail.processor.pricing.card import ENV_RATE_CARD, reload
 from tokentrail.processor.pricing.overlay import OverlayError
 from tokentrail.processor.pricing.providers import normalize_provider
 from tokentrail.processor.pricing.quote import NO_USAGE, PRICED, UNPRICED, Quote, quote
-from tokentrail.processor.pricing.span import is_llm_span, price_span
+from tokentrail.processor.pricing.span import ensure_priced, price_span
 
 __all__ = [
     "ENV_RATE_CARD",
@@ -26,7 +27,7 @@ __all__ = [
     "OverlayError",
     "Quote",
     "close_matches",
-    "is_llm_span",
+    "ensure_priced",
     "normalize_provider",
     "price_span",
     "quote",
@@ -37,7 +38,7 @@ __all__ = [
 
 
 def rate_card_version() -> str:
-    """genai-prices version + digests of the bundled and user overlays, e.g.
+    """genai-prices version + digests of the bundled files and the user overlay, e.g.
     ``genai-prices-0.2.3+ov.1a2b3c4d+user.5e6f7a8b``."""
     return _card.card().version
 

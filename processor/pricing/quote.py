@@ -3,20 +3,73 @@
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from tokentrail.processor.pricing import card as _card
+from tokentrail.processor.pricing import overlay as ov
+from tokentrail.processor.pricing.rates import FEMTO_PER_NANO, REQUEST_FEE, Flat, Rates
 from tokentrail.processor.usage import InvalidUsage, Usage
 
 PRICED, UNPRICED, NO_USAGE = "priced", "unpriced", "no_usage"
 COMPONENTS = ("input", "cache_read", "cache_write", "output", "fees")
-_FEMTO_PER_NANO = _card.FEMTO_PER_NANO
-_HALF_NANO = _FEMTO_PER_NANO // 2
-_REQUEST_FEE = _card.REQUEST_FEE
-_UNBUILT = _card.UNBUILT
+_HALF_NANO = FEMTO_PER_NANO // 2
 _NANO = Decimal(10) ** -9
 _PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+
+
+@dataclass(slots=True)
+class Cost:
+    """One call at its rates: each component in nano-USD, and the rates row applied."""
+
+    flat: Flat  # the rates row applied (after any long-context tier)
+    tier: str  # e.g. "standard", "batch", "standard,context>200k"
+    input: int
+    cache_read: int
+    cache_write: int
+    output: int
+    fees: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.cache_read + self.cache_write + self.output + self.fees
+
+    def cache_savings(self, cache_read_tokens: int) -> int:
+        """What the cache reads would have cost as fresh input, minus what they cost (nano-USD)."""
+        return (cache_read_tokens * self.flat[0] + _HALF_NANO) // FEMTO_PER_NANO - self.cache_read
+
+
+def cost_of(rates: Rates, usage: Usage) -> Cost:
+    """``usage`` at ``rates``: integer femto-USD products, each component rounded half up to nano-USD."""
+    input_tokens = usage.input_tokens
+    flat, label = rates.base, rates.base_label
+    for above, tier_flat, tier_label in rates.tiers:
+        if input_tokens > above:
+            flat, label = tier_flat, tier_label
+            break
+    h = _HALF_NANO
+    d = FEMTO_PER_NANO
+    read = usage.cache_read_tokens
+    write = usage.cache_write_tokens
+    write_1h = usage.cache_write_1h_tokens
+    fees = 0
+    per_call = rates.fees
+    tool_calls = usage.tool_calls
+    if per_call and (tool_calls or REQUEST_FEE in per_call):
+        femto = per_call.get(REQUEST_FEE, 0)
+        for tool, count in tool_calls.items():
+            femto += count * per_call.get(tool, 0)
+        fees = (femto + h) // d
+    return Cost(
+        flat,
+        label,
+        ((input_tokens - read - write) * flat[0] + h) // d,
+        (read * flat[1] + h) // d,
+        ((write - write_1h) * flat[2] + write_1h * flat[3] + h) // d,
+        (usage.output_tokens * flat[4] + h) // d,
+        fees,
+    )
 
 
 class Quote:
@@ -95,69 +148,16 @@ def quote(model: Any, usage: Usage, *, provider: Any = None, at: Any = None, ser
         usage.validate()
     except (InvalidUsage, AttributeError, TypeError):
         return Quote(NO_USAGE, None, None, None, None, card.version, provider, model)
-    priced = price_counts(
-        card,
-        provider,
-        model,
-        service_tier,
-        _as_ns(at),
-        usage.input_tokens,
-        usage.cache_read_tokens,
-        usage.cache_write_tokens,
-        usage.cache_write_1h_tokens,
-        usage.output_tokens,
-        usage.tool_calls,
-    )
-    if priced.__class__ is not tuple:
-        pricing_model = priced.pricing_model if priced is not None else None
-        return Quote(UNPRICED, None, None, pricing_model, None, card.version, provider, model)
-    resolved, rates, flat, label, c_input, c_read, c_write, c_output, c_fees = priced
-    components = {"input": c_input, "cache_read": c_read, "cache_write": c_write, "output": c_output, "fees": c_fees}
-    total = c_input + c_read + c_write + c_output + c_fees
-    return Quote(PRICED, total, components, resolved.pricing_model, label, card.version, provider, model, rates, flat)
-
-
-def price_counts(card, provider, model, service_tier, ts_ns, input_tokens, cache_read, cache_write, write_1h,
-                 output_tokens, tool_calls):
-    """The hot path shared by ``quote`` and ``price_span``, on plain validated counts.
-
-    Returns (resolved, rates, flat, tier label, input, cache_read, cache_write, output, fees) in
-    nano-USD, or the ``Resolved`` (None if the model is unknown) when there is no price at ``ts_ns``.
-    """
     resolved = card.lookup(provider, model, service_tier)
-    if resolved is None:
-        return None
-    rates = resolved.fixed
-    if rates is _UNBUILT:
-        rates = resolved.rates_at(ts_ns)
+    rates = resolved.rates_at(_as_ns(at)) if resolved is not None else None
     if rates is None:
-        return resolved
-    flat, label = rates.base, rates.base_label
-    if rates.tiers:
-        for above, tier_flat, tier_label in rates.tiers:
-            if input_tokens > above:
-                flat, label = tier_flat, tier_label
-                break
-    h = _HALF_NANO
-    d = _FEMTO_PER_NANO
-    c_fees = 0
-    fees = rates.fees
-    if fees and (tool_calls or _REQUEST_FEE in fees):
-        femto = fees.get(_REQUEST_FEE, 0)
-        for tool, count in tool_calls.items():
-            femto += count * fees.get(tool, 0)
-        c_fees = (femto + h) // d
-    return (
-        resolved,
-        rates,
-        flat,
-        label,
-        ((input_tokens - cache_read - cache_write) * flat[0] + h) // d,
-        (cache_read * flat[1] + h) // d,
-        ((cache_write - write_1h) * flat[2] + write_1h * flat[3] + h) // d,
-        (output_tokens * flat[4] + h) // d,
-        c_fees,
-    )
+        pricing_model = resolved.pricing_model if resolved is not None else None
+        return Quote(UNPRICED, None, None, pricing_model, None, card.version, provider, model)
+    cost = cost_of(rates, usage)
+    components = {"input": cost.input, "cache_read": cost.cache_read, "cache_write": cost.cache_write,
+                  "output": cost.output, "fees": cost.fees}
+    return Quote(PRICED, cost.total, components, resolved.pricing_model, cost.tier, card.version, provider, model,
+                 rates, cost.flat)
 
 
 def _as_ns(at: Any) -> int:
@@ -170,5 +170,5 @@ def _as_ns(at: Any) -> int:
             at = at.replace(tzinfo=_dt.timezone.utc)
         return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
     if isinstance(at, _dt.date):
-        return _card.ov.date_ns(at)
+        return ov.date_ns(at)
     raise TypeError(f"at must be epoch nanoseconds, a datetime or a date, not {type(at).__name__}")

@@ -7,9 +7,10 @@ from typing import Any, Mapping
 
 from opentelemetry.sdk.resources import SERVICE_NAME
 
-from tokentrail.semconv import attributes as attr
-
 from tokentrail.ledger.schema import COLUMNS
+from tokentrail.processor.pricing import ensure_priced
+from tokentrail.processor.usage import InvalidUsage, Usage, is_genai_call
+from tokentrail.semconv import attributes as attr
 
 _NANO = Decimal(10) ** 9
 
@@ -59,56 +60,6 @@ def _str(value: Any) -> str | None:
     return str(value) or None
 
 
-_PRICING: dict[str, Any] | None = None
-
-
-def _pricing() -> dict[str, Any]:
-    """The pricing module's functions, resolved once (empty if pricing is unavailable)."""
-    global _PRICING
-    if _PRICING is None:
-        try:
-            from tokentrail.processor import pricing
-
-            _PRICING = {n: getattr(pricing, n) for n in ("is_llm_span", "price_span") if hasattr(pricing, n)}
-        except Exception:
-            _PRICING = {}
-    return _PRICING
-
-
-def is_llm_span(attributes: Mapping[str, Any]) -> bool:
-    """An LLM call: a GenAI span that reports usage or a cost status, or names a provider and model."""
-    pricing_is_llm_span = _pricing().get("is_llm_span")
-    if pricing_is_llm_span is not None:
-        try:
-            return bool(pricing_is_llm_span(attributes))
-        except Exception:  # never let a pricing bug lose the span
-            pass
-    if attr.TOKENTRAIL_COST_STATUS in attributes:
-        return True
-    has_provider = attr.GEN_AI_PROVIDER_NAME in attributes or attr.GEN_AI_SYSTEM in attributes
-    return has_provider and (
-        attr.GEN_AI_USAGE_INPUT_TOKENS in attributes or attr.GEN_AI_REQUEST_MODEL in attributes
-    )
-
-
-def _maybe_price(attributes: Mapping[str, Any], start_ns: int | None) -> Mapping[str, Any]:
-    """Price an LLM span nobody priced (the ledger used without tokentrail's processors)."""
-    if attr.TOKENTRAIL_COST_STATUS in attributes:
-        return attributes
-    price_span = _pricing().get("price_span")
-    if price_span is None:
-        return attributes
-    try:
-        extra = price_span(attributes, start_ns)
-    except Exception:
-        return attributes
-    if not extra:
-        return attributes
-    merged = dict(attributes)
-    merged.update(extra)
-    return merged
-
-
 def total_nano(attributes: Mapping[str, Any]) -> int | None:
     """The exact total: the integer attribute if set, else the sum of the components, else the amount."""
     nano = _int(attributes.get(attr.TOKENTRAIL_COST_NANO_USD))
@@ -147,12 +98,10 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
         "retry_attempt": _int(attributes.get(_RETRY_ATTEMPT)),
         "fallback_from": _str(attributes.get(_FALLBACK_FROM)),
     }
-    if is_llm_span(attributes):
-        if price_if_missing:
-            attributes = _maybe_price(attributes, span.start_time)
-        cache_write = attributes.get(attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
-        if cache_write is None:
-            cache_write = attributes.get(attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
+    if is_genai_call(attributes):
+        if price_if_missing:  # the ledger fed without tokentrail's processors
+            attributes = ensure_priced(attributes, span.start_time)[0]
+        row.update(_tokens(attributes))
         status_text = _str(attributes.get(attr.TOKENTRAIL_COST_STATUS))
         priced = status_text in (None, "priced")
         row.update(
@@ -163,12 +112,6 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
             response_model=_str(attributes.get(attr.GEN_AI_RESPONSE_MODEL)),
             pricing_model=_str(attributes.get(attr.TOKENTRAIL_PRICING_MODEL)),
             error_type=_str(attributes.get(attr.ERROR_TYPE)),
-            input_tokens=_int(attributes.get(attr.GEN_AI_USAGE_INPUT_TOKENS)),
-            output_tokens=_int(attributes.get(attr.GEN_AI_USAGE_OUTPUT_TOKENS)),
-            cache_read_tokens=_int(attributes.get(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
-            cache_write_tokens=_int(cache_write),
-            cache_write_1h_tokens=_int(attributes.get(attr.TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS)),
-            reasoning_tokens=_int(attributes.get(attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
             cost_status=status_text,
             # unpriced / no_usage calls never get a cost (not even 0): NULL is left out of sums
             cost_nano=total_nano(attributes) if priced else None,
@@ -181,3 +124,21 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
             pricing_tier=_str(attributes.get(attr.TOKENTRAIL_PRICING_TIER)),
         )
     return tuple(row.get(column) for column in COLUMNS)
+
+
+def _tokens(attributes: Mapping[str, Any]) -> dict[str, int]:
+    """The token columns of a call; none for usage that does not add up (its cost is no_usage)."""
+    try:
+        usage = Usage.from_attributes(attributes)
+    except InvalidUsage:
+        usage = None
+    if usage is None:
+        return {}
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }

@@ -1,0 +1,79 @@
+"""Every read of OpenTelemetry SDK internals, in one module; tests/test_processor.py pins each.
+
+The processors need a few things the SDK has no public API for: the processors installed on
+a TracerProvider, a copy of an ended (immutable) span with attributes added, the name of the
+instrumentation scope of a span, the processors' ``_on_ending`` hook, and a context that makes
+a metric measurement take no exemplar.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.util import BoundedList
+
+
+def span_processors(tracer_provider: Any) -> tuple[SpanProcessor, ...] | None:
+    """The processors added to an SDK TracerProvider (top level, in order); None for any other
+    provider (the API's proxy before one is set, a vendor's own)."""
+    processors = getattr(getattr(tracer_provider, "_active_span_processor", None), "_span_processors", None)
+    return None if processors is None else tuple(processors)
+
+
+def scope_name(span: Any) -> str:
+    """The instrumentation scope name of a span ("" when unknown)."""
+    scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
+    return getattr(scope, "name", "") or ""
+
+
+def on_ending(processor: SpanProcessor | None, span: Span) -> None:
+    """Forward the SDK's ``_on_ending`` hook (called as a span ends, before ``on_end``)."""
+    hook = getattr(processor, "_on_ending", None)
+    if hook is not None:
+        hook(span)
+
+
+def enriched_copy(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpan:
+    """A new ReadableSpan equal to ``span`` with ``extra`` attributes added.
+
+    Everything else is preserved: name, context, parent, resource, kind, status, times,
+    instrumentation scope, events, links, and the dropped attribute/event/link counts. The
+    copy is not bound by the span limits: the cost is added even to a full span.
+    """
+    merged = dict(span.attributes or {})
+    merged.update(extra)
+    attributes = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)
+    attributes.dropped = getattr(span._attributes, "dropped", 0)
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=_bounded_copy(span._events),
+        links=_bounded_copy(span._links),
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+        instrumentation_info=getattr(span, "_instrumentation_info", None),
+    )
+
+
+def _bounded_copy(items: Any) -> Any:
+    if isinstance(items, BoundedList):
+        copy = BoundedList.from_seq(None, tuple(items))
+        copy.dropped = items.dropped
+        return copy
+    return tuple(items or ())
+
+
+#: For measurements that must take no exemplar. Not an empty Context: the SDK replaces a falsy
+#: one by the current context (``context or get_current()``), which would sample the exemplar
+#: from whatever span is current; an invalid span makes the trace-based filter skip it.
+NO_EXEMPLAR = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
