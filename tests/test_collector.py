@@ -116,6 +116,11 @@ def test_untrusted_edge_drops_exactly_the_tokentrail_attributes():
     dropped = {n for n in names if re.search(pattern, n)}
     assert dropped == {n for n in names if n.startswith("tokentrail.")}
     assert A.TOKENTRAIL_TENANT in dropped and A.GEN_AI_REQUEST_MODEL not in dropped
+    # on metric points, what a point measures is put back after the strip (tests/test_collector_live.py: else the
+    # token types of one call collapse into one series)
+    restored = {m.group(1) for b in transform["metric_statements"] if b["context"] == "datapoint"
+                for s in b["statements"] if (m := re.match(r'set\(attributes\["([^"]+)"\], cache\[', s))}
+    assert restored == {A.TOKENTRAIL_TOKEN_TYPE, A.TOKENTRAIL_COST_STATUS}
     # a trusted receiver never passes through the stripping transform
     assert all("transform/untrusted" not in p["processors"] for n, p in PIPELINES.items() if n not in edge)
 
