@@ -42,6 +42,7 @@ def span_total(path: str, where: str = "1") -> int:
 
 
 # --- help everywhere ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_help_everywhere_as_a_real_command():
     top = tokentrail_cmd("--help")
     assert top.returncode == 0
@@ -53,6 +54,7 @@ def test_help_everywhere_as_a_real_command():
 
 
 # --- report ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_as_a_subprocess_table(ledger):
     proc = tokentrail_cmd("report", "--by", "tenant", "--ledger", ledger)
     assert proc.returncode == 0, proc.stderr
@@ -108,6 +110,7 @@ def test_report_cache_hits_show_the_warm_and_the_cold_tenant(ledger, capsys):
 
 
 # --- errors: one clear line, exit code 2 ---------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -169,6 +172,7 @@ def test_top_explains_the_expensive_traces_and_tasks(ledger, capsys):
     assert "Most expensive traces" in out and "Most expensive tasks" in out
 
 
+@pytest.mark.slow
 def test_trace_by_unique_prefix_as_table_and_json(ledger, capsys):
     trace_id = sqlite3.connect(ledger).execute(
         "SELECT trace_id FROM spans WHERE task_name = 'research-agent' AND llm = 1 GROUP BY trace_id"
@@ -193,6 +197,7 @@ def test_trace_by_unique_prefix_as_table_and_json(ledger, capsys):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_tenants_dispersion_worst_first(ledger, capsys):
     code, out, _ = run(capsys, "tenants", "--where", "feature=support-chat", "--format", "json", "--ledger", ledger)
     assert code == 0
@@ -221,6 +226,7 @@ def test_price_worked_numbers(capsys):
     assert json.loads(out)["total_nano_usd"] == 5_000_000  # batch: half price
 
 
+@pytest.mark.slow
 def test_price_unknown_model_suggests_close_matches():
     proc = tokentrail_cmd("price", "gpt-4o-minii", "--input", "10", "--output", "1")
     assert proc.returncode == 2

@@ -17,6 +17,7 @@ from tokentrail.cli.demo import workload
 from tokentrail.ledger.queries import Ledger, Period
 
 
+@pytest.mark.slow
 def test_demo_as_a_new_user_runs_it(tmp_path):
     exe = shutil.which("tokentrail") or str(Path(sys.executable).with_name("tokentrail"))
     proc = subprocess.run([exe, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -37,6 +38,7 @@ def test_demo_as_a_new_user_runs_it(tmp_path):
     assert f"{json.loads(report.stdout)['total']['calls']:,}" in first_total
 
 
+@pytest.mark.slow
 def test_demo_workload_shows_every_story_and_is_deterministic(tmp_path):
     a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
     counts = workload.run_workload(a, seed=7)
@@ -98,6 +100,7 @@ def test_demo_refuses_to_overwrite_a_real_ledger(tmp_path, capsys):
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_demo_runaway_loop_is_stopped_by_its_task_budget_with_zero_overshoot(tmp_path):
     path = str(tmp_path / "l.db")
     breaker = workload.run_workload(path, seed=7)["breaker"]

@@ -1,10 +1,9 @@
 """``InMemoryPipeline`` gives back what it changes: tokentrail's remembered state, the instrumentors,
-the providers of tokentrail's own telemetry. Real openai SDK against the fake provider on 127.0.0.1."""
+the providers of tokentrail's own telemetry. Real openai SDK against the session's fake provider (conftest)."""
 
 from __future__ import annotations
 
 import openai
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,17 +12,12 @@ import tokentrail
 from tokentrail import state, telemetry
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as attr
-from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
-
-
-@pytest.fixture(scope="module")
-def server():
-    with fake_provider() as running:
-        yield running
+from tokentrail.testing import InMemoryPipeline, openai_api
 
 
 def chat(server) -> openai.types.chat.ChatCompletion:
     with openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0) as client:
+        server.reset()  # the session's server (conftest): only this reply scripted
         server.enqueue(openai_api.reply(prompt_tokens=1000, completion_tokens=100))
         return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 
