@@ -12,8 +12,8 @@ import yaml
 
 from tokentrail.processor import pricing
 from tokentrail.processor.pricing import overlay as ov
-from tokentrail.processor.pricing import quote
-from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.processor.pricing import quote, rules
+from tokentrail.processor.usage import InvalidUsage, Usage, normalise_model_id
 from tokentrail.semconv import attributes as attr
 
 UTC = dt.timezone.utc
@@ -340,3 +340,77 @@ def test_agrees_with_genai_prices_calc_price_across_first_party_tables(caplog):
                 mismatches.append((provider.id, model.id, q.total_nano_usd, ref.total_price))
     assert compared > 300
     assert not mismatches, mismatches[:10]
+
+
+# --- model ids and billing rules ---------------------------------------------------------------
+@pytest.mark.parametrize("model, expected", [
+    ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+    ("anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+    ("claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),  # OpenLLMetry drops the prefixes
+    ("us-gov.meta.llama3-70b-instruct-v1:0", "llama3-70b-instruct"),
+    ("apac.amazon.nova-pro-v1:0", "nova-pro"),
+    ("openai.gpt-oss-120b-1:0", "gpt-oss-120b-1"),
+    ("gpt-oss-120b-1:0", "gpt-oss-120b-1"),
+    ("google.gemma-3-27b-it", "gemma-3-27b-it"),
+    ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-20250514-v1:0",
+     "claude-sonnet-4-20250514"),
+    ("models/gemini-2.5-pro", "gemini-2.5-pro"),
+    ("GPT-4o ", "gpt-4o"),
+    ("deepseek-v3", "deepseek-v3"),  # a plain name's own version is kept
+    ("claude-3-sonnet-20240229-v1:0:200k", "claude-3-sonnet-20240229-v1:0:200k"),  # a context variant is its own id
+    (None, ""),
+])
+def test_normalise_model_id(model, expected):
+    assert normalise_model_id(model) == expected
+
+
+def test_a_global_bedrock_id_without_provider_is_priced_at_the_list_price_never_zero():
+    # Was priced $0: the long-context-only overlay entry for this id passed for a model of its own.
+    q = quote("global.anthropic.claude-sonnet-4-5-20250929-v1:0", Usage(input_tokens=1_000, output_tokens=100))
+    assert q.status == "priced"
+    assert q.total_nano_usd == 4_500_000  # 1,000 x $3/M + 100 x $15/M
+    on_bedrock = quote("global.anthropic.claude-sonnet-4-5-20250929-v1:0", Usage(input_tokens=1_000, output_tokens=100),
+                       provider="aws.bedrock")
+    assert (on_bedrock.pricing_model, on_bedrock.total_nano_usd) == (
+        "aws/global.anthropic.claude-sonnet-4-5-20250929-v1:0", 4_500_000)
+
+
+def test_an_overlay_entry_of_only_tiers_does_not_price_a_model_by_itself(monkeypatch, tmp_path):
+    use_card(monkeypatch, tmp_path, """
+models:
+  - model: private-long-context
+    tiers:
+      - above_input_tokens: 100000
+        input: 5
+        output: 10
+""")
+    q = quote("private-long-context", Usage(input_tokens=1_000, output_tokens=100))
+    assert q.status == "unpriced" and q.total_nano_usd is None  # was priced $0 below the tier
+
+
+def test_bundled_billing_rules_all_cite_a_source_and_load():
+    raw = yaml.safe_load(rules.BUNDLED_PATH.read_text())
+    entries = [raw["service_tier_aliases"], *raw["service_tiers"], *raw["cache_prices"], *raw["resellers"]]
+    assert all(str(e.get("source", "")).strip() for e in entries)
+    loaded = rules.load()
+    assert loaded.service_tier("DEFAULT") == "standard" and loaded.service_tier("fast") == "priority"
+    assert loaded.tiers["flex"].fallback_for("openai") == Decimal("0.5")
+    assert loaded.tiers["flex"].fallback_for("anthropic") is None
+    assert loaded.tiers["batch"].fallback_for(None) == Decimal("0.5")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"version": 1, "surprise": 1}, "unknown keys"),
+    ({"version": 1, "service_tiers": [{"tier": "cheap", "price_variants": [], "source": "x"}]}, "not one of"),
+    ({"version": 1, "service_tiers": [{"tier": "batch", "price_variants": [{"processing": "batch"}],
+                                       "fallback_factor": 2, "source": "x"}]}, "at most 1"),
+    ({"version": 1, "cache_prices": [{"models_containing": "claude", "providers": ["anthropic"], "cache_read": 0.1,
+                                      "cache_write_5m": 1.25, "cache_write_1h": 2, "source": " "}]}, "source"),
+    ({"version": 1, "resellers": [{"provider": "aws", "models_containing": "claude", "list_price_of": "anthropic"}]},
+     "missing"),
+    ({"version": 1, "service_tier_aliases": {"aliases": {"turbo": "fastest"}, "source": "x"}}, "not one of"),
+])
+def test_billing_rules_are_validated(bad, message):
+    with pytest.raises(rules.RulesError, match=message):
+        rules.parse(bad)

@@ -16,7 +16,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 import tokentrail
 from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed, owner_stamp
-from tokentrail.processor import sdk
+from tokentrail.processor import pricing, sdk
 from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
@@ -463,3 +463,29 @@ def test_sdk_on_ending_reaches_the_wrapped_processor():
     assert ending == ["work"]
     assert [s.name for s in exporter.get_finished_spans()] == ["work"]
     provider.shutdown()
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    ("openai.gpt-oss-120b-1:0", "gpt-oss-120b-1:0"),  # was kept: the openai. vendor prefix was not known
+    ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929-v1:0"),
+    ("us.anthropic.claude-sonnet-4-20250514-v1:0", "anthropic.claude-sonnet-4-20250514-v1:0"),
+])
+def test_a_foreign_wrapper_of_our_bedrock_call_is_dropped_however_it_spells_the_model(ours, theirs):
+    """A wrapper that does not make its span current (so ours cannot start under it) and
+    records the Bedrock id without the prefixes: one call, one span, one cost."""
+    from tokentrail.processor import dedup
+
+    usage = {attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100}
+    with InMemoryPipeline(instrument=False) as pipeline:
+        wrapper = pipeline.tracer("opentelemetry.instrumentation.bedrock").start_span("chat", attributes={
+            attr.GEN_AI_SYSTEM: "aws.bedrock", attr.GEN_AI_REQUEST_MODEL: theirs, **usage})
+        call = {attr.GEN_AI_PROVIDER_NAME: "aws.bedrock", attr.GEN_AI_OPERATION_NAME: "chat",
+                attr.GEN_AI_REQUEST_MODEL: ours, **usage}
+        span = pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.bedrock").start_span(
+            f"chat {ours}", attributes={**call, **owner_stamp(call)})
+        dedup.register_ours(span)  # as our instrumentations do
+        span.set_attributes(pricing.price_span(call, None))
+        span.end()
+        wrapper.end()
+        assert [s.name for s in pipeline.llm_spans()] == [f"chat {ours}"]
+        assert pipeline.metric_count(m.TOKENTRAIL_COST) == 1
