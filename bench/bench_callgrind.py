@@ -163,7 +163,7 @@ class Setup:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.tp = self.mp = None
+        self.tp = self.mp = self.reader = None
         self.exporter = None
         self.instrumentors: list[Any] = []
         self.anthropic_telemetry: Any = None  # the SDK default: spans only with a global provider (none here)
@@ -174,7 +174,8 @@ class Setup:
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from opentelemetry.sdk.trace import TracerProvider
 
-        self.mp = MeterProvider(metric_readers=[InMemoryMetricReader()], views=views, shutdown_on_exit=False)
+        self.reader = InMemoryMetricReader()
+        self.mp = MeterProvider(metric_readers=[self.reader], views=views, shutdown_on_exit=False)
         self.tp = TracerProvider(shutdown_on_exit=False)
         self.exporter = _exporter()
 
@@ -241,6 +242,14 @@ class Setup:
     def flush(self) -> None:
         if self.tp is not None:
             self.tp.force_flush()
+
+    def metric_points(self) -> int:
+        """Data points the reader holds (checks that an ablation really records no metrics)."""
+        data = self.reader.get_metrics_data() if self.reader is not None else None
+        if data is None:
+            return 0
+        return sum(len(metric.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics
+                   for metric in sm.metrics)
 
 
 def _calls(setup: Setup, urls: dict[str, str], providers: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
@@ -337,6 +346,7 @@ def child(args: argparse.Namespace) -> None:
                     info["nano_usd"] = last.attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
                     info["_pricing_input"] = _pricing_input(last)
         out["scenarios"][name] = info
+    out["metric_points"] = setup.metric_points()
     if args.child == "tokentrail":
         _measure_pricing(cg, out, args)
     for info in out["scenarios"].values():
@@ -497,6 +507,8 @@ def report(rows: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
                 checks.append(f"{mode}/{scenario} {info['spans_per_call']:g}")
     if checks:
         print("exported spans per call: " + ", ".join(checks))
+    points = {m: r["metric_points"] for m, r in results.items() if "metric_points" in r}
+    print("metric data points held by the reader at the end: " + ", ".join(f"{m} {n}" for m, n in points.items()))
     tt = results.get("tokentrail", {}).get("scenarios", {})
     if tt:
         print("tokentrail's last span per scenario: " + ", ".join(
