@@ -3,6 +3,8 @@
 - ``field(obj, name)``: a field of a dict, a pydantic model (declared or ``model_extra``) or any
   object; a mapping missing ``snake_name`` is also asked for ``snakeName`` (REST JSON).
 - ``block(obj, name)``: a nested object (details, metadata): absent, or an object/mapping.
+- ``reported(obj, *names)``: the raw values of a usage block's main counts, or None when the
+  block is absent or reports none of them (then the call has no usage: ``no_usage``).
 - ``count(value)``: a token count. Missing (None) is 0, or malformed when ``required``.
   Anything else that is not a non-negative whole number (a bool, a negative, 1.5, "many",
   a list) raises ``InvalidUsage``: the call is then recorded as ``no_usage``.
@@ -71,6 +73,14 @@ def block(obj: Any, name: str | None = None) -> Any:
     return value
 
 
+def reported(obj: Any, *names: str) -> tuple[Any, ...] | None:
+    """``field(obj, name)`` for each name, or None when ``obj`` (an object, see ``block``)
+    is absent or has none of them."""
+    obj = block(obj)
+    values = tuple(field(obj, name) for name in names)
+    return None if all(value is None for value in values) else values
+
+
 def count(value: Any, *, required: bool = False) -> int:
     """A token count as an int (see the module docstring)."""
     if value is None:
@@ -98,7 +108,7 @@ def count(value: Any, *, required: bool = False) -> int:
 
 
 # --- request size ---------------------------------------------------------------------------
-MAX_NODES = 5_000
+MAX_NODES = 20_000
 MAX_DEPTH = 24
 #: a media part (image, document, audio, file) counts as this many characters (about 1,000 tokens)
 MEDIA_CHARS = 3_000

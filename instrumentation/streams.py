@@ -17,11 +17,16 @@ the instrumentation asked for and the caller did not). Keep it tiny: it runs per
 ``drain_before_close()`` lets a provider read the few remaining items when the caller
 closes a stream that is logically complete (final chunk seen, usage still to come), so the
 usage is not lost; those items are never shown to the caller.
+
+Providers describe what they fold from their stream as a ``StreamState`` (``add`` per item;
+``response``, ``usage``, ``output_messages``, ``error`` at the end); ``StateStreamHooks``
+moves it onto the LLM call and ends the call.
 """
 
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Any
 
 import wrapt
@@ -30,6 +35,7 @@ _log = logging.getLogger(__name__)
 
 # Upper bound of items read on close to collect a trailing usage chunk.
 _MAX_DRAIN_ITEMS = 8
+_NEVER = object()  # iter(next, _NEVER): items until the stream's StopIteration
 
 
 class StreamHooks:
@@ -92,15 +98,31 @@ def _bind_anext(wrapped: Any) -> Any:
         return raising
 
 
-class SyncStreamProxy(wrapt.ObjectProxy):
-    """Iterator/context-manager proxy for a synchronous SDK stream."""
+class _StreamProxy(wrapt.ObjectProxy):
+    """What the sync and async proxies share: the hooks, the bound next, the end at GC."""
+
+    _bind = staticmethod(_bind_next)
 
     def __init__(self, wrapped: Any, hooks: StreamHooks) -> None:
         super().__init__(wrapped)
         self._self_hooks = hooks
         self._self_on_item = hooks.on_item
         self._self_done = False
-        self._self_next = _bind_next(wrapped)
+        self._self_next = self._bind(wrapped)
+
+    def _self_draining(self) -> bool:
+        return not self._self_done and self._self_hooks.drain_before_close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._self_done:
+                _finish(self, None)
+        except Exception:  # interpreter shutdown or half-built proxy
+            pass
+
+
+class SyncStreamProxy(_StreamProxy):
+    """Iterator/context-manager proxy for a synchronous SDK stream."""
 
     def __iter__(self) -> "SyncStreamProxy":
         return self
@@ -125,13 +147,9 @@ class SyncStreamProxy(wrapt.ObjectProxy):
     def _self_drain(self) -> None:
         """Read what is left of a logically complete stream, for its usage. Never raises."""
         try:
-            if self._self_done or not self._self_hooks.drain_before_close():
-                return
-            nxt = self._self_next
-            for _ in range(_MAX_DRAIN_ITEMS):
-                self._self_on_item(nxt())
-        except StopIteration:
-            pass
+            if self._self_draining():
+                for item in islice(iter(self._self_next, _NEVER), _MAX_DRAIN_ITEMS):
+                    self._self_on_item(item)
         except Exception:
             _log.debug("tokentrail: draining a closed stream failed", exc_info=True)
 
@@ -162,23 +180,11 @@ class SyncStreamProxy(wrapt.ObjectProxy):
         finally:
             _finish(self, None)
 
-    def __del__(self) -> None:
-        try:
-            if not self._self_done:
-                _finish(self, None)
-        except Exception:  # interpreter shutdown or half-built proxy
-            pass
 
-
-class AsyncStreamProxy(wrapt.ObjectProxy):
+class AsyncStreamProxy(_StreamProxy):
     """Async iterator/context-manager proxy for an asynchronous SDK stream."""
 
-    def __init__(self, wrapped: Any, hooks: StreamHooks) -> None:
-        super().__init__(wrapped)
-        self._self_hooks = hooks
-        self._self_on_item = hooks.on_item
-        self._self_done = False
-        self._self_next = _bind_anext(wrapped)
+    _bind = staticmethod(_bind_anext)
 
     def __aiter__(self) -> "AsyncStreamProxy":
         return self
@@ -202,7 +208,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
 
     async def _self_drain(self) -> None:
         try:
-            if self._self_done or not self._self_hooks.drain_before_close():
+            if not self._self_draining():
                 return
             nxt = self._self_next
             for _ in range(_MAX_DRAIN_ITEMS):
@@ -250,13 +256,6 @@ class AsyncStreamProxy(wrapt.ObjectProxy):
             return None
         finally:
             _finish(self, None)
-
-    def __del__(self) -> None:
-        try:
-            if not self._self_done:
-                _finish(self, None)
-        except Exception:
-            pass
 
 
 class LLMCallStreamHooks(StreamHooks):

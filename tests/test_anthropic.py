@@ -409,6 +409,19 @@ def test_batch_results_priced_at_batch_tier_when_read_once(server, pipeline):
         assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
 
 
+def test_state_reset_forgets_the_batch_results_already_priced(server, pipeline):
+    from tokentrail import state
+
+    c = client(server)
+    batch = c.messages.batches.create(requests=[
+        {"custom_id": "r0", "params": {"model": MODEL, "max_tokens": 100, "messages": MESSAGES}}])
+    list(c.messages.batches.results(batch.id))
+    state.reset()  # a fresh start: the same result read again is priced again
+    list(c.messages.batches.results(batch.id))
+    priced = [s for s in pipeline.llm_spans() if attr.GEN_AI_USAGE_COST_AMOUNT in s.attributes]
+    assert [usd(span) for span in priced] == [Decimal("0.021")] * 2
+
+
 def test_uninstrument_restores_the_sdk(server):
     server.reset()
     inst = AnthropicInstrumentor()

@@ -28,7 +28,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tokentrail
-from tokentrail import state
+from tokentrail import preflight, state
+from tokentrail.instrumentation import fields
+from tokentrail.processor.usage import InvalidUsage
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import fake_provider, openai_api
@@ -40,36 +42,36 @@ def server():
         yield running
 
 
-def _openai(server) -> None:
+def _openai(server, text: str = "hi") -> None:
     import openai
 
     with openai.OpenAI(base_url=openai_api.base_url(server), api_key="sk-test", max_retries=0) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
 
 
-def _anthropic(server) -> None:
+def _anthropic(server, text: str = "hi") -> None:
     import anthropic
 
     client = anthropic.Anthropic(base_url=server.url, api_key="test-key", max_retries=0)
     client.messages.create(model="claude-sonnet-4-20250514", max_tokens=64,
-                           messages=[{"role": "user", "content": "hi"}])
+                           messages=[{"role": "user", "content": [{"type": "text", "text": text}]}])
 
 
-def _gemini(server) -> None:
+def _gemini(server, text: str = "hi") -> None:
     from google import genai
 
     client = genai.Client(api_key="test-key", http_options={"base_url": server.url})
-    client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    client.models.generate_content(model="gemini-2.5-flash", contents=text)
 
 
-def _mistral(server) -> None:
+def _mistral(server, text: str = "hi") -> None:
     from mistralai.client import Mistral
 
     Mistral(api_key="test-key", server_url=server.url).chat.complete(
-        model="mistral-small-latest", messages=[{"role": "user", "content": "hi"}])
+        model="mistral-small-latest", messages=[{"role": "user", "content": text}])
 
 
-def _bedrock(server) -> None:
+def _bedrock(server, text: str = "hi") -> None:
     import boto3
     from botocore.config import Config
 
@@ -77,7 +79,7 @@ def _bedrock(server) -> None:
                           aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
                           config=Config(retries={"total_max_attempts": 1}))
     client.converse(modelId="us.anthropic.claude-sonnet-4-20250514-v1:0",
-                    messages=[{"role": "user", "content": [{"text": "hi"}]}], inferenceConfig={"maxTokens": 64})
+                    messages=[{"role": "user", "content": [{"text": text}]}], inferenceConfig={"maxTokens": 64})
 
 
 def _openai_instrumentor():
@@ -156,7 +158,7 @@ def _module_functions(provider: str) -> dict[str, Any]:
     return {}
 
 
-PROVIDERS: dict[str, tuple[Callable[[], Any], Callable[[Any], None], int]] = {
+PROVIDERS: dict[str, tuple[Callable[[], Any], Callable[..., None], int]] = {
     # provider -> (instrumentor, one default call, its cost in nano-USD)
     "openai": (_openai_instrumentor, _openai, 9_000),
     "anthropic": (_anthropic_instrumentor, _anthropic, 42_000_000),
@@ -262,5 +264,83 @@ def test_uninstrument_restores_exactly_the_sdk_functions(provider, server, provi
         instrumentor.uninstrument()
     [span] = exporter.get_finished_spans()
     assert span.attributes[attr.TOKENTRAIL_COST_NANO_USD] == nano_usd
+    assert span.attributes[attr.TOKENTRAIL_ATTRIBUTED] is False  # no tenant: unattributed spend stays visible
     assert _nano(sum(p.sum for p in _points(reader, names.TOKENTRAIL_COST))) == nano_usd
     assert {key for key, value in _snapshot(provider).items() if before.get(key) is not value} == set()
+
+
+@pytest.fixture
+def instrumented(providers):
+    """Instruments one provider (the test's ``provider`` parameter) for the test's duration."""
+    started = []
+
+    def instrument(provider: str):
+        instrumentor = PROVIDERS[provider][0]()
+        instrumentor.instrument(tracer_provider=providers[0], meter_provider=providers[1], skip_dep_check=True)
+        started.append(instrumentor)
+        return providers[2]
+
+    yield instrument
+    for instrumentor in started:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture
+def planned_calls():
+    seen: list[preflight.PlannedCall] = []
+    preflight.register(seen.append)
+    yield seen
+    preflight.unregister(seen.append)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_preflight_estimate_counts_the_prompt_text(provider, server, instrumented, planned_calls):
+    instrumented(provider)
+    PROVIDERS[provider][1](server, "x" * 3000)
+    [planned] = planned_calls
+    assert planned.estimated_input_tokens >= 3000 // 4  # at least a tokenizer's count
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_only_tokentrails_budget_exceeded_stops_a_call(provider, server, instrumented):
+    """A check that raises some other exception named BudgetExceeded is a failing check: ignored."""
+    exporter = instrumented(provider)
+
+    class BudgetExceeded(Exception):
+        pass
+
+    def foreign(planned):
+        raise BudgetExceeded("not ours")
+
+    preflight.register(foreign)
+    try:
+        PROVIDERS[provider][1](server)
+    finally:
+        preflight.unregister(foreign)
+    [span] = exporter.get_finished_spans()
+    assert attr.ERROR_TYPE not in span.attributes
+    assert span.attributes[attr.TOKENTRAIL_COST_NANO_USD] == PROVIDERS[provider][2]
+
+
+def test_prompt_estimate_walk_is_bounded():
+    deep: Any = "x" * 100
+    for _ in range(100_000):
+        deep = [deep]
+    assert fields.prompt_chars(deep) == 0  # deeper than the walk goes: no RecursionError
+    assert fields.prompt_chars(["x" * 10] * 1_000_000) == 10 * (fields.MAX_NODES - 1)  # the list is a node
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 1_000_000}}
+    assert fields.prompt_chars([{"role": "user", "content": [{"type": "text", "text": "hello"}, image]}]) == (
+        len("user") + len("hello") + fields.MEDIA_CHARS)  # media at a flat allowance, never its base64
+
+
+@pytest.mark.parametrize("raw, tokens", [(12, 12), (8.0, 8), ("12", 12), (None, 0)])
+def test_token_counts(raw, tokens):
+    assert fields.count(raw) == tokens
+
+
+@pytest.mark.parametrize("raw", [True, -1, 1.5, "many", "-3", [1], {"n": 1}])
+def test_malformed_token_counts_raise_one_error(raw):
+    with pytest.raises(InvalidUsage):
+        fields.count(raw)
+    with pytest.raises(InvalidUsage):
+        fields.count(None, required=True)

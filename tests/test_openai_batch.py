@@ -40,6 +40,17 @@ def test_batch_results_are_priced_at_the_batch_tier_once(pipeline, client, serve
     assert len(pipeline.llm_spans()) == 2
 
 
+def test_state_reset_forgets_the_results_already_priced(pipeline, client, server):
+    from tokentrail import state
+
+    result = ("a", openai_api.Reply(prompt_tokens=2000, completion_tokens=500), "gpt-4o")
+    server.enqueue(_output(result), _output(result))
+    client.files.content("file-batch-out")
+    state.reset()  # a fresh start: the same result read again is priced again
+    client.files.content("file-batch-out")
+    assert [usd(span) for span in pipeline.llm_spans()] == [Decimal("0.0050")] * 2
+
+
 async def test_async_batch_results(pipeline, aclient, server):
     server.enqueue(_output(("z", openai_api.Reply(prompt_tokens=1_000_000, completion_tokens=0), "gpt-4o-mini")))
     await aclient.files.content("file-async")

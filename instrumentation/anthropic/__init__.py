@@ -24,7 +24,7 @@ from typing import Collection
 
 from tokentrail import tasks
 from tokentrail.instrumentation.anthropic import patch
-from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
+from tokentrail.instrumentation.base import Target, TokentrailInstrumentor, sync_and_async
 
 _CLIENT = "anthropic._base_client"
 _RESPONSE = "anthropic._response"
@@ -38,14 +38,12 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
     provider = "anthropic"
     tracer_name = "tokentrail.instrumentation.anthropic"
     targets = (
-        Target(_CLIENT, "SyncAPIClient.request", patch.request_wrapper()),
-        Target(_CLIENT, "AsyncAPIClient.request", patch.request_wrapper(is_async=True)),
-        Target(_RESPONSE, "APIResponse.parse", patch.parse_wrapper()),
-        Target(_RESPONSE, "AsyncAPIResponse.parse", patch.parse_wrapper(is_async=True)),
-        Target(_BATCHES, "Batches.results", patch.batch_results_wrapper(), optional=True),
-        Target(_BATCHES, "AsyncBatches.results", patch.batch_results_wrapper(is_async=True), optional=True),
-        Target(_BETA_BATCHES, "Batches.results", patch.batch_results_wrapper(), optional=True),
-        Target(_BETA_BATCHES, "AsyncBatches.results", patch.batch_results_wrapper(is_async=True), optional=True),
+        *sync_and_async(_CLIENT, "SyncAPIClient.request", "AsyncAPIClient.request", patch.request_wrapper),
+        *sync_and_async(_RESPONSE, "APIResponse.parse", "AsyncAPIResponse.parse", patch.parse_wrapper),
+        *sync_and_async(_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,
+                        optional=True),
+        *sync_and_async(_BETA_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,
+                        optional=True),
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
         Target(_CLIENT, "start_api_call_span", lambda instruments: patch.suppress_native_span, optional=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it

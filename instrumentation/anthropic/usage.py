@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.fields import block, count, field, reported
 from tokentrail.instrumentation.streams import StreamState
-from tokentrail.processor.usage import InvalidUsage, Usage
+from tokentrail.processor.usage import Usage
 
 
 def usage_from_anthropic(usage: Any) -> Usage | None:
@@ -23,30 +23,37 @@ def usage_from_anthropic(usage: Any) -> Usage | None:
 
     None when there is no block; raises ``InvalidUsage`` when it is malformed.
     """
-    usage = block(usage)
-    raw_input = field(usage, "input_tokens")
-    raw_output = field(usage, "output_tokens")
-    if raw_input is None and raw_output is None:
+    found = reported(usage, "input_tokens", "output_tokens")
+    if found is None:
         return None
-    cache_read = count(field(usage, "cache_read_input_tokens"))
     creation = block(usage, "cache_creation")
-    write_5m = count(field(creation, "ephemeral_5m_input_tokens"))
     write_1h = count(field(creation, "ephemeral_1h_input_tokens"))
     cache_write = field(usage, "cache_creation_input_tokens")
     # Older responses have only the total; some proxies only the breakdown.
-    cache_write = count(cache_write) if cache_write is not None else write_5m + write_1h
-    if write_1h > cache_write:
-        raise InvalidUsage(f"1-hour cache writes {write_1h} exceed cache writes {cache_write}")
-    reasoning = count(field(block(usage, "output_tokens_details"), "thinking_tokens"))
+    if cache_write is None:
+        cache_write = count(field(creation, "ephemeral_5m_input_tokens")) + write_1h
     web_searches = count(field(block(usage, "server_tool_use"), "web_search_requests"))
+    return usage_beside_cache(
+        *found, field(usage, "cache_read_input_tokens"), cache_write, write_1h,
+        reasoning=field(block(usage, "output_tokens_details"), "thinking_tokens"),
+        tool_calls={"web_search": web_searches} if web_searches else None,
+    )
+
+
+def usage_beside_cache(input_tokens: Any, output_tokens: Any, cache_read: Any = None, cache_write: Any = None,
+                       cache_write_1h: Any = None, *, reasoning: Any = None,
+                       tool_calls: dict[str, int] | None = None) -> Usage:
+    """The ``Usage`` of counts reported as Anthropic and Bedrock do: input WITHOUT the cache
+    reads and writes, which are added to it. Raises ``InvalidUsage``."""
+    read, write = count(cache_read), count(cache_write)
     return Usage(
-        input_tokens=count(raw_input) + cache_read + cache_write,
-        output_tokens=count(raw_output),
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        cache_write_1h_tokens=write_1h,
-        reasoning_tokens=reasoning,
-        tool_calls={"web_search": web_searches} if web_searches else {},
+        input_tokens=count(input_tokens) + read + write,
+        output_tokens=count(output_tokens),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=count(cache_write_1h),
+        reasoning_tokens=count(reasoning),
+        tool_calls=tool_calls or {},
     ).validate()
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from tokentrail.instrumentation.anthropic.usage import MessageStreamState, usage_from_anthropic
-from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.anthropic.usage import MessageStreamState, usage_beside_cache, usage_from_anthropic
+from tokentrail.instrumentation.fields import block, count, field, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -22,48 +22,35 @@ INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
 _HEADER_PREFIX = "x-amzn-bedrock-"
 
 
-def _usage(input_tokens: Any, output_tokens: Any, cache_read: Any = None, cache_write: Any = None,
-           cache_write_1h: int = 0) -> Usage:
-    read, write = count(cache_read), count(cache_write)
-    return Usage(
-        input_tokens=count(input_tokens) + read + write,
-        output_tokens=count(output_tokens),
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_1h_tokens=cache_write_1h,
-    ).validate()
-
-
 def usage_from_converse(usage: Any) -> Usage | None:
     """A Converse ``TokenUsage`` (also the ``metadata`` event of ConverseStream); None when absent."""
-    usage = block(usage)
-    if usage is None or ("inputTokens" not in usage and "outputTokens" not in usage):
+    found = reported(usage, "inputTokens", "outputTokens")
+    if found is None:
         return None
-    one_hour = sum(count(d.get("inputTokens")) for d in usage.get("cacheDetails") or () if d.get("ttl") == "1h")
-    return _usage(usage.get("inputTokens"), usage.get("outputTokens"), usage.get("cacheReadInputTokens"),
-                  usage.get("cacheWriteInputTokens"), one_hour)
+    one_hour = sum(count(field(d, "inputTokens")) for d in field(usage, "cacheDetails") or ()
+                   if field(d, "ttl") == "1h")
+    return usage_beside_cache(*found, field(usage, "cacheReadInputTokens"), field(usage, "cacheWriteInputTokens"),
+                              one_hour)
 
 
 def usage_from_headers(headers: Mapping[str, str]) -> Usage | None:
     """The token-count headers Bedrock adds to every InvokeModel response (keys lowercase)."""
-    def header(name: str) -> str | None:
-        return headers.get(_HEADER_PREFIX + name)
-
-    if header("input-token-count") is None and header("output-token-count") is None:
+    found = reported(headers, _HEADER_PREFIX + "input-token-count", _HEADER_PREFIX + "output-token-count")
+    if found is None:
         return None
-    return _usage(header("input-token-count"), header("output-token-count"),
-                  header("cache-read-input-token-count"), header("cache-write-input-token-count"))
+    return usage_beside_cache(*found, headers.get(_HEADER_PREFIX + "cache-read-input-token-count"),
+                              headers.get(_HEADER_PREFIX + "cache-write-input-token-count"))
 
 
 def usage_from_invocation_metrics(metrics: Any) -> Usage:
     metrics = block(metrics) or {}
-    return _usage(metrics.get("inputTokenCount"), metrics.get("outputTokenCount"),
-                  metrics.get("cacheReadInputTokenCount"), metrics.get("cacheWriteInputTokenCount"))
+    return usage_beside_cache(metrics.get("inputTokenCount"), metrics.get("outputTokenCount"),
+                              metrics.get("cacheReadInputTokenCount"), metrics.get("cacheWriteInputTokenCount"))
 
 
 def _nova_usage(usage: Mapping[str, Any]) -> Usage:
-    return _usage(usage.get("inputTokens"), usage.get("outputTokens"),
-                  usage.get("cacheReadInputTokenCount"), usage.get("cacheWriteInputTokenCount"))
+    return usage_beside_cache(usage.get("inputTokens"), usage.get("outputTokens"),
+                              usage.get("cacheReadInputTokenCount"), usage.get("cacheWriteInputTokenCount"))
 
 
 def usage_from_invoke(body: Any, headers: Mapping[str, str]) -> Usage | None:
@@ -76,7 +63,7 @@ def usage_from_invoke(body: Any, headers: Mapping[str, str]) -> Usage | None:
         if isinstance(usage, Mapping) and "inputTokens" in usage:
             return _nova_usage(usage)  # Amazon Nova
         if "prompt_token_count" in body or "generation_token_count" in body:  # Meta Llama
-            return _usage(body.get("prompt_token_count"), body.get("generation_token_count"))
+            return usage_beside_cache(body.get("prompt_token_count"), body.get("generation_token_count"))
     return usage_from_headers(headers)
 
 
@@ -148,7 +135,7 @@ class InvokeStreamState(StreamState):
         if self._nova_usage is not None:
             return _nova_usage(self._nova_usage)
         if self._meta_prompt is not None or self._meta_generation is not None:
-            return _usage(self._meta_prompt, self._meta_generation)
+            return usage_beside_cache(self._meta_prompt, self._meta_generation)
         if self._metrics is not None:
             return usage_from_invocation_metrics(self._metrics)
         return None

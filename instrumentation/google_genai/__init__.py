@@ -7,9 +7,10 @@ Vertex AI (``gcp.vertex_ai``). One span per billed HTTP request (see ``patch``).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Collection
 
-from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
+from tokentrail.instrumentation.base import TokentrailInstrumentor, sync_and_async
 from tokentrail.instrumentation.google_genai import patch
 
 _MODELS = "google.genai.models"
@@ -19,12 +20,11 @@ class GoogleGenAIInstrumentor(TokentrailInstrumentor):
     provider = "google_genai"
     tracer_name = "tokentrail.instrumentation.google_genai"
     targets = (
-        Target(_MODELS, "Models._generate_content", patch.wrapper()),
-        Target(_MODELS, "Models._generate_content_stream", patch.wrapper(stream=True)),
-        Target(_MODELS, "AsyncModels._generate_content", patch.wrapper(is_async=True)),
-        Target(_MODELS, "AsyncModels._generate_content_stream", patch.wrapper(stream=True, is_async=True)),
-        Target(_MODELS, "Models._embed_content", patch.wrapper(patch.EMBEDDINGS)),
-        Target(_MODELS, "AsyncModels._embed_content", patch.wrapper(patch.EMBEDDINGS, is_async=True)),
+        *sync_and_async(_MODELS, "Models._generate_content", "AsyncModels._generate_content", patch.wrapper),
+        *sync_and_async(_MODELS, "Models._generate_content_stream", "AsyncModels._generate_content_stream",
+                        partial(patch.wrapper, stream=True)),
+        *sync_and_async(_MODELS, "Models._embed_content", "AsyncModels._embed_content",
+                        partial(patch.wrapper, patch.EMBEDDINGS)),
     )
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.fields import block, count, field, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -26,11 +26,10 @@ WEB_SEARCH = "web_search"
 
 def usage_from_metadata(metadata: Any, *, web_searches: int = 0) -> Usage | None:
     """The ``Usage`` of a ``usage_metadata`` block; None when absent. Raises ``InvalidUsage``."""
-    metadata = block(metadata)
-    prompt = field(metadata, "prompt_token_count")
-    candidates = field(metadata, "candidates_token_count")
-    if prompt is None and candidates is None:
+    found = reported(metadata, "prompt_token_count", "candidates_token_count")
+    if found is None:
         return None
+    prompt, candidates = found
     thoughts = count(field(metadata, "thoughts_token_count"))
     return Usage(
         input_tokens=count(prompt) + count(field(metadata, "tool_use_prompt_token_count")),

@@ -6,9 +6,10 @@ Covers ``client.chat.complete`` / ``stream`` (and ``complete_async`` / ``stream_
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Collection
 
-from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
+from tokentrail.instrumentation.base import TokentrailInstrumentor, sync_and_async
 from tokentrail.instrumentation.mistral import patch
 
 # The SDK package is ``mistralai.client`` since mistralai 2, ``mistralai`` before.
@@ -20,12 +21,10 @@ class MistralInstrumentor(TokentrailInstrumentor):
     provider = "mistral"
     tracer_name = "tokentrail.instrumentation.mistral"
     targets = (
-        Target(_CHAT, "Chat.complete", patch.wrapper(patch.CHAT)),
-        Target(_CHAT, "Chat.complete_async", patch.wrapper(patch.CHAT, is_async=True)),
-        Target(_CHAT, "Chat.stream", patch.wrapper(patch.CHAT, stream=True)),
-        Target(_CHAT, "Chat.stream_async", patch.wrapper(patch.CHAT, stream=True, is_async=True)),
-        Target(_EMBEDDINGS, "Embeddings.create", patch.wrapper(patch.EMBEDDINGS)),
-        Target(_EMBEDDINGS, "Embeddings.create_async", patch.wrapper(patch.EMBEDDINGS, is_async=True)),
+        *sync_and_async(_CHAT, "Chat.complete", "Chat.complete_async", partial(patch.wrapper, patch.CHAT)),
+        *sync_and_async(_CHAT, "Chat.stream", "Chat.stream_async", partial(patch.wrapper, patch.CHAT, stream=True)),
+        *sync_and_async(_EMBEDDINGS, "Embeddings.create", "Embeddings.create_async",
+                        partial(patch.wrapper, patch.EMBEDDINGS)),
     )
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.fields import block, count, field, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
 
 def usage_from_info(info: Any) -> Usage | None:
     """The ``Usage`` of a ``UsageInfo`` (SDK object or dict); None when absent. Raises ``InvalidUsage``."""
-    info = block(info)
-    prompt = field(info, "prompt_tokens")
-    completion = field(info, "completion_tokens")
-    if prompt is None and completion is None:
+    found = reported(info, "prompt_tokens", "completion_tokens")
+    if found is None:
         return None
+    prompt, completion = found
     return Usage(
         input_tokens=count(prompt),
         output_tokens=count(completion),

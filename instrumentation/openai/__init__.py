@@ -30,10 +30,11 @@ inside another tokentrail LLM span.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Collection
 
 from tokentrail import tasks
-from tokentrail.instrumentation.base import Target, TokentrailInstrumentor
+from tokentrail.instrumentation.base import Target, TokentrailInstrumentor, sync_and_async
 from tokentrail.instrumentation.openai import batch, patch
 
 _CHAT = "openai.resources.chat.completions.completions"
@@ -51,24 +52,21 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
     tracer_name = "tokentrail.instrumentation.openai"
     switches = {patch.INJECT_STREAM_USAGE_ENV: True}
     targets = (
-        Target(_CHAT, "Completions.create", patch.wrapper(patch.CHAT)),
-        Target(_CHAT, "Completions.parse", patch.wrapper(patch.CHAT), optional=True),
-        Target(_CHAT, "AsyncCompletions.create", patch.wrapper(patch.CHAT, is_async=True)),
-        Target(_CHAT, "AsyncCompletions.parse", patch.wrapper(patch.CHAT, is_async=True), optional=True),
-        Target(_RESPONSES, "Responses.create", patch.wrapper(patch.RESPONSES), optional=True),
-        Target(_RESPONSES, "Responses.parse", patch.wrapper(patch.RESPONSES), optional=True),
-        Target(_RESPONSES, "AsyncResponses.create", patch.wrapper(patch.RESPONSES, is_async=True), optional=True),
-        Target(_RESPONSES, "AsyncResponses.parse", patch.wrapper(patch.RESPONSES, is_async=True), optional=True),
-        Target(_BETA_RESPONSES, "Responses.create", patch.wrapper(patch.RESPONSES), optional=True),
-        Target(_BETA_RESPONSES, "AsyncResponses.create", patch.wrapper(patch.RESPONSES, is_async=True),
-               optional=True),
-        Target(_COMPLETIONS, "Completions.create", patch.wrapper(patch.COMPLETIONS)),
-        Target(_COMPLETIONS, "AsyncCompletions.create", patch.wrapper(patch.COMPLETIONS, is_async=True)),
-        Target(_EMBEDDINGS, "Embeddings.create", patch.wrapper(patch.EMBEDDINGS)),
-        Target(_EMBEDDINGS, "AsyncEmbeddings.create", patch.wrapper(patch.EMBEDDINGS, is_async=True)),
+        *sync_and_async(_CHAT, "Completions.create", "AsyncCompletions.create", partial(patch.wrapper, patch.CHAT)),
+        *sync_and_async(_CHAT, "Completions.parse", "AsyncCompletions.parse", partial(patch.wrapper, patch.CHAT),
+                        optional=True),
+        *sync_and_async(_RESPONSES, "Responses.create", "AsyncResponses.create",
+                        partial(patch.wrapper, patch.RESPONSES), optional=True),
+        *sync_and_async(_RESPONSES, "Responses.parse", "AsyncResponses.parse",
+                        partial(patch.wrapper, patch.RESPONSES), optional=True),
+        *sync_and_async(_BETA_RESPONSES, "Responses.create", "AsyncResponses.create",
+                        partial(patch.wrapper, patch.RESPONSES), optional=True),
+        *sync_and_async(_COMPLETIONS, "Completions.create", "AsyncCompletions.create",
+                        partial(patch.wrapper, patch.COMPLETIONS)),
+        *sync_and_async(_EMBEDDINGS, "Embeddings.create", "AsyncEmbeddings.create",
+                        partial(patch.wrapper, patch.EMBEDDINGS)),
         # Batch API results are priced (batch tier) when their output file is downloaded.
-        Target(_FILES, "Files.content", batch.files_content_wrapper()),
-        Target(_FILES, "AsyncFiles.content", batch.files_content_wrapper(is_async=True)),
+        *sync_and_async(_FILES, "Files.content", "AsyncFiles.content", batch.files_content_wrapper),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         Target("openai._base_client", "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper,
                optional=True),

@@ -263,9 +263,12 @@ class _SyncRawProxy(wrapt.ObjectProxy):
         self._self_plan = plan
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
-        parsed = self.__wrapped__.parse(*args, **kwargs)
+        return self._self_parsed(self.__wrapped__.parse(*args, **kwargs), bool(args or kwargs))
+
+    def _self_parsed(self, parsed: Any, cast: bool) -> Any:
+        """Record what ``parse()`` (no cast arguments) returned: a stream is proxied."""
         try:
-            if not self._self_call.ended and not args and not kwargs:
+            if not self._self_call.ended and not cast:
                 if isinstance(parsed, (_types()["stream"], _types()["async_stream"])):
                     wrapped = _wrap_stream(self._self_call, self._self_plan, parsed)
                     self.__wrapped__._parsed_by_type[self.__wrapped__._cast_to] = wrapped
@@ -304,18 +307,7 @@ class _SyncRawProxy(wrapt.ObjectProxy):
 
 class _AsyncRawProxy(_SyncRawProxy):
     async def parse(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        parsed = await self.__wrapped__.parse(*args, **kwargs)
-        try:
-            if not self._self_call.ended and not args and not kwargs:
-                if isinstance(parsed, _types()["async_stream"]):
-                    wrapped = _wrap_stream(self._self_call, self._self_plan, parsed)
-                    self.__wrapped__._parsed_by_type[self.__wrapped__._cast_to] = wrapped
-                    return wrapped
-                _record_parsed(self._self_call, self._self_plan.kind, parsed)
-                self._self_call.end()
-        except Exception:
-            _log.debug("tokentrail: recording a streamed raw response failed", exc_info=True)
-        return parsed
+        return self._self_parsed(await self.__wrapped__.parse(*args, **kwargs), bool(args or kwargs))
 
     async def json(self) -> Any:  # type: ignore[override]
         data = await self.__wrapped__.json()
