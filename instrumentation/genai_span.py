@@ -26,20 +26,18 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tokentrail import preflight, tasks
-from tokentrail.attribution import owner_span_attributes
 from tokentrail.errors import BudgetExceeded
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.base import Instruments
 from tokentrail.processor import dedup
+from tokentrail.processor.attribution import owner_stamp
 from tokentrail.processor.cost import pipeline_active
 from tokentrail.processor.metrics import record_llm_call
-from tokentrail.processor.pricing import price_span
+from tokentrail.processor.pricing import NO_USAGE, price_span
 from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
 
 _log = logging.getLogger(__name__)
-
-COST_STATUS_NO_USAGE = "no_usage"
 
 # Set while one of our wrappers runs the SDK call, so an SDK helper that calls another
 # patched method (or a second instrumentation of the same call, see coexistence) adds no span.
@@ -69,15 +67,14 @@ def error_type(exc: BaseException | str) -> str:
     return type(exc).__qualname__
 
 
-def owner_attributes() -> dict[str, Any]:
-    """The owner's span attributes, and ``tokentrail.attributed`` (a tenant is set), as
-    AttributionSpanProcessor stamps them on LLM spans."""
+def owner_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """What AttributionSpanProcessor would stamp on a span starting with ``attributes`` (it
+    skips ours): the owner, and ``tokentrail.attributed`` (a tenant is set)."""
     try:
-        owner = owner_span_attributes()
+        return owner_stamp(attributes)
     except Exception:
-        _log.debug("tokentrail: owner_span_attributes failed", exc_info=True)
-        owner = {}
-    return {**owner, attr.TOKENTRAIL_ATTRIBUTED: bool(owner.get(attr.TOKENTRAIL_TENANT))}
+        _log.debug("tokentrail: owner_stamp failed", exc_info=True)
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +251,7 @@ def _cost_attributes(merged: Mapping[str, Any], start_ns: int, has_usage: bool) 
     except Exception:
         _log.debug("tokentrail: price_span failed", exc_info=True)
     # price_span never raises; should it, a usage-less call is still marked.
-    return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: COST_STATUS_NO_USAGE}
+    return {} if has_usage else {attr.TOKENTRAIL_COST_STATUS: NO_USAGE}
 
 
 def _metrics_fallback(span: trace.Span, recording: bool, attributes: Mapping[str, Any], duration_s: float,
@@ -371,7 +368,7 @@ def start_llm_call(
             attrs[attr.TOKENTRAIL_SERVICE_TIER] = service_tier
         if attributes:
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
-        attrs.update(owner_attributes())
+        attrs.update(owner_attributes(attrs))
         start_ns = time.time_ns()
         span = instruments.tracer.start_span(
             f"{operation} {model}" if model else operation,

@@ -258,28 +258,6 @@ class AsyncStreamProxy(_StreamProxy):
             _finish(self, None)
 
 
-class LLMCallStreamHooks(StreamHooks):
-    """Hooks that end a ``genai_span.LLMCall`` when the stream finishes: ``record()`` moves
-    what was collected onto the call just before it ends."""
-
-    __slots__ = ("call",)
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-
-    def record(self) -> None:
-        """Copy what the stream carried onto ``self.call`` (usage, response model, ...)."""
-
-    def on_end(self, error: BaseException | None) -> None:
-        if self.call.ended:
-            return
-        try:
-            self.record()
-        except Exception:
-            _log.debug("tokentrail: recording stream results failed", exc_info=True)
-        self.call.end(error=error)
-
-
 class StreamState:
     """What a provider folds from its stream: the one interface ``StateStreamHooks`` drives.
 
@@ -313,18 +291,27 @@ class StreamState:
         return None
 
 
-class StateStreamHooks(LLMCallStreamHooks):
-    """Ends the call with what its ``StreamState`` folded."""
+class StateStreamHooks(StreamHooks):
+    """Ends a ``genai_span.LLMCall`` when its stream finishes, with what the ``StreamState`` folded."""
 
-    __slots__ = ("state", "on_item")
+    __slots__ = ("call", "state", "on_item")
 
     def __init__(self, call: Any, state: StreamState) -> None:
-        super().__init__(call)
+        self.call = call
         self.state = state
         self.on_item = state.add  # the proxies call it directly: no hop per chunk
 
     def drain_before_close(self) -> bool:
         return self.state.drain_before_close()
+
+    def on_end(self, error: BaseException | None) -> None:
+        if self.call.ended:
+            return
+        try:
+            self.record()
+        except Exception:
+            _log.debug("tokentrail: recording stream results failed", exc_info=True)
+        self.call.end(error=error)
 
     def record(self) -> None:
         call, state = self.call, self.state

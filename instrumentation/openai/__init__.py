@@ -7,20 +7,18 @@ embeddings and legacy completions, sync and async, including ``with_raw_response
 usage, owner and cost attributes.
 
 Modules: ``patch`` (wrappers, request planning), ``usage`` (pure usage extraction),
-``streaming`` (stream hooks, result recording), ``providers`` (base_url -> provider),
+``streaming`` (stream states, result recording), ``providers`` (base_url -> provider),
 ``content`` (opt-in message content), ``batch`` (Batch API results).
 Batch API results are priced at the batch tier when their output file is read
 (``files.content``; see ``batch``).
 
 Environment:
-- ``TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE=false``: do not add
+- ``TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE=false`` (read by ``instrument()``): do not add
   ``stream_options.include_usage`` to streamed chat calls (streamed spans then have no usage
   unless the caller asked for it).
 - ``TOKENTRAIL_OPENAI_PROVIDER``: force the provider name (see ``providers``).
-- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: message content is never recorded
-  unless this is true.
-
-The environment is read when ``instrument()`` runs.
+- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (read by ``instrument()``): message
+  content is never recorded unless this is true.
 
 Coexistence: ``TOKENTRAIL_COEXISTENCE=defer`` leaves the SDK to another OpenAI
 instrumentation (whose spans our processor then prices). At call time our wrappers pass
