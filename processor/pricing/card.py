@@ -59,11 +59,12 @@ class RateCard:
                 version += f"+user.{user.digest}"
         self.version = version
         self.names = Names(genai_data.providers, overlay, self.rules)
+        self._compute = self._resolve  # bound once: lookup is on every priced span
 
     def lookup(self, provider: Any, model: Any, service_tier: Any) -> Resolved | None:
         """The model's price periods for the raw span values; None for a model of no price."""
         try:
-            return _resolved.get((provider, model, service_tier), self._resolve)
+            return _resolved.get((provider, model, service_tier), self._compute)
         except TypeError:  # unhashable junk in attributes
             return None
 

@@ -13,7 +13,6 @@ from tokentrail.processor.pricing.rates import FEMTO_PER_NANO, REQUEST_FEE, Flat
 from tokentrail.processor.usage import InvalidUsage, Usage
 
 PRICED, UNPRICED, NO_USAGE = "priced", "unpriced", "no_usage"
-COMPONENTS = ("input", "cache_read", "cache_write", "output", "fees")
 _HALF_NANO = FEMTO_PER_NANO // 2
 _NANO = Decimal(10) ** -9
 _PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
