@@ -191,60 +191,70 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
     if resource_attributes is None:
         resource_attributes = _global_resource_attributes()
     point = metric_attributes(attributes, resource_attributes)
-    status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
     if context is None:
         context = context_api.get_current()
     # Exemplars (trace links) on the points one drills down from: cost, unpriced calls and
-    # duration. Token points get an empty context: the SDK's exemplar reservoir is a large
-    # part of each measurement's cost, and the cost point of the same call already links it.
-    quiet = NO_EXEMPLAR
-
-    if status == "priced":
-        usd = cost_usd(attributes)
-        if usd is not None:
-            inst.cost.record(usd, point, context=context)
-            attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
-            if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
-                inst.retries.add(usd, point, context=quiet)
-            if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
-                inst.fallbacks.add(usd, point, context=quiet)
-            saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
-            if isinstance(saved, float) and saved > 0:
-                inst.cache_savings.add(saved, point, context=quiet)
-    elif status == "unpriced":
-        inst.unpriced.add(1, point, context=context)
-
+    # duration. The other points take none: the SDK's exemplar reservoir is a large part of
+    # each measurement's cost, and the cost point of the same call already links it.
+    _record_cost(inst, attributes, point, context)
     try:
         usage = Usage.from_attributes(attributes)
     except InvalidUsage:
         usage = None
     if usage is not None:
-        by_type = (
-            ("input", usage.uncached_input_tokens),
-            ("cache_read", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
-            ("output", usage.output_tokens),
-            ("reasoning", usage.reasoning_tokens),
-        )
-        tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
-        # One dict for all token points: the SDK copies a point's attributes when it takes the
-        # measurement, so changing the token type afterwards cannot touch a recorded point.
-        type_key = attr.TOKENTRAIL_TOKEN_TYPE
-        add = inst.tokens.add
-        for token_type, count in by_type:
-            if count or token_type in ("input", "output"):
-                tokens_point[type_key] = token_type
-                add(count, tokens_point, context=quiet)
-    if not upstream:
+        _record_tokens(inst, usage, point)
+    if upstream:
+        _record_upstream(inst, usage, duration_s, point, context)
+
+
+def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[str, Any], context: Context) -> None:
+    status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
+    if status == "unpriced":
+        inst.unpriced.add(1, point, context=context)
         return
+    usd = cost_usd(attributes) if status == "priced" else None
+    if usd is None:
+        return
+    inst.cost.record(usd, point, context=context)
+    attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
+    if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
+        inst.retries.add(usd, point, context=NO_EXEMPLAR)
+    if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
+        inst.fallbacks.add(usd, point, context=NO_EXEMPLAR)
+    saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
+    if isinstance(saved, float) and saved > 0:
+        inst.cache_savings.add(saved, point, context=NO_EXEMPLAR)
+
+
+def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) -> None:
+    by_type = (
+        ("input", usage.uncached_input_tokens),
+        ("cache_read", usage.cache_read_tokens),
+        ("cache_write", usage.cache_write_tokens),
+        ("output", usage.output_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    )
+    tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
+    # One dict for all token points: the SDK copies a point's attributes when it takes the
+    # measurement, so changing the token type afterwards cannot touch a recorded point.
+    type_key = attr.TOKENTRAIL_TOKEN_TYPE
+    add = inst.tokens.add
+    for token_type, count in by_type:
+        if count or token_type in ("input", "output"):
+            tokens_point[type_key] = token_type
+            add(count, tokens_point, context=NO_EXEMPLAR)
+
+
+def _record_upstream(inst: Instruments, usage: Usage | None, duration_s: float | None, point: Mapping[str, Any],
+                     context: Context) -> None:
     # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
     # what tokentrail.* are for), which also keeps their per-measurement cost down.
     up = {k: point[k] for k in _UPSTREAM if k in point}
     if usage is not None:
         typed = dict(up)  # reused for both points (the SDK copies, see above); ``up`` stays clean
         typed[attr.GEN_AI_TOKEN_TYPE] = "input"
-        inst.token_usage.record(usage.input_tokens, typed, context=quiet)
+        inst.token_usage.record(usage.input_tokens, typed, context=NO_EXEMPLAR)
         typed[attr.GEN_AI_TOKEN_TYPE] = "output"
-        inst.token_usage.record(usage.output_tokens, typed, context=quiet)
+        inst.token_usage.record(usage.output_tokens, typed, context=NO_EXEMPLAR)
     if duration_s is not None:
         inst.duration.record(duration_s, up, context=context)

@@ -75,8 +75,8 @@ class RateCard:
         pname = normalize_provider(provider)
         match = self.names.find(pname, model)
         if match is None:
-            warn_once((pname, model), "no price for model %r (provider %r): its calls are marked unpriced; add it to %s",
-                      model, pname, ENV_RATE_CARD)
+            warn_once((pname, model), "no price for model %r (provider %r): its calls are marked unpriced;"
+                      " add it to %s", model, pname, ENV_RATE_CARD)
             return None
         tier = self.rules.service_tier(service_tier)
         return Resolved(match, self.names.discounts(match, model), tier, self.rules, warn_once)

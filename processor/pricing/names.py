@@ -93,26 +93,12 @@ class Names:
         return []  # a provider genai-prices does not know: only the overlays can price it
 
     def _in_table(self, table: str | None, cand: str, keys: tuple, any_provider: bool) -> NameMatch | None:
-        if table is None:
-            listing = next((p for p in self.providers if p.model_match is not None and p.model_match.is_match(cand)), None)
-        else:
-            listing = self.by_id.get(table)
-        gm = owner = None
-        from_fallback = False
-        if listing is not None:
-            gm = listing.find_model(cand, all_providers=self.providers)
-            if gm is not None:
-                owner = listing.id
-                if not any(gm is m for m in listing.models):
-                    from_fallback = True
-                    owner = next((p.id for p in self.providers if any(gm is m for m in p.models)), listing.id)
+        listing = self._listing(table, cand)
+        gm = listing.find_model(cand, all_providers=self.providers) if listing is not None else None
+        owner, from_fallback = self._owner(listing, gm)
         all_keys = (*keys, owner, listing.id if listing is not None else None)
-        names = (cand,) if gm is None else (cand, gm.id)
-        anywhere = any_provider and table is None and gm is None
-        entries = tuple(
-            e for e in self.overlay.models
-            if (anywhere or ov.provider_matches(e.provider, all_keys)) and any(e.matches_name(n) for n in names)
-        )
+        entries = self._entries((cand,) if gm is None else (cand, gm.id), all_keys,
+                                anywhere=any_provider and table is None and gm is None)
         if gm is not None:
             return NameMatch(_qualified(owner, gm.id), owner, gm, from_fallback, entries, all_keys)
         if not _defines_a_model(entries):
@@ -120,14 +106,32 @@ class Names:
         return NameMatch(_qualified(entries[-1].provider or table, entries[-1].model), None, None, False, entries,
                          all_keys)
 
+    def _listing(self, table: str | None, cand: str) -> gp.Provider | None:
+        """The genai-prices table to look ``cand`` up in (no table: the one whose naming it follows)."""
+        if table is not None:
+            return self.by_id.get(table)
+        return next((p for p in self.providers if p.model_match is not None and p.model_match.is_match(cand)), None)
+
+    def _owner(self, listing: gp.Provider | None, gm: gp.ModelInfo | None) -> tuple[str | None, bool]:
+        """(the provider whose table lists ``gm``, whether it came from a fallback provider's table)."""
+        if gm is None:
+            return None, False
+        if any(gm is m for m in listing.models):
+            return listing.id, False
+        return next((p.id for p in self.providers if any(gm is m for m in p.models)), listing.id), True
+
+    def _entries(self, names: tuple[str, ...], keys: tuple, *, anywhere: bool) -> tuple[ov.ModelEntry, ...]:
+        """The overlay entries for one of ``names`` of a provider in ``keys`` (``anywhere``: any provider)."""
+        return tuple(
+            e for e in self.overlay.models
+            if (anywhere or ov.provider_matches(e.provider, keys)) and any(e.matches_name(n) for n in names)
+        )
+
     def _overlay_only(self, candidates: list[str], provider: str | None, keys: tuple,
                       any_provider: bool) -> NameMatch | None:
         """Models of an unknown provider only the overlays price (self-hosted, private)."""
         for cand in candidates:
-            entries = tuple(
-                e for e in self.overlay.models
-                if (any_provider or ov.provider_matches(e.provider, keys)) and e.matches_name(cand)
-            )
+            entries = self._entries((cand,), keys, anywhere=any_provider)
             if _defines_a_model(entries):
                 return NameMatch(_qualified(entries[-1].provider or provider, entries[-1].model), None, None, False,
                                  entries, keys)

@@ -121,14 +121,20 @@ def model_glob_matches(pattern: str, *names: str | None) -> bool:
     return any(n is not None and _name_match(pattern, n) for n in names)
 
 
-def load(path: Path, *, origin: str, require_source: bool) -> Overlay:
+def read_yaml(path: Path, error: type[ValueError] = OverlayError) -> tuple[Any, str]:
+    """(the parsed file, the digest of its bytes) of a rate-card YAML file."""
     raw = path.read_bytes()
     try:
         data = yaml.safe_load(raw) or {}
     except yaml.YAMLError as exc:
-        raise OverlayError(f"{path}: not valid YAML: {exc}") from exc
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+    return data, hashlib.sha256(raw).hexdigest()[:8]
+
+
+def load(path: Path, *, origin: str, require_source: bool) -> Overlay:
+    data, digest = read_yaml(path)
     overlay = parse(data, origin=origin, require_source=require_source, where=str(path))
-    overlay.digest = hashlib.sha256(raw).hexdigest()[:8]
+    overlay.digest = digest
     return overlay
 
 
@@ -142,41 +148,46 @@ def parse(data: Any, *, origin: str, require_source: bool, where: str = "overlay
     for i, item in enumerate(data.get("models") or ()):
         out.models.append(_model_entry(item, origin, require_source, f"{where}: models[{i}]"))
     for i, item in enumerate(data.get("aliases") or ()):
-        ctx = f"{where}: aliases[{i}]"
-        _require_mapping(item, ctx)
-        name, model = item.get("name"), item.get("model")
-        if not isinstance(name, str) or not isinstance(model, str):
-            raise OverlayError(f"{ctx}: needs string 'name' and 'model'")
-        source = item.get("source")
-        if require_source and not (isinstance(source, str) and source.strip()):
-            raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
-        out.aliases.append(
-            Alias(
-                provider=provider_key(item.get("provider")),
-                name=name.strip().lower(),
-                model=model.strip().lower(),
-                to_provider=normalize_provider(item.get("to_provider")),
-                source=str(source or ""),
-            )
-        )
+        out.aliases.append(_alias(item, require_source, f"{where}: aliases[{i}]"))
     for i, item in enumerate(data.get("discounts") or ()):
-        ctx = f"{where}: discounts[{i}]"
-        _require_mapping(item, ctx)
-        if require_source and not str(item.get("source", "")).strip():
-            raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
-        percent = _decimal(item.get("percent"), f"{ctx}.percent")
-        if not Decimal(0) <= percent <= Decimal(100):
-            raise OverlayError(f"{ctx}: percent must be between 0 and 100")
-        out.discounts.append(
-            Discount(
-                provider=provider_key(item.get("provider")),
-                model=str(item.get("model", "*")).strip().lower(),
-                percent=percent,
-                window=_window(item, ctx),
-                source=str(item.get("source", "")),
-            )
-        )
+        out.discounts.append(_discount(item, require_source, f"{where}: discounts[{i}]"))
     return out
+
+
+def _source(item: Mapping[str, Any], require_source: bool, ctx: str) -> str:
+    source = item.get("source")
+    if require_source and not (isinstance(source, str) and source.strip()):
+        raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
+    return str(source or "")
+
+
+def _alias(item: Any, require_source: bool, ctx: str) -> Alias:
+    _require_mapping(item, ctx)
+    name, model = item.get("name"), item.get("model")
+    if not isinstance(name, str) or not isinstance(model, str):
+        raise OverlayError(f"{ctx}: needs string 'name' and 'model'")
+    return Alias(
+        provider=provider_key(item.get("provider")),
+        name=name.strip().lower(),
+        model=model.strip().lower(),
+        to_provider=normalize_provider(item.get("to_provider")),
+        source=_source(item, require_source, ctx),
+    )
+
+
+def _discount(item: Any, require_source: bool, ctx: str) -> Discount:
+    _require_mapping(item, ctx)
+    source = _source(item, require_source, ctx)
+    percent = non_negative_decimal(item.get("percent"), f"{ctx}.percent")
+    if not Decimal(0) <= percent <= Decimal(100):
+        raise OverlayError(f"{ctx}: percent must be between 0 and 100")
+    return Discount(
+        provider=provider_key(item.get("provider")),
+        model=str(item.get("model", "*")).strip().lower(),
+        percent=percent,
+        window=_window(item, ctx),
+        source=source,
+    )
 
 
 def _model_entry(item: Any, origin: str, require_source: bool, ctx: str) -> ModelEntry:
@@ -184,25 +195,15 @@ def _model_entry(item: Any, origin: str, require_source: bool, ctx: str) -> Mode
     model = item.get("model")
     if not isinstance(model, str) or not model.strip():
         raise OverlayError(f"{ctx}: needs a 'model' name")
-    source = item.get("source")
-    if require_source and not (isinstance(source, str) and source.strip()):
-        raise OverlayError(f"{ctx}: every bundled entry needs a 'source' note")
+    source = _source(item, require_source, ctx)
     extra = item.get("match") or ()
     if isinstance(extra, str):
         extra = (extra,)
     names = tuple(dict.fromkeys(n.strip().lower() for n in (model, *extra)))
     prices = _prices(item.get("prices") or {}, f"{ctx}.prices")
-    tiers = []
-    for j, tier in enumerate(item.get("tiers") or ()):
-        tctx = f"{ctx}.tiers[{j}]"
-        _require_mapping(tier, tctx)
-        above = tier.get("above_input_tokens")
-        if not isinstance(above, int) or isinstance(above, bool) or above < 0:
-            raise OverlayError(f"{tctx}: needs a non-negative integer 'above_input_tokens'")
-        tiers.append((above, _prices({k: v for k, v in tier.items() if k != "above_input_tokens"}, tctx)))
-    fees = {}
-    for tool, value in (item.get("fees") or {}).items():
-        fees[str(tool)] = _decimal(value, f"{ctx}.fees.{tool}")
+    tiers = [_tier(tier, f"{ctx}.tiers[{j}]") for j, tier in enumerate(item.get("tiers") or ())]
+    fees = {str(tool): non_negative_decimal(value, f"{ctx}.fees.{tool}")
+            for tool, value in (item.get("fees") or {}).items()}
     if not prices and not tiers and not fees:
         raise OverlayError(f"{ctx}: gives no prices, tiers or fees")
     return ModelEntry(
@@ -213,9 +214,17 @@ def _model_entry(item: Any, origin: str, require_source: bool, ctx: str) -> Mode
         prices=prices,
         tiers=tuple(sorted(tiers)),
         fees=fees,
-        source=str(source or ""),
+        source=source,
         origin=origin,
     )
+
+
+def _tier(tier: Any, ctx: str) -> tuple[int, dict[str, Decimal]]:
+    _require_mapping(tier, ctx)
+    above = tier.get("above_input_tokens")
+    if not isinstance(above, int) or isinstance(above, bool) or above < 0:
+        raise OverlayError(f"{ctx}: needs a non-negative integer 'above_input_tokens'")
+    return above, _prices({k: v for k, v in tier.items() if k != "above_input_tokens"}, ctx)
 
 
 def _prices(raw: Any, ctx: str) -> dict[str, Decimal]:
@@ -223,19 +232,20 @@ def _prices(raw: Any, ctx: str) -> dict[str, Decimal]:
     unknown = set(raw) - set(PRICE_FIELDS)
     if unknown:
         raise OverlayError(f"{ctx}: unknown price fields {sorted(unknown)} (known: {sorted(PRICE_FIELDS)})")
-    return {PRICE_FIELDS[k]: _decimal(v, f"{ctx}.{k}") for k, v in raw.items()}
+    return {PRICE_FIELDS[k]: non_negative_decimal(v, f"{ctx}.{k}") for k, v in raw.items()}
 
 
-def _decimal(value: Any, ctx: str) -> Decimal:
+def non_negative_decimal(value: Any, ctx: str, error: type[ValueError] = OverlayError) -> Decimal:
+    """A non-negative number of a rate-card YAML file, exactly as written."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise OverlayError(f"{ctx}: expected a number, got {value!r}")
+        raise error(f"{ctx}: expected a number, got {value!r}")
     try:
         # str() first so YAML floats like 0.075 stay exactly 0.075.
         result = Decimal(str(value))
     except ArithmeticError as exc:
-        raise OverlayError(f"{ctx}: expected a number, got {value!r}") from exc
+        raise error(f"{ctx}: expected a number, got {value!r}") from exc
     if not result.is_finite() or result < 0:
-        raise OverlayError(f"{ctx}: expected a non-negative number, got {value!r}")
+        raise error(f"{ctx}: expected a non-negative number, got {value!r}")
     return result
 
 

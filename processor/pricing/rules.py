@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
+from tokentrail.processor.pricing import overlay as ov
 
 BUNDLED_PATH = Path(__file__).with_name("billing_rules.yaml")
 
@@ -90,14 +90,8 @@ class BillingRules:
 
 
 def load(path: Path = BUNDLED_PATH) -> BillingRules:
-    raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw) or {}
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{path}: not valid YAML: {exc}") from exc
-    rules = parse(data, where=str(path))
-    return BillingRules(rules.tier_aliases, rules.tiers, rules.cache, rules.resellers,
-                        hashlib.sha256(raw).hexdigest()[:8])
+    data, digest = ov.read_yaml(path, RulesError)
+    return dataclasses.replace(parse(data, where=str(path)), digest=digest)
 
 
 def parse(data: Any, *, where: str = "billing rules") -> BillingRules:
@@ -200,15 +194,7 @@ def _keys(item: Any, ctx: str, *, required: set[str], optional: frozenset[str] |
 
 
 def _multiplier(value: Any, ctx: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RulesError(f"{ctx}: expected a number, got {value!r}")
-    try:
-        result = Decimal(str(value))  # str() first so YAML floats like 1.25 stay exact
-    except ArithmeticError as exc:
-        raise RulesError(f"{ctx}: expected a number, got {value!r}") from exc
-    if not result.is_finite() or result < 0:
-        raise RulesError(f"{ctx}: expected a non-negative number, got {value!r}")
-    return result
+    return ov.non_negative_decimal(value, ctx, RulesError)
 
 
 def _name(value: Any, ctx: str) -> str:
