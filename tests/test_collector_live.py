@@ -28,6 +28,7 @@ from tokentrail.errors import BudgetExceeded
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as A
 from tokentrail.semconv import generate
+from tokentrail.semconv import metrics as M
 from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
 from tokentrail.testing.collector import read_spans, scrape, validate
 
@@ -37,7 +38,7 @@ NANO = 10**9
 CALL_KEEP_NANO = 50_000_000  # every trace with an LLM call of at least $0.05
 TASK_KEEP_NANO = 250_000_000  # every task of at least $0.25
 BASELINE = 0.10
-TRUSTED, EDGE = "support-bot", "partner-agent"
+TRUSTED, EDGE, OTHER = "support-bot", "partner-agent", "other-sdk"
 RECORD_POLICY = "processor.tailsamplingprocessor.recordpolicy"  # kept spans name the policy that kept them
 POLICY = "tailsampling.policy"
 N_CHEAP = 300
@@ -138,6 +139,22 @@ class Sent:
         return sum(s.attributes.get(key, 0) for s in self.llm)
 
 
+def other_sender_metrics():
+    """Another instrumentation's histogram, with the environment only on its resource."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create(
+        {SERVICE_NAME: OTHER, A.DEPLOYMENT_ENVIRONMENT_NAME: "staging"}))
+    provider.get_meter("another-instrumentation").create_histogram(
+        M.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}").record(120, {A.GEN_AI_REQUEST_MODEL: "gpt-4o"})
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return data
+
+
 def _export_spans(exporter, spans) -> None:
     from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -182,6 +199,7 @@ def run(tmp_path_factory):
         # every door and protocol: trusted spans over gRPC and metrics over HTTP, the edge the other way round
         _export_spans(GrpcSpans(endpoint=f"127.0.0.1:{collector.ports['OTLP_GRPC']}", insecure=True), trusted_spans)
         _export_metrics(HttpMetrics(endpoint=collector.url("OTLP_HTTP") + "/v1/metrics"), trusted_metrics)
+        _export_metrics(HttpMetrics(endpoint=collector.url("OTLP_HTTP") + "/v1/metrics"), other_sender_metrics())
         _export_spans(HttpSpans(endpoint=collector.url("EDGE_HTTP") + "/v1/traces"), edge_spans)
         _export_metrics(GrpcMetrics(endpoint=f"127.0.0.1:{collector.ports['EDGE_GRPC']}", insecure=True),
                         edge_metrics)
@@ -202,7 +220,8 @@ def run(tmp_path_factory):
         trusted, edge = Sent(trusted_spans), Sent(edge_spans)
         _wait(lambda: (samples := scrape(collector.metrics_url))
               and _cost_count(samples, TRUSTED) == trusted.priced_calls()
-              and _cost_count(samples, EDGE) == edge.priced_calls(),
+              and _cost_count(samples, EDGE) == edge.priced_calls()
+              and any(s.labels.get("job") == OTHER for s in samples),
               "the Collector's prometheus exporter never showed every call", collector)
         samples = scrape(collector.metrics_url)
         budgets.reload()
@@ -323,6 +342,12 @@ def test_the_untrusted_door_counts_the_spend_as_unattributed(run):
     trusted_costs = [s for s in samples if s.labels.get("job") == TRUSTED and s.name == f"{q.COST}_sum"]
     assert {s.labels.get(q.TENANT) for s in trusted_costs} == {"acme"}
 
+
+
+def test_the_metrics_pipeline_puts_the_environment_on_other_senders_points(run):
+    _, _, _, samples = run
+    [point] = [s for s in samples if s.labels.get("job") == OTHER and s.name == f"{prom(M.GEN_AI_CLIENT_TOKEN_USAGE)}_sum"]
+    assert point.labels[q.ENVIRONMENT] == "staging" and point.value == 120
 
 
 # --- names ------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import yaml
 from collector_fixtures import running_collector
 from tokentrail.dashboards import alerts, build, queries as q
 from tokentrail.semconv import attributes as A
-from tokentrail.testing.collector import free_port
+from tokentrail.testing.collector import free_port, stop_process
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow,
@@ -94,12 +94,7 @@ class Prometheus:
         return body["data"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
