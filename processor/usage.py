@@ -154,7 +154,7 @@ def _as_int(value: Any) -> int:
 WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
 #: Operations that are exactly one model call.
 CALL_OPERATIONS = frozenset({"chat", "text_completion", "completion", "generate_content", "embeddings", "embedding"})
-_MARKERS = (
+_MARKERS = frozenset({
     attr.GEN_AI_OPERATION_NAME,
     attr.GEN_AI_PROVIDER_NAME,
     attr.GEN_AI_SYSTEM,
@@ -162,7 +162,7 @@ _MARKERS = (
     attr.GEN_AI_RESPONSE_MODEL,
     attr.GEN_AI_USAGE_INPUT_TOKENS,
     attr.GEN_AI_USAGE_OUTPUT_TOKENS,
-)
+})
 
 
 def is_genai_call(attributes: Mapping[str, Any] | None, *, strict: bool = False) -> bool:
@@ -177,16 +177,17 @@ def is_genai_call(attributes: Mapping[str, Any] | None, *, strict: bool = False)
     if not attributes:
         return False
     try:
+        # One pass over the keys: most spans (HTTP, DB) have none of the markers, and a miss on
+        # the SDK's attributes mapping costs a raised KeyError.
+        if _MARKERS.isdisjoint(attributes):
+            return False
         operation = attributes.get(_OPERATION)
         if operation is not None:
             return operation in CALL_OPERATIONS if strict else operation not in WRAPPER_OPERATIONS
         if strict:
             has_provider = _PROVIDER in attributes or _SYSTEM in attributes
             return has_provider and (_REQUEST_MODEL in attributes or _RESPONSE_MODEL in attributes)
-        for name in _MARKERS:
-            if name in attributes:
-                return True
-        return False
+        return True
     except Exception:  # a foreign attributes object misbehaving must not break the pipeline
         return False
 
