@@ -182,6 +182,33 @@ def test_foreign_llm_span_without_cost_is_priced_on_the_way_in(tmp_path):
     assert row == ("priced", 10_000_000)  # GPT-4o 2,000 in / 500 out = $0.0100
 
 
+
+def test_usage_that_does_not_add_up_is_no_usage_without_token_counts(tmp_path):
+    """More cache reads than input tokens: no cost and no tokens (was: a cache-hit ratio of 500%)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span("chat gpt-4o", attributes={
+        a.GEN_AI_SYSTEM: "openai", a.GEN_AI_REQUEST_MODEL: "gpt-4o", a.GEN_AI_USAGE_INPUT_TOKENS: 10,
+        a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 50, a.GEN_AI_USAGE_OUTPUT_TOKENS: 5}):
+        pass
+    with provider.get_tracer("t").start_as_current_span("chat claude", attributes={
+        a.GEN_AI_SYSTEM: "anthropic", a.GEN_AI_REQUEST_MODEL: "claude-sonnet-4-20250514",
+        a.GEN_AI_USAGE_INPUT_TOKENS: 10_000, a.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 10_000,
+        a.GEN_AI_USAGE_OUTPUT_TOKENS: 0}):
+        pass
+    path = str(tmp_path / "l.db")
+    LedgerSpanExporter(path).export(memory.get_finished_spans())
+    rows = sqlite3.connect(path).execute(
+        "SELECT cost_status, cost_nano, input_tokens, cache_read_tokens, cache_write_tokens FROM spans ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("no_usage", None, None, None, None),
+        # the older cache-creation attribute is read as cache writes: 10,000 x $3.75/M
+        ("priced", 37_500_000, 10_000, 0, 10_000),
+    ]
+
+
 # --- concurrency and failure -----------------------------------------------------------------
 def _worker(path: str, worker: int, n: int) -> None:
     # A web-app worker: its own TracerProvider, a BatchSpanProcessor in front of the ledger exporter.
