@@ -25,6 +25,8 @@ import yaml
 from tokentrail.processor.pricing.providers import normalize_provider, price_table_id
 
 BUNDLED_PATH = Path(__file__).with_name("overlay.yaml")
+# libyaml's parser when PyYAML has it: the same safe loading, a tenth of the time.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Overlay price field -> genai-prices price key (USD per million tokens).
 PRICE_FIELDS = {
@@ -125,7 +127,7 @@ def read_yaml(path: Path, error: type[ValueError] = OverlayError) -> tuple[Any, 
     """(the parsed file, the digest of its bytes) of a rate-card YAML file."""
     raw = path.read_bytes()
     try:
-        data = yaml.safe_load(raw) or {}
+        data = yaml.load(raw, Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML: {exc}") from exc
     return data, hashlib.sha256(raw).hexdigest()[:8]
