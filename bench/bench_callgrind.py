@@ -1,7 +1,8 @@
 """CPU instructions per LLM call (valgrind callgrind): tokentrail's whole pipeline against the
 bare SDKs and the peer instrumentations, all in one run.
 
-    python bench/bench_callgrind.py [--calls 30] [--warmup 20] [--jobs 2] [--json]
+    python bench/bench_callgrind.py [--calls 20] [--warmup 20] [--jobs 2] [--json > run.json]
+    python bench/bench_callgrind.py --report run.json     # the tables of a saved run
 
 Instruction counts, unlike CPU time, barely move on a loaded machine, so they are the figure to
 compare. The fake provider runs in a child process NOT under valgrind; each mode runs in its own
@@ -543,13 +544,14 @@ def _meta() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=30, help="measured calls per scenario and mode")
+    ap.add_argument("--calls", type=int, default=20, help="measured calls per scenario and mode")
     ap.add_argument("--warmup", type=int, default=20, help="uncounted calls before each measured block")
     ap.add_argument("--jobs", type=int, default=2, help="valgrind processes at once (counts do not depend on it)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--peers-dir", type=Path, default=CACHE / "peers", help="where openai-v2 is installed")
     ap.add_argument("--keep", type=Path, help="keep the callgrind output files in this folder")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    ap.add_argument("--report", type=Path, help="print the tables of a saved --json run, measure nothing")
     # child side (under valgrind)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -560,6 +562,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        args.calls, args.warmup = saved["calls"], saved["warmup"]
+        report(saved["scenarios"], saved["runs"], args, saved["meta"])
+        return
 
     for tool in ("valgrind", "gcc"):
         if shutil.which(tool) is None:
@@ -569,6 +576,7 @@ def main() -> None:
     if unknown or "bare" not in modes:
         raise SystemExit(f"--modes must include bare and only: {', '.join(MODES)}")
     args.helper = build_helper()
+    meta = _meta()  # before the run: the checkout may move while it runs
     folder = args.keep or Path(tempfile.mkdtemp(prefix="callgrind-", dir=CACHE))
     folder.mkdir(parents=True, exist_ok=True)
     # cwd: "-c" puts the working directory first on sys.path; tokentrail must come from the install.
@@ -587,7 +595,6 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
     rows = analyse(results)
-    meta = _meta()
     if args.json:
         print(json.dumps({"meta": meta, "calls": args.calls, "warmup": args.warmup, "scenarios": rows,
                           "runs": results}))
