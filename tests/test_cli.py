@@ -114,14 +114,14 @@ def test_report_cache_hits_show_the_warm_and_the_cold_tenant(ledger, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["report", "--by", "colour"], "unknown group-by field 'colour'"),
+        (["report", "--by", "colour"], "unknown field 'colour' in --by"),
         (["report", "--since", "last tuesday"], "bad period 'last tuesday'"),
         (["report", "--since", "1d", "--until", "7d"], "is not before"),
         (["report", "--where", "tenant"], "bad --where"),
         (["trace", "ffffffffffffffffffffffff"], "unknown trace id"),
         (["trace", "xyz!"], "bad trace id"),
         (["top", "--since", "soon"], "bad period"),
-        (["tenants", "--where", "planet=mars"], "unknown group-by field 'planet'"),
+        (["tenants", "--where", "planet=mars"], "unknown field 'planet' in --where"),
     ],
 )
 def test_errors_are_one_line_exit_2(ledger, args, message):

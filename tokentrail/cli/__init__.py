@@ -7,6 +7,7 @@ module and add one import line below.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from types import ModuleType
@@ -26,11 +27,19 @@ def _subcommand_modules() -> list[ModuleType]:
     ]
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tokentrail")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokentrail",
         description="Who spent the LLM money: spend reports, expensive traces and prices from the tokentrail ledger.",
     )
+    parser.add_argument("--version", action="version", version=f"tokentrail {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _subcommand_modules():
         module.register(subparsers)

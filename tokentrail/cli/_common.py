@@ -66,12 +66,21 @@ def query(fn, *a: Any, **kw: Any) -> Any:
 def usd(nano: int | None) -> str:
     if nano is None:
         return "-"
-    value = Decimal(nano) / NANO
-    if abs(value) >= 100:
-        return f"${value:,.2f}"
-    if abs(value) >= 1:
-        return f"${value:,.4f}"
-    return f"${value:,.6f}"
+    return f"${Decimal(nano) / NANO:,.6f}"  # one precision everywhere: figures compare at a glance
+
+
+def cost(nano: int | None, row: dict | None = None) -> str:
+    """A cost cell: dollars, or why there is none (never $0 for spend that could not be priced)."""
+    if nano is not None:
+        return usd(nano)
+    return "no cost" + (f" ({why})" if (why := no_cost_why(row or {})) else "")
+
+
+def no_cost_why(row: dict) -> str:
+    """``3 unpriced, 1 no usage, 1 blocked`` from a row's per-kind counts of calls without a cost."""
+    parts = [(row.get("unpriced_calls"), "unpriced"), (row.get("no_usage_calls"), "no usage"),
+             (row.get("blocked_calls", row.get("stopped_calls")), "blocked")]
+    return ", ".join(f"{n:,} {what}" for n, what in parts if n)
 
 
 def count(n: int | None) -> str:

@@ -7,6 +7,10 @@ import argparse
 from tokentrail.cli import _common as c
 from tokentrail.processor.usage import InvalidUsage, Usage
 
+#: No single call has more tokens than this (the largest context windows are ~10M): a typo, not a call.
+MAX_TOKENS = 1_000_000_000
+_COUNTS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     # pays for them, not every ledger command.
     from tokentrail.processor import pricing
 
+    for name in _COUNTS:
+        n = getattr(args, name)
+        if not 0 <= n <= MAX_TOKENS:
+            raise c.CliError(f"--{name.replace('_', '-')} {n}: give a token count from 0 to {MAX_TOKENS:,}")
     try:
         usage = Usage(
             input_tokens=args.input,
@@ -41,12 +49,11 @@ def run(args: argparse.Namespace) -> int:
             reasoning_tokens=args.reasoning,
         ).validate()
     except InvalidUsage as exc:
-        raise c.CliError(f"bad token counts: {exc}") from None
-    quote = pricing.quote(args.model, usage, provider=args.provider, service_tier="batch" if args.batch else None)
+        raise c.CliError(f"bad token counts: {exc} (--input counts all input, --output all output)") from None
+    tier = "batch" if args.batch else None
+    quote = pricing.quote(args.model, usage, provider=args.provider, service_tier=tier)
     if quote.status != "priced":
-        matches = pricing.close_matches(args.model, provider=args.provider)
-        hint = f"; did you mean: {', '.join(matches[:5])}?" if matches else ""
-        raise c.CliError(f"unknown model {args.model!r}: not on the rate card{hint}")
+        raise c.CliError(_unknown_model(pricing, args.model, args.provider, usage, tier))
     data = {
         "model": args.model,
         "pricing_model": quote.pricing_model,
@@ -82,3 +89,22 @@ def run(args: argparse.Namespace) -> int:
     print(c.table(["component", "cost"], rows, [False, True]))
     print(f"\n= ${quote.total_usd.normalize():f} exactly (rate card {quote.rate_card_version})")
     return 0
+
+
+def _unknown_model(pricing, model: str, provider: str | None, usage: Usage, tier: str | None) -> str:
+    """Why ``model`` has no price, and what the user may have meant (never just what they typed)."""
+    if provider:
+        elsewhere = pricing.quote(model, usage, service_tier=tier)
+        if elsewhere.status == "priced":
+            retry = f"--provider {elsewhere.provider}" if elsewhere.provider else "without --provider"
+            return (f"model {model!r} has no price under provider {provider!r} but is on the rate card"
+                    f" under another provider: tokentrail price {model} {retry}")
+    typed = model.strip().lower()
+    matches = [m for m in pricing.close_matches(model, provider=provider, n=6) if m.lower() != typed]
+    if provider and len(matches) < 5:
+        matches += [m for m in pricing.close_matches(model, n=6) if m.lower() != typed and m not in matches]
+    if typed in (n.lower() for n in pricing.close_matches(model, n=1)):
+        head = f"model {model!r} is listed but has no price on the rate card (add it with TOKENTRAIL_RATE_CARD)"
+    else:
+        head = f"unknown model {model!r}: not on the rate card"
+    return head + (f"; did you mean: {', '.join(matches[:5])}?" if matches else "")

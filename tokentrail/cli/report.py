@@ -8,6 +8,7 @@ import sys
 
 from tokentrail.cli import _common as c
 from tokentrail.ledger.queries import FIELDS, Period, check_fields, parse_where
+from tokentrail.ledger.queries.common import MISSING, UNATTRIBUTED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 _CSV_COLUMNS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
                 "cache_hit_ratio", "cost_usd", "cost_nano_usd", "share", "previous_cost_nano_usd", "change",
-                "unpriced_calls")
+                "unpriced_calls", "no_usage_calls", "blocked_calls")
 
 
 def write_csv(data: dict) -> None:
@@ -67,7 +68,7 @@ def render(data: dict) -> str:
 
     def cells(row: dict, names: list[str]) -> list[str]:
         out = [*names, c.count(row["calls"]), c.count(row["input_tokens"]), c.count(row["cache_read_tokens"]),
-               c.count(row["output_tokens"]), c.pct(row["cache_hit_ratio"]), c.usd(row["cost_nano_usd"]),
+               c.count(row["output_tokens"]), c.pct(row["cache_hit_ratio"]), c.cost(row["cost_nano_usd"], row),
                c.pct(row.get("share", 1.0), 1)]
         if compare:
             out.append(c.change(row.get("change"), row.get("previous_cost_nano_usd")))
@@ -79,18 +80,19 @@ def render(data: dict) -> str:
     period = data["period"]
     head = f"Spend {period['since'] or 'all time'} .. {period['until']}"
     if data["where"]:
-        head += "  where " + ", ".join(f"{k}={v if v is not None else '(unattributed)'}" for k, v in data["where"].items())
+        head += "  where " + ", ".join(f"{k}={v if v is not None else MISSING.get(k, UNATTRIBUTED)}" for k, v in data["where"].items())
     lines = [head, "", c.table(headers, rows, right), ""]
     lines.append(
         f"unattributed (no tenant): {c.usd(total['unattributed_cost_nano_usd'])}"
         f" = {c.pct(total['unattributed_share'], 1)} of spend"
     )
-    if total["unpriced_calls"]:
-        why = total.get("no_cost_calls_by_status") or {}
-        parts = [f"{why.get('no_usage', 0):,} failed or reported no usage"]
-        if why.get("unpriced"):
-            parts.append(f"{why['unpriced']:,} on models not on the rate card (unpriced, see `tokentrail price`)")
-        lines.append(f"{total['unpriced_calls']:,} calls have no cost: " + "; ".join(parts))
+    no_cost = total["calls"] - total["priced_calls"]
+    if no_cost:
+        parts = [(total["unpriced_calls"], "on models not on the rate card (unpriced, see `tokentrail price`)"),
+                 (total["no_usage_calls"], "failed or reported no usage (no_usage)"),
+                 (total["blocked_calls"], "stopped by a circuit breaker before sending (blocked, never billed)")]
+        lines.append(f"{no_cost:,} call{'s' if no_cost != 1 else ''} without a cost (counted, not $0): "
+                     + "; ".join(f"{n:,} {why}" for n, why in parts if n))
     if compare:
         prev = data["compared_with"]
         lines.append(f"vs prev: change against {prev['since']} .. {prev['until']}")

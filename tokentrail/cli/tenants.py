@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cells = [
             [r["tenant"], c.count(r["calls"]), c.pct(r["cache_hit_median"]), c.pct(r["cache_hit_p10"]),
-             c.usd(r["cost_per_request_nano_usd"]), c.usd(r["cost_per_active_day_nano_usd"]), c.usd(r["cost_nano_usd"])]
+             c.usd(r["cost_per_request_nano_usd"]), c.usd(r["cost_per_active_day_nano_usd"]), c.cost(r["cost_nano_usd"], r)]
             for r in rows
         ]
         print(c.table(["tenant", "calls", "cache hit median", "cache hit p10", "cost/request", "cost/active day", "cost"],

@@ -7,6 +7,8 @@ import argparse
 from tokentrail.cli import _common as c
 from tokentrail.ledger.queries import Period, parse_where
 
+MAX_LIMIT = 100_000
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -25,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise c.CliError("--limit must be at least 1")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise c.CliError(f"--limit must be between 1 and {MAX_LIMIT:,}")
     period = c.query(Period.parse, args.since, args.until)
     where = c.query(parse_where, args.where)
     with c.open_ledger(args) as ledger:
@@ -49,7 +51,7 @@ def render(data: dict) -> str:
     out = []
     if "traces" in data:
         rows = [
-            [t["trace_id"], t["root"] or "", _owner(t), c.count(t["calls"]), c.usd(t["cost_nano_usd"]),
+            [t["trace_id"], t["root"] or "", _owner(t), c.count(t["calls"]), c.cost(t["cost_nano_usd"], t),
              "; ".join(t["reasons"]) or "-"]
             for t in data["traces"]
         ]
@@ -57,7 +59,7 @@ def render(data: dict) -> str:
                                                  [False, False, False, True, True, False]), ""]
     if "tasks" in data:
         rows = [
-            [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), c.usd(t["cost_nano_usd"]),
+            [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), c.cost(t["cost_nano_usd"], t),
              "; ".join(t["reasons"]) or "-"]
             for t in data["tasks"]
         ]

@@ -42,7 +42,8 @@ def render(data: dict) -> str:
         if s.get("error_type"):
             marks.append(f"error {s['error_type']}")
         if s["llm"]:
-            cost = c.usd(s["cost_nano_usd"]) if s["cost_nano_usd"] is not None else (s["cost_status"] or "-")
+            cost = c.usd(s["cost_nano_usd"]) if s["cost_nano_usd"] is not None else (
+                f"no cost ({s['cost_status'] or 'unknown'})")
             rows.append([name, s.get("model") or "", c.count(s["input_tokens"]), c.count(s["cache_read_tokens"]),
                          c.count(s["output_tokens"]), c.pct(s["cache_hit_ratio"]), cost,
                          c.usd(s["cumulative_cost_nano_usd"]), ", ".join(marks)])
@@ -50,7 +51,8 @@ def render(data: dict) -> str:
             subtree = f"({c.usd(s['subtree_cost_nano_usd'])})" if s["subtree_cost_nano_usd"] else ""
             rows.append([name, "", "", "", "", "", subtree, c.usd(s["cumulative_cost_nano_usd"]), ", ".join(marks)])
     owner = ", ".join(f"{k}={v}" for k, v in data["owner"].items()) or "unattributed"
-    head = f"trace {data['trace_id']}  {owner}  {data['calls']} LLM calls  {c.usd(data['cost_nano_usd'])}"
+    calls = f"{data['calls']} LLM call{'s' if data['calls'] != 1 else ''}"
+    head = f"trace {data['trace_id']}  {owner}  {calls}  {c.cost(data['cost_nano_usd'])}"
     body = c.table(["span", "model", "input", "cached", "output", "hit", "cost", "cumulative", ""], rows,
                    [False, False, True, True, True, True, True, True, False])
     return f"{head}\n\n{body}\n\n(cost in parentheses: the span's subtree)"

@@ -11,11 +11,25 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Sequence, TypeVar
 
-from tokentrail.ledger.schema import LedgerError, connect
+from tokentrail.errors import BudgetExceeded
+from tokentrail.ledger.schema import COLUMNS, SCHEMA_VERSION, LedgerError, LedgerTooNew, connect, user_version
 
 NANO = 10**9
 UNATTRIBUTED = "(unattributed)"
 UNKNOWN = "(unknown)"
+#: error.type of an LLM call a circuit breaker stopped before sending: never sent, never billed.
+STOPPED_ERROR_TYPE = BudgetExceeded.__name__
+#: Why a call has no cost: ``blocked`` (stopped by a breaker), ``unpriced`` (model not on the rate
+#: card) or ``no_usage`` (failed, or reported no usable usage); NULL for a priced call.
+NO_COST_KIND = (
+    "CASE WHEN cost_nano IS NOT NULL THEN NULL"
+    f" WHEN error_type = '{STOPPED_ERROR_TYPE}' THEN 'blocked'"
+    " WHEN cost_status = 'unpriced' THEN 'unpriced' ELSE 'no_usage' END"
+)
+NO_COST_KINDS = ("unpriced", "no_usage", "blocked")
+NO_COST_FIELDS = tuple(f"{k}_calls" for k in NO_COST_KINDS)
+#: The SQLite INTEGER range bounds every time: a period outside it is clamped, never an overflow.
+MIN_NS, MAX_NS = 0, 2**63 - 1
 
 #: ``--by`` / ``--where`` field -> SQL expression over the spans table.
 FIELDS: dict[str, str] = {
@@ -29,10 +43,12 @@ FIELDS: dict[str, str] = {
     "day": "date(start_ns / 1000000000, 'unixepoch')",
     "service": "service",
     "operation": "operation",
-    "status": "cost_status",
+    "status": f"COALESCE({NO_COST_KIND}, cost_status)",
 }
 #: Owner fields: a missing value is unattributed spend (shown, never hidden).
 OWNER_FIELDS = ("tenant", "feature", "team", "user", "task")
+#: How a missing value of each field is shown (and accepted back by ``--where``).
+MISSING = {"tenant": UNATTRIBUTED, **{f: f"(no {f})" for f in OWNER_FIELDS[1:]}}
 
 Where = Sequence[tuple[str, str | None]]
 _L = TypeVar("_L", bound="LedgerBase")
@@ -55,11 +71,11 @@ class LedgerBase:
                 f"no ledger at {path}: run `tokentrail demo` to make one, or export spans with"
                 " OTEL_TRACES_EXPORTER=tokentrail_ledger (path from TOKENTRAIL_LEDGER)"
             )
+        self.path = path
         try:
-            self.conn = connect(path)
+            self.conn = _open_read_only(path)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from None
-        self.path = path
 
     def close(self) -> None:
         self.conn.close()
@@ -69,6 +85,32 @@ class LedgerBase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """A reader never changes the file: read-only, and only a tokentrail ledger is accepted.
+
+    A tokentrail ledger of an older schema is the one exception: it is migrated (as its writer would).
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    try:
+        version = user_version(conn)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(spans)")}
+        if version > SCHEMA_VERSION:
+            raise LedgerTooNew(
+                f"{path} has ledger schema version {version}, newer than this tokentrail understands"
+                f" ({SCHEMA_VERSION}): upgrade tokentrail to read it"
+            )
+        if version < 1 or not set(COLUMNS) <= columns:
+            raise LedgerError(f"{path} is not a tokentrail ledger (left unchanged): give --ledger a tokentrail.db")
+        if version < SCHEMA_VERSION:
+            conn.close()
+            connect(path).close()
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def usd(nano: int | None) -> Decimal | None:
@@ -87,7 +129,9 @@ def parse_time(text: str, now_ns: int) -> int:
         return now_ns
     match = _RELATIVE.match(value)
     if match:
-        return now_ns - int(match.group(1)) * _UNIT_S[match.group(2)] * NANO
+        digits = match.group(1).lstrip("0") or "0"
+        seconds = int(digits) * _UNIT_S[match.group(2)] if len(digits) <= 18 else MAX_NS
+        return _clamp(now_ns - min(seconds, MAX_NS) * NANO)
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
@@ -96,9 +140,15 @@ def parse_time(text: str, now_ns: int) -> int:
             moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=timezone.utc)
-    except ValueError:
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError):
         raise QueryError(f"bad period {text!r}: use a duration like 7d, 24h, 30m, or a date like 2026-11-01") from None
-    return int(moment.timestamp()) * NANO + moment.microsecond * 1000
+    return _clamp(int(seconds) * NANO + moment.microsecond * 1000)
+
+
+def _clamp(ns: int) -> int:
+    """Times before 1970 or after 2262 (SQLite's INTEGER range in nanoseconds) hold no spans: clamp."""
+    return max(MIN_NS, min(ns, MAX_NS))
 
 
 def iso(ns: int | None) -> str | None:
@@ -116,7 +166,7 @@ class Period:
     @classmethod
     def parse(cls, since: str | None, until: str | None, now_ns: int | None = None) -> "Period":
         now_ns = time.time_ns() if now_ns is None else now_ns
-        until_ns = parse_time(until, now_ns) if until else now_ns + 1  # +1: include spans stamped "now"
+        until_ns = parse_time(until, now_ns) if until else min(now_ns + 1, MAX_NS)  # +1: include spans stamped "now"
         since_ns = parse_time(since, now_ns) if since else None
         if since_ns is not None and since_ns >= until_ns:
             raise QueryError(f"bad period: --since {since} is not before --until {until or 'now'}")
@@ -125,7 +175,7 @@ class Period:
     def previous(self) -> "Period | None":
         if self.since_ns is None:
             return None
-        return Period(self.since_ns - (self.until_ns - self.since_ns), self.since_ns)
+        return Period(max(-MAX_NS, self.since_ns - (self.until_ns - self.since_ns)), self.since_ns)
 
     def sql(self) -> tuple[str, list[int]]:
         if self.since_ns is None:
@@ -137,14 +187,14 @@ class Period:
 
 
 # --- fields ------------------------------------------------------------------------------------
-def check_fields(names: Iterable[str]) -> list[str]:
+def check_fields(names: Iterable[str], option: str = "--by") -> list[str]:
     out = []
     for name in names:
         name = name.strip().lower()
         if not name:
             continue
         if name not in FIELDS:
-            raise QueryError(f"unknown group-by field {name!r}: choose from {', '.join(FIELDS)}")
+            raise QueryError(f"unknown field {name!r} in {option}: choose from {', '.join(FIELDS)}")
         out.append(name)
     return out
 
@@ -156,11 +206,11 @@ def parse_where(items: Sequence[str] | None) -> list[tuple[str, str | None]]:
         key, sep, value = item.partition("=")
         if not sep:
             raise QueryError(f"bad --where {item!r}: use field=value, e.g. tenant=acme")
-        (key,) = check_fields([key]) or [""]
+        (key,) = check_fields([key], "--where") or [""]
         if not key:
             raise QueryError(f"bad --where {item!r}: use field=value, e.g. tenant=acme")
         value = value.strip()
-        out.append((key, None if value in ("", UNATTRIBUTED, UNKNOWN) else value))
+        out.append((key, None if value in ("", UNATTRIBUTED, UNKNOWN, MISSING.get(key)) else value))
     return out
 
 
@@ -186,8 +236,14 @@ def selection(period: Period, where: Where) -> tuple[str, list[Any]]:
 # --- numbers and labels ------------------------------------------------------------------------
 def label(field: str, value: Any) -> str:
     if value is None or value == "":
-        return UNATTRIBUTED if field in OWNER_FIELDS else UNKNOWN
+        return MISSING.get(field, UNKNOWN)
     return str(value)
+
+
+def no_cost_counts(kinds: dict[str, int] | None) -> dict[str, int]:
+    """``unpriced_calls``, ``no_usage_calls``, ``blocked_calls``: each kind counted on its own."""
+    kinds = kinds or {}
+    return {f"{k}_calls": kinds.get(k, 0) for k in NO_COST_KINDS}
 
 
 def ratio(part: int | None, whole: int | None) -> float | None:

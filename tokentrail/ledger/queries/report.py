@@ -7,30 +7,40 @@ from __future__ import annotations
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from tokentrail.ledger.queries.common import (
-    FIELDS, UNATTRIBUTED, LedgerBase, Period, Where, check_fields, label, ratio, selection, usd,
+    FIELDS, NO_COST_FIELDS, NO_COST_KIND, UNATTRIBUTED, LedgerBase, Period, Where, check_fields, label,
+    no_cost_counts, ratio, selection, usd,
 )
 
 # The previous period's side query; its one thread starts on the first report that compares.
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-ledger-query")
 
-_TOTALS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "cost_nano_usd",
-           "unpriced_calls")
+_TOKENS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 
 
 def _group(calls: int, inp: int | None, cread: int | None, cwrite: int | None, outp: int | None,
-           cost: int | None, priced: int) -> dict[str, int]:
+           cost: int | None, priced: int) -> dict[str, Any]:
     return {
         "calls": calls,
         "input_tokens": inp or 0,
         "cache_read_tokens": cread or 0,
         "cache_write_tokens": cwrite or 0,
         "output_tokens": outp or 0,
-        "cost_nano_usd": cost or 0,
-        "unpriced_calls": calls - priced,
+        # None, not 0, when no call of the group could be priced: unknown spend is not free spend
+        "cost_nano_usd": cost if priced else None,
+        "priced_calls": priced,
     }
+
+
+def _sum_cost(costs: Iterable[int | None]) -> int | None:
+    known = [c for c in costs if c is not None]
+    return sum(known) if known else None
+
+
+def _usd_text(nano: int | None) -> str | None:
+    return None if nano is None else str(usd(nano))
 
 
 class ReportQuery(LedgerBase):
@@ -38,34 +48,40 @@ class ReportQuery(LedgerBase):
         by = check_fields(by)
         current, previous = self._grouped(by, period, where)
         previous_period = period.previous()
-        total_nano = sum(r["cost_nano_usd"] for r in current.values())
+        kinds = self._no_cost_kinds(by, period, where) if any(
+            g["calls"] > g["priced_calls"] for g in current.values()) else {}
+        total_nano = _sum_cost(r["cost_nano_usd"] for r in current.values())
         rows = []
         for key, agg in current.items():
             row: dict[str, Any] = {f: label(f, v) for f, v in zip(by, key)}
             row.update(agg)
+            row.update(no_cost_counts(kinds.get(key)))
             row["cache_hit_ratio"] = ratio(agg["cache_read_tokens"], agg["input_tokens"])
-            row["cost_usd"] = str(usd(agg["cost_nano_usd"]))
+            row["cost_usd"] = _usd_text(agg["cost_nano_usd"])
             row["share"] = ratio(agg["cost_nano_usd"], total_nano)
             if previous is not None:
                 before = previous.get(key, 0)
                 row["previous_cost_nano_usd"] = before
-                row["change"] = None if not before else (agg["cost_nano_usd"] - before) / before
+                row["change"] = None if not before or agg["cost_nano_usd"] is None else (
+                    (agg["cost_nano_usd"] - before) / before)
             rows.append(row)
-        rows.sort(key=lambda r: (-r["cost_nano_usd"], -r["calls"], [r[f] for f in by]))
+        rows.sort(key=lambda r: (-(r["cost_nano_usd"] if r["cost_nano_usd"] is not None else -1), -r["calls"],
+                                 [r[f] for f in by]))
         if by and by[0] == "day":  # a time series reads in time order (costliest first within a day)
             rows.sort(key=lambda r: r["day"])
-        totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in _TOTALS}
+        totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in (*_TOKENS, "priced_calls", *NO_COST_FIELDS)}
+        totals["cost_nano_usd"] = total_nano if totals["calls"] else 0  # nothing happened: truly $0
         totals["cache_hit_ratio"] = ratio(totals["cache_read_tokens"], totals["input_tokens"])
-        totals["cost_usd"] = str(usd(totals["cost_nano_usd"]))
+        totals["cost_usd"] = _usd_text(totals["cost_nano_usd"])
         if previous is not None:
             before = sum(previous.values())
             totals["previous_cost_nano_usd"] = before
-            totals["change"] = None if not before else (total_nano - before) / before
-        unattributed = sum(r["cost_nano_usd"] for r in rows if r.get("tenant") == UNATTRIBUTED) if "tenant" in by else None
-        if unattributed is None:
+            totals["change"] = None if not before or total_nano is None else (total_nano - before) / before
+        if "tenant" in by:
+            unattributed = sum(r["cost_nano_usd"] or 0 for r in rows if r.get("tenant") == UNATTRIBUTED)
+        else:
             unattributed = self._unattributed_nano(period, where)
         totals["unattributed_cost_nano_usd"] = unattributed
-        totals["no_cost_calls_by_status"] = self._no_cost_statuses(period, where) if totals["unpriced_calls"] else {}
         totals["unattributed_share"] = ratio(unattributed, total_nano)
         return {
             "ledger": self.path,
@@ -163,15 +179,18 @@ class ReportQuery(LedgerBase):
         finally:
             conn.close()
 
-    def _no_cost_statuses(self, period: Period, where: Where) -> dict[str, int]:
-        """Why calls have no cost: ``no_usage`` (failed / no usage reported) or ``unpriced``."""
+    def _no_cost_kinds(self, by: Sequence[str], period: Period, where: Where) -> dict[tuple, dict[str, int]]:
+        """Per group, why calls have no cost (see ``NO_COST_KIND``); only rows without a cost are read."""
+        exprs = [FIELDS[f] for f in by]
         cond, params = selection(period, where)
-        rows = self.conn.execute(
-            f"SELECT COALESCE(cost_status, 'unknown'), COUNT(*) FROM spans WHERE llm = 1 AND {cond}"
-            " AND cost_nano IS NULL GROUP BY 1",
-            params,
+        sql = (
+            f"SELECT {''.join(f'{e}, ' for e in exprs)}{NO_COST_KIND}, COUNT(*) FROM spans"
+            f" WHERE llm = 1 AND {cond} AND cost_nano IS NULL GROUP BY {', '.join(str(i + 1) for i in range(len(exprs) + 1))}"
         )
-        return dict(rows.fetchall())
+        out: dict[tuple, dict[str, int]] = {}
+        for row in self.conn.execute(sql, params):
+            out.setdefault(tuple(row[: len(exprs)]), {})[row[-2]] = row[-1]
+        return out
 
     def _unattributed_nano(self, period: Period, where: Where) -> int:
         cond, params = selection(period, where)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import statistics
 
-from tokentrail.ledger.queries.common import LedgerBase, Period, Where, label, percentile, ratio, selection, usd
+from tokentrail.ledger.queries.common import (
+    NO_COST_KIND, LedgerBase, Period, Where, label, no_cost_counts, percentile, ratio, selection, usd,
+)
 
 
 class TenantsQuery(LedgerBase):
@@ -13,12 +15,14 @@ class TenantsQuery(LedgerBase):
         cond, params = selection(period, where)
         per: dict[str | None, dict] = {}
         sql = (
-            "SELECT tenant, input_tokens, cache_read_tokens, cost_nano, start_ns / 86400000000000"
+            f"SELECT tenant, input_tokens, cache_read_tokens, cost_nano, start_ns / 86400000000000, {NO_COST_KIND}"
             f" FROM spans WHERE llm = 1 AND {cond}"
         )
-        for tenant, inp, cread, cost, day in self.conn.execute(sql, params):
+        for tenant, inp, cread, cost, day, no_cost in self.conn.execute(sql, params):
             t = per.setdefault(tenant, {"calls": 0, "priced": 0, "cost": 0, "input": 0, "cread": 0, "ratios": [],
-                                        "days": set()})
+                                        "days": set(), "no_cost": {}})
+            if no_cost:
+                t["no_cost"][no_cost] = t["no_cost"].get(no_cost, 0) + 1
             t["calls"] += 1
             t["days"].add(day)
             if cost is not None:
@@ -32,7 +36,8 @@ class TenantsQuery(LedgerBase):
         for tenant, t in per.items():
             ratios = sorted(t["ratios"])
             per_request = t["cost"] // t["priced"] if t["priced"] else None
-            per_day = t["cost"] // len(t["days"]) if t["days"] else None
+            per_day = t["cost"] // len(t["days"]) if t["priced"] else None
+            cost = t["cost"] if t["priced"] else None  # nothing priced: unknown, not $0
             rows.append({
                 "tenant": label("tenant", tenant),
                 "calls": t["calls"],
@@ -42,8 +47,9 @@ class TenantsQuery(LedgerBase):
                 "cost_per_request_nano_usd": per_request,
                 "cost_per_request_usd": None if per_request is None else str(usd(per_request)),
                 "cost_per_active_day_nano_usd": per_day,
-                "cost_nano_usd": t["cost"],
-                "cost_usd": str(usd(t["cost"])),
+                "cost_nano_usd": cost,
+                "cost_usd": None if cost is None else str(usd(cost)),
+                **no_cost_counts(t["no_cost"]),
             })
         rows.sort(key=lambda r: (-(r["cost_per_request_nano_usd"] or 0), r["cache_hit_median"] or 0, r["tenant"]))
         return rows

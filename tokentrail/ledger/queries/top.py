@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from tokentrail.errors import BudgetExceeded
-from tokentrail.ledger.queries.common import LedgerBase, OWNER_FIELDS, Period, Where, iso, ratio, selection, usd
+from tokentrail.ledger.queries.common import (
+    NO_COST_KIND, OWNER_FIELDS, STOPPED_ERROR_TYPE, LedgerBase, Period, Where, iso, ratio, selection, usd,
+)
 
 # What makes a trace or task expensive (see ``explain``).
 LONG_PROMPT_TOKENS = 8000
@@ -14,9 +15,6 @@ LONG_OUTPUT_TOKENS = 2000
 LOW_CACHE_HIT_RATIO = 0.2
 MANY_CALLS = 10
 RUNAWAY_FACTOR = 3.0
-#: error.type of an LLM call a circuit breaker stopped before sending (its task's outcome is
-#: budget_exceeded; the ledger keeps no task-outcome column, so this is how it knows).
-STOPPED_ERROR_TYPE = BudgetExceeded.__name__
 
 
 def explain(agg: dict[str, Any], *, median_cost_nano: int | None = None, median_of: str | None = None) -> list[str]:
@@ -52,15 +50,17 @@ _AGG = f"""COUNT(*), SUM(cost_nano), SUM(input_tokens), SUM(cache_read_tokens), 
  MAX(input_tokens), MAX(output_tokens), SUM(cost_input_nano), SUM(cost_output_nano),
  SUM(CASE WHEN retry_attempt > 0 THEN 1 ELSE 0 END), MAX(fallback_from),
  MAX(tenant), MAX(feature), MAX(team), MAX(user_id), MAX(task_name), MIN(start_ns),
- SUM(CASE WHEN cost_nano IS NULL THEN 1 ELSE 0 END),
+ SUM(CASE WHEN {NO_COST_KIND} = 'unpriced' THEN 1 ELSE 0 END),
+ SUM(CASE WHEN {NO_COST_KIND} = 'no_usage' THEN 1 ELSE 0 END),
  SUM(CASE WHEN error_type = '{STOPPED_ERROR_TYPE}' THEN 1 ELSE 0 END)"""
 _AGG_KEYS = (
     "calls", "cost_nano_usd", "input_tokens", "cache_read_tokens", "output_tokens",
     "max_input_tokens", "max_output_tokens", "cost_input_nano", "cost_output_nano",
     "retries", "fallback_from", "tenant", "feature", "team", "user", "task", "start_ns", "unpriced_calls",
-    "stopped_calls",
+    "no_usage_calls", "stopped_calls",
 )
-_ZERO_IF_NULL = ("cost_nano_usd", "input_tokens", "cache_read_tokens", "output_tokens", "cost_input_nano",
+# cost_nano_usd stays None when no call could be priced: unknown spend is not $0
+_ZERO_IF_NULL = ("input_tokens", "cache_read_tokens", "output_tokens", "cost_input_nano",
                  "cost_output_nano", "max_input_tokens", "max_output_tokens")
 
 
@@ -69,7 +69,8 @@ class TopQuery(LedgerBase):
         tasks_all = self._aggregates("task_id", period, where, extra=" AND task_id IS NOT NULL")
         costs_by_name: dict[str, list[int]] = {}
         for agg in tasks_all:
-            costs_by_name.setdefault(agg["task"] or "", []).append(agg["cost_nano_usd"])
+            if agg["cost_nano_usd"] is not None:
+                costs_by_name.setdefault(agg["task"] or "", []).append(agg["cost_nano_usd"])
         medians = {name: int(statistics.median(costs)) for name, costs in costs_by_name.items()}
         traces = []
         for agg in self._aggregates("trace_id", period, where, limit=limit):
@@ -132,7 +133,7 @@ class TopQuery(LedgerBase):
 def _finish(agg: dict, **explain_args: Any) -> dict:
     out = {
         "cost_nano_usd": agg["cost_nano_usd"],
-        "cost_usd": str(usd(agg["cost_nano_usd"])),
+        "cost_usd": None if agg["cost_nano_usd"] is None else str(usd(agg["cost_nano_usd"])),
         "calls": agg["calls"],
         "owner": {k: agg[k] for k in OWNER_FIELDS if agg.get(k)},
         "input_tokens": agg["input_tokens"],
@@ -141,6 +142,7 @@ def _finish(agg: dict, **explain_args: Any) -> dict:
         "cache_hit_ratio": ratio(agg["cache_read_tokens"], agg["input_tokens"]),
         "retries": agg["retries"] or 0,
         "unpriced_calls": agg["unpriced_calls"] or 0,
+        "no_usage_calls": agg["no_usage_calls"] or 0,
         "stopped_calls": agg["stopped_calls"] or 0,  # stopped by a breaker before sending (never billed)
         "started": iso(agg["start_ns"]),
         "reasons": explain(agg, **explain_args),

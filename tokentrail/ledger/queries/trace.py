@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tokentrail.ledger.queries.common import LedgerBase, QueryError, ratio, usd
+from tokentrail.ledger.queries.common import STOPPED_ERROR_TYPE, LedgerBase, QueryError, ratio, usd
 
 _COLUMNS = ("span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status", "service", "llm",
             "provider", "request_model", "response_model", "input_tokens", "cache_read_tokens",
@@ -44,7 +44,8 @@ class TraceQuery(LedgerBase):
             )
         ]
         out_spans = [_span(s, running) for s, running in _tree_order(spans)]
-        total = sum(s["cost_nano"] or 0 for s in spans if s["llm"])
+        priced = [s["cost_nano"] for s in spans if s["llm"] and s["cost_nano"] is not None]
+        total = sum(priced) if priced or not any(s["llm"] for s in spans) else None
         owner: dict[str, str] = {}
         for s in out_spans:
             for k, v in s["owner"].items():
@@ -55,7 +56,7 @@ class TraceQuery(LedgerBase):
             "calls": sum(1 for s in spans if s["llm"]),
             "owner": owner,
             "cost_nano_usd": total,
-            "cost_usd": str(usd(total)),
+            "cost_usd": None if total is None else str(usd(total)),
         }
 
 
@@ -113,7 +114,7 @@ def _span(s: dict, running: int) -> dict:
             output_tokens=s["output_tokens"],
             reasoning_tokens=s["reasoning_tokens"],
             cache_hit_ratio=ratio(s["cache_read_tokens"], s["input_tokens"]),
-            cost_status=s["cost_status"],
+            cost_status="blocked" if s["error_type"] == STOPPED_ERROR_TYPE else s["cost_status"],
             cost_nano_usd=s["cost_nano"],
             cost_usd=None if s["cost_nano"] is None else str(usd(s["cost_nano"])),
             rate_card_version=s["rate_card_version"],
