@@ -9,6 +9,8 @@ import io
 import json
 import os
 import sqlite3
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import tokentrail.dashboards
 from tokentrail.cli import main
 from tokentrail.errors import BudgetExceeded
 from tokentrail.ledger import LedgerSpanExporter
@@ -239,3 +242,51 @@ def test_every_command_line_is_exit_0_or_2_and_never_a_traceback(ledger, tmp_pat
     assert code in (0, 2), (argv, code, err)
     if code == 2 and "usage:" not in err:
         assert err.count("\n") == 1, (argv, err)
+
+
+# --- dashboards with only the base install --------------------------------------------------------
+@pytest.fixture
+def without_grafana_extra(monkeypatch):
+    """As if `pip install tokentrail[openai]` only: neither Grafana package can be imported."""
+    for name in ("grafana_foundation_sdk", "grafana_client", "tokentrail.dashboards.build"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_generate_needs_no_grafana_sdk_and_writes_the_shipped_json(without_grafana_extra, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("dashboards", "generate")
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "tokentrail-dashboards").iterdir())
+    assert written == ["expensive-requests.json", "overview.json", "owner-drilldown.json"]
+    shipped = Path(tokentrail.dashboards.__file__).parent / "json"
+    for name in written:  # the committed files, untouched in the package
+        assert (tmp_path / "tokentrail-dashboards" / name).read_text() == (shipped / name).read_text()
+
+
+def test_generate_into_a_file_is_one_line(tmp_path):
+    target = tmp_path / "dash.json"
+    target.write_text("{}")
+    code, _, err = run("dashboards", "generate", "--out", str(target))
+    assert code == 2 and err.count("\n") == 1 and "is a file" in err and target.read_text() == "{}"
+
+
+def test_push_without_grafana_client_says_which_extra(without_grafana_extra):
+    code, _, err = run("dashboards", "push", "--url", "http://127.0.0.1:9", "--token", "t")
+    assert code == 2 and err == ("tokentrail: error: tokentrail dashboards push needs grafana-client:"
+                                 " pip install 'tokentrail[grafana]'\n")
+
+
+def test_push_takes_its_token_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GRAFANA_TOKEN", "glsa_from_env")
+    code, _, err = run("dashboards", "push", "--url", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert code == 2 and "cannot reach Grafana" in err
+    monkeypatch.delenv("GRAFANA_TOKEN")
+    code, _, err = run("dashboards", "push", "--url", "http://127.0.0.1:9")
+    assert code == 2 and "$GRAFANA_TOKEN" in err
+
+
+def test_shipped_uids_are_the_builders():
+    from tokentrail.cli import dashboards
+    from tokentrail.dashboards import build
+
+    assert (dashboards.PROMETHEUS_UID, dashboards.TEMPO_UID) == (build.PROMETHEUS.uid, build.TEMPO.uid)

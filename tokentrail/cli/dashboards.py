@@ -1,17 +1,22 @@
-"""tokentrail dashboards: regenerate the Grafana dashboard JSON, or push it to a Grafana.
+"""tokentrail dashboards: write the Grafana dashboard JSON, or push it to a Grafana.
 
     tokentrail dashboards generate [--out DIR]
     tokentrail dashboards push --url https://grafana.example.com --token glsa_... [--folder tokentrail]
 
-``push`` creates the folder if needed and creates or overwrites each dashboard by its uid, so running it
-twice changes nothing but the version. ``--prometheus-uid``/``--tempo-uid`` point the dashboards at data
-sources of an existing Grafana (the defaults are the uids provisioned by deploy/docker-compose.yaml).
+Both use the JSON shipped in the package (what ``python -m tokentrail.dashboards.build`` generates from
+code with the grafana-foundation-sdk), so neither needs that SDK; ``push`` needs grafana-client
+(``pip install 'tokentrail[grafana]'``). ``push`` creates the folder if needed and creates or overwrites
+each dashboard by its uid, so running it twice changes nothing but the version. ``--prometheus-uid``/
+``--tempo-uid`` point the dashboards at data sources of an existing Grafana (the defaults are the uids
+provisioned by deploy/docker-compose.yaml).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,18 +24,26 @@ from urllib.parse import urlparse
 from tokentrail.cli._common import CliError
 
 PUSH_MESSAGE = "tokentrail dashboards push"
+DEFAULT_OUT = Path("tokentrail-dashboards")
+ENV_URL, ENV_TOKEN = "GRAFANA_URL", "GRAFANA_TOKEN"
+#: The data-source uids the shipped JSON uses (dashboards.build's PROMETHEUS and TEMPO).
+PROMETHEUS_UID, TEMPO_UID = "tokentrail-prometheus", "tokentrail-tempo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("dashboards", help="generate the Grafana dashboards, or push them to a Grafana",
                               description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="dashboards_command", metavar="ACTION")
-    gen = sub.add_parser("generate", help="write the dashboard JSON (default: the package's dashboards/json)")
-    gen.add_argument("--out", type=Path, help="directory to write the *.json files to")
+    gen = sub.add_parser("generate", help=f"write the dashboard JSON files (default: ./{DEFAULT_OUT})")
+    gen.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                     help=f"directory to write the *.json files to (default: ./{DEFAULT_OUT})")
     gen.set_defaults(func=run_generate)
     push = sub.add_parser("push", help="create or update the dashboards in a Grafana (idempotent)")
-    push.add_argument("--url", required=True, help="Grafana base URL, e.g. https://grafana.example.com")
-    push.add_argument("--token", required=True, help="a service-account token with Editor rights")
+    push.add_argument("--url", default=os.environ.get(ENV_URL),
+                      help=f"Grafana base URL, e.g. https://grafana.example.com (default: ${ENV_URL})")
+    push.add_argument("--token", default=None,
+                      help=f"a service-account token with Editor rights (default: ${ENV_TOKEN}, which keeps it"
+                      " out of the shell history)")
     push.add_argument("--folder", default="tokentrail", help="folder title (created if missing; default: tokentrail)")
     push.add_argument("--prometheus-uid", help="uid of the Prometheus data source to use")
     push.add_argument("--tempo-uid", help="uid of the Tempo data source to use")
@@ -39,11 +52,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    from tokentrail.dashboards import build  # the grafana SDK, an optional extra: only for this command
+def shipped() -> dict[str, str]:
+    """File name -> JSON text of the dashboards shipped in the package."""
+    folder = importlib.resources.files("tokentrail.dashboards") / "json"
+    return {p.name: p.read_text() for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".json")}
 
-    for path in build.write(args.out or build.JSON_DIR):
-        print(path)
+
+def run_generate(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file: give a directory to write the dashboard JSON files to")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in shipped().items():
+            (out / name).write_text(text)
+            print(out / name)
+    except OSError as exc:
+        raise CliError(f"cannot write the dashboards to {out}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -62,27 +87,32 @@ def _retarget(node: Any, uids: dict[str, str]) -> Any:
 
 
 def dashboards_to_push(prometheus_uid: str | None = None, tempo_uid: str | None = None) -> list[dict]:
-    from tokentrail.dashboards import build  # the grafana SDK, an optional extra: only for this command
-
     uids = {}
     if prometheus_uid:
-        uids[build.PROMETHEUS.uid] = prometheus_uid
+        uids[PROMETHEUS_UID] = prometheus_uid
     if tempo_uid:
-        uids[build.TEMPO.uid] = tempo_uid
-    return [_retarget(json.loads(text), uids) for _, text in sorted(build.generate().items())]
+        uids[TEMPO_UID] = tempo_uid
+    return [_retarget(json.loads(text), uids) for _, text in sorted(shipped().items())]
 
 
 class _Grafana:
     """grafana-client calls, with every failure turned into one clear line."""
 
-    def __init__(self, url: str, token: str, timeout: float):
+    def __init__(self, url: str | None, token: str | None, timeout: float):
+        if not url:
+            raise CliError(f"give the Grafana base URL: --url https://grafana.example.com (or ${ENV_URL})")
+        if token is None:
+            raise CliError(f"give a Grafana service-account token: ${ENV_TOKEN} (or --token)")
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise CliError(f"--url {url!r} is not a Grafana URL: expected http(s)://host[:port][/path]")
         if not token.strip():
             raise CliError("--token is empty: create a service-account token in Grafana (Administration > "
                            "Service accounts) with the Editor role")
-        from grafana_client import GrafanaApi  # an optional extra: only for `dashboards push`
+        try:
+            from grafana_client import GrafanaApi  # an optional extra: only for `dashboards push`
+        except ImportError:
+            raise CliError("tokentrail dashboards push needs grafana-client: pip install 'tokentrail[grafana]'") from None
 
         self.url = url.rstrip("/")
         self.api = GrafanaApi.from_url(self.url, credential=token.strip(), timeout=timeout)
@@ -159,7 +189,8 @@ def push(url: str, token: str, folder: str = "tokentrail", *, prometheus_uid: st
 
 
 def run_push(args: argparse.Namespace) -> int:
-    for action, title, url in push(args.url, args.token, args.folder, prometheus_uid=args.prometheus_uid,
+    token = args.token if args.token is not None else os.environ.get(ENV_TOKEN)
+    for action, title, url in push(args.url, token, args.folder, prometheus_uid=args.prometheus_uid,
                                    tempo_uid=args.tempo_uid, timeout=args.timeout):
         print(f"{action:8} {title}  {url}")
     return 0
