@@ -229,41 +229,35 @@ def run(tmp_path_factory):
 
 
 # --- tail sampling ----------------------------------------------------------------------------------------
+PROMISED = {  # what the README promises to keep, read off the spans the app exported
+    "expensive call": lambda s: s.attributes.get(A.TOKENTRAIL_COST_NANO_USD, 0) >= CALL_KEEP_NANO,
+    "expensive task": lambda s: s.attributes.get(A.TOKENTRAIL_TASK_COST_NANO_USD, 0) >= TASK_KEEP_NANO,
+    "error": lambda s: s.status.status_code == StatusCode.ERROR,
+    "budget breaker": lambda s: A.TOKENTRAIL_BUDGET_EXCEEDED in s.attributes,
+}
+
+
 def _cheap(sent: Sent) -> set[str]:
-    return set(sent.traces) - sent.where(_must_keep)
-
-
-def _must_keep(span) -> bool:
-    a = span.attributes
-    return (a.get(A.TOKENTRAIL_COST_NANO_USD, 0) >= CALL_KEEP_NANO
-            or a.get(A.TOKENTRAIL_TASK_COST_NANO_USD, 0) >= TASK_KEEP_NANO
-            or span.status.status_code == StatusCode.ERROR
-            or A.TOKENTRAIL_BUDGET_EXCEEDED in a)
+    return set(sent.traces) - sent.where(lambda s: any(promised(s) for promised in PROMISED.values()))
 
 
 def test_the_workload_has_every_kind_of_trace(run):
     trusted, _, _, _ = run
-    calls = trusted.where(lambda s: s.attributes.get(A.TOKENTRAIL_COST_NANO_USD, 0) >= CALL_KEEP_NANO)
+    calls = trusted.where(PROMISED["expensive call"])
     assert len(calls) == 4
     assert min(s.attributes[A.TOKENTRAIL_COST_NANO_USD] for t in calls for s in trusted.traces[t]
                if A.TOKENTRAIL_COST_NANO_USD in s.attributes) == CALL_KEEP_NANO  # exactly $0.05
-    tasks = trusted.where(lambda s: s.attributes.get(A.TOKENTRAIL_TASK_COST_NANO_USD, 0) >= TASK_KEEP_NANO)
+    tasks = trusted.where(PROMISED["expensive task"])
     assert len(tasks) == 2 and not tasks & calls  # kept for the task total, no call in them reaches $0.05
-    assert len(trusted.where(lambda s: A.TOKENTRAIL_BUDGET_EXCEEDED in s.attributes)) == 3
-    assert len(trusted.where(lambda s: s.status.status_code == StatusCode.ERROR)) == 4 + 3
+    assert len(trusted.where(PROMISED["budget breaker"])) == 3
+    assert len(trusted.where(PROMISED["error"])) == 4 + 3
     assert len(_cheap(trusted)) == N_CHEAP + 5
 
 
-@pytest.mark.parametrize("kind", ["expensive call", "expensive task", "error", "budget breaker"])
+@pytest.mark.parametrize("kind", sorted(PROMISED))
 def test_every_trace_the_policies_promise_is_kept_whole(run, kind):
     trusted, _, kept, _ = run
-    predicate = {
-        "expensive call": lambda s: s.attributes.get(A.TOKENTRAIL_COST_NANO_USD, 0) >= CALL_KEEP_NANO,
-        "expensive task": lambda s: s.attributes.get(A.TOKENTRAIL_TASK_COST_NANO_USD, 0) >= TASK_KEEP_NANO,
-        "error": lambda s: s.status.status_code == StatusCode.ERROR,
-        "budget breaker": lambda s: A.TOKENTRAIL_BUDGET_EXCEEDED in s.attributes,
-    }[kind]
-    traces = trusted.where(predicate)
+    traces = trusted.where(PROMISED[kind])
     assert traces and traces <= kept.keys()
     for t in traces:
         assert {s.span_id for s in kept[t]} == {format(s.context.span_id, "016x") for s in trusted.traces[t]}
@@ -316,7 +310,7 @@ def test_the_untrusted_door_strips_forged_attribution_from_spans(run):
     _, edge, kept, _ = run
     assert all(s.attributes[A.TOKENTRAIL_TENANT] == "acme" for s in edge.llm)  # what the partner claimed
     out = [s for t in edge.traces if t in kept for s in kept[t]]
-    errors = edge.where(lambda s: s.status.status_code == StatusCode.ERROR)
+    errors = edge.where(PROMISED["error"])
     assert len(errors) == 3 and errors <= kept.keys()  # failed calls are kept, from either door
     assert out and all(_tokentrail_keys(s) == set() for s in out), [_tokentrail_keys(s) for s in out]
     assert all(s.attributes[A.GEN_AI_REQUEST_MODEL] for s in out if s.name.startswith("chat"))
