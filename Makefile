@@ -16,7 +16,7 @@ test: $(VENV)/.test
 	else \
 	  echo "make test: no Go toolchain: the real-Collector tests are skipped (see deploy/collector/build.sh)"; skip=1; \
 	fi; \
-	TOKENTRAIL_SKIP_COLLECTOR=$$skip $(BIN)/python -m pytest -q -p no:cacheprovider
+	PATH="$(CURDIR)/$(BIN):$$PATH" TOKENTRAIL_SKIP_COLLECTOR=$$skip $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # docs/view.png, the README's picture: the demo ledger's HTML view in headless Chromium.
 screenshot: $(VENV)/.demo
