@@ -389,6 +389,53 @@ models:
     assert q.status == "unpriced" and q.total_nano_usd is None  # was priced $0 below the tier
 
 
+def test_reasoning_tokens_at_their_own_rate_when_the_card_has_one():
+    # sonar-deep-research: $2 in, $8 out, $3 reasoning per M; 2,640 of the 4,597 output tokens
+    # are reasoning: 2,804 x $2 + 1,957 x $8 + 2,640 x $3 = $0.029184 (was $0.042384, all at $8).
+    usage = Usage(input_tokens=2_804, output_tokens=4_597, reasoning_tokens=2_640)
+    q = quote("sonar-deep-research", usage, provider="perplexity")
+    assert q.total_nano_usd == 29_184_000
+    assert q.components["output"] == 23_576_000
+    assert q.unit_prices["reasoning"] == Decimal(3)
+    # Without a reasoning price, reasoning is plain output.
+    o = quote("o3", Usage(input_tokens=1_000, output_tokens=1_000, reasoning_tokens=900), provider="openai")
+    plain = quote("o3", Usage(input_tokens=1_000, output_tokens=1_000), provider="openai")
+    assert o.total_nano_usd == plain.total_nano_usd
+
+
+def test_the_pricing_model_tokentrail_reports_prices_the_same_again():
+    # tokentrail.pricing.model of a geo Bedrock call is genai-prices' regional.* id, which its own
+    # match rules do not resolve: with only the overlay's long-context tier it was unpriced ($0 before).
+    usage = Usage(input_tokens=8_000, output_tokens=2_000)
+    first = quote("us.anthropic.claude-sonnet-4-20250514-v1:0", usage, provider="aws.bedrock")
+    assert first.pricing_model == "aws/regional.anthropic.claude-sonnet-4-20250514-v1:0"
+    again = quote("regional.anthropic.claude-sonnet-4-20250514-v1:0", usage, provider="aws.bedrock")
+    assert (again.status, again.total_nano_usd, again.pricing_model) == ("priced", 54_000_000, first.pricing_model)
+    long = quote("regional.anthropic.claude-sonnet-4-20250514-v1:0", Usage(input_tokens=250_000, output_tokens=2_000),
+                 provider="aws.bedrock")
+    assert (long.total_usd, long.tier) == (Decimal("1.545"), "standard,context>200k")
+
+
+def test_flex_is_billed_at_batch_rates_only_where_the_provider_does_so():
+    usage = Usage(input_tokens=8_000, output_tokens=2_000)
+    late = dt.datetime(2026, 11, 1, tzinfo=UTC)  # the data's Groq batch prices are in force
+    on_demand = quote("llama-3.3-70b-versatile", usage, provider="groq", at=late)
+    flex = quote("llama-3.3-70b-versatile", usage, provider="groq", at=late, service_tier="flex")
+    batch = quote("llama-3.3-70b-versatile", usage, provider="groq", at=late, service_tier="batch")
+    assert (flex.total_nano_usd, flex.tier) == (on_demand.total_nano_usd, "standard")  # was the batch price
+    assert batch.total_nano_usd == on_demand.total_nano_usd // 2
+    gemini = quote("gemini-2.5-flash", usage, provider="gcp.gemini", at=late, service_tier="flex")
+    assert (gemini.total_nano_usd, gemini.tier) == (7_400_000, "standard")
+    openai = quote("gpt-4o", usage, provider="openai", at=late, service_tier="flex")
+    assert (openai.total_nano_usd, openai.tier) == (20_000_000, "flex")  # OpenAI bills flex at batch rates
+
+
+@pytest.mark.parametrize("provider", ["moonshot_ai", "moonshotai", "Moonshot_AI"])
+def test_moonshot_provider_spellings(provider):
+    q = quote("kimi-k2-0711-preview", Usage(input_tokens=8_000, output_tokens=2_000), provider=provider)
+    assert (q.status, q.total_nano_usd, q.pricing_model) == ("priced", 9_800_000, "moonshotai/kimi-k2-0711-preview")
+
+
 def test_bundled_billing_rules_all_cite_a_source_and_load():
     raw = yaml.safe_load(rules.BUNDLED_PATH.read_text())
     entries = [raw["service_tier_aliases"], *raw["service_tiers"], *raw["cache_prices"], *raw["resellers"]]

@@ -94,7 +94,7 @@ class Names:
 
     def _in_table(self, table: str | None, cand: str, keys: tuple, any_provider: bool) -> NameMatch | None:
         listing = self._listing(table, cand)
-        gm = listing.find_model(cand, all_providers=self.providers) if listing is not None else None
+        gm = _find_model(listing, cand, self.providers) if listing is not None else None
         owner, from_fallback = self._owner(listing, gm)
         all_keys = (*keys, owner, listing.id if listing is not None else None)
         entries = self._entries((cand,) if gm is None else (cand, gm.id), all_keys,
@@ -156,6 +156,15 @@ class Names:
             names.update(n for n in e.names if "*" not in n)
         names.update(a.name for a in self.overlay.aliases)
         return sorted(names)
+
+
+def _find_model(listing: gp.Provider, cand: str, providers: Sequence[gp.Provider]) -> gp.ModelInfo | None:
+    # Some ids genai-prices lists are not matched by their own match rules (Bedrock's
+    # regional.* ids, which tokentrail reports as tokentrail.pricing.model): the id itself counts.
+    found = listing.find_model(cand, all_providers=providers)
+    if found is None:
+        found = next((m for m in listing.models if m.id == cand), None)
+    return found
 
 
 def _defines_a_model(entries: tuple[ov.ModelEntry, ...]) -> bool:

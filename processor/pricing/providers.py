@@ -24,6 +24,8 @@ _OTEL_ALIASES = {
     "x-ai": "x_ai",
     "together_ai": "together",
     "fireworks_ai": "fireworks",
+    "moonshotai": "moonshot_ai",
+    "moonshot": "moonshot_ai",
 }
 
 # OTel GenAI provider value -> genai-prices provider id.
@@ -46,7 +48,7 @@ _PRICE_TABLE = {
     "cohere": "cohere",
     "perplexity": "perplexity",
     "cerebras": "cerebras",
-    "moonshotai": "moonshotai",
+    "moonshot_ai": "moonshotai",
 }
 
 
@@ -56,6 +58,14 @@ def normalize_provider(name: object) -> str | None:
         return None
     key = name.strip().lower()
     return _OTEL_ALIASES.get(key, key)
+
+
+def spellings() -> dict[str, tuple[str, ...]]:
+    """Each OTel provider value that has a price table -> the raw spellings normalized to it."""
+    out = {name: [name] for name in _PRICE_TABLE}
+    for alias, name in _OTEL_ALIASES.items():
+        out.setdefault(name, [name]).append(alias)
+    return {name: tuple(names) for name, names in out.items()}
 
 
 def price_table_id(provider: str | None) -> str | None:

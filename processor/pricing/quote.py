@@ -15,7 +15,7 @@ from tokentrail.processor.usage import InvalidUsage, Usage
 PRICED, UNPRICED, NO_USAGE = "priced", "unpriced", "no_usage"
 _HALF_NANO = FEMTO_PER_NANO // 2
 _NANO = Decimal(10) ** -9
-_PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+_PRICE_NAMES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
 
 
 @dataclass(slots=True)
@@ -52,6 +52,12 @@ def cost_of(rates: Rates, usage: Usage) -> Cost:
     read = usage.cache_read_tokens
     write = usage.cache_write_tokens
     write_1h = usage.cache_write_1h_tokens
+    output = usage.output_tokens
+    if flat[5] == flat[4]:
+        output_femto = output * flat[4]
+    else:
+        reasoning = min(usage.reasoning_tokens, output)
+        output_femto = (output - reasoning) * flat[4] + reasoning * flat[5]
     fees = 0
     per_call = rates.fees
     tool_calls = usage.tool_calls
@@ -66,7 +72,7 @@ def cost_of(rates: Rates, usage: Usage) -> Cost:
         ((input_tokens - read - write) * flat[0] + h) // d,
         (read * flat[1] + h) // d,
         ((write - write_1h) * flat[2] + write_1h * flat[3] + h) // d,
-        (usage.output_tokens * flat[4] + h) // d,
+        (output_femto + h) // d,
         fees,
     )
 

@@ -35,7 +35,7 @@ _FEE_KEYS = {
 REQUEST_FEE = "request"
 _TOKEN_PRICE_KEYS = ("input_mtok", "output_mtok", "input_text_mtok", "output_text_mtok")
 
-Flat = tuple  # (input, cache_read, cache_write_5m, cache_write_1h, output) femto-USD per token
+Flat = tuple  # (input, cache_read, cache_write_5m, cache_write_1h, output, reasoning) femto-USD per token
 Levels = dict  # price key -> {level: USD per million}; level -1 is the base, others "above N input tokens"
 Warn = Callable[..., None]  # warn(key, message, *args): logged once per key
 
@@ -157,7 +157,10 @@ def _tier_pricing(match: NameMatch, active: tuple[ov.ModelEntry, ...], service_t
     # Variant prices are only trusted for the provider's own listing and when no overlay
     # replaced the base prices they were derived from.
     if gm is not None and not match.from_fallback and not any(e.prices for e in active):
-        for context in rule.price_variants:
+        contexts = rule.price_variants
+        if rule.falls_back_for(match.owner):
+            contexts += rule.fallback_variants
+        for context in contexts:
             for variant in gm.price_variants or ():
                 if variant.when == context and (variant.constraint is None or variant.constraint.active(when)):
                     return context, service_tier, _ONE
@@ -222,6 +225,9 @@ def _flat(levels: Levels, level: int, cache: CacheRule | None, factor: Decimal) 
     out = at("output_mtok", "output_text_mtok")
     inp = inp if inp is not None else Decimal(0)
     out = out if out is not None else Decimal(0)
+    # Reasoning tokens are part of the output; a few models bill them at their own rate.
+    reasoning = at("output_reasoning_mtok", "output_text_reasoning_mtok")
+    reasoning = reasoning if reasoning is not None else out
     # Absent cache prices: the vendor's multipliers (billing rules); otherwise the cached tokens
     # are billed as plain input (what genai-prices does when a model lists no cache price).
     read = at("cache_read_mtok", "cache_text_read_mtok")
@@ -233,7 +239,7 @@ def _flat(levels: Levels, level: int, cache: CacheRule | None, factor: Decimal) 
     write1h = at("cache_write_1h_mtok")
     if write1h is None:
         write1h = inp * cache.cache_write_1h if cache else write5
-    return tuple(_to_int(p * factor) for p in (inp, read, write5, write1h, out))
+    return tuple(_to_int(p * factor) for p in (inp, read, write5, write1h, out, reasoning))
 
 
 def _fees(levels: Levels, listed: bool, overlay_fees: dict[str, Decimal], discount: Decimal) -> dict[str, int]:

@@ -26,15 +26,18 @@ class TierRule:
 
     tier: str
     price_variants: tuple[Mapping[str, str], ...]  # genai-prices price contexts, first active wins
+    fallback_variants: tuple[Mapping[str, str], ...]  # another tier's contexts that price it, for fallback_providers
     fallback_factor: Decimal | None  # on the standard token prices when the data has no variant
     fallback_providers: frozenset[str] | None  # None: every provider
     source: str
 
+    def falls_back_for(self, owner: str | None) -> bool:
+        """Whether ``owner`` bills this tier like another one when the data has no price of its own."""
+        return self.fallback_providers is None or owner in self.fallback_providers
+
     def fallback_for(self, owner: str | None) -> Decimal | None:
         """The factor on standard prices for a model of ``owner`` with no price of this tier."""
-        if self.fallback_factor is None:
-            return None
-        if self.fallback_providers is not None and owner not in self.fallback_providers:
+        if self.fallback_factor is None or not self.falls_back_for(owner):
             return None
         return self.fallback_factor
 
@@ -127,31 +130,37 @@ def _tier_aliases(item: Any, ctx: str) -> dict[str, str]:
 
 def _tier_rule(item: Any, ctx: str) -> TierRule:
     _keys(item, ctx, required={"tier", "price_variants", "source"},
-          optional={"fallback_factor", "fallback_providers"})
+          optional={"fallback_price_variants", "fallback_factor", "fallback_providers"})
     tier = item["tier"]
     if tier not in TIERS - {STANDARD}:
         raise RulesError(f"{ctx}.tier: {tier!r} is not one of batch, flex, priority")
-    variants = item["price_variants"]
-    if not isinstance(variants, list) or not all(
-        isinstance(v, Mapping) and v and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-        for v in variants
-    ):
-        raise RulesError(f"{ctx}.price_variants: expected a list of string mappings")
+    variants = _variants(item["price_variants"], f"{ctx}.price_variants")
+    fallback_variants = _variants(item.get("fallback_price_variants", []), f"{ctx}.fallback_price_variants")
     factor = item.get("fallback_factor")
     if factor is not None:
         factor = _multiplier(factor, f"{ctx}.fallback_factor")
         if not Decimal(0) < factor <= Decimal(1):
             raise RulesError(f"{ctx}.fallback_factor: must be above 0 and at most 1")
     providers = item.get("fallback_providers", "*")
-    if factor is None and "fallback_providers" in item:
-        raise RulesError(f"{ctx}: fallback_providers without a fallback_factor")
+    if factor is None and not fallback_variants and "fallback_providers" in item:
+        raise RulesError(f"{ctx}: fallback_providers without a fallback")
     return TierRule(
         tier=tier,
-        price_variants=tuple(dict(v) for v in variants),
+        price_variants=variants,
+        fallback_variants=fallback_variants,
         fallback_factor=factor,
         fallback_providers=None if providers == "*" else frozenset(_strings(providers, f"{ctx}.fallback_providers")),
         source=item["source"],
     )
+
+
+def _variants(variants: Any, ctx: str) -> tuple[dict[str, str], ...]:
+    if not isinstance(variants, list) or not all(
+        isinstance(v, Mapping) and v and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+        for v in variants
+    ):
+        raise RulesError(f"{ctx}: expected a list of string mappings")
+    return tuple(dict(v) for v in variants)
 
 
 def _cache_rule(item: Any, ctx: str) -> CacheRule:
