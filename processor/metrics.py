@@ -151,11 +151,20 @@ def cost_usd(attributes: Mapping[str, Any]) -> float | None:
     """The call's USD cost as a float, converted once from exact nano-USD when present."""
     nano = attributes.get(attr.TOKENTRAIL_COST_NANO_USD)
     if isinstance(nano, int) and not isinstance(nano, bool):
-        return nano / _NANO  # int / int is correctly rounded: the closest float to the exact value
+        return _plausible_usd(nano / _NANO)  # int / int is correctly rounded: the closest float to the exact value
     amount = attributes.get(attr.GEN_AI_USAGE_COST_AMOUNT)
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
-        return float(amount)
+        return _plausible_usd(float(amount))
     return None
+
+
+#: No one call costs more (MAX_TOKENS_PER_CALL tokens at $1,000 per million is $100,000).
+MAX_CALL_USD = 1_000_000.0
+
+
+def _plausible_usd(usd: float) -> float | None:
+    # A forged or broken amount (inf, nan, 1e300, negative) must not poison the cumulative sums.
+    return usd if 0.0 <= usd <= MAX_CALL_USD else None
 
 
 def _global_resource_attributes() -> Mapping[str, Any] | None:
@@ -222,7 +231,7 @@ def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[s
     if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
         inst.fallbacks.add(usd, point, context=NO_EXEMPLAR)
     saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
-    if isinstance(saved, float) and saved > 0:
+    if isinstance(saved, float) and _plausible_usd(saved):
         inst.cache_savings.add(saved, point, context=NO_EXEMPLAR)
 
 

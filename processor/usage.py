@@ -2,21 +2,68 @@
 
 ``Usage`` is the one shape of every provider's token counts (``Usage.from_attributes`` the
 one reader of it from span attributes), ``is_genai_call`` the one "this span is a model
-call" rule, ``normalise_model_id`` the one model-id normaliser. Imports only semconv.
+call" rule, ``normalise_model_id`` the one model-id normaliser. Imports only semconv and state.
+
+Plausibility: no count may exceed ``MAX_TOKENS_PER_CALL``. A larger one (a broken proxy, a bug
+upstream) is malformed usage like a negative one: the call is ``no_usage``, its counts reach no
+metric, cost or ledger sum (a 10**19 count overflows the int64 sums OTLP and SQLite keep).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import register_reset
+
+_logger = logging.getLogger(__name__)
+
+#: The most tokens of one kind (or billable tool calls) one request can bill: ten times the
+#: largest context window offered (10M). Keeps every sum we keep far below int64 (9.2e18).
+MAX_TOKENS_PER_CALL = 100_000_000
 
 
 class InvalidUsage(ValueError):
     """The reported parts do not add up (e.g. more cached tokens than input tokens)."""
+
+
+class ImplausibleUsage(InvalidUsage):
+    """A count beyond ``MAX_TOKENS_PER_CALL``: no model bills that much in one request."""
+
+
+class _Implausible:
+    """How many usage reports were implausible; the first one is logged, the rest only counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def note(self, counts: tuple) -> ImplausibleUsage:
+        with self._lock:
+            self.count += 1
+            first = self.count == 1
+        if first:
+            _logger.warning("tokentrail: implausible token counts %s (more than %d in one call): recorded as "
+                            "no_usage; further ones are only counted", counts, MAX_TOKENS_PER_CALL)
+        return ImplausibleUsage(f"token count beyond {MAX_TOKENS_PER_CALL}: {counts}")
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+
+
+_implausible = _Implausible()
+register_reset(_implausible.reset)
+
+
+def implausible_count() -> int:
+    """Usage reports rejected as implausible since the start (or ``tokentrail.state.reset()``)."""
+    return _implausible.count
 
 
 @dataclass(slots=True)
@@ -58,6 +105,8 @@ class Usage:
         )
         if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in counts):
             raise InvalidUsage(f"token counts must be non-negative integers: {self!r}")
+        if any(n > MAX_TOKENS_PER_CALL for n in counts):
+            raise _implausible.note(counts)
         _check_parts(self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens,
                      self.cache_write_1h_tokens, self.reasoning_tokens)
         return self
@@ -108,6 +157,10 @@ class Usage:
         if inp < 0 or out < 0 or read < 0 or write < 0 or write_1h < 0 or reasoning < 0:
             raise InvalidUsage("token counts must be non-negative integers")
         _check_parts(inp, out, read, write, write_1h, reasoning)
+        # the parts are within their totals (checked above), so bounding the totals bounds them all;
+        # not counted here: a span is read several times (pricing, metrics, ledger)
+        if inp > MAX_TOKENS_PER_CALL or out > MAX_TOKENS_PER_CALL:
+            raise ImplausibleUsage(f"token count beyond {MAX_TOKENS_PER_CALL}: input {inp}, output {out}")
         return cls(inp, out, read, write, write_1h, reasoning, _NO_TOOLS)
 
 

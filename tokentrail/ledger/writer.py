@@ -2,7 +2,11 @@
 
 One transaction per batch with ``executemany``. Every SQLite failure (locked file, full
 disk, read-only or corrupt database, newer schema) becomes counted drops and one log line
-per kind of failure: the ledger must never raise into the application that feeds it.
+per kind of failure: the ledger must never raise into the application that feeds it. A row
+SQLite cannot take (an integer beyond int64) costs only itself: the batch is then written row
+by row. A ledger file deleted or replaced while the process runs is noticed before the next
+batch (logged once), and a fresh ledger is opened at the path instead of writing into the
+unlinked file.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ DEFAULT_PATH = "tokentrail.db"
 #: How long a write waits for another process's transaction before giving up on the batch.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
+#: Errors of one row's values (binding, constraints), not of the database: the other rows can still go in.
+_ROW_ERRORS = (OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError, sqlite3.ProgrammingError, ValueError,
+               TypeError)
+
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -38,7 +46,9 @@ class LedgerWriter:
         self.busy_timeout_ms = busy_timeout_ms
         self.written = 0
         self.dropped = 0
+        self.replaced = 0  # times the file was found deleted or replaced and a new ledger started
         self._conn: sqlite3.Connection | None = None
+        self._inode: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         self._closed = False
@@ -48,9 +58,24 @@ class LedgerWriter:
             os.register_at_fork(after_in_child=lambda: _forget_connection(ref))
 
     def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._file_id() != self._inode:
+            self.replaced += 1
+            _logger.warning("tokentrail ledger %s: the file was deleted or replaced while open; starting a new "
+                            "ledger at the path (the rows of the old file are gone with it)", self.path)
+            self._reset()
         if self._conn is None:
             self._conn = connect(self.path, busy_timeout_ms=self.busy_timeout_ms)
+            self._inode = self._file_id()
         return self._conn
+
+    def _file_id(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def write(self, rows: Sequence[tuple] | Iterable[tuple]) -> bool:
         """Write one batch in one transaction; False (and the rows counted as dropped) on failure."""
@@ -65,7 +90,12 @@ class LedgerWriter:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(_INSERT, rows)
+                    try:
+                        conn.executemany(_INSERT, rows)
+                    except _ROW_ERRORS:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                        rows = self._rows_one_by_one(conn, rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -81,6 +111,18 @@ class LedgerWriter:
                 return False
             self.written += len(rows)
             return True
+
+    def _rows_one_by_one(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
+        """Insert each row on its own (in the open transaction); the written ones."""
+        written = []
+        for row in rows:
+            try:
+                conn.execute(_INSERT, row)
+            except _ROW_ERRORS as exc:
+                self._drop(1, "row:" + type(exc).__name__, f"a row it cannot store: {exc}")
+            else:
+                written.append(row)
+        return written
 
     def _drop(self, count: int, kind: str, reason: object) -> None:
         self.dropped += count
@@ -99,6 +141,7 @@ class LedgerWriter:
             except sqlite3.Error:
                 pass
             self._conn = None
+            self._inode = None
 
     def close(self) -> None:
         with self._lock:
