@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,50 @@ def test_demo_as_a_new_user_runs_it(tmp_path):
     # the runaway loop under a task budget: stopped before sending, said in two lines
     [breaker] = [line for line in out.splitlines() if line.startswith("Circuit breaker: task invoice-extractor")]
     assert "kept retrying an invalid JSON answer" in breaker and "before it was sent" in breaker
-    assert "(zero overshoot); outcome budget_exceeded." in out
+    assert "(zero overshoot), and 1 stopped (never billed); outcome budget_exceeded." in out
     # a second run starts the demo ledger afresh instead of doubling it
     again = subprocess.run([exe, "demo", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout == ""
     report = subprocess.run([exe, "report", "--format", "json"], cwd=tmp_path, capture_output=True, text=True)
     first_total = [line for line in out.splitlines() if line.startswith("TOTAL")][0]
     assert f"{json.loads(report.stdout)['total']['calls']:,}" in first_total
+
+
+def test_demo_numbers_agree_with_each_other(tmp_path, capsys):
+    path = str(tmp_path / "demo.db")
+    assert main(["demo", "--ledger", path]) == 0
+    out = capsys.readouterr().out
+    headline = re.match(r"tokentrail demo: (\d+) LLM calls .* \((\d+) sent to the fake provider, (\d+) stopped", out)
+    llm, sent, stopped = map(int, headline.groups())
+    totals = [line.split() for line in out.splitlines() if line.startswith("TOTAL")]
+    assert llm == sent + stopped and all(int(t[1].replace(",", "")) == llm for t in totals)
+    breaker = re.search(r"  (\d+) calls: (\d+) sent, .* and 1 stopped", out)
+    task_row = next(line for line in out.splitlines() if line.startswith("invoice-extractor"))
+    assert int(breaker.group(1)) == int(breaker.group(2)) + 1 == int(task_row.split()[3])
+    assert "1 LLM calls" not in out
+    # one dollar precision everywhere: six decimals
+    assert set(len(d) for d in re.findall(r"\$[\d,]+\.(\d+)", out)) == {6}
+    # the self-hosted tenant's spend is unknown, never $0
+    [hooli] = [line for line in out.splitlines() if line.startswith("hooli")]
+    assert "no cost (6 unpriced)" in hooli and "$0.000000" not in hooli
+
+
+def test_demo_spreads_its_workload_over_past_weeks_and_keep_adds_to_it(tmp_path, capsys):
+    path = str(tmp_path / "demo.db")
+    workload.run_workload(path, seed=7)
+    conn = sqlite3.connect(path)
+    days = conn.execute("SELECT COUNT(DISTINCT start_ns / 86400000000000), MAX(start_ns) FROM spans").fetchone()
+    assert days[0] >= 21 and days[1] < time.time_ns()  # several weeks, all in the past
+    for args in (["report", "--since", "7d"], ["report", "--by", "day", "--since", "14d"], ["tenants", "--since", "7d"],
+                 ["top", "--since", "7d"]):
+        assert main([*args, "--ledger", path, "--format", "json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data.get("rows") or data.get("tenants") or data.get("traces"), args
+    week = json.loads((main(["report", "--since", "7d", "--ledger", path, "--format", "json"]), capsys.readouterr().out)[1])
+    assert week["total"]["previous_cost_nano_usd"] > 0  # the week before has spend to compare with
+    before = conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+    assert main(["demo", "--ledger", path, "--keep", "--quiet"]) == 0
+    assert conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0] > before  # seed 7 is there: another seed
 
 
 @pytest.mark.slow

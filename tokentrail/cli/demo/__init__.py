@@ -46,13 +46,18 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.ledger or default_path()
     _prepare(path, args.keep)
-    counts = workload.run_workload(path, args.seed)
+    seed = _free_seed(path, args.seed) if args.keep else args.seed
+    if seed != args.seed and not args.quiet:
+        print(f"tokentrail demo: seed {args.seed} is already in {path}; --keep adds the seed {seed} workload")
+    counts = workload.run_workload(path, seed)
     if args.quiet:
         return 0
     out = sys.stdout
-    out.write(f"tokentrail demo: {counts['calls']} OpenAI calls through the real SDK and pipeline; "
-              f"{counts['written']} spans in the ledger {path}"
-              + (f" ({counts['dropped']} dropped)" if counts["dropped"] else "") + "\n\n")
+    llm_calls = counts["calls"] + counts["blocked"]
+    out.write(f"tokentrail demo: {llm_calls} LLM calls through the real openai SDK and pipeline"
+              f" ({counts['calls']} sent to the fake provider, {counts['blocked']} stopped by a circuit breaker"
+              f" before sending), spread over the past {counts['days']} days; {counts['written']} spans in the"
+              f" ledger {path}" + (f" ({counts['dropped']} dropped)" if counts["dropped"] else "") + "\n\n")
     everything = Period.parse(None, None)
     with Ledger(path) as led:
         out.write(report_cmd.render(led.report(["tenant"], everything)) + "\n\n")
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out.write(
         "Ask more:\n"
         f"  tokentrail tenants --where feature=support-chat{flag}  # same feature, same model: cache hits per tenant\n"
+        f"  tokentrail report --by day --since 14d{flag}  # spend per day, against the 14 days before\n"
         f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
         f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
         f"  tokentrail price gpt-4o --input 2000 --output 500\n"
@@ -94,6 +100,25 @@ def _prepare(path: str, keep: bool) -> None:
             os.remove(path + suffix)
 
 
+def _free_seed(path: str, seed: int) -> int:
+    """``seed``, or the next seed whose workload is not in the ledger yet (the same seed writes the same
+    span ids, which the ledger would silently ignore)."""
+    from tokentrail.cli.demo.workload import first_trace_id
+
+    if not os.path.exists(path):
+        return seed
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            while conn.execute("SELECT 1 FROM spans WHERE trace_id = ? LIMIT 1", (first_trace_id(seed),)).fetchone():
+                seed += 1
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
+    return seed
+
+
 def breaker_lines(breaker: dict[str, Any] | None) -> str:
     """What the runaway loop's circuit breaker did, in two lines (empty if it never fired)."""
     if not breaker:
@@ -103,6 +128,6 @@ def breaker_lines(breaker: dict[str, Any] | None) -> str:
     over = spent - limit_nano
     return (f"Circuit breaker: task {breaker['task']} ({breaker['task_id']}) kept retrying an invalid JSON answer; "
             f"the {breaker['limit']} breaker stopped call {breaker['calls'] + 1} before it was sent.\n"
-            f"  {breaker['calls']} calls made, {c.usd(spent)} spent of its {c.usd(limit_nano)} limit "
-            + ("(zero overshoot)" if over <= 0 else f"(overshoot {c.usd(over)})")
-            + f"; outcome {breaker['outcome']}.\n")
+            f"  {breaker['calls'] + 1} calls: {breaker['calls']} sent, {c.usd(spent)} spent of its"
+            f" {c.usd(limit_nano)} limit " + ("(zero overshoot)" if over <= 0 else f"(overshoot {c.usd(over)})")
+            + f", and 1 stopped (never billed); outcome {breaker['outcome']}.\n")

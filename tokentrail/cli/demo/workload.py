@@ -6,21 +6,26 @@ instrumentation makes the spans; the attribution and cost processors own and pri
 ``x-fake-openai`` header), so every run writes the same numbers. The workload shows the stories
 people pay for: cache-hit dispersion between tenants on the same model, a long-prompt feature,
 an agent loop with a runaway tail, a retry storm, a silent fallback to a pricier model, spend
-nobody owns, and a runaway retry loop stopped by a task budget before it is paid for.
+nobody owns, a self-hosted model no rate card prices, and a runaway retry loop stopped by a task
+budget before it is paid for. Each request is placed on the workload's own clock, spread over the
+past ``DAYS`` days (before today's UTC midnight, so a rerun on the same day writes the same times):
+``--since`` comparisons and ``--by day`` have something to show.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import openai
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
@@ -43,6 +48,9 @@ RUNAWAY_BUDGET_USD = 0.05
 # the runaway agent's prompt: a pasted invoice, and an answer that is never valid JSON
 INVOICE_PROMPT = "Extract the invoice fields as JSON. " + "Line item, qty 1. " * 400
 NOT_JSON = "Sure! Here is the data you asked for: {invoice: 42"
+SELF_HOSTED_MODEL = "hooli-llama-70b"  # on no rate card: its calls are counted, never $0
+DAYS = 28
+_DAY_NS = 86400 * 10**9
 
 
 class SeededIds(IdGenerator):
@@ -75,11 +83,49 @@ TENANTS = (
 BY_NAME = {t.name: t for t in TENANTS}
 
 
+class Backdated(SpanExporter):
+    """Moves every span of a trace by its trace's offset (the workload's clock) on the way to the ledger."""
+
+    def __init__(self, inner: SpanExporter, offsets: dict[int, int]) -> None:
+        self.inner = inner
+        self.offsets = offsets
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([_moved(s, self.offsets.get(s.context.trace_id, 0)) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _moved(span: ReadableSpan, offset: int) -> ReadableSpan:
+    if not offset:
+        return span
+    return ReadableSpan(
+        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=span.attributes, links=span.links, kind=span.kind, status=span.status,
+        events=[Event(e.name, e.attributes, e.timestamp + offset) for e in span.events],
+        start_time=span.start_time + offset, end_time=None if span.end_time is None else span.end_time + offset,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def first_trace_id(seed: int) -> str:
+    """The first trace id a seed's workload writes (the SDK draws a root's trace id first)."""
+    return format(SeededIds(seed).generate_trace_id(), "032x")
+
+
 class Workload:
-    def __init__(self, client: Any, tracer: Any, seed: int) -> None:
+    def __init__(self, client: Any, tracer: Any, seed: int, offsets: dict[int, int] | None = None) -> None:
         self.client = client
         self.tracer = tracer
         self.rng = random.Random(seed)
+        self.clock = random.Random(seed ^ 0xC10C)  # apart from rng: placing requests changes no usage
+        today = time.time_ns() // _DAY_NS * _DAY_NS
+        self.first_day_ns = today - DAYS * _DAY_NS
+        self.offsets = {} if offsets is None else offsets  # trace id -> ns to move its spans by
         self.calls = 0
         self.breaker: dict[str, Any] | None = None  # what the runaway loop's breaker stopped
 
@@ -109,8 +155,14 @@ class Workload:
         """Cache reads for this tenant's prompt (providers cache in 128-token blocks)."""
         return int(prompt * self.rng.uniform(*BY_NAME[tenant].cache_hit)) // 128 * 128
 
-    def request(self, route: str):
-        return self.tracer.start_as_current_span(f"POST {route}", kind=SpanKind.SERVER)
+    @contextmanager
+    def request(self, name: str, kind: SpanKind = SpanKind.SERVER) -> Iterator[Any]:
+        """A request's root span, placed on a day of the past ``DAYS``, in working hours."""
+        with self.tracer.start_as_current_span(name, kind=kind) as span:
+            when = (self.first_day_ns + self.clock.randrange(DAYS) * _DAY_NS
+                    + self.clock.randrange(7 * 3600, 20 * 3600) * 10**9)
+            self.offsets[span.get_span_context().trace_id] = when - span.start_time
+            yield span
 
     # --- the stories -------------------------------------------------------------------------
     def support_chat(self) -> None:
@@ -119,7 +171,7 @@ class Workload:
             for i in range(tenant.requests):
                 prompt = self.rng.randint(3000, 6000)
                 cached = self.cached(tenant.name, prompt)
-                with self.request("/api/support/chat"), tokentrail.attribute(
+                with self.request("POST /api/support/chat"), tokentrail.attribute(
                     tenant=tenant.name, feature="support-chat", team="support", user=f"{tenant.name}-u{i % 7}"
                 ):
                     self.chat(prompt=prompt, output=self.rng.randint(150, 400), cached=cached)
@@ -128,7 +180,7 @@ class Workload:
         """A feature that is expensive because its prompts are long (whole contracts pasted in)."""
         for i in range(12):
             tenant = TENANTS[i % 2 + 2].name
-            with self.request("/api/documents/review"), tokentrail.attribute(
+            with self.request("POST /api/documents/review"), tokentrail.attribute(
                 tenant=tenant, feature="doc-review", team="legal-ai", user=f"{tenant}-u{i % 3}"
             ):
                 self.chat(prompt=self.rng.randint(60_000, 110_000), output=self.rng.randint(800, 1500))
@@ -139,7 +191,7 @@ class Workload:
         for run in range(24):
             tenant = TENANTS[run % 4].name
             steps = 10 if run in runaway else self.rng.randint(3, 5)
-            with self.request("/api/research"), tokentrail.attribute(
+            with self.request("POST /api/research"), tokentrail.attribute(
                 tenant=tenant, feature="research", team="agents", user=f"{tenant}-u{run % 5}"
             ), tokentrail.task("research-agent", id=f"research-{run:03d}"):
                 context = self.rng.randint(6000, 8000)
@@ -154,7 +206,7 @@ class Workload:
         for doc in range(8):
             attempts = self.rng.randint(3, 7)
             tenant = TENANTS[doc % 4].name
-            with self.request("/jobs/nightly-digest"), tokentrail.attribute(
+            with self.request("POST /jobs/nightly-digest"), tokentrail.attribute(
                 tenant=tenant, feature="digest", team="platform"
             ), tokentrail.task("nightly-digest", id=f"digest-{doc:03d}"):
                 for attempt in range(attempts):
@@ -173,7 +225,7 @@ class Workload:
         """Silent fallback: when the cheap model fails, the call is re-sent to a pricier one."""
         for i in range(16):
             tenant = TENANTS[i % 4].name
-            with self.request("/api/summarize"), tokentrail.attribute(
+            with self.request("POST /api/summarize"), tokentrail.attribute(
                 tenant=tenant, feature="summarize", team="platform", user=f"{tenant}-u{i % 4}"
             ), tokentrail.task("summarize", id=f"summarize-{i:03d}"):
                 prompt, output = self.rng.randint(4000, 8000), self.rng.randint(300, 700)
@@ -190,8 +242,16 @@ class Workload:
     def unattributed(self) -> None:
         """Scripts and CI evaluations with no owner tags: visible as unattributed, never hidden."""
         for _ in range(14):
-            with self.tracer.start_as_current_span("eval-script"):
+            with self.request("eval-script", SpanKind.INTERNAL):
                 self.chat(prompt=self.rng.randint(5000, 9000), output=self.rng.randint(400, 900))
+
+    def self_hosted(self) -> None:
+        """A tenant served by a self-hosted model: tokens are counted, the cost is unknown (not $0)."""
+        for i in range(6):
+            with self.request("POST /api/on-prem/summarize"), tokentrail.attribute(
+                tenant="hooli", feature="on-prem-summaries", team="platform", user=f"hooli-u{i % 2}"
+            ):
+                self.chat(SELF_HOSTED_MODEL, prompt=self.rng.randint(2000, 4000), output=self.rng.randint(200, 400))
 
     def runaway_loop(self) -> None:
         """The $2,847 loop, under a circuit breaker: an agent keeps asking again while the answer is
@@ -200,7 +260,7 @@ class Workload:
         messages = [{"role": "user", "content": INVOICE_PROMPT}]
         state = None
         try:
-            with self.request("/api/invoices/extract"), tokentrail.attribute(
+            with self.request("POST /api/invoices/extract"), tokentrail.attribute(
                 tenant="globex", feature="invoice-extract", team="agents", user="globex-u1"
             ), tokentrail.task(RUNAWAY_TASK, id=RUNAWAY_TASK_ID, budget_usd=RUNAWAY_BUDGET_USD) as state:
                 for attempt in range(1000):  # a safety net only: the breaker stops it long before
@@ -228,6 +288,7 @@ class Workload:
         self.nightly_digest()
         self.summarize_with_fallback()
         self.unattributed()
+        self.self_hosted()
         self.runaway_loop()
 
 
@@ -235,12 +296,14 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     """Run the workload into the ledger at ``path``; returns call and drop counts, and what the
     runaway loop's circuit breaker stopped (``breaker``)."""
     exporter = LedgerSpanExporter(path)
+    offsets: dict[int, int] = {}
     tracer_provider = TracerProvider(resource=Resource.create({SERVICE_NAME: SERVICE}), id_generator=SeededIds(seed),
                                      shutdown_on_exit=False)
     meter_provider = MeterProvider(shutdown_on_exit=False)
     tracer_provider.add_span_processor(AttributionSpanProcessor())
     tracer_provider.add_span_processor(
-        CostSpanProcessor(BatchSpanProcessor(exporter, schedule_delay_millis=200), meter_provider=meter_provider)
+        CostSpanProcessor(BatchSpanProcessor(Backdated(exporter, offsets), schedule_delay_millis=200),
+                          meter_provider=meter_provider)
     )
     instrumentor = OpenAIInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
@@ -250,7 +313,7 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     server = fake_provider()
     try:
         client = openai.OpenAI(base_url=base_url(server), api_key="demo-key", max_retries=0)
-        workload = Workload(client, tracer_provider.get_tracer("tokentrail.demo"), seed)
+        workload = Workload(client, tracer_provider.get_tracer("tokentrail.demo"), seed, offsets)
         workload.run()
         client.close()
     finally:
@@ -259,5 +322,5 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
         telemetry.use_providers(*previous)
         tracer_provider.shutdown()  # flushes the batch processor into the ledger
         meter_provider.shutdown()
-    return {"calls": workload.calls, "written": exporter.written, "dropped": exporter.dropped,
-            "breaker": workload.breaker}
+    return {"calls": workload.calls, "blocked": 1 if workload.breaker else 0, "written": exporter.written,
+            "dropped": exporter.dropped, "breaker": workload.breaker, "days": DAYS}

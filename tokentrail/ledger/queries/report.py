@@ -58,8 +58,8 @@ class ReportQuery(LedgerBase):
             row.update(no_cost_counts(kinds.get(key)))
             row["cache_hit_ratio"] = ratio(agg["cache_read_tokens"], agg["input_tokens"])
             row["cost_usd"] = _usd_text(agg["cost_nano_usd"])
-            row["share"] = ratio(agg["cost_nano_usd"], total_nano)
-            if previous is not None:
+            row["share"] = None if agg["cost_nano_usd"] is None else ratio(agg["cost_nano_usd"], total_nano)
+            if previous is not None and "day" not in by:  # a day never recurs in the previous period
                 before = previous.get(key, 0)
                 row["previous_cost_nano_usd"] = before
                 row["change"] = None if not before or agg["cost_nano_usd"] is None else (
