@@ -20,7 +20,9 @@ test: $(VENV)/.test
 
 # docs/view.png, the README's picture: the demo ledger's HTML view in headless Chromium.
 screenshot: $(VENV)/.demo
-	$(BIN)/python -m tokentrail.view.screenshot docs/view.png
+	mkdir -p .cache
+	$(BIN)/tokentrail demo --quiet --ledger .cache/view-demo.db
+	$(BIN)/tokentrail view --ledger .cache/view-demo.db --out .cache/view.html --png docs/view.png
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
