@@ -58,10 +58,10 @@ def embedding_usage(response: Any) -> Usage | None:
     when neither is."""
     prompt = field(block(response, "usage_metadata"), "prompt_token_count")
     if prompt is not None:
-        return Usage(input_tokens=count(prompt), output_tokens=0)
+        return Usage(input_tokens=count(prompt), output_tokens=0).validate()
     counts = [c for c in (field(field(e, "statistics"), "token_count") for e in field(response, "embeddings") or ())
               if c is not None]
-    return Usage(input_tokens=sum(count(c) for c in counts), output_tokens=0) if counts else None
+    return Usage(input_tokens=sum(count(c) for c in counts), output_tokens=0).validate() if counts else None
 
 
 def finish_reasons(response: Any) -> list[str]:
