@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from collector_fixtures import OVERLAY, SHIPPED_CONFIG, collector_binary, overla
 from tokentrail.cli import _common, collector
 from tokentrail.processor.pricing import ottl, price_span
 from tokentrail.semconv import attributes as attr
-from tokentrail.testing.collector import Collector, read_spans, validate
+from tokentrail.testing.collector import Collector, otlp_json, post_otlp, read_spans, validate
 
 VECTORS = yaml.safe_load((Path(__file__).parent / "vectors" / "pricing.yaml").read_text())
 CASES = {case["name"]: case for case in VECTORS["cases"]}
@@ -130,38 +128,6 @@ def test_cli_without_models_or_ledger_is_a_usage_error(tmp_path):
 
 
 # --- through the real Collector ------------------------------------------------------------------------------
-def _otlp_value(value) -> dict:
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    return {"stringValue": str(value)}
-
-
-def otlp_request(spans: list[tuple[str, int, dict]], service: str = "checkout-node") -> bytes:
-    """An OTLP/JSON ExportTraceServiceRequest of (span id, start ns, attributes), as a Node/Go/Java SDK sends."""
-    out = []
-    for i, (span_id, start, attributes) in enumerate(spans):
-        out.append({
-            "traceId": f"{i + 1:032x}", "spanId": span_id, "name": "chat", "kind": 3,
-            "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000_000),
-            "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in attributes.items()],
-        })
-    request = {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-        "scopeSpans": [{"scope": {"name": "@opentelemetry/instrumentation-openai"}, "spans": out}],
-    }]}
-    return json.dumps(request).encode()
-
-
-def post_traces(url: str, body: bytes) -> None:
-    request = urllib.request.Request(url + "/v1/traces", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        assert resp.status == 200
-
-
 def wait_for_spans(path: Path, count: int, limit_s: float = 60) -> list:
     deadline = time.monotonic() + limit_s
     while True:
@@ -186,14 +152,15 @@ def collector_output(tmp_path_factory):
     binary = collector_binary()
     pricing = pricing_config(tmp, VECTORS["models"], ["memory_limiter", ottl.PROCESSOR, "batch"])
     env, ports, traces_file = overlay_env(tmp)
-    spans = [(f"{i + 1:016x}", start_ns(c["start"]), span_attributes(c)) for i, c in enumerate(CASES.values())]
+    spans = [(f"{i + 1:032x}", f"{i + 1:016x}", start_ns(c["start"]), span_attributes(c))
+             for i, c in enumerate(CASES.values())]
     with Collector(binary, [SHIPPED_CONFIG, OVERLAY, pricing], env=env, health_port=ports["HEALTH"],
                    log_path=tmp / "collector.log") as collector:
-        post_traces(f"http://127.0.0.1:{ports['OTLP_HTTP']}", otlp_request(spans))
+        post_otlp(f"http://127.0.0.1:{ports['OTLP_HTTP']}", otlp_json(spans, service="checkout-node"))
         exported = wait_for_spans(traces_file, len(spans))
         log = collector.log_tail(200)
     by_id = {s.span_id: s for s in exported}
-    return {name: by_id.get(span_id) for name, (span_id, _, _) in zip(CASES, spans)}, log
+    return {name: by_id.get(span[1]) for name, span in zip(CASES, spans)}, log
 
 
 _COST_PREFIXES = ("gen_ai.usage.cost.", "tokentrail.cost.", "tokentrail.pricing.", "tokentrail.rate_card.")

@@ -99,6 +99,40 @@ class Collector:
         self.stop()
 
 
+# --- OTLP/JSON in, as any language's SDK sends it -------------------------------------------------------------
+def _otlp_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    return {"stringValue": str(value)}
+
+
+def otlp_json(spans: Iterable[tuple[str, str, int, Mapping[str, Any]]], service: str = "service",
+              scope: str = "instrumentation") -> bytes:
+    """An ExportTraceServiceRequest (OTLP/JSON) of (trace id, span id, start ns, attributes) client spans."""
+    out = [{
+        "traceId": trace_id, "spanId": span_id, "name": "chat", "kind": 3,
+        "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000_000),
+        "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in attributes.items()],
+    } for trace_id, span_id, start, attributes in spans]
+    request = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"scope": {"name": scope}, "spans": out}],
+    }]}
+    return json.dumps(request).encode()
+
+
+def post_otlp(base_url: str, body: bytes) -> None:
+    """POST an OTLP/JSON body to a Collector's OTLP/HTTP receiver (``/v1/traces``)."""
+    request = urllib.request.Request(base_url + "/v1/traces", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        if resp.status != 200:
+            raise CollectorFailed(f"OTLP/HTTP answered {resp.status}")
+
+
 # --- the file exporter's OTLP JSON lines -------------------------------------------------------------------
 @dataclass
 class ExportedSpan:
