@@ -135,7 +135,7 @@ def test_usage_and_cost_identical_in_every_mode(server, pipeline, backend, scena
             call(client, mode, model)
         span = only_llm_span(pipeline)
         assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == PROVIDERS[backend]
-        assert span.attributes[attr.GEN_AI_REQUEST_STREAM] == mode.endswith("stream")
+        assert span.attributes.get(attr.GEN_AI_REQUEST_STREAM) is (True if mode.endswith("stream") else None)
         assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
         assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "priced", dict(span.attributes)
         seen.append((mode, usage_of(span), span.attributes[attr.TOKENTRAIL_COST_NANO_USD]))
@@ -347,7 +347,7 @@ def test_chat_sessions_are_priced_per_turn(server, pipeline):
     chat.send_message("hello")
     list(chat.send_message_stream("again"))
     spans = pipeline.llm_spans()
-    assert [s.attributes[attr.GEN_AI_REQUEST_STREAM] for s in spans] == [False, True]
+    assert [s.attributes.get(attr.GEN_AI_REQUEST_STREAM) for s in spans] == [None, True]
     assert [s.attributes[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] for s in spans if
             attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS in s.attributes] == [10_000]
 
@@ -377,15 +377,15 @@ def test_uninstrument_restores_the_sdk(server):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_flex_tier_is_half_price(server, pipeline, mode):
-    # Gemini API Flex: 50% off input and output (thinking included).
+def test_flex_tier_is_recorded_and_priced_as_the_data_says(server, pipeline, mode):
+    # The requested tier is recorded; genai-prices has no Flex price for gemini-2.5-flash, so
+    # the call is priced (and labelled) standard (README, Google GenAI).
     server.enqueue(gemini_api.scenario("thinking"))
     call(gemini_client(server), mode, "gemini-2.5-flash", config=types.GenerateContentConfig(service_tier="flex"))
     span = only_llm_span(pipeline)
     assert span.attributes[attr.TOKENTRAIL_SERVICE_TIER] == "flex"
-    assert span.attributes[attr.TOKENTRAIL_PRICING_TIER].startswith("flex")
-    standard = 1_000 * Decimal("0.30") / M + 2_000 * Decimal("2.50") / M
-    assert cost_usd(span) == standard / 2
+    assert span.attributes[attr.TOKENTRAIL_PRICING_TIER] == "standard"
+    assert cost_usd(span) == 1_000 * Decimal("0.30") / M + 2_000 * Decimal("2.50") / M
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
