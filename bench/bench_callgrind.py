@@ -166,7 +166,6 @@ class Setup:
         self.mode = mode
         self.tp = self.mp = self.reader = None
         self.exporter = None
-        self.instrumentors: list[Any] = []
         self.anthropic_telemetry: Any = None  # the SDK default: spans only with a global provider (none here)
         self.scope: Callable[[], Any] = contextlib.nullcontext
 
@@ -187,7 +186,6 @@ class Setup:
 
     def _instrument(self, instrumentor: Any) -> None:
         instrumentor.instrument(tracer_provider=self.tp, meter_provider=self.mp, skip_dep_check=True)
-        self.instrumentors.append(instrumentor)
 
     def install(self) -> None:
         mode = self.mode
@@ -460,7 +458,8 @@ def _plus(value: float) -> str:
 
 def report(rows: dict[str, Any], results: dict[str, Any], args: argparse.Namespace, meta: dict[str, Any]) -> None:
     print(f"\nCPU instructions per call (callgrind, client process only), {args.calls} calls per scenario and "
-          f"mode after {args.warmup} warm-up calls.\ncommit {meta['commit']}, tokentrail from {meta['tokentrail_from']}; "
+          f"mode after {args.warmup} warm-up calls.\ncommit {meta['commit']}, "
+          f"tokentrail from {meta['tokentrail_from']}; "
           f"Python {meta['python']}, {meta['valgrind']}; {meta['versions']}\n")
     print("| scenario | bare SDK | lightest peer (adds) | OpenLLMetry (adds) | tokentrail whole pipeline (adds) |")
     print("|---|---:|---|---:|---|")
@@ -509,7 +508,8 @@ def report(rows: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
     if checks:
         print("exported spans per call: " + ", ".join(checks))
     points = {m: r["metric_points"] for m, r in results.items() if "metric_points" in r}
-    print("metric data points held by the reader at the end: " + ", ".join(f"{m} {n}" for m, n in points.items()))
+    print("metric series the reader holds at the end (data points, not calls): "
+          + ", ".join(f"{m} {n}" for m, n in points.items()))
     tt = results.get("tokentrail", {}).get("scenarios", {})
     if tt:
         print("tokentrail's last span per scenario: " + ", ".join(
@@ -538,8 +538,9 @@ def _meta() -> dict[str, Any]:
     if git("status", "--porcelain", "--", "../tokentrail", "../instrumentation", "../processor", "../semconv"):
         commit += " + uncommitted changes"
     vg = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"commit": commit, "tokentrail_from": str(Path(tokentrail.__file__).parent), "python": sys.version.split()[0],
-            "valgrind": vg, "versions": ", ".join(f"{n} {v}" for n, v in found.items())}
+    return {"commit": commit, "tokentrail_from": str(Path(tokentrail.__file__).parent),
+            "python": sys.version.split()[0], "valgrind": vg,
+            "versions": ", ".join(f"{n} {v}" for n, v in found.items())}
 
 
 def main() -> None:
