@@ -342,6 +342,7 @@ def start_llm_call(
     estimated_input_tokens: int = 0,
     attributes: Mapping[str, Any] | None = None,
     check_budget: bool = True,
+    choices: Any = 1,
 ) -> LLMCall:
     """Start the span (name ``"{operation} {model}"``, kind CLIENT) and run the pre-flight checks.
 
@@ -349,6 +350,7 @@ def start_llm_call(
     yields a no-op call so the wrapper can still run the SDK call untouched.
     ``check_budget=False`` records a call that was already paid for (e.g. a batch result being
     read), where stopping it would save nothing.
+    ``choices``: completions generated per request (OpenAI ``n``), for the worst-case output.
     """
     try:
         model = request_model if isinstance(request_model, str) and request_model else None
@@ -362,8 +364,8 @@ def start_llm_call(
             attrs[attr.SERVER_ADDRESS] = server_address
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             attrs[attr.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-        if stream is not None:
-            attrs[attr.GEN_AI_REQUEST_STREAM] = bool(stream)
+        if stream:  # upstream: set if and only if the request streams (unset means it does not)
+            attrs[attr.GEN_AI_REQUEST_STREAM] = True
         if isinstance(service_tier, str) and service_tier:
             attrs[attr.TOKENTRAIL_SERVICE_TIER] = service_tier
         if attributes:
@@ -393,6 +395,7 @@ def start_llm_call(
             max_output_tokens=attrs.get(attr.GEN_AI_REQUEST_MAX_TOKENS),
             operation=operation,
             service_tier=service_tier if isinstance(service_tier, str) else None,
+            choices=choices,
         )
         with call.activate():
             preflight.check(planned)

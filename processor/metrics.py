@@ -9,6 +9,7 @@ the SDK's aggregation cardinality limit, so one noisy dimension cannot explode a
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping
 
 from opentelemetry import context as context_api
@@ -31,10 +32,10 @@ METER_NAME = "tokentrail"
 #: USD-sized buckets: a tenth of a cent up to a $50 call.
 COST_BUCKETS_USD = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0)
-#: GenAI semantic-convention advice for gen_ai.client.token.usage.
+#: GenAI semantic-convention advice for the token histograms.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
                  4194304, 16777216, 67108864)
-#: GenAI semantic-convention advice for gen_ai.client.operation.duration.
+#: GenAI semantic-convention advice for the duration histograms.
 DURATION_BUCKETS_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
                       10.24, 20.48, 40.96, 81.92)
 
@@ -53,9 +54,19 @@ ALLOWED_ATTRIBUTES = (
 )
 
 _ALLOWED = frozenset(ALLOWED_ATTRIBUTES)
-#: Dimensions of the upstream gen_ai.client.* points (a subset of the allowlist).
+#: Dimensions of the upstream gen_ai.client.* points (a subset of the allowlist), plus the
+#: upstream server.address and server.port read from the span.
 _UPSTREAM = (attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL, attr.GEN_AI_OPERATION_NAME,
              attr.ERROR_TYPE, attr.DEPLOYMENT_ENVIRONMENT_NAME)
+_SERVER = (attr.SERVER_ADDRESS, attr.SERVER_PORT)
+
+#: Upstream's opt-in to the latest GenAI conventions (a comma-separated list, as the official
+#: instrumentations read it): ``gen_ai_latest_experimental`` emits the gen_ai.client.inference.*
+#: and gen_ai.client.embeddings.* metrics instead of gen_ai.client.token.usage and
+#: gen_ai.client.operation.duration.
+ENV_SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+GEN_AI_LATEST = "gen_ai_latest_experimental"
+_EMBEDDINGS = "embeddings"
 #: Not useful on token counts (a failed call's tokens are still tokens).
 _NOT_ON_TOKENS = frozenset({attr.ERROR_TYPE})
 _NANO = 1_000_000_000
@@ -90,10 +101,13 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
 class Instruments:
     """The instruments of one MeterProvider."""
 
-    __slots__ = ("cost", "tokens", "unpriced", "token_usage", "duration", "retries", "fallbacks", "cache_savings")
+    __slots__ = ("cost", "tokens", "unpriced", "latest", "token_usage", "duration", "inference_duration",
+                 "inference_input", "inference_output", "embeddings_duration", "embeddings_input", "retries",
+                 "fallbacks", "cache_savings")
 
     def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
         meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
+        self.latest = gen_ai_latest()
         # Bucket advice too, so the buckets are right even when another configurator built
         # the MeterProvider without our views.
         self.cost = meter.create_histogram(
@@ -104,12 +118,21 @@ class Instruments:
         self.unpriced = meter.create_counter(
             names.TOKENTRAIL_CALLS_UNPRICED, unit="{call}",
             description="LLM calls whose model is not on the rate card")
-        self.token_usage = meter.create_histogram(
-            names.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
-        self.duration = meter.create_histogram(
-            names.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S)
+        # One generation of the upstream GenAI metrics, never both (no extra points per call).
+        if self.latest:
+            self.inference_duration = _duration(meter, names.GEN_AI_CLIENT_INFERENCE_DURATION,
+                                                "GenAI client inference operation duration")
+            self.inference_input = _tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+                                           "Input tokens used per inference operation")
+            self.inference_output = _tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+                                            "Output tokens used per inference operation")
+            self.embeddings_duration = _duration(meter, names.GEN_AI_CLIENT_EMBEDDINGS_DURATION,
+                                                 "GenAI client embeddings operation duration")
+            self.embeddings_input = _tokens(meter, names.GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS,
+                                            "Input tokens used per embeddings operation")
+        else:
+            self.token_usage = _tokens(meter, names.GEN_AI_CLIENT_TOKEN_USAGE, "Number of input and output tokens used")
+            self.duration = _duration(meter, names.GEN_AI_CLIENT_OPERATION_DURATION, "GenAI operation duration")
         # The share of spend that was retries and fallbacks (dashboards), without the retry
         # attempt or fallback model as metric labels.
         self.retries = meter.create_counter(
@@ -120,7 +143,24 @@ class Instruments:
             names.TOKENTRAIL_CACHE_SAVINGS, unit="USD", description="USD saved by prompt-cache reads")
 
 
-_instruments: BoundedMemo[Any, Instruments] = BoundedMemo(64)  # by MeterProvider
+def gen_ai_latest() -> bool:
+    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for the latest GenAI conventions."""
+    raw = os.environ.get(ENV_SEMCONV_OPT_IN) or ""
+    return GEN_AI_LATEST in (value.strip() for value in raw.split(","))
+
+
+def _tokens(meter: metrics_api.Meter, name: str, description: str) -> metrics_api.Histogram:
+    return meter.create_histogram(name, unit="{token}", description=description,
+                                  explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
+
+
+def _duration(meter: metrics_api.Meter, name: str, description: str) -> metrics_api.Histogram:
+    return meter.create_histogram(name, unit="s", description=description,
+                                  explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S)
+
+
+# By MeterProvider; created after a tokentrail.state.reset() again, so the opt-in is read anew.
+_instruments: BoundedMemo[Any, Instruments] = BoundedMemo(64)
 
 
 def instruments_for(meter_provider: metrics_api.MeterProvider | None = None) -> Instruments:
@@ -213,7 +253,7 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
     if usage is not None:
         _record_tokens(inst, usage, point)
     if upstream:
-        _record_upstream(inst, usage, duration_s, point, context)
+        _record_upstream(inst, attributes, usage, duration_s, point, context)
 
 
 def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[str, Any], context: Context) -> None:
@@ -254,11 +294,19 @@ def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) ->
             add(count, tokens_point, context=NO_EXEMPLAR)
 
 
-def _record_upstream(inst: Instruments, usage: Usage | None, duration_s: float | None, point: Mapping[str, Any],
-                     context: Context) -> None:
+def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Usage | None,
+                     duration_s: float | None, point: Mapping[str, Any], context: Context) -> None:
     # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
     # what tokentrail.* are for), which also keeps their per-measurement cost down.
     up = {k: point[k] for k in _UPSTREAM if k in point}
+    if attr.SERVER_ADDRESS in attributes:
+        for key in _SERVER:
+            value = attributes.get(key)
+            if value is not None:
+                up[key] = value
+    if inst.latest:
+        _record_latest(inst, usage, duration_s, up, context)
+        return
     if usage is not None:
         typed = dict(up)  # reused for both points (the SDK copies, see above); ``up`` stays clean
         typed[attr.GEN_AI_TOKEN_TYPE] = "input"
@@ -267,3 +315,18 @@ def _record_upstream(inst: Instruments, usage: Usage | None, duration_s: float |
         inst.token_usage.record(usage.output_tokens, typed, context=NO_EXEMPLAR)
     if duration_s is not None:
         inst.duration.record(duration_s, up, context=context)
+
+
+def _record_latest(inst: Instruments, usage: Usage | None, duration_s: float | None, up: Mapping[str, Any],
+                   context: Context) -> None:
+    if up.get(attr.GEN_AI_OPERATION_NAME) == _EMBEDDINGS:
+        if usage is not None:
+            inst.embeddings_input.record(usage.input_tokens, up, context=NO_EXEMPLAR)
+        if duration_s is not None:
+            inst.embeddings_duration.record(duration_s, up, context=context)
+        return
+    if usage is not None:
+        inst.inference_input.record(usage.input_tokens, up, context=NO_EXEMPLAR)
+        inst.inference_output.record(usage.output_tokens, up, context=NO_EXEMPLAR)
+    if duration_s is not None:
+        inst.inference_duration.record(duration_s, up, context=context)

@@ -11,7 +11,7 @@ GEN_AI_OPERATION_NAME = 'gen_ai.operation.name'
 GEN_AI_REQUEST_MODEL = 'gen_ai.request.model'
 #: The maximum number of output tokens the caller allowed.
 GEN_AI_REQUEST_MAX_TOKENS = 'gen_ai.request.max_tokens'
-#: Whether the response was streamed.
+#: Set (true) on streaming requests only; unset means not streamed, as upstream specifies.
 GEN_AI_REQUEST_STREAM = 'gen_ai.request.stream'
 #: The model that actually answered.
 GEN_AI_RESPONSE_MODEL = 'gen_ai.response.model'
@@ -47,6 +47,8 @@ USER_ID = 'user.id'
 ERROR_TYPE = 'error.type'
 #: The host the request was sent to.
 SERVER_ADDRESS = 'server.address'
+#: The port the request was sent to (set with server.address).
+SERVER_PORT = 'server.port'
 #: The deployment environment (production, staging, ...), a resource attribute.
 DEPLOYMENT_ENVIRONMENT_NAME = 'deployment.environment.name'
 #: The cost of the call in USD, computed at the time of the call.
@@ -162,6 +164,7 @@ ALL_ATTRIBUTES = (
     USER_ID,
     ERROR_TYPE,
     SERVER_ADDRESS,
+    SERVER_PORT,
     DEPLOYMENT_ENVIRONMENT_NAME,
     GEN_AI_USAGE_COST_AMOUNT,
     GEN_AI_USAGE_COST_CURRENCY,

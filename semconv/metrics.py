@@ -7,10 +7,20 @@ TOKENTRAIL_COST = 'tokentrail.cost'
 TOKENTRAIL_TOKENS = 'tokentrail.tokens'
 #: LLM calls whose model is not on the rate card.
 TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
-#: Tokens per call by gen_ai.token.type.
+#: Tokens per call by gen_ai.token.type (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
-#: Duration of one GenAI client operation.
+#: Duration of one GenAI client operation (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
 GEN_AI_CLIENT_OPERATION_DURATION = 'gen_ai.client.operation.duration'
+#: Duration of one model call (chat, text_completion, generate_content), under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental.
+GEN_AI_CLIENT_INFERENCE_DURATION = 'gen_ai.client.inference.duration'
+#: Input tokens (cached included) per model call, under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental.
+GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS = 'gen_ai.client.inference.operation.input_tokens'
+#: Output tokens (reasoning included) per model call, under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental.
+GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS = 'gen_ai.client.inference.operation.output_tokens'
+#: Duration of one embeddings call, under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental.
+GEN_AI_CLIENT_EMBEDDINGS_DURATION = 'gen_ai.client.embeddings.duration'
+#: Input tokens per embeddings call, under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental.
+GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS = 'gen_ai.client.embeddings.operation.input_tokens'
 #: USD saved by prompt-cache reads (the sum of tokentrail.cost.cache_savings), by owner and model.
 TOKENTRAIL_CACHE_SAVINGS = 'tokentrail.cache.savings'
 #: USD of LLM calls that were retries (tokentrail.retry.attempt > 0); a part of tokentrail.cost, for the share of spend that was retries.
@@ -40,6 +50,11 @@ ALL_METRICS = (
     TOKENTRAIL_CALLS_UNPRICED,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
+    GEN_AI_CLIENT_INFERENCE_DURATION,
+    GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+    GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+    GEN_AI_CLIENT_EMBEDDINGS_DURATION,
+    GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS,
     TOKENTRAIL_CACHE_SAVINGS,
     TOKENTRAIL_COST_RETRIES,
     TOKENTRAIL_COST_FALLBACKS,

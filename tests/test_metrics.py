@@ -7,10 +7,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tokentrail.processor.metrics import COST_BUCKETS_USD, metric_views, record_llm_call
+from tokentrail.processor.metrics import COST_BUCKETS_USD, ENV_SEMCONV_OPT_IN, metric_views, record_llm_call
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
-from tokentrail.testing import InMemoryPipeline
+from tokentrail.testing import InMemoryPipeline, openai_api
 
 
 def _llm_attrs(**extra):
@@ -111,3 +111,79 @@ def test_record_llm_call_adds_static_defaults(monkeypatch):
 def test_record_llm_call_never_raises():
     record_llm_call({attr.GEN_AI_USAGE_INPUT_TOKENS: object()}, "not a number")  # type: ignore[arg-type]
     record_llm_call(None, None)  # type: ignore[arg-type]
+
+
+# -- upstream GenAI metrics: the default generation and OTEL_SEMCONV_STABILITY_OPT_IN ---------------
+
+
+def _metric_names(pipeline) -> set[str]:
+    return {mt.name for rm in pipeline.metrics().resource_metrics for sm in rm.scope_metrics for mt in sm.metrics}
+
+
+def _points_per_call(pipeline) -> int:
+    return sum(len(mt.data.data_points) for rm in pipeline.metrics().resource_metrics for sm in rm.scope_metrics
+               for mt in sm.metrics)
+
+
+def _chat_and_embed(server, client):
+    server.enqueue(openai_api.reply(prompt_tokens=2_000, completion_tokens=500, model="gpt-4o-2024-08-06"))
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    server.enqueue(openai_api.reply(prompt_tokens=300))
+    client.embeddings.create(model="text-embedding-3-small", input="hello")
+
+
+def test_default_upstream_metrics_are_the_v1_36_generation(make_pipeline, openai_client, server, monkeypatch):
+    monkeypatch.delenv(ENV_SEMCONV_OPT_IN, raising=False)
+    pipeline = make_pipeline()
+    _chat_and_embed(server, openai_client)
+    names = _metric_names(pipeline)
+    assert {m.GEN_AI_CLIENT_TOKEN_USAGE, m.GEN_AI_CLIENT_OPERATION_DURATION} <= names
+    assert not names & {m.GEN_AI_CLIENT_INFERENCE_DURATION, m.GEN_AI_CLIENT_EMBEDDINGS_DURATION,
+                        m.GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS}
+    assert pipeline.metric_sum(m.GEN_AI_CLIENT_TOKEN_USAGE, attributes={attr.GEN_AI_TOKEN_TYPE: "input"}) == 2_300
+    assert pipeline.metric_count(m.GEN_AI_CLIENT_OPERATION_DURATION) == 2
+
+
+@pytest.mark.parametrize("opt_in", ["gen_ai_latest_experimental", "http, gen_ai_latest_experimental ,database"])
+def test_opt_in_emits_the_inference_and_embeddings_metrics_instead(make_pipeline, openai_client, server, monkeypatch,
+                                                                   opt_in):
+    monkeypatch.delenv(ENV_SEMCONV_OPT_IN, raising=False)
+    before = make_pipeline()
+    _chat_and_embed(server, openai_client)
+    default_points = _points_per_call(before)
+    before.close()
+
+    monkeypatch.setenv(ENV_SEMCONV_OPT_IN, opt_in)
+    pipeline = make_pipeline()
+    _chat_and_embed(server, openai_client)
+    names = _metric_names(pipeline)
+    assert not names & {m.GEN_AI_CLIENT_TOKEN_USAGE, m.GEN_AI_CLIENT_OPERATION_DURATION}
+    chat = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_REQUEST_MODEL: "gpt-4o"}
+    assert pipeline.metric_sum(m.GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS, attributes=chat) == 2_000
+    assert pipeline.metric_sum(m.GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS, attributes=chat) == 500
+    assert pipeline.metric_count(m.GEN_AI_CLIENT_INFERENCE_DURATION, attributes=chat) == 1
+    embed = {attr.GEN_AI_OPERATION_NAME: "embeddings"}
+    assert pipeline.metric_sum(m.GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS, attributes=embed) == 300
+    assert pipeline.metric_count(m.GEN_AI_CLIENT_EMBEDDINGS_DURATION, attributes=embed) == 1
+    assert pipeline.metric_count(m.GEN_AI_CLIENT_INFERENCE_DURATION, attributes=embed) == 0
+    # Never both generations: no more points than the default (embeddings have no output histogram).
+    assert _points_per_call(pipeline) == default_points - 1
+    # tokentrail's own metrics do not change with the opt-in.
+    assert pipeline.metric_sum(m.TOKENTRAIL_COST) == pytest.approx(0.010006)
+
+
+def test_upstream_points_carry_server_address_and_port():
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=metric_views())
+    attrs = _llm_attrs(**{attr.TOKENTRAIL_COST_STATUS: "priced", attr.TOKENTRAIL_COST_NANO_USD: 210_000,
+                          attr.SERVER_ADDRESS: "api.openai.com", attr.SERVER_PORT: 443})
+    record_llm_call(attrs, 0.25, meter_provider=provider, resource_attributes={})
+    data = {mt.name: mt.data.data_points for rm in reader.get_metrics_data().resource_metrics
+            for sm in rm.scope_metrics for mt in sm.metrics}
+    for name in (m.GEN_AI_CLIENT_OPERATION_DURATION, m.GEN_AI_CLIENT_TOKEN_USAGE):
+        for point in data[name]:
+            assert (point.attributes[attr.SERVER_ADDRESS], point.attributes[attr.SERVER_PORT]) == ("api.openai.com", 443)
+    # Owner breakdowns stay on tokentrail.* only; the server is not one of their dimensions.
+    [cost] = data[m.TOKENTRAIL_COST]
+    assert attr.SERVER_ADDRESS not in cost.attributes and attr.SERVER_PORT not in cost.attributes
+    provider.shutdown()
