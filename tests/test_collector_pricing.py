@@ -35,6 +35,7 @@ _FIELDS = {
     "response": attr.GEN_AI_RESPONSE_MODEL,
     "operation": attr.GEN_AI_OPERATION_NAME,
     "cost_status": attr.TOKENTRAIL_COST_STATUS,
+    "service_tier": attr.TOKENTRAIL_SERVICE_TIER,
 }
 _OPERATION = "chat"
 
@@ -150,17 +151,19 @@ def collector_output(tmp_path_factory):
     skips tail sampling, which would drop cheap traces)."""
     tmp = tmp_path_factory.mktemp("collector_pricing")
     binary = collector_binary()
-    pricing = pricing_config(tmp, VECTORS["models"], ["memory_limiter", ottl.PROCESSOR, "batch"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ottl, "_BUCKET", 1)  # a statement group per model: every prefix split and escape runs
+        pricing = pricing_config(tmp, VECTORS["models"], ["memory_limiter", ottl.PROCESSOR, "batch"])
     env, ports, traces_file = overlay_env(tmp)
-    spans = [(f"{i + 1:032x}", f"{i + 1:016x}", start_ns(c["start"]), span_attributes(c))
-             for i, c in enumerate(CASES.values())]
+    cases = [*CASES.values(), BATCH_TIER]
+    spans = [(f"{i + 1:032x}", f"{i + 1:016x}", start_ns(c["start"]), span_attributes(c)) for i, c in enumerate(cases)]
     with Collector(binary, [SHIPPED_CONFIG, OVERLAY, pricing], env=env, health_port=ports["HEALTH"],
                    log_path=tmp / "collector.log") as collector:
         post_otlp(f"http://127.0.0.1:{ports['OTLP_HTTP']}", otlp_json(spans, service="checkout-node"))
         exported = wait_for_spans(traces_file, len(spans))
         log = collector.log_tail(200)
     by_id = {s.span_id: s for s in exported}
-    return {name: by_id.get(span[1]) for name, span in zip(CASES, spans)}, log
+    return {c["name"]: by_id.get(span[1]) for c, span in zip(cases, spans)}, log
 
 
 _COST_PREFIXES = ("gen_ai.usage.cost.", "tokentrail.cost.", "tokentrail.pricing.", "tokentrail.rate_card.")
@@ -177,6 +180,18 @@ def test_the_collector_prices_every_vector_as_the_python_processor(collector_out
     assert added == python_cost(CASES[name])
     _check_expectation(CASES[name], added)
     assert not [k for k in added if not k.startswith(_COST_PREFIXES)]
+
+
+# Python prices a batch-tier call at batch rates; only standard rates are generated: unpriced, never a wrong price.
+BATCH_TIER = {**CASES["anthropic_worked"], "name": "batch_tier", "service_tier": "batch"}
+
+
+@pytest.mark.slow
+def test_a_batch_tier_call_is_unpriced_at_the_collector(collector_output):
+    spans, _ = collector_output
+    assert python_cost(BATCH_TIER)[attr.TOKENTRAIL_COST_STATUS] == "priced"
+    a = spans["batch_tier"].attributes
+    assert a[attr.TOKENTRAIL_COST_STATUS] == "unpriced" and attr.TOKENTRAIL_COST_NANO_USD not in a
 
 
 @pytest.mark.slow

@@ -54,6 +54,11 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+def _escape(text: str) -> str:
+    """``text`` as a literal in an RE2 pattern (JSON quoting then gives the OTTL string escapes)."""
+    return "".join("\\" + ch if ch.isascii() and not ch.isalnum() else ch for ch in text)
+
+
 def _a(name: str) -> str:
     return f"attributes[{_q(name)}]"
 
@@ -213,16 +218,15 @@ def _name_statements() -> list[str]:
                        ("m", (attr.GEN_AI_RESPONSE_MODEL, attr.GEN_AI_REQUEST_MODEL))):
         for i, name in enumerate(names):
             a = _a(name)
-            unset = f' and cache["{key}"] == nil' if i else ""
+            unset = f" and ({_a(names[0])} == nil or {_a(names[0])} == \"\")" if i else ""
             out.append(f'set(cache["{key}"], ConvertCase({a}, "lower")) where IsString({a}) and {a} != ""{unset}')
     out.append('set(cache["p"], "") where cache["p"] == nil')
     rules = _card.card().rules
     other = sorted({t for t in TIERS if t != STANDARD} | {k for k, v in rules.tier_aliases.items() if v != STANDARD})
     tier = _a(attr.TOKENTRAIL_SERVICE_TIER)
-    pattern = "^(" + "|".join(t.replace(".", "\\\\.") for t in other) + ")$"
+    pattern = _q("^(" + "|".join(_escape(t) for t in other) + ")$")
     # Only standard prices are generated: a batch/flex/priority call stays unpriced (never a wrong price).
-    out.append(f'delete_key(cache, "m") where IsString({tier}) and IsMatch(ConvertCase({tier}, "lower"), '
-               f'"{pattern}")')
+    out.append(f'delete_key(cache, "m") where IsString({tier}) and IsMatch(ConvertCase({tier}, "lower"), {pattern})')
     out.append('delete_key(cache, "m") where cache["bad"] == true')
     return out
 
@@ -280,17 +284,52 @@ def _condition() -> str:
 
 
 def processor_config(models: Sequence[tuple[str | None, str]]) -> tuple[dict[str, Any], list[str]]:
-    """(the transform processor's configuration for these (provider, model) pairs, the names left unpriced)."""
+    """(the transform processor's configuration for these (provider, model) pairs, the names left unpriced).
+
+    One statement group per model-name prefix: a span runs the statements of its own prefix only (the others
+    cost it one condition each); a last group without rates marks the rest unpriced or no_usage.
+    """
     found, skipped = entries(models)
-    statements = [*_usage_statements(), *_name_statements()]
+    version = _card.card().version
+    common = [*_usage_statements(), *_name_statements()]
+    cost = _cost_statements(version)
+    groups = []
+    for prefix, bucket in _buckets(found, 1):
+        statements = [*common, *(s for entry in bucket for s in _entry_statements(entry)), *cost]
+        groups.append({"context": "span", "conditions": [f"{_condition()} and {_model_starts(prefix)}"],
+                       "statements": statements})
+    groups.append({"context": "span", "conditions": [_condition()], "statements": [*common, *cost]})
+    return {"error_mode": "ignore", "trace_statements": groups}, skipped
+
+
+_BUCKET = 24  # entries per group before it is split by a longer prefix
+
+
+def _buckets(found: list[Entry], length: int) -> list[tuple[str, list[Entry]]]:
+    by_prefix: dict[str, list[Entry]] = {}
     for entry in found:
-        statements += _entry_statements(entry)
-    statements += _cost_statements(_card.card().version)
-    config = {
-        "error_mode": "ignore",
-        "trace_statements": [{"context": "span", "conditions": [_condition()], "statements": statements}],
-    }
-    return config, skipped
+        by_prefix.setdefault(entry.model[:length], []).append(entry)
+    out = []
+    for prefix, bucket in by_prefix.items():
+        whole = [e for e in bucket if len(e.model) <= length]  # the prefix is the name itself
+        longer = [e for e in bucket if len(e.model) > length]
+        if len(bucket) > _BUCKET and longer:
+            if whole:
+                out.append((f"{prefix}$", whole))
+            out += _buckets(longer, length + 1)
+        else:
+            out.append((prefix, bucket))
+    return out
+
+
+def _model_starts(prefix: str) -> str:
+    """The span's model (response, else request; lower case) starts with ``prefix`` (``$``: is it)."""
+    exact = prefix.endswith("$")
+    pattern = _q("^" + _escape(prefix.rstrip("$")) + ("$" if exact else ""))
+    response, request = _a(attr.GEN_AI_RESPONSE_MODEL), _a(attr.GEN_AI_REQUEST_MODEL)
+    return (f'((IsString({response}) and {response} != "" and IsMatch(ConvertCase({response}, "lower"), {pattern}))'
+            f' or (({response} == nil or {response} == "") and IsString({request}) and '
+            f'IsMatch(ConvertCase({request}, "lower"), {pattern})))')
 
 
 def render(config: dict[str, Any], *, pipelines: dict[str, list[str]] | None = None) -> str:
