@@ -113,13 +113,14 @@ class attribute(Scope):
         return clone
 
     def __enter__(self) -> "attribute":
-        self._push(enter_identity(self._updates))
+        self._push(self._apply(None))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        token = self._pop()
-        if token is not None:
-            otel_context.detach(token)
+    def _apply(self, entry: Any) -> object:
+        return enter_identity(self._updates)
+
+    def _undo(self, token: Any, exc: BaseException | None) -> None:
+        otel_context.detach(token)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._updates.items())

@@ -36,6 +36,8 @@ class PlannedCall:
     max_output_tokens: int | None
     operation: str = "chat"
     service_tier: str | None = None
+    #: Completions generated per request (OpenAI ``n``): each one is billed its own output.
+    choices: int = 1
 
 
 class _Hooks(list):
@@ -116,6 +118,9 @@ def worst_case_nano(planned: PlannedCall) -> int | None:
     if not planned.model:
         return None
     output = 0 if planned.operation == "embeddings" else (planned.max_output_tokens or default_output_tokens())
+    choices = planned.choices
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        output *= choices
     key = (planned.model, planned.provider, planned.service_tier, max(0, planned.estimated_input_tokens), output)
     try:
         return _worst_cases.get(key, _quote_worst_case)

@@ -26,6 +26,7 @@ outside any task carry them too; inside a task they also count as its retry/fall
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -159,8 +160,9 @@ class task(Scope):
         self.id = None if id is None else identity.validate_value("id", id, api="tokentrail.task")
         for label, limit in ((BUDGET_USD, budget_usd), (MAX_CALLS, max_calls),
                              (MAX_USD_PER_MINUTE, max_usd_per_minute)):
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
-                raise ValueError(f"tokentrail.task: {label}={limit!r} must be a non-negative number")
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                      or (isinstance(limit, float) and not math.isfinite(limit)) or limit < 0):
+                raise ValueError(f"tokentrail.task: {label}={limit!r} must be a finite non-negative number")
         self.budget_usd = budget_usd
         self.max_calls = max_calls
         self.max_usd_per_minute = max_usd_per_minute
@@ -173,7 +175,7 @@ class task(Scope):
     def __enter__(self) -> TaskState:
         state = TaskState(self.name, self.id or uuid.uuid4().hex, self.budget_usd, self.max_calls,
                           self.max_usd_per_minute, current_task())
-        identity_token = enter_identity({attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_ID: state.id})
+        identity_token = _enter_task_identity(state)
         span = None
         try:
             attributes: dict[str, Any] = owner_span_attributes()
@@ -194,10 +196,14 @@ class task(Scope):
         self._push((span, token, identity_token, state))
         return state
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        entered = self._pop()
-        if entered is None:
-            return
+    def _apply(self, entered: Any) -> tuple:
+        # only ever re-applied (see Scope): the same run, span and state
+        span, _, _, state = entered
+        identity_token = _enter_task_identity(state)
+        ctx = trace.set_span_in_context(span) if span is not None else otel_context.get_current()
+        return span, otel_context.attach(otel_context.set_value(_TASK_KEY, state, ctx)), identity_token, state
+
+    def _undo(self, entered: Any, exc: BaseException | None) -> None:
         span, token, identity_token, state = entered
         try:
             otel_context.detach(token)
@@ -207,6 +213,10 @@ class task(Scope):
             _finish(state, span, exc)
         except Exception:
             _log.debug("tokentrail: could not finish the task span", exc_info=True)
+
+
+def _enter_task_identity(state: TaskState) -> object:
+    return enter_identity({attr.TOKENTRAIL_TASK_NAME: state.name, attr.TOKENTRAIL_TASK_ID: state.id})
 
 
 def _finish(state: TaskState, span: Any, exc: BaseException | None) -> None:
@@ -267,13 +277,14 @@ class retry(Scope):
         return retry(self.attempt)
 
     def __enter__(self) -> "retry":
-        self._push(otel_context.attach(identity.with_retry_attempt(self.attempt)))
+        self._push(self._apply(None))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        token = self._pop()
-        if token is not None:
-            otel_context.detach(token)
+    def _apply(self, entry: Any) -> object:
+        return otel_context.attach(identity.with_retry_attempt(self.attempt))
+
+    def _undo(self, token: Any, exc: BaseException | None) -> None:
+        otel_context.detach(token)
 
 
 class fallback(Scope):
@@ -293,13 +304,14 @@ class fallback(Scope):
         return fallback(self.from_model)
 
     def __enter__(self) -> "fallback":
-        self._push(otel_context.attach(identity.with_fallback_from(self.from_model)))
+        self._push(self._apply(None))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        token = self._pop()
-        if token is not None:
-            otel_context.detach(token)
+    def _apply(self, entry: Any) -> object:
+        return otel_context.attach(identity.with_fallback_from(self.from_model))
+
+    def _undo(self, token: Any, exc: BaseException | None) -> None:
+        otel_context.detach(token)
 
 
 # --------------------------------------------------------------------------------------------
