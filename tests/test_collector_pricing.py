@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sqlite3
 import time
 from pathlib import Path
 
@@ -126,6 +127,23 @@ def test_cli_writes_the_processor_into_the_shipped_traces_pipeline(tmp_path):
 def test_cli_without_models_or_ledger_is_a_usage_error(tmp_path):
     with pytest.raises(_common.CliError, match="no ledger"):
         run_cli(["collector", "pricing", "--ledger", str(tmp_path / "none.db")])
+
+
+@pytest.mark.slow
+def test_without_models_the_cli_prices_those_seen_in_the_ledger(tmp_path, capsys):
+    from tokentrail.cli.demo import workload
+
+    path = str(tmp_path / "demo.db")
+    workload.run_workload(path, seed=7)
+    seen = {m for (m,) in sqlite3.connect(path).execute(
+        "SELECT DISTINCT lower(coalesce(response_model, request_model)) FROM spans WHERE llm = 1")}
+    out = tmp_path / "pricing.yaml"
+    assert run_cli(["collector", "pricing", "--ledger", path, "-o", str(out)]) == 0
+    groups = yaml.safe_load(out.read_text())["processors"][ottl.PROCESSOR]["trace_statements"]
+    statements = "\n".join(s for g in groups for s in g["statements"])
+    generated = {m for m in seen if f'cache["m"] == "{m}"' in statements}
+    unpriced = seen - generated  # named on stderr: the demo's self-hosted model is on no rate card
+    assert generated and all(m in capsys.readouterr().err for m in unpriced)
 
 
 # --- through the real Collector ------------------------------------------------------------------------------
