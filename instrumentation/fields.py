@@ -3,6 +3,7 @@
 - ``field(obj, name)``: a field of a dict, a pydantic model (declared or ``model_extra``) or any
   object; a mapping missing ``snake_name`` is also asked for ``snakeName`` (REST JSON).
 - ``block(obj, name)``: a nested object (details, metadata): absent, or an object/mapping.
+- ``items(obj, name)``: a list field (choices, candidates, output items); () when it is not a list.
 - ``reported(obj, *names)``: the raw values of a usage block's main counts, or None when the
   block is absent or reports none of them (then the call has no usage: ``no_usage``).
 - ``count(value)``: a token count. Missing (None) is 0, or malformed when ``required``.
@@ -71,6 +72,12 @@ def block(obj: Any, name: str | None = None) -> Any:
     if isinstance(value, _SCALARS):
         raise InvalidUsage(f"{name or 'usage'} is not an object: {value!r}")
     return value
+
+
+def items(obj: Any, name: str) -> list[Any] | tuple[Any, ...]:
+    """``field(obj, name)`` when it is a list or tuple, else ()."""
+    value = field(obj, name)
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def reported(obj: Any, *names: str) -> tuple[Any, ...] | None:

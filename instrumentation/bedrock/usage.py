@@ -14,7 +14,7 @@ import json
 from typing import Any, Mapping
 
 from tokentrail.instrumentation.anthropic.usage import MessageStreamState, usage_beside_cache, usage_from_anthropic
-from tokentrail.instrumentation.fields import block, count, field, reported
+from tokentrail.instrumentation.fields import block, count, field, items, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -27,7 +27,7 @@ def usage_from_converse(usage: Any) -> Usage | None:
     found = reported(usage, "inputTokens", "outputTokens")
     if found is None:
         return None
-    one_hour = sum(count(field(d, "inputTokens")) for d in field(usage, "cacheDetails") or ()
+    one_hour = sum(count(field(d, "inputTokens")) for d in items(usage, "cacheDetails")
                    if field(d, "ttl") == "1h")
     return usage_beside_cache(*found, field(usage, "cacheReadInputTokens"), field(usage, "cacheWriteInputTokens"),
                               one_hour)

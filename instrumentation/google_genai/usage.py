@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field, reported
+from tokentrail.instrumentation.fields import block, count, field, items, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -42,7 +42,7 @@ def usage_from_metadata(metadata: Any, *, web_searches: int = 0) -> Usage | None
 
 def web_search_count(response: Any) -> int:
     """Grounded answers are billed per grounded prompt: 1 when any candidate ran a web search."""
-    for candidate in field(response, "candidates") or ():
+    for candidate in items(response, "candidates"):
         if field(field(candidate, "grounding_metadata"), "web_search_queries"):
             return 1
     return 0
@@ -59,14 +59,14 @@ def embedding_usage(response: Any) -> Usage | None:
     prompt = field(block(response, "usage_metadata"), "prompt_token_count")
     if prompt is not None:
         return Usage(input_tokens=count(prompt), output_tokens=0).validate()
-    counts = [c for c in (field(field(e, "statistics"), "token_count") for e in field(response, "embeddings") or ())
+    counts = [c for c in (field(field(e, "statistics"), "token_count") for e in items(response, "embeddings"))
               if c is not None]
     return Usage(input_tokens=sum(count(c) for c in counts), output_tokens=0).validate() if counts else None
 
 
 def finish_reasons(response: Any) -> list[str]:
     out = []
-    for candidate in field(response, "candidates") or ():
+    for candidate in items(response, "candidates"):
         reason = field(candidate, "finish_reason")
         if reason is not None:
             out.append(str(getattr(reason, "value", reason)).lower())

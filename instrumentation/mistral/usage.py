@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field, reported
+from tokentrail.instrumentation.fields import block, count, field, items, reported
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -34,7 +34,7 @@ def service_tier(info: Any) -> str | None:
 
 
 def finish_reasons(response: Any) -> list[str]:
-    return [reason for reason in (field(c, "finish_reason") for c in field(response, "choices") or ())
+    return [reason for reason in (field(c, "finish_reason") for c in items(response, "choices"))
             if isinstance(reason, str)]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import field
+from tokentrail.instrumentation.fields import field, items
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
@@ -30,7 +30,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 def _tool_calls(message: Any) -> list[dict[str, Any]]:
     calls = []
-    for call in field(message, "tool_calls") or ():
+    for call in items(message, "tool_calls"):
         function = field(call, "function")
         calls.append({"type": "tool_call", "id": field(call, "id"), "name": field(function, "name"),
                       "arguments": field(function, "arguments")})
@@ -46,7 +46,7 @@ def chat_input(messages: Any) -> list[dict[str, Any]]:
 
 def chat_output(completion: Any) -> list[dict[str, Any]]:
     out = []
-    for choice in field(completion, "choices") or ():
+    for choice in items(completion, "choices"):
         message = field(choice, "message")
         out.append({"role": "assistant", "parts": _parts(field(message, "content")) + _tool_calls(message),
                     "finish_reason": field(choice, "finish_reason")})
@@ -69,7 +69,7 @@ def responses_input(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
 
 def responses_output(response: Any) -> list[dict[str, Any]]:
     out = []
-    for item in field(response, "output") or ():
+    for item in items(response, "output"):
         if field(item, "type") == "message":
             out.append({"role": "assistant", "parts": _parts(field(item, "content"))})
         elif field(item, "type") == "function_call":

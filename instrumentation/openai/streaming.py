@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import field
+from tokentrail.instrumentation.fields import field, items
 from tokentrail.instrumentation.openai import content
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.instrumentation.streams import StreamState
@@ -166,7 +166,7 @@ def record_response(call: Any, response: Any) -> None:
 
 def record_chat(call: Any, completion: Any) -> None:
     """Copy a ``ChatCompletion`` (object or dict) onto the call."""
-    choices = field(completion, "choices") or ()
+    choices = items(completion, "choices")
     call.set_response(
         model=field(completion, "model"),
         response_id=field(completion, "id"),

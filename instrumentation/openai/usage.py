@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field
+from tokentrail.instrumentation.fields import block, count, field, items
 from tokentrail.processor.usage import Usage
 
 
@@ -78,7 +78,7 @@ def responses_usage(response: Any) -> Usage | None:
 def _response_tool_calls(response: Any) -> dict[str, int]:
     searches = field(field(field(response, "tool_usage"), "web_search"), "num_requests")
     if searches is None:
-        searches = sum(1 for item in field(response, "output") or () if field(item, "type") == "web_search_call")
+        searches = sum(1 for item in items(response, "output") if field(item, "type") == "web_search_call")
     searches = count(searches)
     return {"web_search": searches} if searches else {}
 
