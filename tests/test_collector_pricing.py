@@ -141,7 +141,7 @@ def test_without_models_the_cli_prices_those_seen_in_the_ledger(tmp_path, capsys
     assert run_cli(["collector", "pricing", "--ledger", path, "-o", str(out)]) == 0
     groups = yaml.safe_load(out.read_text())["processors"][ottl.PROCESSOR]["trace_statements"]
     statements = "\n".join(s for g in groups for s in g["statements"])
-    generated = {m for m in seen if f'cache["m"] == "{m}"' in statements}
+    generated = {m for m in seen if f'span.cache["m"] == "{m}"' in statements}
     unpriced = seen - generated  # named on stderr: the demo's self-hosted model is on no rate card
     assert generated and all(m in capsys.readouterr().err for m in unpriced)
 
@@ -216,6 +216,8 @@ def test_a_batch_tier_call_is_unpriced_at_the_collector(collector_output):
 def test_the_statements_raise_no_errors(collector_output):
     _, log = collector_output
     assert "failed to execute statement" not in log and "error" not in log.lower(), log
+    ours = [line for line in log.splitlines() if ottl.PROCESSOR in line]
+    assert not [line for line in ours if "rewrite them" in line]  # every path says its context (span.)
 
 
 @pytest.mark.slow

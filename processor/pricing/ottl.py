@@ -60,7 +60,7 @@ def _escape(text: str) -> str:
 
 
 def _a(name: str) -> str:
-    return f"attributes[{_q(name)}]"
+    return f"span.attributes[{_q(name)}]"
 
 
 def expand(specs: Iterable[str]) -> list[tuple[str | None, str]]:
@@ -167,25 +167,25 @@ def _literal(value: Any) -> str:
 
 
 def _entry_statements(entry: Entry) -> list[str]:
-    model = f'cache["m"] == {_q(entry.model)}'
-    who = " or ".join(f'cache["p"] == {_q(p)}' for p in entry.providers)
+    model = f'span.cache["m"] == {_q(entry.model)}'
+    who = " or ".join(f'span.cache["p"] == {_q(p)}' for p in entry.providers)
     match = f"{model} and ({who})" if len(entry.providers) > 1 else f"{model} and {who}"
     out = []
     for start, end, rates in entry.periods:
         when = []
         if start is not None:
-            when.append(f"start_time_unix_nano >= {start}")
+            when.append(f"span.start_time_unix_nano >= {start}")
         if end is not None:
-            when.append(f"start_time_unix_nano < {end}")
+            when.append(f"span.start_time_unix_nano < {end}")
         where = " and ".join([match, *when])
         if rates is None:
-            out.append(f'set(cache["none"], true) where {where}')
+            out.append(f'set(span.cache["none"], true) where {where}')
             continue
-        out.append(f'set(cache["r"], {_rates_map(rates, rates.base, rates.base_label, entry.pricing_model)}) '
+        out.append(f'set(span.cache["r"], {_rates_map(rates, rates.base, rates.base_label, entry.pricing_model)}) '
                    f"where {where}")
         for above, flat, label in reversed(rates.tiers):  # lowest first: the highest exceeded wins
-            out.append(f'set(cache["r"], {_rates_map(rates, flat, label, entry.pricing_model)}) '
-                       f'where {where} and cache["in"] > {above}')
+            out.append(f'set(span.cache["r"], {_rates_map(rates, flat, label, entry.pricing_model)}) '
+                       f'where {where} and span.cache["in"] > {above}')
     return out
 
 
@@ -193,21 +193,21 @@ def _usage_statements() -> list[str]:
     """Usage.from_attributes in OTTL: integer (or integer-valued double) counts, parts that add up."""
     out = []
     for key, names in _COUNTS:
-        c = f'cache["{key}"]'
+        c = f'span.cache["{key}"]'
         for i, name in enumerate(names):
             first = "" if i == 0 else " and " + " and ".join(f"{_a(n)} == nil" for n in names[:i])
             a = _a(name)
             out.append(f"set({c}, {a}) where IsInt({a}){first}")
             out.append(f"set({c}, Int({a})) where IsDouble({a}) and Double(Int({a})) == {a}{first}")
-            out.append(f'set(cache["bad"], true) where {a} != nil and {c} == nil{first}')
-    out.append(f'set(cache["bad"], true) where {_a(attr.GEN_AI_USAGE_INPUT_TOKENS)} == nil and '
+            out.append(f'set(span.cache["bad"], true) where {a} != nil and {c} == nil{first}')
+    out.append(f'set(span.cache["bad"], true) where {_a(attr.GEN_AI_USAGE_INPUT_TOKENS)} == nil and '
                f"{_a(attr.GEN_AI_USAGE_OUTPUT_TOKENS)} == nil")
     for key, _ in _COUNTS:
-        out.append(f'set(cache["{key}"], 0) where cache["{key}"] == nil')
-    negative = " or ".join(f'cache["{key}"] < 0' for key, _ in _COUNTS)
-    out.append(f'set(cache["bad"], true) where {negative}')
-    out.append('set(cache["bad"], true) where cache["read"] + cache["write"] > cache["in"] or '
-               'cache["w1h"] > cache["write"] or cache["reason"] > cache["out"]')
+        out.append(f'set(span.cache["{key}"], 0) where span.cache["{key}"] == nil')
+    negative = " or ".join(f'span.cache["{key}"] < 0' for key, _ in _COUNTS)
+    out.append(f'set(span.cache["bad"], true) where {negative}')
+    out.append('set(span.cache["bad"], true) where span.cache["read"] + span.cache["write"] > span.cache["in"] or '
+               'span.cache["w1h"] > span.cache["write"] or span.cache["reason"] > span.cache["out"]')
     return out
 
 
@@ -219,59 +219,59 @@ def _name_statements() -> list[str]:
         for i, name in enumerate(names):
             a = _a(name)
             unset = f" and ({_a(names[0])} == nil or {_a(names[0])} == \"\")" if i else ""
-            out.append(f'set(cache["{key}"], ConvertCase({a}, "lower")) where IsString({a}) and {a} != ""{unset}')
-    out.append('set(cache["p"], "") where cache["p"] == nil')
+            out.append(f'set(span.cache["{key}"], ConvertCase({a}, "lower")) where IsString({a}) and {a} != ""{unset}')
+    out.append('set(span.cache["p"], "") where span.cache["p"] == nil')
     rules = _card.card().rules
     other = sorted({t for t in TIERS if t != STANDARD} | {k for k, v in rules.tier_aliases.items() if v != STANDARD})
     tier = _a(attr.TOKENTRAIL_SERVICE_TIER)
     pattern = _q("^(" + "|".join(_escape(t) for t in other) + ")$")
     # Only standard prices are generated: a batch/flex/priority call stays unpriced (never a wrong price).
-    out.append(f'delete_key(cache, "m") where IsString({tier}) and IsMatch(ConvertCase({tier}, "lower"), {pattern})')
-    out.append('delete_key(cache, "m") where cache["bad"] == true')
+    out.append(f'delete_key(span.cache, "m") where IsString({tier}) and IsMatch(ConvertCase({tier}, "lower"), {pattern})')
+    out.append('delete_key(span.cache, "m") where span.cache["bad"] == true')
     return out
 
 
 def _cost_statements(version: str) -> list[str]:
     h, d = _HALF, FEMTO_PER_NANO
-    r = 'cache["r"]'
+    r = 'span.cache["r"]'
     priced = f"{r} != nil"
     out = [
-        f'delete_key(cache, "r") where {priced} and {r}["tools"] == true and '
+        f'delete_key(span.cache, "r") where {priced} and {r}["tools"] == true and '
         f"{_a(attr.TOKENTRAIL_USAGE_TOOL_CALLS)} != nil",
-        f'delete_key(cache, "r") where cache["none"] == true',
-        f'set(cache["ci"], ((cache["in"] - cache["read"] - cache["write"]) * {r}["i"] + {h}) / {d}) where {priced}',
-        f'set(cache["cr"], (cache["read"] * {r}["cr"] + {h}) / {d}) where {priced}',
-        f'set(cache["cw"], ((cache["write"] - cache["w1h"]) * {r}["w5"] + cache["w1h"] * {r}["w1"] + {h}) / {d})'
+        f'delete_key(span.cache, "r") where span.cache["none"] == true',
+        f'set(span.cache["ci"], ((span.cache["in"] - span.cache["read"] - span.cache["write"]) * {r}["i"] + {h}) / {d}) where {priced}',
+        f'set(span.cache["cr"], (span.cache["read"] * {r}["cr"] + {h}) / {d}) where {priced}',
+        f'set(span.cache["cw"], ((span.cache["write"] - span.cache["w1h"]) * {r}["w5"] + span.cache["w1h"] * {r}["w1"] + {h}) / {d})'
         f" where {priced}",
         # reasoning at its own rate ((out - r) x o + r x rs is out x o when the rates are equal)
-        f'set(cache["co"], ((cache["out"] - cache["reason"]) * {r}["o"] + cache["reason"] * {r}["rs"] + {h}) / {d})'
+        f'set(span.cache["co"], ((span.cache["out"] - span.cache["reason"]) * {r}["o"] + span.cache["reason"] * {r}["rs"] + {h}) / {d})'
         f" where {priced}",
-        f'set(cache["total"], cache["ci"] + cache["cr"] + cache["cw"] + cache["co"] + {r}["f"]) where {priced}',
+        f'set(span.cache["total"], span.cache["ci"] + span.cache["cr"] + span.cache["cw"] + span.cache["co"] + {r}["f"]) where {priced}',
     ]
 
     def usd(expr: str) -> str:
         return f"Double({expr}) / 1000000000.0"
 
     sets = [
-        (attr.GEN_AI_USAGE_COST_AMOUNT, usd('cache["total"]')),
+        (attr.GEN_AI_USAGE_COST_AMOUNT, usd('span.cache["total"]')),
         (attr.GEN_AI_USAGE_COST_CURRENCY, '"USD"'),
         (attr.GEN_AI_USAGE_COST_SOURCE, '"local"'),
-        (attr.TOKENTRAIL_COST_INPUT, usd('cache["ci"]')),
-        (attr.TOKENTRAIL_COST_CACHE_READ, usd('cache["cr"]')),
-        (attr.TOKENTRAIL_COST_CACHE_WRITE, usd('cache["cw"]')),
-        (attr.TOKENTRAIL_COST_OUTPUT, usd('cache["co"]')),
+        (attr.TOKENTRAIL_COST_INPUT, usd('span.cache["ci"]')),
+        (attr.TOKENTRAIL_COST_CACHE_READ, usd('span.cache["cr"]')),
+        (attr.TOKENTRAIL_COST_CACHE_WRITE, usd('span.cache["cw"]')),
+        (attr.TOKENTRAIL_COST_OUTPUT, usd('span.cache["co"]')),
         (attr.TOKENTRAIL_COST_FEES, usd(f'{r}["f"]')),
-        (attr.TOKENTRAIL_COST_NANO_USD, 'cache["total"]'),
+        (attr.TOKENTRAIL_COST_NANO_USD, 'span.cache["total"]'),
         (attr.TOKENTRAIL_COST_STATUS, _q(PRICED)),
         (attr.TOKENTRAIL_PRICING_TIER, f'{r}["t"]'),
         (attr.TOKENTRAIL_PRICING_MODEL, f'{r}["pm"]'),
         (attr.TOKENTRAIL_RATE_CARD_VERSION, _q(version)),
     ]
     out += [f"set({_a(name)}, {value}) where {priced}" for name, value in sets]
-    savings = usd(f'(cache["read"] * {r}["i"] + {h}) / {d} - cache["cr"]')
-    out.append(f'set({_a(attr.TOKENTRAIL_COST_CACHE_SAVINGS)}, {savings}) where {priced} and cache["read"] > 0')
-    out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(NO_USAGE)}) where cache["bad"] == true')
-    out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(UNPRICED)}) where cache["bad"] == nil and {r} == nil')
+    savings = usd(f'(span.cache["read"] * {r}["i"] + {h}) / {d} - span.cache["cr"]')
+    out.append(f'set({_a(attr.TOKENTRAIL_COST_CACHE_SAVINGS)}, {savings}) where {priced} and span.cache["read"] > 0')
+    out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(NO_USAGE)}) where span.cache["bad"] == true')
+    out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(UNPRICED)}) where span.cache["bad"] == nil and {r} == nil')
     return out
 
 
