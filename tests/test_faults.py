@@ -222,3 +222,33 @@ def test_a_stream_with_absurd_usage_is_no_usage(pipeline, faults):
     [span] = pipeline.llm_spans()
     assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == "no_usage"
     _otlp_encodes(pipeline)
+
+
+# --- a budget store that does not answer --------------------------------------------------------------
+def test_a_dead_redis_budget_store_is_asked_once_per_back_off_not_once_per_call(pipeline, faults, tmp_path,
+                                                                                  monkeypatch):
+    from tokentrail import budgets
+
+    redis_faults = FaultServer().start()
+    try:
+        redis_faults.script(Fault(b"", stall_s=60))  # accepts, never answers: every command times out
+        path = tmp_path / "budgets.yaml"
+        path.write_text(f"store: redis://127.0.0.1:{redis_faults.url.rpartition(':')[2]}/0\n"
+                        "budgets:\n  - tenant: acme\n    window: day\n    limit_usd: 10\n    enforce: true\n")
+        monkeypatch.setenv("TOKENTRAIL_BUDGETS", str(path))
+        budgets.reload()
+        budgets.config()
+        budgets._loaded.store.breaker.first_s = 3600.0  # no second try within the test
+        faults.script(_completion(1000, 100))
+        with _client(faults) as client, tokentrail.attribute(tenant="acme"):
+            for _ in range(20):
+                _ask(client)  # fail-open: every call is sent
+        assert len(faults.requests) == 20
+        assert redis_faults.connections == 1
+    finally:
+        redis_faults.stop()
+    # 20 spend reads and 20 spend writes (and the spend gauge's reads) failed: only the first one really
+    by_type = {p.attributes[attr.ERROR_TYPE]: p.value
+               for p in pipeline.metric_points(names.TOKENTRAIL_BUDGET_STORE_ERRORS)}  # one collection
+    assert by_type.pop("StoreUnavailable") >= 39
+    assert list(by_type.values()) == [1]  # the one timeout

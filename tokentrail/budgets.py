@@ -14,7 +14,8 @@
         warn: [0.5, 0.9]
 
 Spend is counted by a ``SpendStore``: in-process (one process), the SQLite ledger as a
-baseline plus this process's calls (one machine), or a shared Redis counter (a fleet).
+baseline plus this process's calls (one machine), or a shared Redis counter (a fleet) behind
+a circuit breaker (``StoreBreaker``: a dead Redis fails fast between back-off tries).
 ``check`` stops an enforced budget's call before it is sent when spend so far + the call's
 worst case would cross the limit (``tokentrail.BudgetExceeded``, limit name
 ``tenant:acme/day``); ``record_spend`` counts each priced call and warns at the fractions.
@@ -238,24 +239,71 @@ class LedgerStore(MemoryStore):
         return self._base(key, budget, period_start_ns) + super().add(key, budget, period_start_ns, nano)
 
 
-class RedisStore:
-    """A fleet: one shared counter per owner and window in Redis (INCRBY, expires after the window)."""
+class StoreUnavailable(ConnectionError):
+    """The store failed recently and is not asked again until its back-off ends."""
 
-    def __init__(self, url: str, *, timeout_s: float = 0.25) -> None:
+
+class StoreBreaker:
+    """A circuit breaker on a remote store: after a failure the store is not asked for
+    ``first_s`` seconds, doubling per consecutive failure up to ``max_s``; meanwhile every call
+    fails at once with ``StoreUnavailable`` (microseconds, not a network timeout). After the
+    back-off one call tries again (the others keep failing fast until it has answered)."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.failures = 0  # consecutive
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StoreUnavailable(f"budget store unavailable after {self.failures} failure(s); "
+                                       f"next try in {self._retry_at - now:.1f} s")
+            if self.failures:  # the trial call: the others wait for its answer by failing fast
+                self._retry_at = now + self._backoff()
+        try:
+            result = fn(*args)
+        except Exception:
+            with self._lock:
+                self.failures += 1
+                self._retry_at = time.monotonic() + self._backoff()
+            raise
+        if self.failures:
+            with self._lock:
+                self.failures, self._retry_at = 0, 0.0
+        return result
+
+    def _backoff(self) -> float:
+        return min(self.max_s, self.first_s * 2 ** max(0, min(self.failures - 1, 32)))
+
+
+class RedisStore:
+    """A fleet: one shared counter per owner and window in Redis (INCRBY, expires after the window).
+
+    Behind a ``StoreBreaker``: an unreachable Redis costs one timeout per back-off, not one per call.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 0.25, breaker: StoreBreaker | None = None) -> None:
         import redis  # optional dependency: pip install tokentrail[redis]
 
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.breaker = breaker or StoreBreaker()
 
     def get(self, key: str, budget: Budget, period_start_ns: int) -> int:
-        value = self.client.get(key)
+        value = self.breaker.call(self.client.get, key)
         return int(value) if value is not None else 0
 
     def add(self, key: str, budget: Budget, period_start_ns: int, nano: int) -> int:
+        return int(self.breaker.call(self._add, key, budget, nano))
+
+    def _add(self, key: str, budget: Budget, nano: int) -> int:
         pipe = self.client.pipeline()
         pipe.incrby(key, nano)
         pipe.expire(key, 40 * 86400 if budget.window == "month" else 2 * 86400)
         total, _ = pipe.execute()
-        return int(total)
+        return total
 
 
 def make_store(spec: str) -> SpendStore:
@@ -297,9 +345,11 @@ def store_key(budget: Budget, label: str) -> str:
 # metrics
 # --------------------------------------------------------------------------------------------
 def _store_failed(exc: BaseException) -> None:
-    _log.warning("tokentrail: budget store failed (%s): %r", "fail-closed" if config().fail_closed else "fail-open",
-                 exc)
-    telemetry.budget_store_errors().add(1)
+    # counted every time, logged only when the store was really asked (once per back-off)
+    if not isinstance(exc, StoreUnavailable):
+        _log.warning("tokentrail: budget store failed (%s): %r", "fail-closed" if config().fail_closed
+                     else "fail-open", exc)
+    telemetry.budget_store_errors().add(1, {attr.ERROR_TYPE: type(exc).__name__})
 
 
 def _observe_limits(options: CallbackOptions) -> list[Observation]:
@@ -394,5 +444,5 @@ def _warn(span: Any, budget: Budget, fraction: float, total_nano: int) -> None:
     telemetry.budget_warnings().add(1, point)
 
 
-__all__ = ["Budget", "BudgetConfig", "SpendStore", "MemoryStore", "LedgerStore", "RedisStore", "config", "reload",
-           "parse_config"]
+__all__ = ["Budget", "BudgetConfig", "SpendStore", "MemoryStore", "LedgerStore", "RedisStore", "StoreBreaker",
+           "StoreUnavailable", "config", "reload", "parse_config"]

@@ -56,6 +56,7 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.requests: list[bytes] = []
+        self.connections = 0  # accepted, whatever the client then sent (any protocol, e.g. Redis)
         self._thread = threading.Thread(target=self._serve, name="fault-server", daemon=True)
 
     @property
@@ -97,6 +98,7 @@ class FaultServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
