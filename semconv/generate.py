@@ -17,7 +17,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REGISTRY = HERE / "registry.yaml"
-README = HERE.parent / "README.md"  # present in a source checkout only
+README = HERE.parent / "docs" / "semconv.md"  # the generated reference table; in a source checkout only
 BEGIN, END = "<!-- semconv:begin -->", "<!-- semconv:end -->"
 
 HEADER = '"""Generated from registry.yaml by ``python -m tokentrail.semconv.generate``: do not edit."""\n'
