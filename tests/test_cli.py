@@ -48,7 +48,7 @@ def span_total(path: str, where: str = "1") -> int:
 def test_help_everywhere_as_a_real_command():
     top = tokentrail_cmd("--help")
     assert top.returncode == 0
-    for command in ("report", "top", "trace", "price", "tenants", "demo"):
+    for command in ("report", "top", "trace", "price", "tenants", "demo", "view", "dashboards"):
         assert command in top.stdout
         sub = tokentrail_cmd(command, "--help")
         assert sub.returncode == 0, sub.stderr
