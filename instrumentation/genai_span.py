@@ -19,6 +19,7 @@ import logging
 import time
 from contextvars import ContextVar
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -329,6 +330,20 @@ class _NoOpCall(LLMCall):
         return None
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def server_of(url: Any) -> tuple[str | None, int | None]:
+    """(server.address, server.port) of a client's base URL; the scheme's port when none is given."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except (TypeError, ValueError):
+        return None, None
+    return (host, port) if host else (None, None)
+
+
 def start_llm_call(
     instruments: Instruments,
     *,
@@ -336,6 +351,7 @@ def start_llm_call(
     operation: str,
     request_model: str | None,
     server_address: str | None = None,
+    server_port: int | None = None,
     max_tokens: int | None = None,
     stream: bool | None = None,
     service_tier: str | None = None,
@@ -362,6 +378,8 @@ def start_llm_call(
             attrs[attr.GEN_AI_REQUEST_MODEL] = model
         if server_address:
             attrs[attr.SERVER_ADDRESS] = server_address
+            if isinstance(server_port, int) and not isinstance(server_port, bool):
+                attrs[attr.SERVER_PORT] = server_port
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             attrs[attr.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
         if stream:  # upstream: set if and only if the request streams (unset means it does not)

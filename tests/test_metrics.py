@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from tokentrail.processor.metrics import COST_BUCKETS_USD, ENV_SEMCONV_OPT_IN, metric_views, record_llm_call
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
-from tokentrail.testing import InMemoryPipeline, openai_api
+from tokentrail.testing import InMemoryPipeline, gemini_api, mistral_api, openai_api
 
 
 def _llm_attrs(**extra):
@@ -187,3 +187,31 @@ def test_upstream_points_carry_server_address_and_port():
     [cost] = data[m.TOKENTRAIL_COST]
     assert attr.SERVER_ADDRESS not in cost.attributes and attr.SERVER_PORT not in cost.attributes
     provider.shutdown()
+
+
+USER = [{"role": "user", "content": "hi"}]
+CALLS = {
+    "openai": lambda c, s: c.chat.completions.create(model="gpt-4o", messages=USER),
+    "anthropic": lambda c, s: c.messages.create(model="claude-sonnet-4-20250514", max_tokens=100, messages=USER),
+    "gcp.gemini": lambda c, s: (s.enqueue(gemini_api.scenario("basic")),
+                                c.models.generate_content(model="gemini-2.5-flash", contents="hi")),
+    "mistral_ai": lambda c, s: (s.enqueue(mistral_api.scenario("basic")),
+                                c.chat.complete(model="mistral-small-latest", messages=USER)),
+    "aws.bedrock": lambda c, s: c.converse(modelId="us.anthropic.claude-sonnet-4-20250514-v1:0",
+                                           messages=[{"role": "user", "content": [{"text": "hi"}]}]),
+}
+CLIENTS = {"openai": "openai_client", "anthropic": "anthropic_client", "gcp.gemini": "genai_client",
+           "mistral_ai": "mistral_client", "aws.bedrock": "boto3_bedrock_client"}
+
+
+@pytest.mark.parametrize("provider", sorted(CALLS))
+def test_every_provider_reports_server_port_with_server_address(request, pipeline, server, provider):
+    client = request.getfixturevalue(CLIENTS[provider])
+    CALLS[provider](client, server)
+    [span] = pipeline.llm_spans()
+    port = int(server.url.rsplit(":", 1)[1])
+    assert span.attributes[attr.GEN_AI_PROVIDER_NAME] == provider
+    assert (span.attributes[attr.SERVER_ADDRESS], span.attributes[attr.SERVER_PORT]) == ("127.0.0.1", port)
+    assert attr.GEN_AI_REQUEST_STREAM not in span.attributes  # upstream: set on streaming requests only
+    [duration] = pipeline.metric_points(m.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert (duration.attributes[attr.SERVER_ADDRESS], duration.attributes[attr.SERVER_PORT]) == ("127.0.0.1", port)

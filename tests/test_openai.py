@@ -38,6 +38,7 @@ def test_chat_completion_span_has_usage_cost_and_request_attributes(pipeline, cl
     assert a[attr.GEN_AI_REQUEST_MAX_TOKENS] == 800
     assert attr.GEN_AI_REQUEST_STREAM not in a  # set on streaming requests only
     assert a[attr.SERVER_ADDRESS] == "127.0.0.1"
+    assert a[attr.SERVER_PORT] == int(server.url.rsplit(":", 1)[1])  # upstream: with server.address
     assert a[attr.TOKENTRAIL_SERVICE_TIER] == "default"
     assert a[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
     assert a[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 500

@@ -42,12 +42,12 @@ from openai_fixtures import only_llm_span, pipeline, server, usd, user_message  
 )
 def test_detect_provider_from_base_url(url, provider, address, monkeypatch):
     monkeypatch.delenv(providers.PROVIDER_ENV, raising=False)
-    assert providers.detect(url) == (provider, address)
+    assert providers.detect(url)[:2] == (provider, address)
 
 
 def test_env_override(monkeypatch):
     monkeypatch.setenv(providers.PROVIDER_ENV, "groq")
-    assert providers.detect("http://gateway:4000/v1") == ("groq", "gateway")
+    assert providers.detect("http://gateway:4000/v1") == ("groq", "gateway", 4000)
     monkeypatch.setenv(providers.PROVIDER_ENV, "x-ai")
     assert providers.detect("https://api.openai.com/v1").provider == "x_ai"
 

@@ -47,16 +47,14 @@ def _begin(is_async: bool) -> genai_span.Begin:
         if body is None:
             return None
         stream = bool(kwargs.get("stream", False))
-        try:
-            host = client.base_url.host
-        except Exception:
-            host = None
+        host, port = genai_span.server_of(getattr(client, "base_url", None))
         call = genai_span.start_llm_call(
             instruments,
             provider=getattr(client, "_gen_ai_provider_name", None) or "anthropic",
             operation=OPERATION,
             request_model=body.get("model"),
             server_address=host,
+            server_port=port,
             max_tokens=body.get("max_tokens"),
             stream=stream,
             estimated_input_tokens=preflight.estimate_tokens(

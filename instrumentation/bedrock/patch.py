@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
@@ -155,13 +154,11 @@ def _begin(instruments: Instruments, client: Any, args: tuple, kwargs: dict) -> 
         chars = prompt_chars((params.get("messages"), params.get("system")))
     else:
         max_tokens, chars = _invoke_max_tokens(params.get("body")), prompt_chars(params.get("body"))
-    try:
-        host = urlsplit(client.meta.endpoint_url).hostname
-    except Exception:
-        host = None
+    host, port = genai_span.server_of(getattr(getattr(client, "meta", None), "endpoint_url", None))
     call = genai_span.start_llm_call(
         instruments, provider=PROVIDER, operation=OPERATION, request_model=params.get("modelId"),
-        server_address=host, max_tokens=max_tokens, stream=operation in (CONVERSE_STREAM, INVOKE_STREAM),
+        server_address=host, server_port=port, max_tokens=max_tokens,
+        stream=operation in (CONVERSE_STREAM, INVOKE_STREAM),
         estimated_input_tokens=preflight.estimate_tokens(chars),
     )
     return genai_span.Begun(call, kwargs, operation)

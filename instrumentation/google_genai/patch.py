@@ -9,7 +9,6 @@ makes the cost exact. Callers still get exactly the SDK's public return values.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
@@ -24,13 +23,10 @@ OPERATION = "generate_content"
 EMBEDDINGS = "embeddings"
 
 
-def _provider_and_host(instance: Any) -> tuple[str, str | None]:
+def _provider_and_server(instance: Any) -> tuple[str, str | None, int | None]:
     client = getattr(instance, "_api_client", None)
     provider = VERTEX_AI if getattr(client, "vertexai", False) else GEMINI
-    try:
-        return provider, urlsplit(client._http_options.base_url).hostname
-    except Exception:
-        return provider, None
+    return provider, *genai_span.server_of(getattr(getattr(client, "_http_options", None), "base_url", None))
 
 
 def _service_tier(config: Any) -> str | None:
@@ -44,7 +40,7 @@ def _service_tier(config: Any) -> str | None:
 
 def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
     def begin(instruments: Instruments, instance: Any, args: tuple, kwargs: dict) -> genai_span.Begun:
-        provider, host = _provider_and_host(instance)
+        provider, host, port = _provider_and_server(instance)
         config = kwargs.get("config")
         call = genai_span.start_llm_call(
             instruments,
@@ -52,6 +48,7 @@ def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
             operation=operation,
             request_model=gusage.model_id(kwargs.get("model")),
             server_address=host,
+            server_port=port,
             max_tokens=field(config, "max_output_tokens"),
             stream=stream,
             service_tier=_service_tier(config),

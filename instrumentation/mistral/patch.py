@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
@@ -17,24 +16,26 @@ CHAT = "chat"
 EMBEDDINGS = "embeddings"
 
 
-def _host(instance: Any, kwargs: dict) -> str | None:
+def _server(instance: Any, kwargs: dict) -> tuple[str | None, int | None]:
     try:
         url = kwargs.get("server_url") or instance.sdk_configuration.get_server_details()[0]
-        return urlsplit(url).hostname
     except Exception:
-        return None
+        return None, None
+    return genai_span.server_of(url)
 
 
 def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
     def begin(instruments: Instruments, instance: Any, args: tuple, kwargs: dict) -> genai_span.Begun:
         tier = kwargs.get("service_tier")
         chars = prompt_chars(kwargs.get("messages") if operation == CHAT else kwargs.get("inputs"))
+        host, port = _server(instance, kwargs)
         call = genai_span.start_llm_call(
             instruments,
             provider=PROVIDER,
             operation=operation,
             request_model=kwargs.get("model"),
-            server_address=_host(instance, kwargs),
+            server_address=host,
+            server_port=port,
             max_tokens=kwargs.get("max_tokens"),
             stream=stream,
             service_tier=tier if isinstance(tier, str) else None,

@@ -79,6 +79,7 @@ def _record_one(instruments: Instruments, endpoint: providers.Endpoint, kind: st
         operation="embeddings" if kind == "embeddings" else "chat",
         request_model=model,
         server_address=endpoint.server_address,
+        server_port=endpoint.server_port,
         service_tier=BATCH_TIER,
         check_budget=False,  # already paid for: stopping the read would save nothing
     )

@@ -64,6 +64,7 @@ class _Plan:
     kwargs: dict[str, Any]
     hide_usage_chunk: bool = False
     extra: dict[str, Any] = dc_field(default_factory=dict)
+    server_port: int | None = None
 
 
 def _materialise(kwargs: dict[str, Any], key: str) -> dict[str, Any]:
@@ -112,6 +113,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
         kind=kind,
         provider=endpoint.provider,
         server_address=endpoint.server_address,
+        server_port=endpoint.server_port,
         model=kwargs.get("model"),
         stream=stream,
         max_tokens=max_tokens,
@@ -147,11 +149,13 @@ def _begin(kind: str) -> genai_span.Begin:
             operation=_OPERATION[kind],
             request_model=plan.model if isinstance(plan.model, str) else None,
             server_address=plan.server_address,
+            server_port=plan.server_port,
             max_tokens=plan.max_tokens,
             stream=plan.stream if kind != EMBEDDINGS else None,
             service_tier=plan.service_tier,
             estimated_input_tokens=plan.estimated_input_tokens,
             attributes=plan.extra or None,
+            choices=plan.kwargs.get("n"),  # chat and completions: n answers, each billed its output
         )
         if kind in (CHAT, RESPONSES) and call.capture_content:
             try:

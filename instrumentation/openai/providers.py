@@ -20,6 +20,7 @@ import os
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from tokentrail.instrumentation import genai_span
 from tokentrail.state import BoundedMemo
 
 PROVIDER_ENV = "TOKENTRAIL_OPENAI_PROVIDER"
@@ -69,6 +70,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 class Endpoint(NamedTuple):
     provider: str
     server_address: str | None
+    server_port: int | None = None
 
 
 def normalise(name: str) -> str | None:
@@ -81,15 +83,16 @@ def normalise(name: str) -> str | None:
 def _from_url(base_url: str) -> Endpoint:
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
+    _, port = genai_span.server_of(base_url)
     if host in _LOOPBACK:
         first = parts.path.strip("/").split("/", 1)[0]
         chosen = normalise(first) if first else None
         if chosen:
-            return Endpoint(chosen, host)
+            return Endpoint(chosen, host, port)
     for suffix, provider in _HOSTS:
         if host == suffix or host.endswith("." + suffix):
-            return Endpoint(provider, host)
-    return Endpoint(OPENAI, host or None)
+            return Endpoint(provider, host, port)
+    return Endpoint(OPENAI, host or None, port)
 
 
 _endpoints: BoundedMemo[str, Endpoint] = BoundedMemo(256)
@@ -100,5 +103,5 @@ def detect(base_url: object) -> Endpoint:
     endpoint = _endpoints.get(str(base_url or ""), _from_url)
     forced = os.environ.get(PROVIDER_ENV)
     if forced:
-        return Endpoint(normalise(forced) or forced.strip().lower(), endpoint.server_address)
+        return Endpoint(normalise(forced) or forced.strip().lower(), endpoint.server_address, endpoint.server_port)
     return endpoint
