@@ -5,9 +5,12 @@ from another process, i.e. not set by ``attribute()`` or ``task()`` here) is acc
 
 * ``TOKENTRAIL_BAGGAGE_SECRET`` is set and the HMAC-SHA256 signature the sender put in the
   ``tokentrail.sig`` baggage entry verifies over the values, or
-* no secret is set and ``TOKENTRAIL_TRUST_INBOUND_BAGGAGE=true`` (then every value is still
-  validated and at most ``TOKENTRAIL_MAX_INBOUND_TENANTS`` distinct tenants are accepted, so a
-  flood of made-up tenant ids cannot explode cardinality).
+* no secret is set and ``TOKENTRAIL_TRUST_INBOUND_BAGGAGE=true``. Then every value is still
+  validated and every owner dimension is capped, so a flood of made-up ids cannot explode
+  cardinality: at most ``TOKENTRAIL_MAX_INBOUND_TENANTS`` distinct tenants and
+  ``TOKENTRAIL_MAX_INBOUND_VALUES`` distinct features, teams and users each, first come first
+  served for the life of the process; the tenants in ``TOKENTRAIL_KNOWN_TENANTS`` (comma
+  separated) are always accepted and take no room under the cap. A capped field alone is dropped.
 
 Anything else is ignored, counted on ``tokentrail.attribution.rejected`` and marked on the
 span with ``tokentrail.attribution.rejection``. A signature binds the values, not the request:
@@ -28,7 +31,7 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 
 from tokentrail import telemetry
-from tokentrail.identity import IDENTITY_KEYS, is_valid_value
+from tokentrail.identity import IDENTITY_KEYS, OWNER_FIELDS, is_valid_value
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import BoundedMemo, BoundedSet, register_reset
 
@@ -38,6 +41,9 @@ ENV_SECRET = "TOKENTRAIL_BAGGAGE_SECRET"
 ENV_TRUST = "TOKENTRAIL_TRUST_INBOUND_BAGGAGE"
 ENV_MAX_INBOUND_TENANTS = "TOKENTRAIL_MAX_INBOUND_TENANTS"
 DEFAULT_MAX_INBOUND_TENANTS = 1000
+ENV_MAX_INBOUND_VALUES = "TOKENTRAIL_MAX_INBOUND_VALUES"
+DEFAULT_MAX_INBOUND_VALUES = 1000
+ENV_KNOWN_TENANTS = "TOKENTRAIL_KNOWN_TENANTS"
 
 #: Baggage entry holding the HMAC over the identity entries.
 SIGNATURE_KEY = "tokentrail.sig"
@@ -89,14 +95,18 @@ _verified: BoundedMemo[_VerifyKey, tuple[Mapping[str, str], str | None]] = Bound
 # one rejection is counted per inbound trace and value set, not once per span that sees it
 _counted: BoundedSet[tuple] = BoundedSet(4096)
 
-_tenants_lock = threading.Lock()
-_admitted_tenants: set[str] = set()  # not bounded by eviction: the cap is the point
+_admitted_lock = threading.Lock()
+# per owner dimension, the inbound values admitted in unsigned trust mode; not bounded by
+# eviction: the cap is the point (eviction would let a flood churn through the labels)
+_admitted: dict[str, set[str]] = {key: set() for key in OWNER_FIELDS.values()}
+_known: BoundedMemo[str, frozenset[str]] = BoundedMemo(4)
 
 
 @register_reset
-def _forget_tenants() -> None:
-    with _tenants_lock:
-        _admitted_tenants.clear()
+def _forget_admitted() -> None:
+    with _admitted_lock:
+        for values in _admitted.values():
+            values.clear()
 
 
 def _verify(key: _VerifyKey) -> tuple[Mapping[str, str], str | None]:
@@ -116,21 +126,33 @@ def _verify(key: _VerifyKey) -> tuple[Mapping[str, str], str | None]:
     return valid, (INVALID_VALUE if len(valid) != len(identity) else None)
 
 
-def _max_inbound_tenants() -> int:
+def _env_int(name: str, default: int) -> int:
     try:
-        return max(0, int(os.environ.get(ENV_MAX_INBOUND_TENANTS, DEFAULT_MAX_INBOUND_TENANTS)))
+        return max(0, int(os.environ.get(name, default)))
     except ValueError:
-        return DEFAULT_MAX_INBOUND_TENANTS
+        return default
 
 
-def _admit_tenant(tenant: str) -> bool:
-    """Unsigned trust mode: accept at most N distinct inbound tenants per process."""
-    if tenant in _admitted_tenants:
+def _known_tenants() -> frozenset[str]:
+    raw = os.environ.get(ENV_KNOWN_TENANTS) or ""
+    return _known.get(raw, lambda text: frozenset(t.strip() for t in text.split(",") if is_valid_value(t.strip())))
+
+
+def _admit(key: str, value: str) -> bool:
+    """Unsigned trust mode: accept at most N distinct inbound values of an owner dimension."""
+    admitted = _admitted.get(key)
+    if admitted is None or value in admitted:
         return True
-    with _tenants_lock:
-        if len(_admitted_tenants) >= _max_inbound_tenants():
+    if key == _TENANT:
+        if value in _known_tenants():
+            return True
+        cap = _env_int(ENV_MAX_INBOUND_TENANTS, DEFAULT_MAX_INBOUND_TENANTS)
+    else:
+        cap = _env_int(ENV_MAX_INBOUND_VALUES, DEFAULT_MAX_INBOUND_VALUES)
+    with _admitted_lock:
+        if len(admitted) >= cap:
             return False
-        _admitted_tenants.add(tenant)
+        admitted.add(value)
         return True
 
 
@@ -147,9 +169,9 @@ def inbound_identity(ctx: Context | None = None) -> tuple[Mapping[str, str], str
     key = (found, signature if isinstance(signature, str) else None, secret, _trust_unsigned())
     identity, reason = _verified.get(key, _verify)
     if reason is None and not secret:
-        tenant = identity.get(attr.TOKENTRAIL_TENANT)
-        if tenant is not None and not _admit_tenant(tenant):
-            identity, reason = {k: v for k, v in identity.items() if k != attr.TOKENTRAIL_TENANT}, CARDINALITY
+        capped = [k for k, v in identity.items() if not _admit(k, v)]
+        if capped:
+            identity, reason = {k: v for k, v in identity.items() if k not in capped}, CARDINALITY
     if reason is not None:
         _count_rejection(reason, found, ctx)
     return identity, reason
@@ -163,3 +185,6 @@ def _count_rejection(reason: str, found: tuple, ctx: Context | None) -> None:
             _log.debug("tokentrail: inbound attribution ignored (%s)", reason)
     except Exception:
         _log.debug("tokentrail: counting a rejection failed", exc_info=True)
+
+
+_TENANT = attr.TOKENTRAIL_TENANT
