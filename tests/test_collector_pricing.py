@@ -170,7 +170,7 @@ def collector_output(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("collector_pricing")
     binary = collector_binary()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ottl, "_BUCKET", 1)  # a statement group per model: every prefix split and escape runs
+        mp.setattr(ottl, "_BUCKET", 2)  # groups of two entries: every prefix split, alternation and escape runs
         pricing = pricing_config(tmp, VECTORS["models"], ["memory_limiter", ottl.PROCESSOR, "batch"])
     env, ports, traces_file = overlay_env(tmp)
     cases = [*CASES.values(), BATCH_TIER]

@@ -294,15 +294,17 @@ def processor_config(models: Sequence[tuple[str | None, str]]) -> tuple[dict[str
     common = [*_usage_statements(), *_name_statements()]
     cost = _cost_statements(version)
     groups = []
-    for prefix, bucket in _buckets(found, 1):
+    for prefixes, bucket in _packed(_buckets(found, 1)):
         statements = [*common, *(s for entry in bucket for s in _entry_statements(entry)), *cost]
-        groups.append({"context": "span", "conditions": [f"{_condition()} and {_model_starts(prefix)}"],
+        groups.append({"context": "span", "conditions": [f"{_model_starts(prefixes)} and {_condition()}"],
                        "statements": statements})
     groups.append({"context": "span", "conditions": [_condition()], "statements": [*common, *cost]})
     return {"error_mode": "ignore", "trace_statements": groups}, skipped
 
 
-_BUCKET = 24  # entries per group before it is split by a longer prefix
+# Entries per statement group: a span pays one condition per group and one statement per entry of its own
+# group; ~30 balances the two for 500 models.
+_BUCKET = 30
 
 
 def _buckets(found: list[Entry], length: int) -> list[tuple[str, list[Entry]]]:
@@ -322,14 +324,25 @@ def _buckets(found: list[Entry], length: int) -> list[tuple[str, list[Entry]]]:
     return out
 
 
-def _model_starts(prefix: str) -> str:
-    """The span's model (response, else request; lower case) starts with ``prefix`` (``$``: is it)."""
-    exact = prefix.endswith("$")
-    pattern = _q("^" + _escape(prefix.rstrip("$")) + ("$" if exact else ""))
+def _packed(buckets: list[tuple[str, list[Entry]]]) -> list[tuple[list[str], list[Entry]]]:
+    """Neighbouring prefixes together, up to ``_BUCKET`` entries a group."""
+    out: list[tuple[list[str], list[Entry]]] = []
+    for prefix, bucket in sorted(buckets, key=lambda b: b[0]):
+        if out and len(out[-1][1]) + len(bucket) <= _BUCKET:
+            out[-1][0].append(prefix)
+            out[-1][1].extend(bucket)
+        else:
+            out.append(([prefix], list(bucket)))
+    return out
+
+
+def _model_starts(prefixes: list[str]) -> str:
+    """The span's model (response, else request; any case) starts with one of ``prefixes`` (``$``: is it)."""
+    alternatives = "|".join(_escape(p.rstrip("$")) + ("$" if p.endswith("$") else "") for p in prefixes)
+    pattern = _q(f"(?i)^({alternatives})")
     response, request = _a(attr.GEN_AI_RESPONSE_MODEL), _a(attr.GEN_AI_REQUEST_MODEL)
-    return (f'((IsString({response}) and {response} != "" and IsMatch(ConvertCase({response}, "lower"), {pattern}))'
-            f' or (({response} == nil or {response} == "") and IsString({request}) and '
-            f'IsMatch(ConvertCase({request}, "lower"), {pattern})))')
+    return (f'((IsString({response}) and {response} != "" and IsMatch({response}, {pattern}))'
+            f' or (({response} == nil or {response} == "") and IsString({request}) and IsMatch({request}, {pattern})))')
 
 
 def render(config: dict[str, Any], *, pipelines: dict[str, list[str]] | None = None) -> str:
