@@ -14,9 +14,8 @@ and methods keep working, while every item passes through ``StreamHooks.on_item`
 ``on_item`` returns True to hide an item from the caller (e.g. the usage-only chunk that
 the instrumentation asked for and the caller did not). Keep it tiny: it runs per chunk.
 
-``drain_before_close()`` lets a provider read the few remaining items when the caller
-closes a stream that is logically complete (final chunk seen, usage still to come), so the
-usage is not lost; those items are never shown to the caller.
+Closing never reads from the stream (a stalled server must not hold the caller's ``close()``):
+the call ends with what the caller read.
 
 Providers describe what they fold from their stream as a ``StreamState`` (``add`` per item;
 ``response``, ``usage``, ``output_messages``, ``error`` at the end); ``StateStreamHooks``
@@ -26,16 +25,11 @@ moves it onto the LLM call and ends the call.
 from __future__ import annotations
 
 import logging
-from itertools import islice
 from typing import Any
 
 import wrapt
 
 _log = logging.getLogger(__name__)
-
-# Upper bound of items read on close to collect a trailing usage chunk.
-_MAX_DRAIN_ITEMS = 8
-_NEVER = object()  # iter(next, _NEVER): items until the stream's StopIteration
 
 
 class StreamHooks:
@@ -49,10 +43,6 @@ class StreamHooks:
 
     def on_end(self, error: BaseException | None) -> None:
         """The stream is finished (exhausted, failed, closed or abandoned). Called once."""
-
-    def drain_before_close(self) -> bool:
-        """True when a close should first read the remaining items (to collect usage)."""
-        return False
 
 
 def _finish(proxy: Any, error: BaseException | None) -> None:
@@ -110,9 +100,6 @@ class _StreamProxy(wrapt.ObjectProxy):
         self._self_done = False
         self._self_next = self._bind(wrapped)
 
-    def _self_draining(self) -> bool:
-        return not self._self_done and self._self_hooks.drain_before_close()
-
     def __del__(self) -> None:
         try:
             if not self._self_done:
@@ -128,33 +115,25 @@ class SyncStreamProxy(_StreamProxy):
         return self
 
     def __next__(self) -> Any:
-        # The per-chunk path: two attribute reads, one call into the hooks.
-        try:
-            item = self._self_next()
-        except StopIteration:
-            _finish(self, None)
-            raise
-        except BaseException as exc:
-            _finish(self, exc)
-            raise
-        try:
-            hide = self._self_on_item(item)
-        except Exception:
-            _log.debug("tokentrail: stream on_item failed", exc_info=True)
-            return item
-        return self.__next__() if hide else item
-
-    def _self_drain(self) -> None:
-        """Read what is left of a logically complete stream, for its usage. Never raises."""
-        try:
-            if self._self_draining():
-                for item in islice(iter(self._self_next, _NEVER), _MAX_DRAIN_ITEMS):
-                    self._self_on_item(item)
-        except Exception:
-            _log.debug("tokentrail: draining a closed stream failed", exc_info=True)
+        # The per-chunk path: two attribute reads, one call into the hooks. A loop, not a
+        # recursion: any number of hidden items in a row.
+        while True:
+            try:
+                item = self._self_next()
+            except StopIteration:
+                _finish(self, None)
+                raise
+            except BaseException as exc:
+                _finish(self, exc)
+                raise
+            try:
+                if not self._self_on_item(item):
+                    return item
+            except Exception:
+                _log.debug("tokentrail: stream on_item failed", exc_info=True)
+                return item
 
     def close(self) -> Any:
-        self._self_drain()
         try:
             closer = getattr(self.__wrapped__, "close", None)
             return closer() if closer is not None else None
@@ -168,7 +147,6 @@ class SyncStreamProxy(_StreamProxy):
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
-        self._self_drain()
         try:
             exit_ = getattr(self.__wrapped__, "__exit__", None)
             if exit_ is not None:
@@ -206,20 +184,7 @@ class AsyncStreamProxy(_StreamProxy):
                 _log.debug("tokentrail: stream on_item failed", exc_info=True)
                 return item
 
-    async def _self_drain(self) -> None:
-        try:
-            if not self._self_draining():
-                return
-            nxt = self._self_next
-            for _ in range(_MAX_DRAIN_ITEMS):
-                self._self_on_item(await nxt())
-        except StopAsyncIteration:
-            pass
-        except Exception:
-            _log.debug("tokentrail: draining a closed stream failed", exc_info=True)
-
     async def close(self) -> Any:
-        await self._self_drain()
         try:
             closer = getattr(self.__wrapped__, "close", None) or getattr(self.__wrapped__, "aclose", None)
             result = closer() if closer is not None else None
@@ -231,7 +196,6 @@ class AsyncStreamProxy(_StreamProxy):
 
     async def aclose(self) -> Any:
         """For async generators wrapped directly (they have aclose, not close)."""
-        await self._self_drain()
         try:
             closer = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
             result = closer()
@@ -248,7 +212,6 @@ class AsyncStreamProxy(_StreamProxy):
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
-        await self._self_drain()
         try:
             exit_ = getattr(self.__wrapped__, "__aexit__", None)
             if exit_ is not None:
@@ -269,10 +232,6 @@ class StreamState:
 
     def add(self, item: Any) -> Any:
         return None
-
-    def drain_before_close(self) -> bool:
-        """True when a close should first read the remaining items (the usage is still to come)."""
-        return False
 
     def response(self) -> dict[str, Any]:
         """``LLMCall.set_response`` keyword arguments."""
@@ -300,9 +259,6 @@ class StateStreamHooks(StreamHooks):
         self.call = call
         self.state = state
         self.on_item = state.add  # the proxies call it directly: no hop per chunk
-
-    def drain_before_close(self) -> bool:
-        return self.state.drain_before_close()
 
     def on_end(self, error: BaseException | None) -> None:
         if self.call.ended:

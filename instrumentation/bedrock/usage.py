@@ -164,10 +164,6 @@ class ConverseStreamState(StreamState):
         except Exception:
             pass
 
-    def drain_before_close(self) -> bool:
-        # Callers often stop at messageStop; the usage is in the metadata event right after it.
-        return self.stop_reason is not None and self.usage_block is None
-
     def response(self) -> dict[str, Any]:
         return {"finish_reasons": [self.stop_reason] if self.stop_reason else None}
 

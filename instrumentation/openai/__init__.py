@@ -33,7 +33,7 @@ from typing import Collection
 
 from tokentrail import tasks
 from tokentrail.instrumentation.base import Target, TokentrailInstrumentor, sync_and_async
-from tokentrail.instrumentation.openai import batch, patch
+from tokentrail.instrumentation.openai import batch, patch, streaming
 
 _CHAT = "openai.resources.chat.completions.completions"
 _RESPONSES = "openai.resources.responses.responses"
@@ -41,6 +41,7 @@ _BETA_RESPONSES = "openai.resources.beta.responses.responses"
 _COMPLETIONS = "openai.resources.completions"
 _EMBEDDINGS = "openai.resources.embeddings"
 _FILES = "openai.resources.files"
+_CHAT_HELPER = "openai.lib.streaming.chat._completions"
 
 
 class OpenAIInstrumentor(TokentrailInstrumentor):
@@ -63,6 +64,9 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
                         partial(patch.wrapper, patch.COMPLETIONS)),
         *sync_and_async(_EMBEDDINGS, "Embeddings.create", "AsyncEmbeddings.create",
                         partial(patch.wrapper, patch.EMBEDDINGS)),
+        # chat.completions.stream(): the SDK's helper sees every chunk (its final completion keeps usage)
+        Target(_CHAT_HELPER, "ChatCompletionStream.__init__", streaming.stream_helper_wrapper, optional=True),
+        Target(_CHAT_HELPER, "AsyncChatCompletionStream.__init__", streaming.stream_helper_wrapper, optional=True),
         # Batch API results are priced (batch tier) when their output file is downloaded.
         *sync_and_async(_FILES, "Files.content", "AsyncFiles.content", batch.files_content_wrapper),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it

@@ -21,10 +21,11 @@ class ChatStreamState(StreamState):
     """Collects id/model/finish reasons/usage from ``ChatCompletionChunk``s.
 
     When the instrumentation injected ``stream_options.include_usage``, the extra final
-    chunk (``choices == []`` with ``usage``) is hidden from the caller.
+    chunk it caused (``choices == []``, ``usage`` and nothing else) is hidden from the caller;
+    a usage-only chunk carrying anything more (``moderation``, a proxy's extra field) is shown.
     """
 
-    __slots__ = ("hide_usage_chunk", "usage_block", "model", "response_id", "service_tier", "finish", "finished")
+    __slots__ = ("hide_usage_chunk", "usage_block", "model", "response_id", "service_tier", "finish")
 
     def __init__(self, hide_usage_chunk: bool) -> None:
         self.hide_usage_chunk = hide_usage_chunk
@@ -33,7 +34,6 @@ class ChatStreamState(StreamState):
         self.response_id: Any = None
         self.service_tier: Any = None
         self.finish: dict[int, str] = {}
-        self.finished = False
 
     def add(self, chunk: Any) -> bool:
         choices = chunk.choices
@@ -50,7 +50,6 @@ class ChatStreamState(StreamState):
                 reason = choice.finish_reason
                 if reason is not None:
                     self.finish[choice.index] = reason
-                    self.finished = True
                     if usage is None:  # Groq reports streamed usage in x_groq.usage on the final chunk
                         usage = field(field(chunk, "x_groq"), "usage")
             if usage is not None:  # some compatible APIs put usage on the last content chunk
@@ -62,12 +61,8 @@ class ChatStreamState(StreamState):
             tier = getattr(chunk, "service_tier", None)
             if tier is not None:
                 self.service_tier = tier
-            return self.hide_usage_chunk
+            return self.hide_usage_chunk and _only_usage(chunk)
         return False
-
-    def drain_before_close(self) -> bool:
-        # The caller stopped right after the final content chunk: the usage chunk is next.
-        return self.finished and self.usage_block is None and self.hide_usage_chunk
 
     def response(self) -> dict[str, Any]:
         return {
@@ -79,6 +74,11 @@ class ChatStreamState(StreamState):
 
     def usage(self) -> Any:
         return openai_usage.chat_usage(self.usage_block)
+
+
+def _only_usage(chunk: Any) -> bool:
+    """Whether a ``choices == []`` chunk carries nothing but the usage we asked for."""
+    return getattr(chunk, "moderation", None) is None and not getattr(chunk, "model_extra", None)
 
 
 class CapturingChatStreamState(ChatStreamState):
@@ -181,3 +181,19 @@ def record_chat(call: Any, completion: Any) -> None:
 def record_embeddings(call: Any, result: Any) -> None:
     call.set_response(model=field(result, "model"))
     call.read_usage(openai_usage.embeddings_usage, field(result, "usage"))
+
+
+def stream_helper_wrapper(instruments: Any) -> Any:
+    """wrapt wrapper of ``ChatCompletionStream.__init__`` (and async): the SDK's stream helper
+    accumulates every chunk into ``get_final_completion()``, so nothing is hidden from it."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            state = getattr(getattr(kwargs.get("raw_stream"), "_self_hooks", None), "state", None)
+            if isinstance(state, ChatStreamState):
+                state.hide_usage_chunk = False
+        except Exception:
+            pass
+        return wrapped(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,211 @@
+"""Hostile input on the stream side: stalled servers, floods of hidden chunks, usage-only chunks
+the caller would have seen, servers that reject the injected ``stream_options``, and (Anthropic)
+the trace context on the wire and partial stream usage. Real SDKs over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import openai
+import pytest
+
+from tokentrail.semconv import attributes as attr
+from tokentrail.testing import InMemoryPipeline
+from tokentrail.testing.faults import FaultServer, json_reply, sse_reply
+
+from openai_fixtures import usd
+
+NO_USAGE = "no_usage"
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for me."}]
+USAGE = {"prompt_tokens": 2000, "completion_tokens": 500, "total_tokens": 2500}
+
+
+def chunk(choices, **extra):
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
+            "choices": choices, **extra}
+
+
+def delta(text=None, finish=None):
+    return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+
+
+CONTENT = [chunk([delta("Hello")]), chunk([delta(" world")]), chunk([delta(finish="stop")])]
+USAGE_CHUNK = chunk([], usage=USAGE)
+
+
+def sse(events) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+class StallingServer:
+    """Sends an SSE head and ``before``, then holds the connection until ``release`` (or
+    ``stall_s``), then sends ``after`` and closes. ``timed_out``: nobody released it in time."""
+
+    def __init__(self, before: bytes, after: bytes, stall_s: float = 5.0) -> None:
+        self.before, self.after, self.stall_s = before, after, stall_s
+        self.release = threading.Event()
+        self.timed_out = False
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d/v1" % self._sock.getsockname()[1]
+
+    def __enter__(self) -> "StallingServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self._sock.close()
+        self._thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                             + self.before)
+                self.timed_out = not self.release.wait(self.stall_s)
+                conn.sendall(self.after)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def openai_pipeline(make_pipeline) -> InMemoryPipeline:
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+    return make_pipeline(instrument=[OpenAIInstrumentor()])
+
+
+def only_span(pipeline):
+    spans = pipeline.llm_spans()
+    assert len(spans) == 1, [s.name for s in spans]
+    return spans[0]
+
+
+def bare(pipeline, fn):
+    """``fn()`` with the openai SDK not instrumented: what the caller sees without tokentrail."""
+    from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.uninstrument()
+    try:
+        return fn()
+    finally:
+        instrumentor.instrument(tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider)
+
+
+# --- issue 14.3: closing a stream never waits for the injected usage chunk ---------------------
+def test_close_after_the_final_chunk_returns_while_the_server_stalls(openai_pipeline):
+    with StallingServer(sse(CONTENT), sse([USAGE_CHUNK]) + b"data: [DONE]\n\n") as server:
+        with openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0, timeout=30) as client:
+            with client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True) as stream:
+                for item in stream:
+                    if item.choices[0].finish_reason:
+                        break
+            stalled_through_close = not server.release.is_set() and not server.timed_out
+            server.release.set()
+
+    assert stalled_through_close  # close() did not read on until the server gave up stalling
+    span = only_span(openai_pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_STATUS] == NO_USAGE
+    assert tuple(span.attributes[attr.GEN_AI_RESPONSE_FINISH_REASONS]) == ("stop",)
+    assert attr.ERROR_TYPE not in span.attributes
+
+
+def test_async_close_after_the_final_chunk_returns_while_the_server_stalls(openai_pipeline):
+    async def run(server):
+        client = openai.AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0, timeout=30)
+        stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        async for item in stream:
+            if item.choices[0].finish_reason:
+                break
+        await stream.close()
+        stalled = not server.release.is_set() and not server.timed_out
+        server.release.set()
+        await client.close()
+        return stalled
+
+    with StallingServer(sse(CONTENT), sse([USAGE_CHUNK]) + b"data: [DONE]\n\n") as server:
+        assert asyncio.run(run(server))
+    assert only_span(openai_pipeline).attributes[attr.TOKENTRAIL_COST_STATUS] == NO_USAGE
+
+
+# --- issue 14.4: any number of hidden chunks in a row --------------------------------------------
+def test_thousands_of_hidden_usage_chunks_reach_no_recursion_error(openai_pipeline):
+    flood = [chunk([delta("Hello")])] + [USAGE_CHUNK] * 3000 + [chunk([delta(finish="stop")])]
+    with FaultServer() as server:
+        server.script(sse_reply(flood))
+        with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            seen = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+
+    assert [c.choices[0].finish_reason for c in seen] == [None, "stop"]
+    span = only_span(openai_pipeline)
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
+    assert span.attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 500
+
+
+# --- issue 14.9: a usage-only chunk the caller would have seen is shown -------------------------
+MODERATION_CHUNK = chunk([], usage=USAGE, moderation={"flagged": False, "categories": {}, "category_scores": {}})
+
+
+def test_a_usage_only_chunk_carrying_more_is_shown_as_the_bare_sdk_shows_it(openai_pipeline):
+    def run():
+        with FaultServer() as server:
+            server.script(sse_reply(CONTENT + [MODERATION_CHUNK]))
+            with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0) as client:
+                return [c.model_dump() for c in client.chat.completions.create(
+                    model="gpt-4o", messages=MESSAGES, stream=True)]
+
+    baseline = bare(openai_pipeline, run)
+    assert run() == baseline and baseline[-1]["moderation"] is not None
+    assert only_span(openai_pipeline).attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 2000
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_the_stream_helpers_final_completion_keeps_the_servers_usage(openai_pipeline, is_async):
+    def run():
+        with FaultServer() as server:
+            server.script(sse_reply(CONTENT + [USAGE_CHUNK]))  # sent whether asked for or not
+            url = server.url + "/v1"
+            if not is_async:
+                with openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0) as client:
+                    with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+                        return stream.get_final_completion().usage
+
+            async def arun():
+                client = openai.AsyncOpenAI(base_url=url, api_key="sk-test", max_retries=0)
+                async with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+                    final = await stream.get_final_completion()
+                await client.close()
+                return final.usage
+
+            return asyncio.run(arun())
+
+    baseline = bare(openai_pipeline, run)
+    assert baseline is not None and baseline.prompt_tokens == 2000
+    assert run() == baseline
+    assert only_span(openai_pipeline).attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 500
+
+
+def test_the_injected_usage_chunk_alone_is_still_hidden(openai_pipeline):
+    with FaultServer() as server:
+        server.script(sse_reply(CONTENT + [USAGE_CHUNK]))
+        with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            seen = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert json.loads(server.requests[-1].partition(b"\r\n\r\n")[2])["stream_options"] == {"include_usage": True}
+    assert all(c.choices for c in seen)
+    assert usd(only_span(openai_pipeline)) * 10**4 == 100  # $0.0100: 2000 in, 500 out at gpt-4o
