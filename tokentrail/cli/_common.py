@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from tokentrail.ledger import LedgerError, default_path
-from tokentrail.ledger.queries import Ledger
+from tokentrail.ledger.queries import Ledger, Period, parse_where
 
 USAGE_ERROR = 2
 NANO = 10**9
@@ -52,6 +52,11 @@ def open_ledger(args: argparse.Namespace) -> Ledger:
         return Ledger(args.ledger or default_path())
     except LedgerError as exc:
         raise CliError(str(exc)) from None
+
+
+def period_and_where(args: argparse.Namespace) -> tuple[Period, list]:
+    """The ``--since``/``--until`` period and the ``--where`` pairs, or one-line errors."""
+    return query(Period.parse, args.since, args.until), query(parse_where, args.where)
 
 
 def query(fn, *a: Any, **kw: Any) -> Any:

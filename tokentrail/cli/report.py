@@ -7,7 +7,7 @@ import csv
 import sys
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import FIELDS, Period, check_fields, parse_where
+from tokentrail.ledger.queries import FIELDS, check_fields
 from tokentrail.ledger.queries.common import MISSING, UNATTRIBUTED
 
 
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     by = c.query(check_fields, args.by.split(","))
     if not by:
         raise c.CliError("--by needs at least one field, e.g. --by tenant,feature")
-    period = c.query(Period.parse, args.since, args.until)
-    where = c.query(parse_where, args.where)
+    period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
         data = c.query(ledger.report, by, period, where)
     if args.format == "json":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import Period, parse_where
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    period = c.query(Period.parse, args.since, args.until)
-    where = c.query(parse_where, args.where)
+    period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
         rows = c.query(ledger.tenants, period, where)
     if args.format == "json":

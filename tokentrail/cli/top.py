@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import Period, parse_where
 
 MAX_LIMIT = 100_000
 
@@ -29,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= MAX_LIMIT:
         raise c.CliError(f"--limit must be between 1 and {MAX_LIMIT:,}")
-    period = c.query(Period.parse, args.since, args.until)
-    where = c.query(parse_where, args.where)
+    period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
         data = c.query(ledger.top, period, where, args.limit)
     if args.only:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import Period, parse_where
+from tokentrail.ledger.queries import Period
 
 TOP_TENANTS_IN_CHART = 6
 PALETTE = ("#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#ca8a04", "#94a3b8")
@@ -38,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    period = c.query(Period.parse, args.since, args.until)
-    where = c.query(parse_where, args.where)
+    period, where = c.period_and_where(args)
     if args.out.is_dir():
         raise c.CliError(f"--out {args.out} is a directory: give the HTML file to write")
     with c.open_ledger(args) as ledger:
