@@ -54,3 +54,14 @@ def test_known_tenants_are_accepted_after_a_flood(trusting, monkeypatch):
     assert handle(trusting, "tokentrail.tenant=globex", 100)[attr.TOKENTRAIL_TENANT] == "globex"
     assert handle(trusting, "tokentrail.tenant=acme", 101)[attr.TOKENTRAIL_TENANT] == "acme"
     assert attr.TOKENTRAIL_TENANT not in handle(trusting, "tokentrail.tenant=newcomer", 102)
+
+
+def test_an_oversized_baggage_header_is_counted_and_not_logged_whole(trusting, caplog):
+    caplog.set_level(logging.WARNING, logger="opentelemetry.baggage.propagation")
+    huge = "tokentrail.tenant=acme," + ",".join(f"k{i}=" + "v" * 60 for i in range(1000))  # about 64 KB
+    owner = handle(trusting, huge, 1)
+    assert attr.TOKENTRAIL_TENANT not in owner  # the propagator drops the whole header
+    assert trusting.metric_sum(names.TOKENTRAIL_ATTRIBUTION_REJECTED,
+                               attributes={attr.TOKENTRAIL_ATTRIBUTION_REJECTION: "oversized"}) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.name == "opentelemetry.baggage.propagation"]
+    assert len(line) < 300 and "characters" in line

@@ -1,4 +1,5 @@
-"""Installing the circuit breakers (task limits, tenant and team budgets), explicitly.
+"""Installing the circuit breakers (task limits, tenant and team budgets), explicitly, with the
+guard that counts oversized inbound baggage (``tokentrail.trust.BaggageLogGuard``).
 
 Every tokentrail instrumentor's ``instrument()`` and ``InMemoryPipeline`` call ``install()``;
 importing a module never installs anything.
@@ -6,7 +7,7 @@ importing a module never installs anything.
 
 from __future__ import annotations
 
-from tokentrail import budgets, preflight, tasks
+from tokentrail import budgets, preflight, tasks, trust
 
 
 def install() -> None:
@@ -15,6 +16,7 @@ def install() -> None:
     preflight.register(budgets.check)
     preflight.register(tasks.check)
     preflight.register_end(budgets.record_spend)
+    trust.install_baggage_guard()
 
 
 def uninstall() -> None:
@@ -22,3 +24,4 @@ def uninstall() -> None:
     preflight.unregister(budgets.check)
     preflight.unregister(tasks.check)
     preflight.unregister_end(budgets.record_spend)
+    trust.uninstall_baggage_guard()

@@ -13,7 +13,10 @@ from another process, i.e. not set by ``attribute()`` or ``task()`` here) is acc
   separated) are always accepted and take no room under the cap. A capped field alone is dropped.
 
 Anything else is ignored, counted on ``tokentrail.attribution.rejected`` and marked on the
-span with ``tokentrail.attribution.rejection``. A signature binds the values, not the request:
+span with ``tokentrail.attribution.rejection``. A baggage header over the W3C limit (8 KB) is
+dropped by the OpenTelemetry propagator before anyone sees it; ``BaggageLogGuard`` (installed
+with the breakers) counts it as ``oversized`` and shortens the propagator's log line, which
+would otherwise carry the whole header. A signature binds the values, not the request:
 a captured header can be replayed with its own values, never altered.
 """
 
@@ -53,6 +56,7 @@ UNSIGNED = "unsigned"
 BAD_SIGNATURE = "bad_signature"
 INVALID_VALUE = "invalid_value"
 CARDINALITY = "cardinality"
+OVERSIZED = "oversized"
 
 _EMPTY: Mapping[str, str] = {}
 
@@ -185,6 +189,35 @@ def _count_rejection(reason: str, found: tuple, ctx: Context | None) -> None:
             _log.debug("tokentrail: inbound attribution ignored (%s)", reason)
     except Exception:
         _log.debug("tokentrail: counting a rejection failed", exc_info=True)
+
+
+class BaggageLogGuard(logging.Filter):
+    """On the propagator's logger: counts dropped oversized headers, keeps its lines short."""
+
+    LOGGER = "opentelemetry.baggage.propagation"
+    MAX_SHOWN = 64
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            args = record.args if isinstance(record.args, tuple) else ()
+            if len(args) == 1 and isinstance(args[0], str) and len(args[0]) > self.MAX_SHOWN:
+                if "exceeded the maximum" in str(record.msg):
+                    telemetry.attribution_rejected().add(1, {attr.TOKENTRAIL_ATTRIBUTION_REJECTION: OVERSIZED})
+                record.args = (f"{args[0][:self.MAX_SHOWN]}... ({len(args[0])} characters)",)
+        except Exception:  # a log filter must never lose the line
+            pass
+        return True
+
+
+_guard = BaggageLogGuard()
+
+
+def install_baggage_guard() -> None:
+    logging.getLogger(BaggageLogGuard.LOGGER).addFilter(_guard)  # idempotent: a filter is added once
+
+
+def uninstall_baggage_guard() -> None:
+    logging.getLogger(BaggageLogGuard.LOGGER).removeFilter(_guard)
 
 
 _TENANT = attr.TOKENTRAIL_TENANT
