@@ -139,6 +139,14 @@ TOKENTRAIL_BUDGET_EXCEEDED = 'tokentrail.budget.exceeded'
 TOKENTRAIL_BUDGET_WINDOW = 'tokentrail.budget.window'
 #: The budget fraction crossed (e.g. 0.8), on budget warning events and points.
 TOKENTRAIL_BUDGET_FRACTION = 'tokentrail.budget.fraction'
+#: The provider project the call was billed to (OpenAI project id), when the client sets one.
+TOKENTRAIL_PROVIDER_PROJECT = 'tokentrail.provider.project'
+#: The provider organization the call was billed to (OpenAI organization id), when the client sets one.
+TOKENTRAIL_PROVIDER_ORGANIZATION = 'tokentrail.provider.organization'
+#: The provider workspace the key belongs to (Anthropic workspace id), when configured (TOKENTRAIL_ANTHROPIC_WORKSPACE).
+TOKENTRAIL_PROVIDER_WORKSPACE = 'tokentrail.provider.workspace'
+#: The API key's non-secret hint, as the admin APIs list it (first 8 and last 4 characters: sk-proj-...a1b2), never the key.
+TOKENTRAIL_PROVIDER_API_KEY_HINT = 'tokentrail.provider.api_key_hint'
 
 ALL_ATTRIBUTES = (
     GEN_AI_PROVIDER_NAME,
@@ -210,4 +218,8 @@ ALL_ATTRIBUTES = (
     TOKENTRAIL_BUDGET_EXCEEDED,
     TOKENTRAIL_BUDGET_WINDOW,
     TOKENTRAIL_BUDGET_FRACTION,
+    TOKENTRAIL_PROVIDER_PROJECT,
+    TOKENTRAIL_PROVIDER_ORGANIZATION,
+    TOKENTRAIL_PROVIDER_WORKSPACE,
+    TOKENTRAIL_PROVIDER_API_KEY_HINT,
 )

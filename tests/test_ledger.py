@@ -313,11 +313,12 @@ def test_older_ledger_is_migrated_and_keeps_its_rows(tmp_path):
     conn.close()
     # rows as an older tokentrail wrote them, straight into the v1 table
     from tokentrail.ledger.rows import span_to_row
-    from tokentrail.ledger.writer import _INSERT
 
     spans = make_spans(5)
     raw = sqlite3.connect(path)
-    raw.executemany(_INSERT, [span_to_row(s) for s in spans])
+    v1 = schema.V1_COLUMNS
+    raw.executemany(f"INSERT INTO spans ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+                    [span_to_row(s)[:len(v1)] for s in spans])
     raw.commit()
     assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
     raw.close()

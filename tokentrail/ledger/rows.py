@@ -97,6 +97,10 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
         "task_id": _str(attributes.get(_TASK_ID)),
         "retry_attempt": _int(attributes.get(_RETRY_ATTEMPT)),
         "fallback_from": _str(attributes.get(_FALLBACK_FROM)),
+        "provider_project": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_PROJECT)),
+        "provider_organization": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_ORGANIZATION)),
+        "provider_workspace": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_WORKSPACE)),
+        "api_key_hint": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_API_KEY_HINT)),
     }
     if is_genai_call(attributes):
         if price_if_missing:  # the ledger fed without tokentrail's processors

@@ -1,4 +1,4 @@
-"""Ledger schema: one table of spans, versioned with ``PRAGMA user_version``.
+"""Ledger schema: spans, reconciliations and adjustments, versioned with ``PRAGMA user_version``.
 
 Migrations only ever move forward. A ledger written by an older tokentrail is migrated
 when opened; one written by a newer tokentrail is refused (we cannot know what its new
@@ -22,6 +22,12 @@ COLUMNS = (
     "cost_output_nano", "cost_fees_nano", "rate_card_version", "pricing_tier",
     # owner (stamped on every span by the attribution processor)
     "tenant", "feature", "team", "user_id", "task_name", "task_id", "retry_attempt", "fallback_from",
+)
+#: The columns version 1 created: a file without them is not a tokentrail ledger.
+V1_COLUMNS = COLUMNS
+COLUMNS += (
+    # join keys with the provider's bill (v4): what its admin APIs group by
+    "provider_project", "provider_organization", "provider_workspace", "api_key_hint",
 )
 
 _V1 = """
@@ -88,8 +94,40 @@ CREATE INDEX spans_owner ON spans (
 ) WHERE llm = 1;
 """
 
+# v4: reconciliation with the provider's bill. The join keys of each call; every reconciliation
+# run (both sides and the explained residual, as JSON); re-pricing as adjustment entries that
+# point at the original row, which is never rewritten (net = cost_nano + SUM(delta_nano)).
+_V4 = """
+ALTER TABLE spans ADD COLUMN provider_project TEXT;
+ALTER TABLE spans ADD COLUMN provider_organization TEXT;
+ALTER TABLE spans ADD COLUMN provider_workspace TEXT;
+ALTER TABLE spans ADD COLUMN api_key_hint TEXT;
+CREATE TABLE reconciliations (
+    id INTEGER PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    since_day TEXT NOT NULL,
+    until_day TEXT NOT NULL,
+    grain TEXT NOT NULL,
+    provider_cost_nano INTEGER NOT NULL,
+    ledger_cost_nano INTEGER NOT NULL,
+    rate_card_version TEXT,
+    result_json TEXT NOT NULL
+);
+CREATE TABLE adjustments (
+    id INTEGER PRIMARY KEY,
+    span_row INTEGER NOT NULL REFERENCES spans (id),
+    batch TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    delta_nano INTEGER NOT NULL,
+    rate_card_version TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX adjustments_span ON adjustments (span_row);
+"""
+
 #: MIGRATIONS[i] moves a ledger from version i to version i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

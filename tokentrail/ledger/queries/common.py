@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Sequence, TypeVar
 
 from tokentrail.errors import BudgetExceeded
-from tokentrail.ledger.schema import COLUMNS, SCHEMA_VERSION, LedgerError, LedgerTooNew, connect, user_version
+from tokentrail.ledger.schema import SCHEMA_VERSION, V1_COLUMNS, LedgerError, LedgerTooNew, connect, user_version
 
 NANO = 10**9
 UNATTRIBUTED = "(unattributed)"
@@ -101,7 +101,7 @@ def _open_read_only(path: str) -> sqlite3.Connection:
                 f"{path} has ledger schema version {version}, newer than this tokentrail understands"
                 f" ({SCHEMA_VERSION}): upgrade tokentrail to read it"
             )
-        if version < 1 or not set(COLUMNS) <= columns:
+        if version < 1 or not set(V1_COLUMNS) <= columns:
             raise LedgerError(f"{path} is not a tokentrail ledger (left unchanged): give --ledger a tokentrail.db")
         if version < SCHEMA_VERSION:
             conn.close()

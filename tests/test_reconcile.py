@@ -1,0 +1,286 @@
+"""tokentrail reconcile: a real workload (the openai / anthropic SDKs over HTTP to the fake provider,
+tokentrail's pipeline, the ledger exporter) against the provider's bill served by the fake admin APIs;
+capture rates and every residual category asserted to the nano-dollar."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from tokentrail.cli import main
+from tokentrail.ledger import LedgerSpanExporter
+from tokentrail.ledger.schema import SCHEMA_VERSION, connect
+from tokentrail.reconcile import store
+from tokentrail.semconv import attributes as a
+from tokentrail.testing import admin_api, anthropic_api, openai_api
+from tokentrail.testing.server import FakeResponse
+
+D1, D2, D3 = date(2026, 11, 3), date(2026, 11, 4), date(2026, 11, 5)
+MINI = "gpt-4o-mini-2024-07-18"  # the snapshot the API answers with, as its usage report names it
+PRIVATE = "acme-private-model"  # on no rate card: unpriced in the ledger, billed by the provider
+SONNET = "claude-sonnet-4-5-20250929"
+
+
+def _noon_ns(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc).timestamp()) * 10**9
+
+
+def _ledger(tmp_path, pipeline, calls) -> str:
+    """Run ``calls`` (day, call()) through the pipeline into a ledger, each call's span placed on its day."""
+    days = {}
+    for day, call in calls:
+        call()
+        days[pipeline.llm_spans()[-1].context.span_id] = day
+    path = str(tmp_path / "ledger.db")
+    assert LedgerSpanExporter(path).export(pipeline.spans()).name == "SUCCESS"
+    conn = sqlite3.connect(path)
+    for span_id, day in days.items():
+        conn.execute("UPDATE spans SET start_ns = ? WHERE span_id = ?", (_noon_ns(day), format(span_id, "016x")))
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _chat(client, model, **usage):
+    return lambda: client.chat.completions.create(
+        model=model.split("-2024")[0], messages=[{"role": "user", "content": "hi"}],
+        extra_headers={openai_api.HEADER: json.dumps({"model": model, **usage})})
+
+
+def _reconcile(capsys, monkeypatch, admin, provider, *args) -> tuple[int, dict | str, str]:
+    env = {"openai": ("OPENAI_ADMIN_KEY", admin_api.OPENAI_ADMIN_KEY),
+           "anthropic": ("ANTHROPIC_ADMIN_KEY", admin_api.ANTHROPIC_ADMIN_KEY)}[provider]
+    monkeypatch.setenv(*env)
+    base = admin.url + ("/v1" if provider == "openai" else "")
+    code = main(["reconcile", provider, "--base-url", base, *args])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if "json" in args and out else out), err
+
+
+def _mini_usage(day, input_tokens, cached, output, **keys):
+    return {"day": day, "model": MINI, "input_tokens": input_tokens, "input_cached_tokens": cached,
+            "output_tokens": output, "num_model_requests": 1, **keys}
+
+
+def _mini_costs(day, uncached, cached, output, factor="0.9"):
+    """The provider's cost lines for gpt-4o-mini tokens at the card's rates times ``factor`` (USD, exact)."""
+    f = Decimal(factor)
+    return [{"day": day, "line_item": f"{MINI}, input", "usd": str(Decimal("0.15") * f * uncached / 10**6)},
+            {"day": day, "line_item": f"{MINI}, cached input", "usd": str(Decimal("0.075") * f * cached / 10**6)},
+            {"day": day, "line_item": f"{MINI}, output", "usd": str(Decimal("0.6") * f * output / 10**6)}]
+
+
+@pytest.fixture
+def openai_workload(tmp_path, pipeline, openai_client):
+    # gpt-4o-mini, 10,000 in (2,000 cached) / 1,000 out: $0.0012 + $0.00015 + $0.0006 = $0.00195 a call
+    mini = _chat(openai_client, MINI, prompt_tokens=10_000, cached_tokens=2_000, completion_tokens=1_000)
+    private = _chat(openai_client, PRIVATE, prompt_tokens=1_000, completion_tokens=100)
+    return _ledger(tmp_path, pipeline, [(D1, mini), (D1, mini), (D1, private), (D2, mini)])
+
+
+def test_openai_bill_explained_per_day_and_model_to_the_nano(openai_workload, capsys, monkeypatch):
+    book = admin_api.AdminBook(
+        openai_usage=[
+            # D1: the ledger's two calls plus 10,000 in (2,000 cached) / 1,000 out it never saw
+            _mini_usage(D1, 30_000, 6_000, 3_000, project_id="proj_a"),
+            {"day": D1, "model": PRIVATE, "input_tokens": 1_000, "output_tokens": 100, "num_model_requests": 1},
+            _mini_usage(D2, 10_000, 2_000, 1_000),  # D2: exactly the ledger's tokens
+            _mini_usage(D3, 5_000, 0, 500),  # D3: a day the ledger has no call of
+        ],
+        openai_costs=[
+            *_mini_costs(D1, 24_000, 6_000, 3_000), *_mini_costs(D2, 8_000, 2_000, 1_000),
+            *_mini_costs(D3, 5_000, 0, 500),
+            {"day": D1, "line_item": f"{PRIVATE}, input", "usd": "0.001"},
+            {"day": D1, "line_item": f"{PRIVATE}, output", "usd": "0.0002"},
+            {"day": D1, "line_item": "web search tool calls", "usd": "0.0025"},
+        ],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                       "--since", "2026-11-03", "--until", "2026-11-05", "--format", "json")
+    assert code == 0, err
+    cells = {(c["day"], c["model"]): c for c in result["cells"]}
+    explained = {k: {x["category"]: x["nano"] for x in c["explained"]} for k, c in cells.items()}
+
+    d1 = cells[("2026-11-03", "gpt-4o-mini-2024-07-18")]
+    assert d1["provider"]["cost_nano"] == 5_265_000  # 30,000 in (6,000 cached) / 3,000 out at 90% of the card
+    assert d1["ledger"]["cost_nano"] == 3_900_000  # 2 x $0.00195
+    assert d1["provider"]["tokens"] == {"input": 24_000, "cache_read": 6_000, "cache_write": 0, "cache_write_1h": 0,
+                                        "output": 3_000}
+    assert d1["ledger"]["tokens"]["input"] == 16_000 and d1["ledger"]["tokens"]["cache_read"] == 4_000
+    # never seen: 8,000 uncached x $0.135/M + 2,000 cached x $0.0675/M + 1,000 out x $0.54/M
+    assert explained[("2026-11-03", "gpt-4o-mini-2024-07-18")] == {"untracked": 1_755_000, "price": -390_000}
+    assert d1["capture_rate"] == pytest.approx(3_900_000 / 5_265_000)
+
+    private = cells[("2026-11-03", "acme-private-model")]
+    assert private["ledger"]["cost_nano"] == 0 and private["provider"]["cost_nano"] == 1_200_000
+    assert explained[("2026-11-03", "acme-private-model")] == {"unpriced": 1_200_000}
+    assert private["ledger"]["unpriced_calls"] == 1
+
+    d2 = cells[("2026-11-04", "gpt-4o-mini-2024-07-18")]
+    assert (d2["provider"]["cost_nano"], d2["ledger"]["cost_nano"]) == (1_755_000, 1_950_000)
+    assert explained[("2026-11-04", "gpt-4o-mini-2024-07-18")] == {"price": -195_000}  # the 10% discount
+
+    assert ("2026-11-05", "gpt-4o-mini-2024-07-18") not in cells  # --until is exclusive
+    assert explained[("2026-11-03", None)] == {"other_charges": 2_500_000}  # web search: money without tokens
+
+    total = result["total"]
+    assert total["provider"]["cost_nano"] == 5_265_000 + 1_200_000 + 1_755_000 + 2_500_000 == 10_720_000
+    assert total["ledger"]["cost_nano"] == 5_850_000
+    assert total["capture_rate"] == pytest.approx(5_850_000 / 10_720_000)
+    assert [(x["category"], x["nano"]) for x in total["explained"]] == [
+        ("other_charges", 2_500_000), ("untracked", 1_755_000), ("unpriced", 1_200_000), ("price", -585_000)]
+    assert sum(x["nano"] for x in total["explained"]) == total["residual_nano"] == 10_720_000 - 5_850_000
+    # the ledger's tokens cost 90% of the card on both days: a systematic discount, suggested once
+    [suggestion] = result["suggestions"]
+    assert (suggestion["model"], suggestion["discount"], suggestion["price_nano"]) == (MINI, 0.1, -585_000)
+
+
+def test_openai_exact_match_and_stored_run(openai_workload, capsys, monkeypatch):
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 20_000, 4_000, 2_000), _mini_usage(D2, 10_000, 2_000, 1_000),
+                      {"day": D1, "model": PRIVATE, "input_tokens": 1_000, "output_tokens": 100}],
+        openai_costs=[*_mini_costs(D1, 16_000, 4_000, 2_000, "1"), *_mini_costs(D2, 8_000, 2_000, 1_000, "1")],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, _ = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                     "--since", "2026-11-03", "--until", "2026-11-05", "--format", "json",
+                                     "--fail-under", "0.98")
+    assert code == 0
+    assert result["total"]["capture_rate"] == 1.0
+    assert result["total"]["provider"]["cost_nano"] == result["total"]["ledger"]["cost_nano"] == 5_850_000
+    assert result["total"]["explained"] == [] or all(x["nano"] == 0 for x in result["total"]["explained"])
+    with connect(openai_workload) as conn:
+        [run] = store.history(conn)
+    assert (run["provider"], run["since"], run["until"], run["capture_rate"]) == ("openai", "2026-11-03",
+                                                                                   "2026-11-05", 1.0)
+    assert run["provider_cost_nano"] == run["ledger_cost_nano"] == 5_850_000 and run["id"] == result["id"]
+
+
+def test_discount_suggested_when_systematic_and_fail_under_exits_1(openai_workload, capsys, monkeypatch):
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 20_000, 4_000, 2_000), _mini_usage(D2, 10_000, 2_000, 1_000)],
+        openai_costs=[*_mini_costs(D1, 16_000, 4_000, 2_000), *_mini_costs(D2, 8_000, 2_000, 1_000)],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, out, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                    "--since", "2026-11-03", "--until", "2026-11-05", "--by", "day,model",
+                                    "--fail-under", "1.2")
+    assert code == 1
+    assert "capture rate 111.1% is under --fail-under 1.2" in err
+    assert "Suggested: gpt-4o-mini-2024-07-18 is billed 10.00% under the rate card" in out
+    assert "discount: 0.1" in out
+    assert "$-0.000585" in out  # the whole period's price residual: -10% of $0.00585
+
+
+def test_rate_limit_mid_pagination_is_retried(openai_workload, capsys, monkeypatch):
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 20_000, 4_000, 2_000), _mini_usage(D3, 1, 0, 0)],
+        openai_costs=[*_mini_costs(D1, 16_000, 4_000, 2_000, "1")],
+        script={1: admin_api.rate_limited("openai", retry_after=0)},  # the usage report's second page
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                       "--since", "2026-11-03", "--until", "2026-11-06", "--format", "json")
+    assert code == 0, err
+    assert book.requests == 5  # usage: page 1, 429, page 2 again; costs: 2 pages
+    assert result["total"]["provider"]["tokens"]["input"] == 16_000 + 1
+
+
+def test_rate_limit_that_persists_is_one_line_and_nothing_is_stored(openai_workload, capsys, monkeypatch):
+    limited = admin_api.rate_limited("openai", retry_after=0)
+    book = admin_api.AdminBook(openai_usage=[_mini_usage(D1, 1, 0, 0)],
+                               script={n: limited for n in range(1, 5)})
+    with admin_api.admin_server(book) as admin:
+        code, out, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                    "--since", "2026-11-03", "--until", "2026-11-06")
+    assert code == 2 and out == ""
+    assert err.strip() == ("tokentrail: error: openai admin API still rate limited after 4 attempts: Rate limit reached"
+                           " for organization usage requests; nothing was stored, try again later")
+    with connect(openai_workload) as conn:
+        assert store.history(conn) == []
+
+
+def test_auth_error_and_missing_key_are_one_line(openai_workload, capsys, monkeypatch):
+    with admin_api.admin_server(admin_api.AdminBook()) as admin:
+        monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", "sk-ant-api03-not-an-admin-key")
+        code = main(["reconcile", "anthropic", "--ledger", openai_workload, "--base-url", admin.url])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err == ("tokentrail: error: anthropic admin API refused the key (401: invalid x-api-key): use an admin"
+                       " key (ANTHROPIC_ADMIN_KEY)\n")
+        monkeypatch.delenv("OPENAI_ADMIN_KEY", raising=False)
+        assert main(["reconcile", "openai", "--ledger", openai_workload, "--base-url", admin.url]) == 2
+        assert capsys.readouterr().err == ("tokentrail: error: OPENAI_ADMIN_KEY is not set: the openai admin API needs"
+                                           " an admin key\n")
+
+
+def test_partial_day_is_shown_not_stored(openai_workload, capsys, monkeypatch):
+    with admin_api.admin_server(admin_api.AdminBook()) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", openai_workload,
+                                       "--since", "2d", "--until", "now", "--format", "json")
+    assert code == 0
+    assert "is not over and the provider's figures for it are still growing: shown, not stored" in err
+    assert "id" not in result
+    with connect(openai_workload) as conn:
+        assert store.history(conn) == []
+
+
+def test_anthropic_cache_classes_to_the_nano(tmp_path, server, pipeline, anthropic_client, capsys, monkeypatch):
+    usage = anthropic_api.usage_block(1_000, 200, cache_read_input_tokens=10_000, cache_creation_5m=2_000,
+                                      cache_creation_1h=1_000)
+
+    def claude():
+        server.enqueue(FakeResponse(json=anthropic_api.message(model=SONNET, usage=usage)))
+        anthropic_client.messages.create(model=SONNET, max_tokens=100, messages=[{"role": "user", "content": "hi"}])
+
+    path = _ledger(tmp_path, pipeline, [(D1, claude), (D2, claude)])
+    # per call: 1,000 x $3 + 10,000 x $0.30 + 2,000 x $3.75 + 1,000 x $6 + 200 x $15 (per 1M) = $0.0225
+    row = {"model": SONNET, "workspace_id": "wrkspc_01", "uncached_input_tokens": 1_000,
+           "cache_read_input_tokens": 10_000, "ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 1_000,
+           "output_tokens": 200}
+    cents_per_m = [("uncached_input_tokens", 300), ("cache_read_input_tokens", 30),
+                   ("cache_creation.ephemeral_5m_input_tokens", 375),
+                   ("cache_creation.ephemeral_1h_input_tokens", 600), ("output_tokens", 1500)]
+    book = admin_api.AdminBook(
+        anthropic_usage=[{"day": D1, **row}, {"day": D2, **row, "output_tokens": 400}],
+        anthropic_costs=[
+            {"day": day, "workspace_id": "wrkspc_01", "model": SONNET, "cost_type": "tokens", "token_type": t,
+             "description": f"Claude Sonnet 4.5 Usage - {t}", "service_tier": "standard",
+             "cents": str(Decimal(cents) * n / 10**6)}  # a decimal string in cents, as the API sends
+            for day, extra in ((D1, 0), (D2, 200))
+            for (t, cents), n in zip(cents_per_m, (1_000, 10_000, 2_000, 1_000, 200 + extra))
+        ],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "anthropic", "--ledger", path,
+                                       "--since", "2026-11-03", "--until", "2026-11-05", "--format", "json")
+    assert code == 0, err
+    assert all(r.headers.get("anthropic-version") == "2023-06-01" for r in admin.requests)
+    cells = {c["day"]: c for c in result["cells"]}
+    assert cells["2026-11-03"]["provider"]["cost_nano"] == cells["2026-11-03"]["ledger"]["cost_nano"] == 22_500_000
+    assert cells["2026-11-03"]["provider"]["tokens"] == cells["2026-11-03"]["ledger"]["tokens"] == {
+        "input": 1_000, "cache_read": 10_000, "cache_write": 2_000, "cache_write_1h": 1_000, "output": 200}
+    assert cells["2026-11-03"]["capture_rate"] == 1.0
+    # D2: 200 output tokens the ledger never saw, at $15/M
+    assert [(x["category"], x["nano"]) for x in cells["2026-11-04"]["explained"]] == [("untracked", 3_000_000)]
+    assert result["total"]["capture_rate"] == pytest.approx(45_000_000 / 48_000_000)
+
+
+def test_migration_to_v4_keeps_rows_and_adds_join_key_columns(tmp_path):
+    path = str(tmp_path / "v3.db")
+    connect(path, target=3).close()
+    raw = sqlite3.connect(path)
+    raw.execute("INSERT INTO spans (trace_id, span_id, name, start_ns, llm, provider, cost_nano)"
+                " VALUES ('t', 's', 'chat', 1, 1, 'openai', 42)")
+    raw.commit()
+    raw.close()
+    with connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("SELECT cost_nano, provider_project, api_key_hint FROM spans").fetchall() == [(42, None, None)]
+        assert conn.execute("SELECT COUNT(*) FROM reconciliations").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM adjustments").fetchone()[0] == 0

@@ -1,0 +1,258 @@
+"""The comparison: the ledger's calls against the provider's bill, per cell of the grain, and why they differ.
+
+A cell is one value of the grain (day, model, and a join key where both sides know it). Its
+residual (provider cost - ledger cost, nano-USD) is split into categories that add up to it exactly:
+
+- ``untracked``: tokens the provider billed that the ledger never saw (traffic not instrumented:
+  another service, a script, a shared key), at the provider's own rate for that token class;
+  negative when the ledger holds tokens the bill does not (yet);
+- ``unpriced``: tokens of calls the ledger holds but could not price, at the provider's rate;
+- ``other_charges``: money without tokens (web search, tools) beyond the ledger's fees;
+- ``price``: what is left, the same tokens at a different price (negotiated discount, priority
+  tier, a price change); a systematic one per model becomes a suggested rate-card discount.
+
+``no_usage`` calls (the ledger has the call but no usage) are counted; their tokens are part of
+``untracked``, as the ledger cannot know them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Iterable, Sequence
+
+from tokentrail.ledger.queries.common import NO_COST_KIND, STOPPED_ERROR_TYPE
+from tokentrail.processor.usage import normalise_model_id
+from tokentrail.reconcile.sources import CLASSES, OTHER, Line
+
+#: ``--by`` fields: a cell's key (project: OpenAI's; workspace: Anthropic's).
+GRAIN = ("day", "model", "project", "workspace")
+DEFAULT_GRAIN = ("day", "model")
+#: A price difference is systematic when every cell of a model is within this of the model's ratio.
+SYSTEMATIC_SPREAD = Decimal("0.005")
+#: And it is worth a suggestion when larger than this.
+SUGGEST_FROM = Decimal("0.005")
+
+_WHY = {
+    "untracked": "tokens the provider billed that tokentrail never saw (traffic not instrumented: another service,"
+                 " a script, a key shared with someone else)",
+    "unpriced": "calls in the ledger with no price on the rate card",
+    "no_usage": "calls in the ledger without usable usage (their tokens are part of untracked)",
+    "other_charges": "charges without tokens (web search, tools) beyond the ledger's fees",
+    "price": "the same tokens at a different price (negotiated discount, priority tier, a price change)",
+}
+
+
+@dataclass
+class Side:
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    cost_nano: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
+
+    def total(self) -> int:
+        return sum(self.cost_nano.values())
+
+
+@dataclass
+class Cell:
+    key: tuple
+    provider: Side = field(default_factory=Side)
+    ledger: Side = field(default_factory=Side)  # priced calls
+    unpriced: Side = field(default_factory=Side)  # calls the ledger could not price (tokens only)
+    no_usage_calls: int = 0
+
+    def ledger_tokens(self, cls: str) -> int:
+        return self.ledger.tokens[cls] + self.unpriced.tokens[cls]
+
+    def explain(self) -> list[dict]:
+        """The residual's categories, largest first; their ``nano`` add up to the residual exactly."""
+        residual = self.provider.total() - self.ledger.total()
+        untracked = sum(self._at_provider_rate(c, self.provider.tokens[c] - self.ledger_tokens(c)) for c in CLASSES)
+        unpriced = sum(self._at_provider_rate(c, self.unpriced.tokens[c]) for c in CLASSES)
+        other = self.provider.cost_nano.get(OTHER, 0) - self.ledger.cost_nano.get(OTHER, 0)
+        price = residual - untracked - unpriced - other
+        out = [
+            {"category": "untracked", "nano": untracked,
+             "tokens": sum(self.provider.tokens[c] - self.ledger_tokens(c) for c in CLASSES)},
+            {"category": "unpriced", "nano": unpriced, "calls": self.unpriced.calls,
+             "tokens": sum(self.unpriced.tokens.values())},
+            {"category": "no_usage", "nano": 0, "calls": self.no_usage_calls},
+            {"category": "other_charges", "nano": other},
+            {"category": "price", "nano": price},
+        ]
+        out = [c for c in out if c["nano"] or c.get("calls")]
+        for c in out:
+            c["why"] = _WHY[c["category"]]
+        return sorted(out, key=lambda c: -abs(c["nano"]))
+
+    def _rate(self, cls: str) -> Decimal | None:
+        """nano-USD per token of a class: the provider's, else (tokens it did not bill) the ledger's."""
+        if self.provider.tokens[cls] and cls in self.provider.cost_nano:
+            return Decimal(self.provider.cost_nano[cls]) / self.provider.tokens[cls]
+        if cls in ("cache_write", "cache_write_1h"):  # the ledger keeps one cost for both lifetimes
+            tokens = self.ledger.tokens["cache_write"] + self.ledger.tokens["cache_write_1h"]
+            cost = self.ledger.cost_nano.get("cache_write")
+        else:
+            tokens, cost = self.ledger.tokens[cls], self.ledger.cost_nano.get(cls)
+        return Decimal(cost) / tokens if tokens and cost else None
+
+    def _at_provider_rate(self, cls: str, tokens: int) -> int:
+        rate = self._rate(cls) if tokens else None
+        if rate is None:
+            return 0
+        return int((rate * tokens).to_integral_value(ROUND_HALF_EVEN))
+
+    def price_ratio(self) -> Decimal | None:
+        """Provider price / ledger price of the tokens both sides priced (1 = the card's price)."""
+        if not self.ledger.total():
+            return None
+        price = next((c["nano"] for c in self.explain() if c["category"] == "price"), 0)
+        return Decimal(self.ledger.total() + price) / self.ledger.total()
+
+
+# --- the ledger's side -----------------------------------------------------------------------------
+_LEDGER_SQL = f"""
+SELECT date(start_ns / 1000000000, 'unixepoch') AS day, COALESCE(response_model, request_model) AS model,
+       provider_project, provider_workspace, {NO_COST_KIND} AS kind, COUNT(*),
+       SUM(input_tokens - COALESCE(cache_read_tokens, 0) - COALESCE(cache_write_tokens, 0)),
+       SUM(cache_read_tokens), SUM(COALESCE(cache_write_tokens, 0) - COALESCE(cache_write_1h_tokens, 0)),
+       SUM(cache_write_1h_tokens), SUM(output_tokens),
+       SUM(cost_input_nano), SUM(cost_cache_read_nano), SUM(cost_cache_write_nano), SUM(cost_output_nano),
+       SUM(cost_fees_nano), SUM(cost_nano)
+FROM spans
+WHERE llm = 1 AND provider = ? AND start_ns >= ? AND start_ns < ?
+  AND (error_type IS NULL OR error_type != '{STOPPED_ERROR_TYPE}')
+GROUP BY day, model, provider_project, provider_workspace, kind
+"""
+
+
+def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_ns: int,
+                 grain: Sequence[str]) -> dict[tuple, Cell]:
+    cells: dict[tuple, Cell] = {}
+    for row in conn.execute(_LEDGER_SQL, (provider, since_ns, until_ns)):
+        day, model, project, workspace, kind, calls = row[:6]
+        tokens = dict(zip(CLASSES, (int(t or 0) for t in row[6:11])))
+        cost_input, cost_read, cost_write, cost_output, fees, total = (int(c or 0) for c in row[11:17])
+        cell = _cell(cells, grain, {"day": day, "model": normalise_model_id(model), "project": project,
+                                    "workspace": workspace})
+        if kind == "no_usage":
+            cell.no_usage_calls += calls
+            continue
+        side = cell.unpriced if kind == "unpriced" else cell.ledger
+        side.calls += calls
+        _add(side.tokens, tokens)
+        if kind is None:
+            # Components may not add up to the total (rounding of each); the input class takes the rest.
+            parts = {"input": cost_input, "cache_read": cost_read, "cache_write": cost_write, "output": cost_output,
+                     OTHER: fees}
+            parts["input"] += total - sum(parts.values())
+            _add(side.cost_nano, {k: v for k, v in parts.items() if v})
+    return cells
+
+
+def provider_cells(lines: Iterable[Line], grain: Sequence[str]) -> dict[tuple, Cell]:
+    cells: dict[tuple, Cell] = {}
+    for line in lines:
+        cell = _cell(cells, grain, {"day": line.day.isoformat(), "model": line.model, "project": line.project,
+                                    "workspace": line.workspace})
+        _add(cell.provider.tokens, line.tokens)
+        _add(cell.provider.cost_nano, line.cost_nano)
+        cell.provider.calls += line.requests
+    return cells
+
+
+def _cell(cells: dict[tuple, Cell], grain: Sequence[str], values: dict) -> Cell:
+    key = tuple(values[g] or None for g in grain)
+    return cells.setdefault(key, Cell(key))
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+# --- the comparison ----------------------------------------------------------------------------------
+def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Sequence[str]) -> dict:
+    """Both sides per cell, the capture rate and the explained residual; totals; suggested discounts."""
+    cells: list[Cell] = []
+    for key in sorted(set(ledger) | set(provider), key=lambda k: tuple("" if v is None else str(v) for v in k)):
+        cell = ledger.get(key) or Cell(key)
+        if key in provider:
+            cell.provider = provider[key].provider
+        cells.append(cell)
+    total = Cell(("total",))
+    for cell in cells:
+        for side in ("provider", "ledger", "unpriced"):
+            mine, theirs = getattr(total, side), getattr(cell, side)
+            _add(mine.tokens, theirs.tokens)
+            _add(mine.cost_nano, theirs.cost_nano)
+            mine.calls += theirs.calls
+        total.no_usage_calls += cell.no_usage_calls
+    residual = {}
+    for cell in cells:
+        for c in cell.explain():
+            residual[c["category"]] = residual.get(c["category"], 0) + c["nano"]
+    return {
+        "grain": list(grain),
+        "cells": [_cell_json(cell, grain) for cell in cells],
+        "total": {
+            **_sides_json(total),
+            "explained": sorted(({"category": k, "nano": v, "why": _WHY[k]} for k, v in residual.items()),
+                                key=lambda c: -abs(c["nano"])),
+        },
+        "suggestions": suggestions(cells, grain),
+    }
+
+
+def suggestions(cells: Sequence[Cell], grain: Sequence[str]) -> list[dict]:
+    """A rate-card discount per model whose price difference is the same in every cell (and not tiny)."""
+    if "model" not in grain:
+        return []
+    index = list(grain).index("model")
+    by_model: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.ledger.total() and cell.provider.total():
+            by_model.setdefault(cell.key[index] or "", []).append(cell)
+    out = []
+    for model, group in sorted(by_model.items()):
+        ratios = [r for r in (c.price_ratio() for c in group) if r is not None]
+        if not ratios:
+            continue
+        ledger_total = sum(c.ledger.total() for c in group)
+        price = sum(next((x["nano"] for x in c.explain() if x["category"] == "price"), 0) for c in group)
+        ratio = Decimal(ledger_total + price) / ledger_total
+        if abs(1 - ratio) < SUGGEST_FROM or max(abs(r - ratio) for r in ratios) > SYSTEMATIC_SPREAD:
+            continue
+        out.append({
+            "model": model,
+            "discount": float(round(1 - ratio, 4)),
+            "price_nano": price,
+            "cells": len(group),
+            "rate_card": f"- model: {model}\n  discount: {round(1 - ratio, 4)}",
+        })
+    return out
+
+
+def _sides_json(cell: Cell) -> dict:
+    provider, ledger = cell.provider.total(), cell.ledger.total()
+    return {
+        "provider": {"tokens": dict(cell.provider.tokens), "cost_nano": provider, "requests": cell.provider.calls},
+        "ledger": {"tokens": {c: cell.ledger_tokens(c) for c in CLASSES}, "cost_nano": ledger,
+                   "calls": cell.ledger.calls + cell.unpriced.calls + cell.no_usage_calls,
+                   "unpriced_calls": cell.unpriced.calls, "no_usage_calls": cell.no_usage_calls},
+        "residual_nano": provider - ledger,
+        "capture_rate": capture_rate(ledger, provider),
+    }
+
+
+def _cell_json(cell: Cell, grain: Sequence[str]) -> dict:
+    return {**dict(zip(grain, cell.key)), **_sides_json(cell), "explained": cell.explain()}
+
+
+def capture_rate(ledger_nano: int, provider_nano: int) -> float | None:
+    """Ledger / provider; None when the provider billed nothing."""
+    if not provider_nano:
+        return None
+    return float(Decimal(ledger_nano) / provider_nano)
+

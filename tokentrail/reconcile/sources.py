@@ -1,0 +1,245 @@
+"""The provider's side: usage and cost per UTC day from the OpenAI and Anthropic admin APIs.
+
+Each source reads every page of its two reports (usage, cost) before returning anything, so a
+failure (auth, rate limit after the bounded retries, a bad page) is one ``SourceError`` line and
+no half-read bill. Amounts become integer nano-USD through ``Decimal`` (OpenAI: USD numbers;
+Anthropic: decimal strings in cents). Response shapes: see ``tokentrail.testing.admin_api``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterator
+
+from tokentrail.processor.usage import normalise_model_id
+
+NANO = Decimal(10) ** 9
+#: Token classes, as both sides are compared. ``other`` is money with no tokens (web search...).
+CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
+OTHER = "other"
+
+OPENAI_BASE = "https://api.openai.com/v1"
+ANTHROPIC_BASE = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+#: Attempts per page on 429 / 5xx, and the longest wait a ``retry-after`` may ask for.
+MAX_ATTEMPTS = 4
+MAX_WAIT_S = 60.0
+TIMEOUT_S = 60.0
+
+
+class SourceError(Exception):
+    """The provider's figures could not be read; the message is one line for the user."""
+
+
+@dataclass
+class Line:
+    """The provider's figures for one day and group (model, and the join keys it reports)."""
+
+    day: date
+    model: str
+    project: str | None = None
+    api_key: str | None = None
+    workspace: str | None = None
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    cost_nano: dict[str, int] = field(default_factory=dict)  # class (or ``other``) -> nano-USD
+    requests: int = 0
+
+    def key(self) -> tuple:
+        return self.day, self.model, self.project, self.api_key, self.workspace
+
+
+def to_nano(amount: Any, scale: Decimal = Decimal(1)) -> int:
+    """An amount (USD, or cents with ``scale`` 1/100) as integer nano-USD, exactly."""
+    try:
+        value = Decimal(repr(amount) if isinstance(amount, float) else str(amount))
+    except (InvalidOperation, ValueError):
+        raise SourceError(f"the provider sent an amount that is not a number: {amount!r}") from None
+    return int((value * scale * NANO).to_integral_value())
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+Sleep = Callable[[float], None]
+
+
+def get_json(url: str, headers: dict[str, str], provider: str, sleep: Sleep = time.sleep) -> Any:
+    """GET with bounded retries on 429 / 5xx (honouring ``retry-after``); one-line errors."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        request = urllib.request.Request(url, headers={"accept": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = _error_message(exc)
+            if exc.code in (401, 403):
+                raise SourceError(f"{provider} admin API refused the key ({exc.code}: {body}): use an admin key"
+                                  f" ({_KEY_ENV[provider]})") from None
+            if exc.code == 429 or exc.code >= 500:
+                if attempt == MAX_ATTEMPTS:
+                    what = "rate limited" if exc.code == 429 else f"failing ({exc.code})"
+                    raise SourceError(f"{provider} admin API still {what} after {MAX_ATTEMPTS} attempts: {body};"
+                                      " nothing was stored, try again later") from None
+                sleep(_retry_after(exc, attempt))
+                continue
+            raise SourceError(f"{provider} admin API error {exc.code}: {body}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceError(f"cannot reach the {provider} admin API at {_origin(url)}: {reason}") from None
+        except ValueError:
+            raise SourceError(f"{provider} admin API sent a response that is not JSON ({_origin(url)})") from None
+    raise AssertionError("unreachable")
+
+
+_KEY_ENV = {"openai": "OPENAI_ADMIN_KEY", "anthropic": "ANTHROPIC_ADMIN_KEY"}
+
+
+def _retry_after(exc: urllib.error.HTTPError, attempt: int) -> float:
+    try:
+        wait = float(exc.headers.get("retry-after", ""))
+    except ValueError:
+        wait = 2.0 ** attempt
+    return max(0.0, min(wait, MAX_WAIT_S))
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        error = json.loads(exc.read() or b"{}").get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+    except (ValueError, AttributeError, OSError):
+        message = None
+    return " ".join(str(message or exc.reason).split())[:200]
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _pages(url: str, params: list[tuple[str, str]], headers: dict[str, str], provider: str,
+           sleep: Sleep) -> Iterator[dict]:
+    page: str | None = None
+    while True:
+        query = params + ([("page", page)] if page else [])
+        body = get_json(f"{url}?{urllib.parse.urlencode(query)}", headers, provider, sleep)
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise SourceError(f"{provider} admin API sent an unexpected page (no data list) from {url}")
+        yield from body["data"]
+        page = body.get("next_page")
+        if not body.get("has_more") or not page:
+            return
+
+
+# --- OpenAI ----------------------------------------------------------------------------------------
+_OPENAI_CLASS = {"input": "input", "cached input": "cache_read", "output": "output"}
+
+
+def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, sleep: Sleep = time.sleep) -> list[Line]:
+    """``/organization/usage/completions`` and ``/organization/costs`` by day, model and project."""
+    base = base_url.rstrip("/")
+    headers = {"authorization": f"Bearer {key}"}
+    window = [("start_time", str(int(since.timestamp()))), ("end_time", str(int(until.timestamp()))),
+              ("bucket_width", "1d"), ("limit", "31")]
+    lines: dict[tuple, Line] = {}
+    usage = window + [("group_by", g) for g in ("model", "project_id", "api_key_id")]
+    for bucket in _pages(base + "/organization/usage/completions", usage, headers, "openai", sleep):
+        day = _day(bucket.get("start_time"))
+        for r in bucket.get("results") or ():
+            line = _line(lines, day, r.get("model"), r.get("project_id"), r.get("api_key_id"), None)
+            cached = int(r.get("input_cached_tokens") or 0)
+            line.tokens["input"] += int(r.get("input_tokens") or 0) - cached  # input_tokens includes cached
+            line.tokens["cache_read"] += cached
+            line.tokens["output"] += int(r.get("output_tokens") or 0)
+            line.requests += int(r.get("num_model_requests") or 0)
+    costs = window + [("group_by", g) for g in ("line_item", "project_id")]
+    for bucket in _pages(base + "/organization/costs", costs, headers, "openai", sleep):
+        day = _day(bucket.get("start_time"))
+        for r in bucket.get("results") or ():
+            amount = r.get("amount") or {}
+            if str(amount.get("currency", "usd")).lower() != "usd":
+                raise SourceError(f"openai costs in {amount.get('currency')!r}: only USD bills are reconciled")
+            model, kind = _openai_line_item(r.get("line_item"))
+            line = _line(lines, day, model, r.get("project_id"), None, None, costs_only=True)
+            line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(amount.get("value", 0))
+    return list(lines.values())
+
+
+def _openai_line_item(item: Any) -> tuple[str, str]:
+    """``"priority | gpt-4o-2024-08-06, cached input"`` -> (``gpt-4o-2024-08-06``, ``cache_read``)."""
+    text = str(item or "").rpartition("|")[2].strip()
+    model, sep, rest = text.partition(",")
+    kind = rest.split(",")[0].strip().lower()
+    if not sep or kind not in _OPENAI_CLASS:
+        return "", OTHER  # a tool or storage line (web search, vector storage): money without tokens
+    return model.strip(), _OPENAI_CLASS[kind]
+
+
+# --- Anthropic -------------------------------------------------------------------------------------
+_ANTHROPIC_CLASS = {
+    "uncached_input_tokens": "input",
+    "cache_read_input_tokens": "cache_read",
+    "cache_creation.ephemeral_5m_input_tokens": "cache_write",
+    "cache_creation.ephemeral_1h_input_tokens": "cache_write_1h",
+    "output_tokens": "output",
+}
+_CENTS = Decimal("0.01")
+
+
+def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *,
+                    sleep: Sleep = time.sleep) -> list[Line]:
+    """``usage_report/messages`` and ``cost_report`` by day, model and workspace."""
+    base = base_url.rstrip("/")
+    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+    window = [("starting_at", _rfc3339(since)), ("ending_at", _rfc3339(until)), ("bucket_width", "1d"),
+              ("limit", "31")]
+    lines: dict[tuple, Line] = {}
+    usage = window + [("group_by[]", g) for g in ("model", "workspace_id", "api_key_id")]
+    for bucket in _pages(base + "/v1/organizations/usage_report/messages", usage, headers, "anthropic", sleep):
+        day = _day(bucket.get("starting_at"))
+        for r in bucket.get("results") or ():
+            line = _line(lines, day, r.get("model"), None, r.get("api_key_id"), r.get("workspace_id"))
+            creation = r.get("cache_creation") or {}
+            line.tokens["input"] += int(r.get("uncached_input_tokens") or 0)
+            line.tokens["cache_read"] += int(r.get("cache_read_input_tokens") or 0)
+            line.tokens["cache_write"] += int(creation.get("ephemeral_5m_input_tokens") or 0)
+            line.tokens["cache_write_1h"] += int(creation.get("ephemeral_1h_input_tokens") or 0)
+            line.tokens["output"] += int(r.get("output_tokens") or 0)
+    costs = window[:3] + [("group_by[]", "workspace_id"), ("group_by[]", "description")]
+    for bucket in _pages(base + "/v1/organizations/cost_report", costs, headers, "anthropic", sleep):
+        day = _day(bucket.get("starting_at"))
+        for r in bucket.get("results") or ():
+            if str(r.get("currency", "USD")).upper() != "USD":
+                raise SourceError(f"anthropic costs in {r.get('currency')!r}: only USD bills are reconciled")
+            kind = _ANTHROPIC_CLASS.get(r.get("token_type") or "", OTHER) if r.get("cost_type") in (None, "tokens") \
+                else OTHER
+            model = r.get("model") if kind != OTHER else ""
+            line = _line(lines, day, model, None, None, r.get("workspace_id"), costs_only=True)
+            line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(r.get("amount", "0"), _CENTS)
+    return list(lines.values())
+
+
+# --- shared ----------------------------------------------------------------------------------------
+def _line(lines: dict[tuple, Line], day: date, model: Any, project: Any, api_key: Any, workspace: Any,
+          costs_only: bool = False) -> Line:
+    # The cost reports group by project / workspace but not by key: their lines carry no key.
+    line = Line(day, normalise_model_id(model), project or None, None if costs_only else api_key or None,
+                workspace or None)
+    return lines.setdefault(line.key(), line)
+
+
+def _day(value: Any) -> date:
+    try:
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, timezone.utc).date()
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc).date()
+    except (ValueError, OverflowError, OSError):
+        raise SourceError(f"the provider sent a bucket without a readable start time: {value!r}") from None
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
