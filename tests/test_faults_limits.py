@@ -1,5 +1,5 @@
 """Limits and scopes under hostile use (part of the fault suite): concurrent calls against one task
-limit, output multiplied by ``n``, scopes left out of order, non-finite limits."""
+limit, scopes left out of order, non-finite limits."""
 
 from __future__ import annotations
 
