@@ -9,6 +9,7 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -292,3 +293,11 @@ def test_shipped_uids_are_the_builders():
     from tokentrail.dashboards import build
 
     assert (dashboards.PROMETHEUS_UID, dashboards.TEMPO_UID) == (build.PROMETHEUS.uid, build.TEMPO.uid)
+
+
+def test_rebuilding_the_dashboards_without_the_sdk_is_one_line():
+    code = ("import runpy, sys; sys.modules['grafana_foundation_sdk'] = None; sys.argv = ['build', '--check'];"
+            " runpy.run_module('tokentrail.dashboards.build', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("without it)") and "pip install 'tokentrail[grafana]'" in proc.stderr
