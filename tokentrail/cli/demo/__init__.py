@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         f"  tokentrail report --by day --since 14d{flag}  # spend per day, against the 14 days before\n"
         f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
         f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
+        f"  tokentrail view{flag}                    # all of it as one offline HTML page: tokentrail.html\n"
         f"  tokentrail price gpt-4o --input 2000 --output 500\n"
     )
     return 0
