@@ -212,6 +212,7 @@ _OPTIONS = {
     "tenants": ["--since", "--until", "--where", "--format"],
     "trace": ["--format"],
     "price": ["--input", "--output", "--cache-read", "--cache-write", "--reasoning", "--provider", "--format"],
+    "view": ["--since", "--until", "--where"],
     "dashboards": [],
 }
 
@@ -232,8 +233,10 @@ def command_lines(draw) -> list[str]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=command_lines())
 def test_every_command_line_is_exit_0_or_2_and_never_a_traceback(ledger, tmp_path, argv):
-    if argv[0] in ("report", "top", "tenants", "trace"):
+    if argv[0] in ("report", "top", "tenants", "trace", "view"):
         argv = [*argv, "--ledger", ledger]
+    if argv[0] == "view":
+        argv = [*argv, "--out", str(tmp_path / "view.html")]
     if argv[:2] == ["dashboards", "generate"]:
         argv = [*argv, "--out", str(tmp_path / "dash")]
     if argv[:2] == ["dashboards", "push"]:
