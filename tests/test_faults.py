@@ -162,7 +162,7 @@ def test_a_ledger_deleted_while_running_is_noticed_and_started_again(pipeline, f
     exporter.shutdown()
 
     assert len(_ledger_rows(path)) == 2  # the calls after the deletion are in the new ledger
-    assert exporter._writer.replaced == 1
+    assert exporter.replaced == 1
     assert sum("deleted or replaced" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -38,6 +38,11 @@ class LedgerSpanExporter(SpanExporter):
     def dropped(self) -> int:
         return self._writer.dropped
 
+    @property
+    def replaced(self) -> int:
+        """Times the ledger file was found deleted or replaced and a new one started."""
+        return self._writer.replaced
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             rows = []
