@@ -284,3 +284,56 @@ def test_migration_to_v4_keeps_rows_and_adds_join_key_columns(tmp_path):
         assert conn.execute("SELECT cost_nano, provider_project, api_key_hint FROM spans").fetchall() == [(42, None, None)]
         assert conn.execute("SELECT COUNT(*) FROM reconciliations").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM adjustments").fetchone()[0] == 0
+
+
+# --- join keys ----------------------------------------------------------------------------------------
+SECRET = "sk-proj-" + "x" * 40 + "a1b2"
+
+
+def test_join_keys_on_spans_ledger_columns_and_the_project_grain(tmp_path, server, pipeline, capsys, monkeypatch):
+    import openai
+
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key=SECRET, project="proj_a",
+                       organization="org_x", max_retries=0) as client:
+        path = _ledger(tmp_path, pipeline, [(D1, _chat(client, MINI, prompt_tokens=10_000, cached_tokens=2_000,
+                                                            completion_tokens=1_000))])
+    [span] = pipeline.llm_spans()
+    assert span.attributes[a.TOKENTRAIL_PROVIDER_PROJECT] == "proj_a"
+    assert span.attributes[a.TOKENTRAIL_PROVIDER_ORGANIZATION] == "org_x"
+    assert span.attributes[a.TOKENTRAIL_PROVIDER_API_KEY_HINT] == "sk-proj-...a1b2"
+    assert not any(SECRET in str(v) for v in span.attributes.values())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT provider_project, provider_organization, api_key_hint FROM spans WHERE llm = 1"
+                            ).fetchall() == [("proj_a", "org_x", "sk-proj-...a1b2")]
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 10_000, 2_000, 1_000, project_id="proj_a"),
+                      _mini_usage(D1, 5_000, 0, 500, project_id="proj_b")],  # another team's project
+        openai_costs=[{**c, "project_id": "proj_a"} for c in _mini_costs(D1, 8_000, 2_000, 1_000, "1")]
+        + [{**c, "project_id": "proj_b"} for c in _mini_costs(D1, 5_000, 0, 500, "1")],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path, "--by", "day,project",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    cells = {c["project"]: c for c in result["cells"]}
+    assert cells["proj_a"]["capture_rate"] == 1.0 and cells["proj_a"]["ledger"]["cost_nano"] == 1_950_000
+    # proj_b: 5,000 in x $0.15/M + 500 out x $0.60/M, all of it traffic the ledger never saw
+    assert cells["proj_b"]["ledger"]["cost_nano"] == 0
+    assert [(x["category"], x["nano"]) for x in cells["proj_b"]["explained"]] == [("untracked", 1_050_000)]
+
+
+def test_join_keys_opt_out_and_anthropic_workspace(server, make_pipeline, monkeypatch):
+    import anthropic
+
+    monkeypatch.setenv("TOKENTRAIL_ANTHROPIC_WORKSPACE", "wrkspc_01")
+    pipeline = make_pipeline()
+    key = "sk-ant-api03-" + "y" * 40 + "igAA"
+    with anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0) as client:
+        client.messages.create(model=SONNET, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        monkeypatch.setenv("TOKENTRAIL_JOIN_KEYS", "false")
+        client.messages.create(model=SONNET, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    first, second = pipeline.llm_spans()
+    assert first.attributes[a.TOKENTRAIL_PROVIDER_WORKSPACE] == "wrkspc_01"
+    assert first.attributes[a.TOKENTRAIL_PROVIDER_API_KEY_HINT] == "sk-ant-api03-yyy...igAA"
+    assert a.TOKENTRAIL_PROVIDER_WORKSPACE not in second.attributes
+    assert a.TOKENTRAIL_PROVIDER_API_KEY_HINT not in second.attributes

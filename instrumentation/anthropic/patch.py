@@ -25,6 +25,7 @@ from tokentrail.instrumentation.anthropic.usage import MessageStreamState, messa
 from tokentrail.instrumentation.base import Instruments
 from tokentrail.instrumentation.fields import field, prompt_chars
 from tokentrail.instrumentation.streams import AsyncStreamProxy, StateStreamHooks, StreamHooks, SyncStreamProxy
+from tokentrail.reconcile import keys as join_keys
 from tokentrail.state import BoundedSet
 
 MESSAGES_CREATE = "anthropic.messages.create"
@@ -59,6 +60,7 @@ def _begin(is_async: bool) -> genai_span.Begin:
             stream=stream,
             estimated_input_tokens=preflight.estimate_tokens(
                 prompt_chars((body.get("messages"), body.get("system"), body.get("tools")))),
+            attributes=join_keys.anthropic(client),  # what the provider's bill groups by
         )
         return genai_span.Begun(call, kwargs, (stream, is_async))
 

@@ -25,6 +25,7 @@ from tokentrail.instrumentation.fields import prompt_chars
 from tokentrail.instrumentation.openai import content, providers
 from tokentrail.instrumentation.openai import streaming as results
 from tokentrail.instrumentation.streams import AsyncStreamProxy, StateStreamHooks, SyncStreamProxy
+from tokentrail.reconcile import keys as join_keys
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import BoundedMemo
 
@@ -121,6 +122,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
         estimated_input_tokens=_estimate(kind, kwargs),
         kwargs=kwargs,
     )
+    plan.extra.update(join_keys.openai(client))  # what the provider's bill groups by
     if kind == RESPONSES:
         conversation = kwargs.get("conversation")
         conversation = conversation.get("id") if isinstance(conversation, dict) else conversation

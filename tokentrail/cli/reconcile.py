@@ -13,7 +13,8 @@ from tokentrail.cli._common import (
 from tokentrail.ledger import default_path
 from tokentrail.ledger.queries import parse_time
 from tokentrail.ledger.schema import connect
-from tokentrail.reconcile import BASE_URLS, KEY_ENV, PROVIDERS, SourceError, engine, run, store, utc_midnight
+from tokentrail.reconcile import engine, store
+from tokentrail.reconcile.runner import BASE_URLS, KEY_ENV, PROVIDERS, SourceError, run, utc_midnight
 
 #: Exit status when the capture rate is under ``--fail-under`` (2 is a usage or source error).
 UNDER = 1

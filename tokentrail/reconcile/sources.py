@@ -79,7 +79,7 @@ def get_json(url: str, headers: dict[str, str], provider: str, sleep: Sleep = ti
             body = _error_message(exc)
             if exc.code in (401, 403):
                 raise SourceError(f"{provider} admin API refused the key ({exc.code}: {body}): use an admin key"
-                                  f" ({_KEY_ENV[provider]})") from None
+                                  f" ({KEY_ENV[provider]})") from None
             if exc.code == 429 or exc.code >= 500:
                 if attempt == MAX_ATTEMPTS:
                     what = "rate limited" if exc.code == 429 else f"failing ({exc.code})"
@@ -96,7 +96,7 @@ def get_json(url: str, headers: dict[str, str], provider: str, sleep: Sleep = ti
     raise AssertionError("unreachable")
 
 
-_KEY_ENV = {"openai": "OPENAI_ADMIN_KEY", "anthropic": "ANTHROPIC_ADMIN_KEY"}
+KEY_ENV = {"openai": "OPENAI_ADMIN_KEY", "anthropic": "ANTHROPIC_ADMIN_KEY"}
 
 
 def _retry_after(exc: urllib.error.HTTPError, attempt: int) -> float:

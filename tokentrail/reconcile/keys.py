@@ -1,0 +1,53 @@
+"""Join keys with the provider's bill, stamped on each call at span start.
+
+What the admin APIs group by and the client knows: OpenAI project and organization (when the
+client sets them), the Anthropic workspace (``TOKENTRAIL_ANTHROPIC_WORKSPACE``: a key cannot tell
+it), and the key's hint in the redacted form the admin APIs list it (never the key). Off with
+``TOKENTRAIL_JOIN_KEYS=false``. Imports nothing heavier than ``os``: instrumentation calls it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tokentrail.semconv import attributes as attr
+
+ENV = "TOKENTRAIL_JOIN_KEYS"
+WORKSPACE_ENV = "TOKENTRAIL_ANTHROPIC_WORKSPACE"
+#: A key shorter than this gets no hint: its first and last characters would give most of it away.
+MIN_KEY_CHARS = 24
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "true").strip().lower() not in ("false", "0", "no", "off")
+
+
+def key_hint(key: Any, head: int) -> str | None:
+    """``sk-proj-...a1b2``: the first ``head`` and the last 4 characters, as the admin APIs list keys."""
+    if not isinstance(key, str) or len(key) < MIN_KEY_CHARS:
+        return None
+    return f"{key[:head]}...{key[-4:]}"
+
+
+def openai(client: Any) -> dict[str, str]:
+    """Project, organization and key hint of an ``openai.OpenAI`` client (admin API: ``redacted_value``)."""
+    if client is None or not enabled():
+        return {}
+    found = {
+        attr.TOKENTRAIL_PROVIDER_PROJECT: getattr(client, "project", None),
+        attr.TOKENTRAIL_PROVIDER_ORGANIZATION: getattr(client, "organization", None),
+        attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(getattr(client, "api_key", None), 8),
+    }
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+
+
+def anthropic(client: Any) -> dict[str, str]:
+    """Workspace (configured) and key hint of an ``anthropic.Anthropic`` client (admin API: ``partial_key_hint``)."""
+    if client is None or not enabled():
+        return {}
+    found = {
+        attr.TOKENTRAIL_PROVIDER_WORKSPACE: os.environ.get(WORKSPACE_ENV, "").strip() or None,
+        attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(getattr(client, "api_key", None), 16),
+    }
+    return {k: v for k, v in found.items() if v}
