@@ -16,7 +16,7 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.testing import InMemoryPipeline
 from tokentrail.testing.faults import FaultServer, json_reply, sse_reply
 
-from openai_fixtures import usd
+from helpers import usd
 
 NO_USAGE = "no_usage"
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for me."}]
@@ -209,3 +209,61 @@ def test_the_injected_usage_chunk_alone_is_still_hidden(openai_pipeline):
     assert json.loads(server.requests[-1].partition(b"\r\n\r\n")[2])["stream_options"] == {"include_usage": True}
     assert all(c.choices for c in seen)
     assert usd(only_span(openai_pipeline)) * 10**4 == 100  # $0.0100: 2000 in, 500 out at gpt-4o
+
+
+# --- issue 14.8: Anthropic requests keep their trace context ------------------------------------
+@pytest.fixture
+def anthropic_pipeline(make_pipeline) -> InMemoryPipeline:
+    from tokentrail.instrumentation.anthropic import AnthropicInstrumentor
+
+    return make_pipeline(instrument=[AnthropicInstrumentor()])
+
+
+def _with_baggage(fn):
+    from opentelemetry import baggage, context
+
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        return fn()
+    finally:
+        context.detach(token)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_messages_carry_traceparent_and_baggage(anthropic_pipeline, server, stream):
+    import anthropic
+
+    provider = anthropic_pipeline.tracer_provider
+    with anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0,
+                             open_telemetry={"tracer_provider": provider}) as client:
+        def call():
+            with anthropic_pipeline.tracer().start_as_current_span("handler"):
+                result = client.messages.create(model="claude-sonnet-4-20250514", max_tokens=64, messages=MESSAGES,
+                                                stream=stream)
+                if stream:
+                    list(result)
+
+        _with_baggage(call)
+    headers = server.requests[-1].headers
+    (ours,) = anthropic_pipeline.llm_spans()
+    assert headers["traceparent"].startswith("00-%032x-%016x-" % (ours.context.trace_id, ours.context.span_id))
+    assert headers["baggage"] == "tenant=acme"
+    assert [s.name for s in anthropic_pipeline.spans() if s.name.startswith("anthropic.")] == []  # no duplicate
+
+
+def test_anthropic_client_with_its_own_tracer_provider_keeps_its_messages_spans(anthropic_pipeline, server):
+    import anthropic
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    theirs = TracerProvider()
+    theirs.add_span_processor(SimpleSpanProcessor(exporter))
+    with anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0,
+                             open_telemetry={"tracer_provider": theirs}) as client:
+        client.messages.create(model="claude-sonnet-4-20250514", max_tokens=64, messages=MESSAGES)
+
+    assert [s.name for s in exporter.get_finished_spans()] == ["anthropic.messages.create"]
+    (ours,) = anthropic_pipeline.llm_spans()
+    assert ours.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] > 0

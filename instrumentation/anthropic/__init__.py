@@ -11,10 +11,12 @@ priced at the batch tier as they are read (``messages.batches.results``), once p
 per process.
 
 Living with the SDK's own telemetry: anthropic 2.x emits a native span for each API call
-whenever a TracerProvider is set. For the calls we trace, we suppress that native span (the
-SDK's own "no span" path), so there is exactly one LLM span per call and it carries what
-pricing needs (the 1-hour cache split and web-search fees the native span lacks). Every
-other native span (batches, files, models, count_tokens, ...) is left alone. Without our
+whenever a TracerProvider is set. For the calls we trace, the SDK gets a non-recording span
+carrying ours instead, so there is exactly one LLM span per call and it carries what pricing
+needs (the 1-hour cache split and web-search fees the native span lacks), while the request
+keeps its ``traceparent``, ``tracestate`` and ``baggage``. A tracer provider the user gave the
+client that is not ours keeps its native spans. Every other native span (batches, files,
+models, count_tokens, ...) is left alone. Without our
 instrumentor, the native spans are priced by tokentrail's CostSpanProcessor instead.
 """
 
@@ -45,7 +47,7 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
         *sync_and_async(_BETA_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,
                         optional=True),
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
-        Target(_CLIENT, "start_api_call_span", lambda instruments: patch.suppress_native_span, optional=True),
+        Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper, optional=True),
     )

@@ -10,14 +10,17 @@ responses (``with_raw_response`` / ``with_streaming_response``) whose body is st
 finished when the caller parses them (``APIResponse.parse``), or at garbage collection.
 Message Batch results get one span each as they are read (``Batches.results``).
 
-The SDK's native OpenTelemetry span for a call we trace is suppressed (see ``__init__``):
-the user gets one LLM span per call. Our failures never reach the caller.
+The SDK's native OpenTelemetry span for a call we trace is suppressed without changing what
+goes on the wire (``native_span_wrapper``): the user gets one LLM span per call. Our failures
+never reach the caller.
 """
 
 from __future__ import annotations
 
 import weakref
 from typing import Any
+
+from opentelemetry import trace
 
 from tokentrail import preflight
 from tokentrail.instrumentation import genai_span
@@ -125,17 +128,33 @@ def parse_wrapper(is_async: bool = False):
     return lambda instruments: genai_span.result_wrapper(instruments, observe, is_async=is_async)
 
 
-def suppress_native_span(wrapped, instance, args, kwargs):
-    """``anthropic._base_client.start_api_call_span``: no native span for a call we trace.
+def native_span_wrapper(instruments: Instruments):
+    """``anthropic._base_client.start_api_call_span``: no duplicate native span for a call we trace.
 
-    Returning None is the SDK's own "no span for this call" path (it then sends the request
-    without one). Only while our span for this very call is active, so a call we do not trace
-    keeps its native span.
+    While our span of this very Messages call is active and the native span would reach the
+    same pipeline, the SDK gets a non-recording span carrying our span's context: it records
+    nothing, and the SDK still puts ``traceparent``/``tracestate``/``baggage`` on the request
+    exactly as it would have (its "no span" path sends none). A tracer provider the user gave
+    the client (``open_telemetry={"tracer_provider": X}``) other than ours keeps its native span.
     """
-    options = args[2] if len(args) > 2 else kwargs.get("options")
-    if genai_span.in_llm_call() and getattr(options, "span_name", None) == MESSAGES_CREATE:
-        return None
-    return wrapped(*args, **kwargs)
+
+    def wrapper(wrapped, instance, args, kwargs):
+        options = args[2] if len(args) > 2 else kwargs.get("options")
+        if not (genai_span.in_llm_call() and getattr(options, "span_name", None) == MESSAGES_CREATE):
+            return wrapped(*args, **kwargs)
+        tracer = args[0] if args else kwargs.get("tracer")
+        if _other_pipeline(tracer, instruments):
+            return wrapped(*args, **kwargs)
+        return trace.NonRecordingSpan(trace.get_current_span().get_span_context())
+
+    return wrapper
+
+
+def _other_pipeline(tracer: Any, instruments: Instruments) -> bool:
+    """Whether ``tracer`` (an SDK tracer) exports through a provider other than ours."""
+    theirs = getattr(getattr(tracer, "_tracer", tracer), "span_processor", None)  # ProxyTracer: its real one
+    ours = getattr(instruments.tracer_provider or trace.get_tracer_provider(), "_active_span_processor", None)
+    return theirs is not None and ours is not None and theirs is not ours
 
 
 # --- Message Batches ----------------------------------------------------------------------
