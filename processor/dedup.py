@@ -8,8 +8,12 @@ never ``invoke_agent`` or ``execute_tool``) is dropped by ``CostSpanProcessor`` 
 
 - theirs inside ours: a descendant of our span (``on_start`` marks spans below ours);
 - theirs outside ours: ours starts under their parent (``parent_context_for_our_span``) and
-  theirs is marked shadowed; a wrapper that does not make its span current is recognised
+  theirs is marked shadowed, and so is a wrapper between theirs and ours that is not current
+  (its parent is shadowed); a wrapper that does not make its span current is recognised
   at export as a foreign call span for the same model whose time span contains one of ours.
+
+A span whose parent is dropped (the HTTP span under their span inside ours) is exported under
+the nearest ancestor that is not (``exported_parent``), so the trace keeps its shape.
 
 Everything here is cheap (set lookups) and never raises.
 """
@@ -43,6 +47,8 @@ _covered = BoundedSet(_CAPACITY)  # span ids started below one of our LLM spans 
 _live: dict[int, Any] = {}
 _live_lock = threading.Lock()
 _LIVE_CAPACITY = 4096  # spans that never end are forgotten oldest first
+# Dropped duplicates' parents (SpanContext or None), for their children that end after them.
+_dropped: dict[int, Any] = {}
 
 # Our recently ended LLM spans by model: (start, end, trace id, has parent), for foreign spans
 # that wrap ours without becoming the current span (OpenLLMetry's google-genai wrapper).
@@ -98,10 +104,7 @@ def on_start(span: Any) -> None:
             _covered.add(span_id)
         if not scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             _live[span_id] = span
-            if len(_live) > _LIVE_CAPACITY:
-                with _live_lock:
-                    while len(_live) > _LIVE_CAPACITY:
-                        _live.pop(next(iter(_live)), None)
+            _forget_oldest(_live)
     except Exception:
         _log.debug("tokentrail: coexistence on_start failed", exc_info=True)
 
@@ -116,15 +119,27 @@ def register_ours(span: Any) -> None:
         _log.debug("tokentrail: coexistence register failed", exc_info=True)
 
 
+def _forget_oldest(table: dict) -> None:
+    if len(table) > _LIVE_CAPACITY:
+        with _live_lock:
+            while len(table) > _LIVE_CAPACITY:
+                table.pop(next(iter(table)), None)
+
+
 def _model_key(attributes: Any) -> str | None:
     # Other instrumentations spell Bedrock ids without the region and vendor prefixes.
     model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
     return normalise_model_id(model) or None
 
 
+_remembered = BoundedSet(_CAPACITY)  # our span ids already in _recent (several exporters)
+
+
 def _remember_ended(span: Any) -> None:
     key = _model_key(span.attributes or {})
     if key is None or span.start_time is None or span.end_time is None:
+        return
+    if not _remembered.add(span.context.span_id):
         return
     entry = (span.start_time, span.end_time, span.context.trace_id, span.parent is not None)
     with _recent_lock:
@@ -152,7 +167,8 @@ def _wraps_one_of_ours(span: Any) -> bool:
 
 def is_duplicate(span: Any) -> bool:
     """At export (any ended span): another instrumentation's span of a call one of our spans
-    already covers. Our own LLM spans are remembered here as they pass."""
+    already covers. Our own LLM spans are remembered here as they pass. Asking twice about a
+    span gives the same answer (one CostSpanProcessor per exporter, then the ledger)."""
     try:
         if scope_name(span).startswith(_OUR_SCOPE_PREFIX):
             if span.context.span_id in _ours:
@@ -160,21 +176,60 @@ def is_duplicate(span: Any) -> bool:
             return False
         span_id = span.context.span_id
         _live.pop(span_id, None)
-        if not is_foreign_call_span(span):
+        if span_id in _dropped:
+            return True
+        if not is_foreign_call_span(span) or not _replaced(span_id, span.parent, span):
             return False
-        # Kept (not popped): several CostSpanProcessors (one per exporter) must all drop it.
-        if span_id in _shadowed or span_id in _covered:
-            return True
-        parent = getattr(span, "parent", None)
-        if parent is not None and parent.span_id in _ours:
-            return True
-        return _wraps_one_of_ours(span)
+        _dropped[span_id] = span.parent
+        _forget_oldest(_dropped)
+        return True
     except Exception:
         return False
+
+
+def _replaced(span_id: int, parent: Any, span: Any) -> bool:
+    if span_id in _shadowed or span_id in _covered:
+        return True
+    # A direct child of ours, or a wrapper between a shadowed span and ours that was not current.
+    if parent is not None and (parent.span_id in _ours or parent.span_id in _shadowed):
+        return True
+    return _wraps_one_of_ours(span)
+
+
+def exported_parent(span: Any) -> tuple[bool, Any]:
+    """``(True, parent)`` when the parent of ``span`` is (or will be, once it ends) dropped as a
+    duplicate: ``parent`` is the nearest ancestor that is exported (None: a root); else
+    ``(False, None)``. Set lookups only for almost every span."""
+    try:
+        parent = span.parent
+        if parent is None:
+            return False, None
+        parent_id = parent.span_id
+        if parent_id not in _covered and parent_id not in _shadowed and parent_id not in _dropped:
+            return False, None
+        moved = False
+        for _ in range(8):  # a handful of stacked wrappers at most
+            if parent_id in _dropped:
+                parent = _dropped[parent_id]
+            else:
+                live = _live.get(parent_id)
+                if live is None or not is_foreign_call_span(live):
+                    break
+                if not (parent_id in _covered or parent_id in _shadowed):
+                    break
+                parent = live.parent
+            moved = True
+            if parent is None:
+                break
+            parent_id = parent.span_id
+        return moved, parent
+    except Exception:
+        return False, None
 
 
 @register_reset
 def _reset() -> None:
     _live.clear()
+    _dropped.clear()
     with _recent_lock:
         _recent.clear()

@@ -1,14 +1,14 @@
 """Every read of OpenTelemetry SDK internals, in one module; tests/test_processor.py pins each.
 
 The processors need a few things the SDK has no public API for: the processors installed on
-a TracerProvider, a copy of an ended (immutable) span with attributes added, the name of the
-instrumentation scope of a span, the processors' ``_on_ending`` hook, and a context that makes
-a metric measurement take no exemplar.
+a TracerProvider (read, and wrapped in place), a copy of an ended (immutable) span with
+attributes added or another parent, the name of the instrumentation scope of a span, the
+processors' ``_on_ending`` hook, and a context that makes a metric measurement take no exemplar.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
@@ -24,6 +24,18 @@ def span_processors(tracer_provider: Any) -> tuple[SpanProcessor, ...] | None:
     return None if processors is None else tuple(processors)
 
 
+def wrap_span_processors(tracer_provider: Any, wrap: Callable[[SpanProcessor], SpanProcessor]) -> bool:
+    """Replace each processor of an SDK TracerProvider by ``wrap(processor)``, in order; False
+    for any other provider (nothing changed)."""
+    multi = getattr(tracer_provider, "_active_span_processor", None)
+    lock = getattr(multi, "_lock", None)
+    if lock is None or getattr(multi, "_span_processors", None) is None:
+        return False
+    with lock:
+        multi._span_processors = tuple(wrap(p) for p in multi._span_processors)
+    return True
+
+
 def scope_name(span: Any) -> str:
     """The instrumentation scope name of a span ("" when unknown)."""
     scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
@@ -37,8 +49,12 @@ def on_ending(processor: SpanProcessor | None, span: Span) -> None:
         hook(span)
 
 
-def enriched_copy(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpan:
-    """A new ReadableSpan equal to ``span`` with ``extra`` attributes added.
+_SAME = object()
+
+
+def enriched_copy(span: ReadableSpan, extra: Mapping[str, Any], *, parent: Any = _SAME) -> ReadableSpan:
+    """A new ReadableSpan equal to ``span`` with ``extra`` attributes added (and ``parent``, a
+    SpanContext or None, in place of its parent when given).
 
     Everything else is preserved: name, context, parent, resource, kind, status, times,
     instrumentation scope, events, links, and the dropped attribute/event/link counts. The
@@ -51,7 +67,7 @@ def enriched_copy(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpan:
     return ReadableSpan(
         name=span.name,
         context=span.context,
-        parent=span.parent,
+        parent=span.parent if parent is _SAME else parent,
         resource=span.resource,
         attributes=attributes,
         events=_bounded_copy(span._events),

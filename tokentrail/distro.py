@@ -9,10 +9,14 @@ the SDK's own ``_initialize_components`` hooks, adding:
 * tokentrail's metric views (buckets, attribute allowlist, cardinality limit) on the
   MeterProvider the SDK builds from ``OTEL_METRICS_EXPORTER``.
 
-When another configurator wins, our instrumentors still price their own spans before end,
-record metrics via ``record_llm_call``, and ``post_instrument`` adds attribution to the global
-TracerProvider. ``post_instrument`` also joins the parent's trace when the process was started
-with ``TRACEPARENT``/``BAGGAGE`` in its environment (a subprocess hop needs no code change).
+``post_instrument`` runs after every instrumentor whichever configurator won (another
+distro's, ``OTEL_PYTHON_CONFIGURATOR``): it leaves one instrumentation per SDK call
+(``coexistence.settle``), adds attribution, and wraps each processor of the global
+TracerProvider in a ``CostSpanProcessor``, so every export path drops duplicates, prices and
+meters each call once. Metric views cannot be added to a MeterProvider already built: buckets
+come from the instruments' advice, the cardinality limit is then the SDK's default. It also joins
+the parent's trace when the process was started with ``TRACEPARENT``/``BAGGAGE`` in its
+environment (a subprocess hop needs no code change).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tokentrail import propagation
+from tokentrail.instrumentation import coexistence
+from tokentrail.processor import sdk
 from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed
 from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.processor.metrics import metric_views
@@ -60,7 +66,9 @@ def _export_processor_factory(inner: Any = None):
     state = {"first": True}
     make_inner = inner or BatchSpanProcessor
 
-    def factory(exporter: Any) -> CostSpanProcessor:
+    def factory(exporter: Any) -> Any:
+        if isinstance(exporter, (AttributionSpanProcessor, CostSpanProcessor)):
+            return exporter  # already ours (wrapping a built provider's processors)
         record = state["first"]
         state["first"] = False
         return CostSpanProcessor(make_inner(exporter), record_metrics=record)
@@ -104,10 +112,37 @@ class TokentrailConfigurator(_OTelSDKConfigurator):
             provider.add_span_processor(CostSpanProcessor(None))
 
 
+def price_every_export_path(tracer_provider: Any = None) -> bool:
+    """Wrap each processor of an SDK TracerProvider (the global one by default) built without
+    CostSpanProcessor; one that meters only when it has none. False, and a warning naming the
+    fix, for a provider tokentrail cannot see into."""
+    provider = tracer_provider if tracer_provider is not None else trace_api.get_tracer_provider()
+    try:
+        if pipeline_active(provider):
+            return True
+        if isinstance(provider, trace_api.ProxyTracerProvider):
+            return False  # set later by the app: its set-up decides (see the README)
+        if not sdk.wrap_span_processors(provider, _export_processor_factory(lambda processor: processor)):
+            _logger.warning(
+                "tokentrail: the TracerProvider is %s, not the OpenTelemetry SDK's: tokentrail cannot drop other "
+                "instrumentations' duplicate LLM spans or price them, so exported spans may count a call twice. "
+                "Fix: add tokentrail.processor.cost.CostSpanProcessor in front of its exporter, or keep only "
+                "tokentrail's instrumentation.", type(provider).__name__)
+            return False
+        if not pipeline_active(provider):
+            provider.add_span_processor(CostSpanProcessor(None))  # no exporter: still meter each call
+        return True
+    except Exception:  # never hurt the app
+        _logger.debug("tokentrail: could not add CostSpanProcessor", exc_info=True)
+        return False
+
+
 def post_instrument() -> None:
     """``opentelemetry_post_instrument`` hook: runs after every instrumentor, whichever
     configurator set the SDK up."""
+    coexistence.settle()
     ensure_installed()
+    price_every_export_path()
     try:
         propagation.attach_from_environ()
     except Exception:  # never hurt the app: a bad TRACEPARENT only means a new trace
