@@ -1,18 +1,25 @@
 """Shared fixtures: one fake provider server for the session, an ``InMemoryPipeline`` with tokentrail's
-process state reset around each test, and each provider's real SDK client pointed at the fake server.
+process state reset around each test, each provider's real SDK client pointed at the fake server, and a
+real redis-server. Plain helpers (``usd``, ``only_llm_span``...) are in ``helpers.py``.
 
-A test module's own fixture of the same name (``server``, ``pipeline``) overrides these; the fixtures
-below that need the server then use the module's.
+A test module's own fixture of the same name (``server``, ``pipeline``) overrides these, each with a
+comment saying why; the fixtures below that need the server then use the module's.
 """
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import time
 
 import anthropic
 import boto3
 import openai
 import pytest
+import redis
 from botocore.config import Config
 from google import genai
+from helpers import free_port
 from mistralai.client import Mistral
 
 from tokentrail import state
@@ -29,12 +36,15 @@ def server():
 
 
 @pytest.fixture
-def make_pipeline(server):
+def make_pipeline(server, monkeypatch):
     """``make_pipeline(**InMemoryPipeline arguments)``: an entered pipeline, closed after the test.
 
     The server's script and request log are emptied and ``tokentrail.state`` is reset before and after
-    the test, so nothing one test remembered (budgets spent, spans seen, inbound tenants) reaches the next.
+    the test, so nothing one test remembered (budgets spent, spans seen, inbound tenants) reaches the next;
+    budgets and inbound trust from the developer's shell do not reach it either.
     """
+    for name in ("TOKENTRAIL_BUDGETS", "TOKENTRAIL_BAGGAGE_SECRET", "TOKENTRAIL_TRUST_INBOUND_BAGGAGE"):
+        monkeypatch.delenv(name, raising=False)
     server.reset()
     state.reset()
     opened: list[InMemoryPipeline] = []
@@ -61,6 +71,18 @@ def pipeline(make_pipeline) -> InMemoryPipeline:
 def openai_client(server):
     with openai.OpenAI(base_url=openai_api.base_url(server), api_key=API_KEY, max_retries=0) as client:
         yield client
+
+
+@pytest.fixture
+def client(openai_client):
+    """The OpenAI client under the short name most modules use."""
+    return openai_client
+
+
+@pytest.fixture
+def aclient(server):
+    """``openai.AsyncOpenAI``; left open: its connections belong to the test's event loop."""
+    return openai.AsyncOpenAI(base_url=openai_api.base_url(server), api_key=API_KEY, max_retries=0)
 
 
 @pytest.fixture
@@ -91,3 +113,27 @@ def boto3_bedrock_client(server):
                           config=Config(retries={"total_max_attempts": 1}))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """A real redis-server on a free 127.0.0.1 port, for the life of the test module."""
+    binary = shutil.which("redis-server")
+    if binary is None:  # a system binary, not a Python dependency: .ci/run installs it
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -13,8 +13,6 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
 
-from tasks_fixtures import client, pipeline, server  # noqa: F401
-
 SECRET = "s3cret-of-the-fleet"
 TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 

@@ -19,7 +19,7 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
 
-from tasks_fixtures import ask, client, free_port, pipeline, redis_url, server, task_span, usd  # noqa: F401
+from helpers import ask, free_port, task_span, usd
 
 
 def realistic(completion_tokens: int = 300):

@@ -22,7 +22,7 @@ import tokentrail
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
-from tasks_fixtures import aclient, ask, client, pipeline, redis_url, server, task_span  # noqa: F401
+from helpers import ask, task_span
 
 WORKER = str(Path(__file__).with_name("hop_worker.py"))
 SECRET = "fleet-shared-secret-for-tests"

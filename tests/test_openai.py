@@ -17,7 +17,7 @@ from tokentrail import preflight
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
-from openai_fixtures import aclient, client, only_llm_span, pipeline, reinstrument, server, usd, user_message  # noqa: F401
+from helpers import only_llm_span, reinstrument, usd, user_message
 
 
 def test_chat_completion_span_has_usage_cost_and_request_attributes(pipeline, client, server):

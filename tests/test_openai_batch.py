@@ -9,7 +9,7 @@ import pytest
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import FakeResponse, openai_api
 
-from openai_fixtures import aclient, client, pipeline, server, usd  # noqa: F401
+from helpers import usd
 
 
 def _output(*results):

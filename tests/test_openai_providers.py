@@ -13,7 +13,7 @@ from tokentrail.processor.usage import Usage
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
-from openai_fixtures import only_llm_span, pipeline, server, usd, user_message  # noqa: F401
+from helpers import only_llm_span, usd, user_message
 
 
 @pytest.mark.parametrize(

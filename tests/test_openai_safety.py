@@ -12,7 +12,7 @@ from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
 
-from openai_fixtures import client, only_llm_span, pipeline, server, user_message  # noqa: F401
+from helpers import only_llm_span, user_message
 
 # model_dump() of deliberately malformed usage makes pydantic warn; that is the point here.
 pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")

@@ -13,7 +13,7 @@ from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import FakeResponse, openai_api
 
-from openai_fixtures import aclient, client, only_llm_span, pipeline, reinstrument, server, usd, user_message  # noqa: F401
+from helpers import only_llm_span, reinstrument, usd, user_message
 
 PRICED = {"prompt_tokens": 2000, "completion_tokens": 500}
 

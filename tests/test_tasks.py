@@ -15,7 +15,7 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
 from tokentrail.testing import openai_api
 
-from tasks_fixtures import aclient, ask, client, pipeline, server, task_span, usd  # noqa: F401
+from helpers import ask, task_span, usd
 
 
 def test_task_span_numbers_calls_and_totals_cost_and_tokens(pipeline, client, server):
