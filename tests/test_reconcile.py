@@ -173,7 +173,7 @@ def test_discount_suggested_when_systematic_and_fail_under_exits_1(openai_worklo
     assert code == 1
     assert "capture rate 111.1% is under --fail-under 1.2" in err
     assert "Suggested: gpt-4o-mini-2024-07-18 is billed 10.00% under the rate card" in out
-    assert "discount: 0.1" in out
+    assert "    percent: 10\n" in out
     assert "$-0.000585" in out  # the whole period's price residual: -10% of $0.00585
 
 

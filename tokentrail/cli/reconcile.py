@@ -101,7 +101,7 @@ def render(result: dict) -> str:
         out += [f"  {usd(c['nano']):>16}  {c['category']}: {c['why']}" for c in total["explained"]]
     for s in result["suggestions"]:
         out += ["", f"Suggested: {s['model']} is billed {s['discount'] * 100:.2f}% under the rate card in every "
-                f"day; add to the rate card (then `tokentrail reprice`):", *("  " + line for line in s["rate_card"].splitlines())]
+                f"day; add to the rate card (and `tokentrail reprice` the period):", *("  " + line for line in s["rate_card"].splitlines())]
     return "\n".join(out)
 
 

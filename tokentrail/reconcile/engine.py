@@ -173,7 +173,7 @@ def _add(into: dict[str, int], more: dict[str, int]) -> None:
 
 
 # --- the comparison ----------------------------------------------------------------------------------
-def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Sequence[str]) -> dict:
+def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Sequence[str], name: str) -> dict:
     """Both sides per cell, the capture rate and the explained residual; totals; suggested discounts."""
     cells: list[Cell] = []
     for key in sorted(set(ledger) | set(provider), key=lambda k: tuple("" if v is None else str(v) for v in k)):
@@ -201,11 +201,11 @@ def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Seque
             "explained": sorted(({"category": k, "nano": v, "why": _WHY[k]} for k, v in residual.items()),
                                 key=lambda c: -abs(c["nano"])),
         },
-        "suggestions": suggestions(cells, grain),
+        "suggestions": suggestions(cells, grain, name),
     }
 
 
-def suggestions(cells: Sequence[Cell], grain: Sequence[str]) -> list[dict]:
+def suggestions(cells: Sequence[Cell], grain: Sequence[str], provider: str) -> list[dict]:
     """A rate-card discount per model whose price difference is the same in every cell (and not tiny)."""
     if "model" not in grain:
         return []
@@ -224,12 +224,15 @@ def suggestions(cells: Sequence[Cell], grain: Sequence[str]) -> list[dict]:
         ratio = Decimal(ledger_total + price) / ledger_total
         if abs(1 - ratio) < SUGGEST_FROM or max(abs(r - ratio) for r in ratios) > SYSTEMATIC_SPREAD:
             continue
+        percent = ((1 - ratio) * 100).quantize(Decimal("0.01")).normalize()
         out.append({
             "model": model,
             "discount": float(round(1 - ratio, 4)),
             "price_nano": price,
             "cells": len(group),
-            "rate_card": f"- model: {model}\n  discount: {round(1 - ratio, 4)}",
+            # a TOKENTRAIL_RATE_CARD overlay entry, for the card and `tokentrail reprice --rate-card`
+            "rate_card": f"discounts:\n  - provider: {provider}\n    model: {model}\n    percent: {percent:f}\n"
+                         f"    source: tokentrail reconcile",
         })
     return out
 

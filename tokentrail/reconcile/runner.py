@@ -20,7 +20,8 @@ def run(conn: sqlite3.Connection, provider: str, base_url: str, key: str, since:
     """The comparison of ``provider``'s bill over [since, until) (UTC day bounds) with the ledger."""
     lines = PROVIDERS[provider](base_url, key, since, until, sleep=sleep)
     ns = (int(since.timestamp()) * 10**9, int(until.timestamp()) * 10**9)
-    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain), engine.provider_cells(lines, grain), grain)
+    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain), engine.provider_cells(lines, grain), grain,
+                            provider)
     result.update(provider=provider, since=since.date().isoformat(), until=until.date().isoformat(),
                   rate_card_version=store.rate_card_versions(conn, provider, *ns))
     return result

@@ -1,0 +1,109 @@
+"""tokentrail reprice: a real workload (the openai SDK over HTTP to the fake provider, the pipeline, the
+ledger exporter) priced again with a corrected rate card, as adjustment entries; the original rows never
+change, a batch is undone by its opposite, the numbers per owner to the nano-dollar."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+import tokentrail
+from tokentrail.cli import main
+from tokentrail.ledger import LedgerSpanExporter
+from tokentrail.testing import openai_api
+
+CARD = """\
+discounts:
+  - provider: openai
+    model: gpt-4o-mini*
+    percent: 10
+    source: negotiated discount, contract of 2026-10
+models:
+  - provider: openai
+    model: acme-private-model
+    prices: {input: 1, output: 2}
+"""
+
+
+def _chat(client, model, **usage):
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                   extra_headers={openai_api.HEADER: json.dumps(usage)})
+
+
+@pytest.fixture
+def ledger(tmp_path, pipeline, openai_client) -> str:
+    mini = {"prompt_tokens": 10_000, "cached_tokens": 2_000, "completion_tokens": 1_000}  # $0.00195
+    with tokentrail.attribute(tenant="acme"):
+        _chat(openai_client, "gpt-4o-mini", **mini)
+        _chat(openai_client, "gpt-4o-mini", **mini)
+    with tokentrail.attribute(tenant="globex"):
+        _chat(openai_client, "gpt-4o-mini", **mini)
+        _chat(openai_client, "acme-private-model", prompt_tokens=1_000, completion_tokens=100)  # unpriced
+    path = str(tmp_path / "ledger.db")
+    assert LedgerSpanExporter(path).export(pipeline.spans()).name == "SUCCESS"
+    (tmp_path / "corrected.yaml").write_text(CARD)
+    return path
+
+
+def _json(capsys, *argv):
+    assert main([*argv, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _originals(path):
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT id, cost_nano, cost_status FROM spans WHERE llm = 1 ORDER BY id").fetchall()
+
+
+def test_dry_run_shows_per_owner_and_writes_nothing(ledger, tmp_path, capsys):
+    card = str(tmp_path / "corrected.yaml")
+    result = _json(capsys, "reprice", "--ledger", ledger, "--rate-card", card, "--dry-run")
+    groups = {g["tenant"]: g for g in result["groups"]}
+    # acme: 2 x $0.00195, 10% off
+    assert groups["acme"] == {"tenant": "acme", "calls": 2, "before_nano": 3_900_000, "adjustment_nano": -390_000,
+                              "after_nano": 3_510_000}
+    # globex: $0.00195 10% off, and the private model now priced: 1,000 x $1/M + 100 x $2/M = $0.0012
+    assert groups["globex"] == {"tenant": "globex", "calls": 2, "before_nano": 1_950_000,
+                                "adjustment_nano": -195_000 + 1_200_000, "after_nano": 2_955_000}
+    assert result["batch"] is None and "+user." in result["rate_card_version"]
+    with sqlite3.connect(ledger) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM adjustments").fetchone()[0] == 0
+
+
+def test_apply_is_auditable_idempotent_and_reversible(ledger, tmp_path, capsys):
+    card = str(tmp_path / "corrected.yaml")
+    before = _originals(ledger)
+    applied = _json(capsys, "reprice", "--ledger", ledger, "--rate-card", card, "--reason", "contract 2026-10")
+    assert applied["total"] == {"calls": 4, "adjustment_nano": -585_000 + 1_200_000}
+    assert _originals(ledger) == before  # the original rows are never rewritten
+    with sqlite3.connect(ledger) as conn:
+        entries = conn.execute("SELECT batch, delta_nano, rate_card_version, reason FROM adjustments ORDER BY id").fetchall()
+    assert sorted(e[1] for e in entries) == [-195_000, -195_000, -195_000, 1_200_000]
+    assert {(e[0], e[2], e[3]) for e in entries} == {(applied["batch"], applied["rate_card_version"], "contract 2026-10")}
+
+    again = _json(capsys, "reprice", "--ledger", ledger, "--rate-card", card)
+    assert again["total"] == {"calls": 0, "adjustment_nano": 0} and again["batch"] is None  # already net
+
+    assert main(["reprice", "--ledger", ledger, "--revert", applied["batch"]]) == 0
+    assert f"reverted {applied['batch']}: 4 opposite entries" in capsys.readouterr().out
+    [reverted, first] = _json(capsys, "reprice", "--ledger", ledger, "--list")
+    assert first["batch"] == applied["batch"] and first["delta_nano"] == 615_000
+    assert reverted["reason"] == f"revert {applied['batch']}" and reverted["delta_nano"] == -615_000
+    # net is the original again: the same card changes the same calls by the same amounts
+    assert _json(capsys, "reprice", "--ledger", ledger, "--rate-card", card, "--dry-run")["total"]["adjustment_nano"] \
+        == 615_000
+
+
+def test_errors_are_one_line(ledger, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("discounts: [{percent: 150}]\n")
+    assert main(["reprice", "--ledger", ledger, "--rate-card", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tokentrail: error: cannot use rate card {bad}: ") and err.count("\n") == 1
+    assert main(["reprice", "--ledger", ledger, "--revert", "rp-nope"]) == 2
+    assert capsys.readouterr().err == ("tokentrail: error: no adjustment batch 'rp-nope': `tokentrail reprice --list`"
+                                       " shows them\n")
+    assert main(["reprice", "--ledger", ledger]) == 2
+    assert "--rate-card is required" in capsys.readouterr().err
