@@ -16,7 +16,7 @@ from typing import Sequence
 from tokentrail.cli._common import CliError, USAGE_ERROR
 
 from tokentrail.cli import report, top, trace, price, tenants, demo  # noqa: E401,F401  (order = --help order)
-from tokentrail.cli import dashboards, view  # noqa: E401,F401
+from tokentrail.cli import dashboards, collector, view  # noqa: E401,F401
 from tokentrail.cli import reconcile, reprice  # noqa: E401,F401
 
 
