@@ -24,7 +24,7 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.testing import anthropic_api as fake
 from tokentrail.testing import bedrock_api
 from tokentrail.testing.pipeline import InMemoryPipeline
-from tokentrail.testing.server import FakeProviderServer, FakeResponse
+from tokentrail.testing.server import FakeResponse
 
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -41,21 +41,6 @@ FIXTURES = {
     "tool_call": (fake.usage_block(8000, 1200), [fake.tool_use_block("get_weather", {"city": "Paris"})], "0.042"),
     "thinking": (fake.usage_block(8000, 1200, thinking_tokens=700), None, "0.042"),
 }
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeProviderServer() as srv:
-        fake.register(srv)
-        bedrock_api.register(srv)
-        yield srv
-
-
-@pytest.fixture
-def pipeline(server):
-    server.reset()
-    with InMemoryPipeline(instrument=[AnthropicInstrumentor()]) as pipe:
-        yield pipe
 
 
 def client(server, **kw):

@@ -22,7 +22,6 @@ from tokentrail.processor.usage import Usage
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import bedrock_api as fake
 from tokentrail.testing.pipeline import InMemoryPipeline
-from tokentrail.testing.server import FakeProviderServer
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 MODELS = {
@@ -33,20 +32,6 @@ MODELS = {
     "cohere": "cohere.command-r-plus-v1:0",
 }
 MESSAGES = [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeProviderServer() as srv:
-        fake.register(srv)
-        yield srv
-
-
-@pytest.fixture
-def pipeline(server):
-    server.reset()
-    with InMemoryPipeline(instrument=[BedrockInstrumentor()]) as pipe:
-        yield pipe
 
 
 def client(server):

@@ -24,7 +24,7 @@ from google.oauth2.credentials import Credentials
 import tokentrail
 from tokentrail.instrumentation.google_genai import GoogleGenAIInstrumentor
 from tokentrail.semconv import attributes as attr
-from tokentrail.testing import FakeProviderServer, InMemoryPipeline, gemini_api
+from tokentrail.testing import InMemoryPipeline, gemini_api
 
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 USAGE_KEYS = (
@@ -36,20 +36,6 @@ USAGE_KEYS = (
     attr.TOKENTRAIL_USAGE_TOOL_CALLS,
 )
 M = Decimal(1_000_000)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeProviderServer() as srv:
-        gemini_api.register(srv)
-        yield srv
-
-
-@pytest.fixture
-def pipeline(server):
-    server.reset()
-    with InMemoryPipeline(instrument=[GoogleGenAIInstrumentor()]) as p:
-        yield p
 
 
 def gemini_client(server) -> genai.Client:

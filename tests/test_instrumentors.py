@@ -33,13 +33,7 @@ from tokentrail.instrumentation import fields
 from tokentrail.processor.usage import InvalidUsage
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
-from tokentrail.testing import fake_provider, openai_api
-
-
-@pytest.fixture(scope="module")
-def server():
-    with fake_provider() as running:
-        yield running
+from tokentrail.testing import openai_api
 
 
 def _openai(server, text: str = "hi") -> None:

@@ -20,7 +20,7 @@ from mistralai.client.utils.eventstreaming import EventStream
 import tokentrail
 from tokentrail.instrumentation.mistral import MistralInstrumentor
 from tokentrail.semconv import attributes as attr
-from tokentrail.testing import FakeProviderServer, InMemoryPipeline, mistral_api
+from tokentrail.testing import InMemoryPipeline, mistral_api
 
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 USAGE_KEYS = (
@@ -34,23 +34,10 @@ M = Decimal(1_000_000)
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeProviderServer() as srv:
-        mistral_api.register(srv)
-        yield srv
-
-
 @pytest.fixture
-def pipeline(server):
-    server.reset()
-    with InMemoryPipeline(instrument=[MistralInstrumentor()]) as p:
-        yield p
-
-
-@pytest.fixture
-def client(server):
-    return Mistral(api_key="test-key", server_url=server.url)
+def client(mistral_client):
+    """This module's ``client`` is Mistral's (conftest's ``client`` is OpenAI's)."""
+    return mistral_client
 
 
 def call(client, mode: str, model: str, **kwargs):

@@ -24,24 +24,10 @@ import pytest
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.processor import pricing
 from tokentrail.semconv import attributes as attr
-from tokentrail.testing import FakeProviderServer, InMemoryPipeline, openai_api
+from tokentrail.testing import InMemoryPipeline, openai_api
 
 M = Decimal(1_000_000)
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeProviderServer() as srv:
-        openai_api.register(srv)
-        yield srv
-
-
-@pytest.fixture
-def pipeline(server):
-    server.reset()
-    with InMemoryPipeline(instrument=[OpenAIInstrumentor()]) as p:
-        yield p
 
 
 def chat(client, stream: bool, model: str, asynchronous: bool = False):
