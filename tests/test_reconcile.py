@@ -159,6 +159,9 @@ def test_openai_exact_match_and_stored_run(openai_workload, capsys, monkeypatch)
     assert (run["provider"], run["since"], run["until"], run["capture_rate"]) == ("openai", "2026-11-03",
                                                                                    "2026-11-05", 1.0)
     assert run["provider_cost_nano"] == run["ledger_cost_nano"] == 5_850_000 and run["id"] == result["id"]
+    assert main(["report", "--ledger", openai_workload, "--since", "2026-11-01", "--until", "2026-11-10"]) == 0
+    assert ("invoice-matched (openai, 2026-11-03 .. 2026-11-05): provider $0.005850, ledger $0.005850, capture 100.0%"
+            in capsys.readouterr().out)
 
 
 def test_discount_suggested_when_systematic_and_fail_under_exits_1(openai_workload, capsys, monkeypatch):

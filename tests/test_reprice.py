@@ -83,6 +83,15 @@ def test_apply_is_auditable_idempotent_and_reversible(ledger, tmp_path, capsys):
     assert sorted(e[1] for e in entries) == [-195_000, -195_000, -195_000, 1_200_000]
     assert {(e[0], e[2], e[3]) for e in entries} == {(applied["batch"], applied["rate_card_version"], "contract 2026-10")}
 
+    report = _json(capsys, "report", "--ledger", ledger, "--by", "tenant")
+    rows = {r["tenant"]: r for r in report["rows"]}
+    assert (rows["acme"]["cost_nano_usd"], rows["acme"]["adjustment_nano_usd"], rows["acme"]["net_cost_nano_usd"]) \
+        == (3_900_000, -390_000, 3_510_000)
+    assert (report["total"]["cost_nano_usd"], report["total"]["net_cost_nano_usd"]) == (5_850_000, 6_465_000)
+    assert main(["report", "--ledger", ledger]) == 0
+    assert ("re-priced (tokentrail reprice --list): original $0.005850, adjustments $0.000615, net $0.006465"
+            in capsys.readouterr().out)
+
     again = _json(capsys, "reprice", "--ledger", ledger, "--rate-card", card)
     assert again["total"] == {"calls": 0, "adjustment_nano": 0} and again["batch"] is None  # already net
 

@@ -62,7 +62,9 @@ def write_csv(data: dict) -> None:
 def render(data: dict) -> str:
     by = data["group_by"]
     compare = data["compared_with"] is not None
+    adjusted = "adjustment_nano_usd" in data["total"]  # re-priced: original, adjustments and net
     headers = [*by, "calls", "input", "cached", "output", "cache hit", "cost", "share"] + (["vs prev"] if compare else [])
+    headers += ["adjustment", "net"] if adjusted else []
     right = [False] * len(by) + [True] * (len(headers) - len(by))
 
     def cells(row: dict, names: list[str]) -> list[str]:
@@ -71,6 +73,8 @@ def render(data: dict) -> str:
                c.pct(row.get("share", 1.0), 1)]
         if compare:
             out.append(c.change(row.get("change"), row.get("previous_cost_nano_usd")))
+        if adjusted:
+            out += [c.usd(row["adjustment_nano_usd"]), c.usd(row["net_cost_nano_usd"])]
         return out
 
     rows = [cells(r, [r[f] for f in by]) for r in data["rows"]]
@@ -95,4 +99,11 @@ def render(data: dict) -> str:
     if compare:
         prev = data["compared_with"]
         lines.append(f"vs prev: change against {prev['since']} .. {prev['until']}")
+    if adjusted:
+        lines.append(f"re-priced (tokentrail reprice --list): original {c.usd(total['cost_nano_usd'])}, adjustments"
+                     f" {c.usd(total['adjustment_nano_usd'])}, net {c.usd(total['net_cost_nano_usd'])}")
+    for run in data.get("reconciliations", [])[:5]:  # newest first
+        lines.append(f"invoice-matched ({run['provider']}, {run['since']} .. {run['until']}): provider"
+                     f" {c.usd(run['provider_cost_nano'])}, ledger {c.usd(run['ledger_cost_nano'])},"
+                     f" capture {c.pct(run['capture_rate'], 1)}")
     return "\n".join(lines)

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from tokentrail.ledger.queries.common import FIELDS, STOPPED_ERROR_TYPE, Period, Where, label, where_sql
+from tokentrail.ledger.queries.common import FIELDS, STOPPED_ERROR_TYPE, Period, Where, label, selection, where_sql
 from tokentrail.ledger.schema import LedgerError
-from tokentrail.processor import pricing
 from tokentrail.semconv import attributes as attr
 
 #: A call's current net cost: the original plus every adjustment so far.
@@ -41,6 +40,8 @@ class Change:
 @contextlib.contextmanager
 def rate_card(path: str) -> Iterator[str]:
     """Price with the rate card at ``path`` (a ``TOKENTRAIL_RATE_CARD`` overlay) inside the block; its version."""
+    from tokentrail.processor import pricing  # the rate card loads in a second: reports never need it
+
     before = os.environ.get(pricing.ENV_RATE_CARD)
     os.environ[pricing.ENV_RATE_CARD] = path
     try:
@@ -71,6 +72,8 @@ _USAGE = {
 
 def price_row(row: dict[str, Any]) -> int | None:
     """The row's cost under the current card, nano-USD (its fees kept: the ledger has no tool counts)."""
+    from tokentrail.processor import pricing
+
     attributes: dict[str, Any] = {
         attr.GEN_AI_PROVIDER_NAME: row["provider"],
         attr.GEN_AI_OPERATION_NAME: row["operation"] or "chat",
@@ -151,3 +154,23 @@ def batches(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         " GROUP BY batch ORDER BY MIN(created_ns) DESC, batch").fetchall()
     keys = ("batch", "created_ns", "rate_card_version", "reason", "entries", "delta_nano")
     return [dict(zip(keys, r)) for r in rows]
+
+
+def add_to_report(conn: sqlite3.Connection, rows: list[dict], totals: dict, by: Sequence[str], period: Period,
+                  where: Where) -> None:
+    """Original, adjustments and net on a report's rows and total, when the period has adjustments."""
+    cond, params = selection(period, where)
+    exprs = [FIELDS[f] for f in by]
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}" if exprs else ""
+    sql = (f"SELECT {''.join(f'{e}, ' for e in exprs)}SUM(delta_nano) FROM adjustments"
+           f" JOIN spans ON spans.id = adjustments.span_row WHERE llm = 1 AND {cond}{group}")
+    try:
+        found = {tuple(label(f, v) for f, v in zip(by, r[:-1])): r[-1] for r in conn.execute(sql, params)}
+    except sqlite3.OperationalError:  # no adjustments table: nothing was ever re-priced
+        return
+    if not any(found.values()):
+        return
+    for row in [*rows, totals]:
+        delta = sum(found.values()) if row is totals else found.get(tuple(row[f] for f in by), 0)
+        row["adjustment_nano_usd"] = delta
+        row["net_cost_nano_usd"] = (row["cost_nano_usd"] or 0) + delta

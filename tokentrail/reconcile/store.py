@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from datetime import datetime, timezone
 
 
 def rate_card_versions(conn: sqlite3.Connection, provider: str, since_ns: int, until_ns: int) -> str | None:
@@ -33,15 +34,15 @@ def save(conn: sqlite3.Connection, result: dict) -> int:
     return int(cursor.lastrowid)
 
 
-def history(conn: sqlite3.Connection, since_day: str | None = None, until_day: str | None = None) -> list[dict]:
+def history(conn: sqlite3.Connection, since_ns: int | None = None, until_ns: int | None = None) -> list[dict]:
     """Stored runs overlapping the period, newest first: provider, period, both totals, capture rate."""
     clauses, params = [], []
-    if since_day:
+    if since_ns is not None:
         clauses.append("until_day > ?")
-        params.append(since_day)
-    if until_day:
-        clauses.append("since_day < ?")
-        params.append(until_day)
+        params.append(_day(since_ns))
+    if until_ns is not None:
+        clauses.append("since_day <= ?")
+        params.append(_day(until_ns - 1))
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     try:
         rows = conn.execute(
@@ -58,3 +59,7 @@ def history(conn: sqlite3.Connection, since_day: str | None = None, until_day: s
             else None
         out.append(item)
     return out
+
+
+def _day(ns: int) -> str:
+    return datetime.fromtimestamp(min(ns, 253402300799 * 10**9) // 10**9, timezone.utc).date().isoformat()

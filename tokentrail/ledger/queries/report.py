@@ -9,10 +9,12 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Sequence
 
+from tokentrail.ledger import adjustments
 from tokentrail.ledger.queries.common import (
     FIELDS, NO_COST_FIELDS, NO_COST_KIND, UNATTRIBUTED, LedgerBase, Period, Where, check_fields, label,
     no_cost_counts, ratio, selection, usd,
 )
+from tokentrail.reconcile import store as reconciliations
 
 # The previous period's side query; its one thread starts on the first report that compares.
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-ledger-query")
@@ -83,7 +85,8 @@ class ReportQuery(LedgerBase):
             unattributed = self._unattributed_nano(period, where)
         totals["unattributed_cost_nano_usd"] = unattributed
         totals["unattributed_share"] = ratio(unattributed, total_nano)
-        return {
+        adjustments.add_to_report(self.conn, rows, totals, by, period, where)
+        out = {
             "ledger": self.path,
             "group_by": list(by),
             "period": period.describe(),
@@ -92,6 +95,9 @@ class ReportQuery(LedgerBase):
             "rows": rows,
             "total": totals,
         }
+        if runs := reconciliations.history(self.conn, period.since_ns, period.until_ns):
+            out["reconciliations"] = runs  # invoice-matched totals: `tokentrail reconcile`
+        return out
 
     def _grouped(self, by: Sequence[str], period: Period, where: Where
                  ) -> tuple[dict[tuple, dict], dict[tuple, int] | None]:
