@@ -400,6 +400,8 @@ def test_bundled_billing_rules_all_cite_a_source_and_load():
     assert loaded.service_tier("DEFAULT") == "standard" and loaded.service_tier("fast") == "priority"
     assert loaded.tiers["flex"].fallback_for("openai") == Decimal("0.5")
     assert loaded.tiers["flex"].fallback_for("anthropic") is None
+    assert loaded.tiers["flex"].fallback_variants == ({"processing": "batch"},)
+    assert loaded.tiers["flex"].falls_back_for("openai") and not loaded.tiers["flex"].falls_back_for("groq")
     assert loaded.tiers["batch"].fallback_for(None) == Decimal("0.5")
 
 
@@ -413,6 +415,10 @@ def test_bundled_billing_rules_all_cite_a_source_and_load():
     ({"version": 1, "resellers": [{"provider": "aws", "models_containing": "claude", "list_price_of": "anthropic"}]},
      "missing"),
     ({"version": 1, "service_tier_aliases": {"aliases": {"turbo": "fastest"}, "source": "x"}}, "not one of"),
+    ({"version": 1, "service_tiers": [{"tier": "flex", "price_variants": [], "fallback_price_variants": "batch",
+                                       "source": "x"}]}, "fallback_price_variants: expected a list"),
+    ({"version": 1, "service_tiers": [{"tier": "flex", "price_variants": [], "fallback_providers": ["openai"],
+                                       "source": "x"}]}, "fallback_providers without a fallback"),
 ])
 def test_billing_rules_are_validated(bad, message):
     with pytest.raises(rules.RulesError, match=message):
