@@ -21,7 +21,7 @@ from tokentrail.processor.pricing import providers as _providers
 from tokentrail.processor.pricing.quote import NO_USAGE, PRICED, UNPRICED
 from tokentrail.processor.pricing.rates import FEMTO_PER_NANO, REQUEST_FEE, Rates
 from tokentrail.processor.pricing.rules import STANDARD, TIERS
-from tokentrail.processor.usage import WRAPPER_OPERATIONS
+from tokentrail.processor.usage import MAX_TOKENS_PER_CALL, WRAPPER_OPERATIONS
 from tokentrail.semconv import attributes as attr
 
 PROCESSOR = "transform/tokentrail_pricing"
@@ -150,10 +150,12 @@ def _periods(resolved) -> tuple:
 
 def _rates_map(rates: Rates, flat: tuple, label: str, pricing_model: str) -> str:
     request_fee = rates.fees.get(REQUEST_FEE, 0)
-    items = {"i": flat[0], "cr": flat[1], "w5": flat[2], "w1": flat[3], "o": flat[4], "rs": flat[5],
-             "f": (request_fee + _HALF) // FEMTO_PER_NANO, "t": label, "pm": pricing_model,
-             # per-tool fees need the tool counts, which only tokentrail's own spans carry
-             "tools": any(k != REQUEST_FEE for k in rates.fees)}
+    items: dict[str, Any] = {}
+    for key, rate in zip(("i", "cr", "w5", "w1", "o", "rs"), flat):
+        items[key + "q"], items[key + "m"] = divmod(rate, FEMTO_PER_NANO)
+    items.update({"f": (request_fee + _HALF) // FEMTO_PER_NANO, "t": label, "pm": pricing_model,
+                  # per-tool fees need the tool counts, which only tokentrail's own spans carry
+                  "tools": any(k != REQUEST_FEE for k in rates.fees)})
     body = ", ".join(f"{_q(k)}: {_literal(v)}" for k, v in items.items())
     return "{" + body + "}"
 
@@ -190,24 +192,25 @@ def _entry_statements(entry: Entry) -> list[str]:
 
 
 def _usage_statements() -> list[str]:
-    """Usage.from_attributes in OTTL: integer (or integer-valued double) counts, parts that add up."""
-    out = []
+    """Usage.from_attributes in OTTL: integer (or integer-valued double) counts, parts that add up, none beyond
+    MAX_TOKENS_PER_CALL."""
+    zeros = ", ".join(f'"{key}": 0' for key, _ in _COUNTS)
+    out = [f"merge_maps(span.cache, {{{zeros}}}, \"upsert\")"]
     for key, names in _COUNTS:
-        c = f'span.cache["{key}"]'
         for i, name in enumerate(names):
             first = "" if i == 0 else " and " + " and ".join(f"{_a(n)} == nil" for n in names[:i])
             a = _a(name)
-            out.append(f"set({c}, {a}) where IsInt({a}){first}")
-            out.append(f"set({c}, Int({a})) where IsDouble({a}) and Double(Int({a})) == {a}{first}")
-            out.append(f'set(span.cache["bad"], true) where {a} != nil and {c} == nil{first}')
+            whole = f"(IsInt({a}) or (IsDouble({a}) and Double(Int({a})) == {a}))"
+            out.append(f'set(span.cache["{key}"], Int({a})) where {whole}{first}')
+            out.append(f'set(span.cache["bad"], true) where {a} != nil and not {whole}{first}')
+    c = 'span.cache["{}"]'.format
     out.append(f'set(span.cache["bad"], true) where {_a(attr.GEN_AI_USAGE_INPUT_TOKENS)} == nil and '
                f"{_a(attr.GEN_AI_USAGE_OUTPUT_TOKENS)} == nil")
-    for key, _ in _COUNTS:
-        out.append(f'set(span.cache["{key}"], 0) where span.cache["{key}"] == nil')
-    negative = " or ".join(f'span.cache["{key}"] < 0' for key, _ in _COUNTS)
-    out.append(f'set(span.cache["bad"], true) where {negative}')
-    out.append('set(span.cache["bad"], true) where span.cache["read"] + span.cache["write"] > span.cache["in"] or '
-               'span.cache["w1h"] > span.cache["write"] or span.cache["reason"] > span.cache["out"]')
+    negative = " or ".join(f"{c(key)} < 0" for key, _ in _COUNTS)
+    read, write, w1h, inp, out_, reason = (c(k) for k in ("read", "write", "w1h", "in", "out", "reason"))
+    parts = (f"{read} + {write} > {inp} or {w1h} > {write} or {reason} > {out_}"
+             f" or {inp} > {MAX_TOKENS_PER_CALL} or {out_} > {MAX_TOKENS_PER_CALL}")
+    out.append(f'set(span.cache["bad"], true) where {negative} or {parts}')
     return out
 
 
@@ -231,45 +234,56 @@ def _name_statements() -> list[str]:
     return out
 
 
-def _cost_statements(version: str) -> list[str]:
-    h, d = _HALF, FEMTO_PER_NANO
+def _nano(*terms: tuple[str, str]) -> str:
+    """sum(tokens x rate), rounded half up to nano-USD, in int64 without overflow: each rate is split into whole
+    nano-USD (q) and femto remainder (m), so tokens x rate / 10^6 = tokens x q + (tokens x m) / 10^6 exactly."""
     r = 'span.cache["r"]'
+    whole = " + ".join(f'{tokens} * {r}["{rate}q"]' for tokens, rate in terms)
+    rest = " + ".join(f'{tokens} * {r}["{rate}m"]' for tokens, rate in terms)
+    return f"{whole} + ({rest} + {_HALF}) / {FEMTO_PER_NANO}"
+
+
+def _cost_statements(version: str) -> list[str]:
+    r = 'span.cache["r"]'
+    c = 'span.cache["{}"]'.format
     priced = f"{r} != nil"
+    fresh = f'({c("in")} - {c("read")} - {c("write")})'
+    write_5m = f'({c("write")} - {c("w1h")})'
+    output = f'({c("out")} - {c("reason")})'
     out = [
         f'delete_key(span.cache, "r") where {priced} and {r}["tools"] == true and '
         f"{_a(attr.TOKENTRAIL_USAGE_TOOL_CALLS)} != nil",
-        f'delete_key(span.cache, "r") where span.cache["none"] == true',
-        f'set(span.cache["ci"], ((span.cache["in"] - span.cache["read"] - span.cache["write"]) * {r}["i"] + {h}) / {d}) where {priced}',
-        f'set(span.cache["cr"], (span.cache["read"] * {r}["cr"] + {h}) / {d}) where {priced}',
-        f'set(span.cache["cw"], ((span.cache["write"] - span.cache["w1h"]) * {r}["w5"] + span.cache["w1h"] * {r}["w1"] + {h}) / {d})'
-        f" where {priced}",
+        'delete_key(span.cache, "r") where span.cache["none"] == true',
+        f'set({c("ci")}, {_nano((fresh, "i"))}) where {priced}',
+        f'set({c("cr")}, {_nano((c("read"), "cr"))}) where {priced}',
+        f'set({c("cw")}, {_nano((write_5m, "w5"), (c("w1h"), "w1"))}) where {priced}',
         # reasoning at its own rate ((out - r) x o + r x rs is out x o when the rates are equal)
-        f'set(span.cache["co"], ((span.cache["out"] - span.cache["reason"]) * {r}["o"] + span.cache["reason"] * {r}["rs"] + {h}) / {d})'
-        f" where {priced}",
-        f'set(span.cache["total"], span.cache["ci"] + span.cache["cr"] + span.cache["cw"] + span.cache["co"] + {r}["f"]) where {priced}',
+        f'set({c("co")}, {_nano((output, "o"), (c("reason"), "rs"))}) where {priced}',
+        f'set({c("total")}, {c("ci")} + {c("cr")} + {c("cw")} + {c("co")} + {r}["f"]) where {priced}',
     ]
 
     def usd(expr: str) -> str:
         return f"Double({expr}) / 1000000000.0"
 
     sets = [
-        (attr.GEN_AI_USAGE_COST_AMOUNT, usd('span.cache["total"]')),
+        (attr.GEN_AI_USAGE_COST_AMOUNT, usd(c("total"))),
         (attr.GEN_AI_USAGE_COST_CURRENCY, '"USD"'),
         (attr.GEN_AI_USAGE_COST_SOURCE, '"local"'),
-        (attr.TOKENTRAIL_COST_INPUT, usd('span.cache["ci"]')),
-        (attr.TOKENTRAIL_COST_CACHE_READ, usd('span.cache["cr"]')),
-        (attr.TOKENTRAIL_COST_CACHE_WRITE, usd('span.cache["cw"]')),
-        (attr.TOKENTRAIL_COST_OUTPUT, usd('span.cache["co"]')),
+        (attr.TOKENTRAIL_COST_INPUT, usd(c("ci"))),
+        (attr.TOKENTRAIL_COST_CACHE_READ, usd(c("cr"))),
+        (attr.TOKENTRAIL_COST_CACHE_WRITE, usd(c("cw"))),
+        (attr.TOKENTRAIL_COST_OUTPUT, usd(c("co"))),
         (attr.TOKENTRAIL_COST_FEES, usd(f'{r}["f"]')),
-        (attr.TOKENTRAIL_COST_NANO_USD, 'span.cache["total"]'),
+        (attr.TOKENTRAIL_COST_NANO_USD, c("total")),
         (attr.TOKENTRAIL_COST_STATUS, _q(PRICED)),
         (attr.TOKENTRAIL_PRICING_TIER, f'{r}["t"]'),
         (attr.TOKENTRAIL_PRICING_MODEL, f'{r}["pm"]'),
         (attr.TOKENTRAIL_RATE_CARD_VERSION, _q(version)),
     ]
-    out += [f"set({_a(name)}, {value}) where {priced}" for name, value in sets]
-    savings = usd(f'(span.cache["read"] * {r}["i"] + {h}) / {d} - span.cache["cr"]')
-    out.append(f'set({_a(attr.TOKENTRAIL_COST_CACHE_SAVINGS)}, {savings}) where {priced} and span.cache["read"] > 0')
+    merged = ", ".join(f"{_q(name)}: {value}" for name, value in sets)
+    out.append(f'merge_maps(span.attributes, {{{merged}}}, "upsert") where {priced}')
+    savings = usd(f'{_nano((c("read"), "i"))} - {c("cr")}')
+    out.append(f'set({_a(attr.TOKENTRAIL_COST_CACHE_SAVINGS)}, {savings}) where {priced} and {c("read")} > 0')
     out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(NO_USAGE)}) where span.cache["bad"] == true')
     out.append(f'set({_a(attr.TOKENTRAIL_COST_STATUS)}, {_q(UNPRICED)}) where span.cache["bad"] == nil and {r} == nil')
     return out
