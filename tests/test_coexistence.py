@@ -27,16 +27,9 @@ from tokentrail.instrumentation import coexistence
 from tokentrail.processor import dedup
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as metric_names
-from tokentrail.testing import InMemoryPipeline, anthropic_api, fake_provider, gemini_api, mistral_api, openai_api
+from tokentrail.testing import InMemoryPipeline, anthropic_api, gemini_api, mistral_api, openai_api
 
 M = Decimal(1_000_000)
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = fake_provider()
-    yield srv
-    srv.stop()
 
 
 _SDK_PREFIXES = ("openai.resources", "anthropic.resources", "anthropic.lib", "google.genai")
@@ -76,7 +69,7 @@ def _clean(server, monkeypatch):
 
 def _instrumentor(module: str, name: str) -> Callable[[], Any]:
     def make():
-        return getattr(pytest.importorskip(module), name)()
+        return getattr(importlib.import_module(module), name)()
 
     return make
 
@@ -351,3 +344,63 @@ def test_concurrent_calls_beside_other_instrumentation_keep_one_span_each(server
         assert {s.parent.span_id for s in spans} == app_ids
         assert p.metric_count(metric_names.TOKENTRAIL_COST) == calls
         assert p.metric_sum(metric_names.TOKENTRAIL_COST) == pytest.approx(float(case.usd) * calls)
+
+
+def _http_instrumentors() -> list:
+    # openai 3.x sends through httpx2, the others through httpx.
+    module = importlib.import_module("opentelemetry.instrumentation.httpx")
+    return [module.HTTPXClientInstrumentor(), module.HTTPX2ClientInstrumentor()]
+
+
+def _http_spans(p) -> list:
+    return [s for s in p.spans() if s.instrumentation_scope.name == "opentelemetry.instrumentation.httpx"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("order", ["theirs_first", "ours_first"])
+def test_http_span_stays_under_the_surviving_llm_span(server, case, order):
+    # theirs_first: their wrapper is inside ours, so the SDK's HTTP span starts under their
+    # span, which is dropped; it must be exported under ours, not left at the root.
+    instrumentors = [case.theirs(), case.ours()]
+    if order == "ours_first":
+        instrumentors.reverse()
+    with InMemoryPipeline(instrument=[*_http_instrumentors(), *instrumentors]) as p:
+        with tokentrail.attribute(tenant="acme"):
+            with p.tracer().start_as_current_span("handle request"):
+                case.call(server)
+        [llm] = p.llm_spans()
+        http = _http_spans(p)
+        assert http
+        assert {s.parent.span_id for s in http} == {llm.context.span_id}
+        assert {s.context.trace_id for s in http} == {llm.context.trace_id}
+
+
+@pytest.mark.parametrize("position", ["innermost", "middle", "outermost"])
+@pytest.mark.parametrize("foreign_order", ["official_first", "openllmetry_first"])
+@pytest.mark.parametrize("app_span", [True, False], ids=["under_app_span", "trace_root"])
+def test_three_anthropic_instrumentations_stacked_still_one_span(server, position, foreign_order, app_span):
+    # The official wrapper makes its span current, OpenLLMetry's does not: with ours innermost
+    # OpenLLMetry's span sits between the official one ours replaces and ours (a trace root as
+    # in a script: ours then starts a trace of its own, OpenLLMetry's stays in the official's).
+    official, openllmetry = CASES[2].theirs(), CASES[3].theirs()
+    foreign = [official, openllmetry] if foreign_order == "official_first" else [openllmetry, official]
+    ours = CASES[2].ours()
+    stack = {"innermost": [ours, *foreign], "middle": [foreign[0], ours, foreign[1]],
+             "outermost": [*foreign, ours]}[position]
+    with InMemoryPipeline(instrument=[*_http_instrumentors(), *stack]) as p:
+        with tokentrail.attribute(tenant="acme"):
+            if app_span:
+                with p.tracer().start_as_current_span("handle request") as parent:
+                    call_anthropic(server)
+            else:
+                call_anthropic(server)
+        [span] = p.llm_spans()
+        assert span.instrumentation_scope.name.startswith("tokentrail.instrumentation")
+        if app_span:
+            assert span.parent.span_id == parent.get_span_context().span_id
+        else:
+            assert span.parent is None
+        assert Decimal(nano(span)) / Decimal(10**9) == SONNET_USD
+        assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
+        http = _http_spans(p)
+        assert http and {s.parent.span_id for s in http} == {span.context.span_id}
