@@ -106,7 +106,7 @@ def render(result: dict) -> str:
 
 
 def _numbers(c: dict) -> list[str]:
-    explained = ", ".join(f"{x['category']} {usd(x['nano'])}" + (f" ({x['calls']} calls)" if x.get("calls") else "")
+    explained = ", ".join(f"{x['category']} {usd(x['nano'])}" + (f" ({x['calls']:,} call{'s' if x['calls'] != 1 else ''})" if x.get("calls") else "")
                           for x in c.get("explained", []))
     return [count(sum(c["provider"]["tokens"].values())), count(sum(c["ledger"]["tokens"].values())),
             usd(c["provider"]["cost_nano"]), usd(c["ledger"]["cost_nano"]), pct(c["capture_rate"], 1),
