@@ -340,3 +340,19 @@ def test_join_keys_opt_out_and_anthropic_workspace(server, make_pipeline, monkey
     assert first.attributes[a.TOKENTRAIL_PROVIDER_API_KEY_HINT] == "sk-ant-api03-yyy...igAA"
     assert a.TOKENTRAIL_PROVIDER_WORKSPACE not in second.attributes
     assert a.TOKENTRAIL_PROVIDER_API_KEY_HINT not in second.attributes
+
+
+def test_no_usage_calls_are_counted_and_their_tokens_are_untracked(tmp_path, pipeline, openai_client, capsys,
+                                                                    monkeypatch):
+    path = _ledger(tmp_path, pipeline, [(D1, _chat(openai_client, MINI, omit_usage=True))])
+    book = admin_api.AdminBook(openai_usage=[_mini_usage(D1, 1_000, 0, 100)],
+                               openai_costs=_mini_costs(D1, 1_000, 0, 100, "1"))
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path,
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    [cell] = result["cells"]
+    assert cell["ledger"]["no_usage_calls"] == 1 and cell["ledger"]["cost_nano"] == 0
+    # 1,000 in x $0.15/M + 100 out x $0.60/M: billed, never seen as tokens
+    assert [(x["category"], x["nano"], x.get("calls")) for x in cell["explained"]] == [
+        ("untracked", 210_000, None), ("no_usage", 0, 1)]
