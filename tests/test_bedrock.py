@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.eventstream import EventStream
 from botocore.exceptions import ClientError, EventStreamError
+from opentelemetry.instrumentation import bedrock as openllmetry
 
 import tokentrail
 from tokentrail.instrumentation.bedrock import BedrockInstrumentor
@@ -257,7 +258,6 @@ def _all_operations(server):
 
 @pytest.mark.parametrize("ours_first", [False, True])
 def test_openllmetry_beside_ours_one_llm_span_per_call(server, ours_first):
-    openllmetry = pytest.importorskip("opentelemetry.instrumentation.bedrock")
     server.reset()
     both = [openllmetry.BedrockInstrumentor(), BedrockInstrumentor()]
     with InMemoryPipeline(instrument=both[::-1] if ours_first else both) as pipe:
@@ -268,7 +268,6 @@ def test_openllmetry_beside_ours_one_llm_span_per_call(server, ours_first):
 
 
 def test_openllmetry_alone_gets_owner_and_cost(server):
-    openllmetry = pytest.importorskip("opentelemetry.instrumentation.bedrock")
     server.reset()
     with InMemoryPipeline(instrument=[openllmetry.BedrockInstrumentor()]) as pipe:
         _all_operations(server)

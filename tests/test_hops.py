@@ -119,6 +119,7 @@ def child_llm_spans(path):
     return [s for s in read_spans(path) if attr.TOKENTRAIL_COST_STATUS in s["attributes"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signed", [True, False])
 def test_subprocess_gets_trace_and_owner_from_the_environment(pipeline, client, server, tmp_path, monkeypatch,
                                                                signed):
@@ -160,6 +161,7 @@ def http_clients_instrumented(pipeline):
         inst.uninstrument()
 
 
+@pytest.mark.slow
 def test_http_worker_in_another_process_via_httpx_and_requests(pipeline, client, server, tmp_path, monkeypatch,
                                                                 http_clients_instrumented):
     monkeypatch.setenv("TOKENTRAIL_BAGGAGE_SECRET", SECRET)
@@ -193,6 +195,7 @@ def test_http_worker_in_another_process_via_httpx_and_requests(pipeline, client,
         assert span["attributes"][attr.TOKENTRAIL_TASK_ID] == "R-1"
 
 
+@pytest.mark.slow
 def test_redis_stream_consumer_in_another_process(pipeline, client, server, tmp_path, monkeypatch, redis_url):
     monkeypatch.setenv("TOKENTRAIL_BAGGAGE_SECRET", SECRET)
     r = redis.Redis.from_url(redis_url)
@@ -217,6 +220,7 @@ def test_redis_stream_consumer_in_another_process(pipeline, client, server, tmp_
     r.delete(stream)
 
 
+@pytest.mark.slow
 def test_multi_process_run_is_one_trace_in_the_ledger_with_its_full_cost(pipeline, client, server, tmp_path,
                                                                           monkeypatch):
     from tokentrail.ledger import LedgerSpanExporter

@@ -13,16 +13,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import openai
 import pytest
 
 import tokentrail
 from tokentrail.ledger import LedgerSpanExporter
 from tokentrail.ledger.queries import Ledger, Period
 from tokentrail.semconv import attributes as a
-from tokentrail.testing import InMemoryPipeline, fake_provider
-
-openai = pytest.importorskip("openai")
-openai_api = pytest.importorskip("tokentrail.testing.openai_api")
+from tokentrail.testing import InMemoryPipeline, fake_provider, openai_api
 
 
 def _call(client, model, **usage):

@@ -7,11 +7,13 @@ OpenLLMetry-style instrumentations set (older ``gen_ai.system``, no cost).
 
 from __future__ import annotations
 
+import openai
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor as OfficialOpenAIInstrumentor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 import tokentrail
@@ -21,8 +23,6 @@ from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
 from tokentrail.testing import FakeProviderServer, FakeResponse, InMemoryPipeline
-
-openai = pytest.importorskip("openai")
 
 
 def _chat_response(request):
@@ -36,7 +36,7 @@ def _chat_response(request):
 
 
 @pytest.fixture
-def server():
+def server():  # its own: every chat completion answered by _chat_response, no fake script
     with FakeProviderServer() as srv:
         srv.route("POST", r"/v1/chat/completions", _chat_response)
         yield srv
@@ -44,8 +44,7 @@ def server():
 
 @pytest.fixture
 def official_instrumentor():
-    mod = pytest.importorskip("opentelemetry.instrumentation.genai.openai")
-    return mod.OpenAIInstrumentor()
+    return OfficialOpenAIInstrumentor()
 
 
 def test_official_openai_span_is_priced_and_owned(server, official_instrumentor):
