@@ -267,3 +267,54 @@ def test_anthropic_client_with_its_own_tracer_provider_keeps_its_messages_spans(
     assert [s.name for s in exporter.get_finished_spans()] == ["anthropic.messages.create"]
     (ours,) = anthropic_pipeline.llm_spans()
     assert ours.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] > 0
+
+
+# --- a strict OpenAI-compatible server rejects the injected stream_options -----------------------
+REJECTION = json_reply({"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                  "type": "invalid_request_error", "param": None, "code": None}}, status=400)
+
+
+def _sent(request: bytes) -> dict:
+    return json.loads(request.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_rejected_stream_options_injection_is_retried_once_without_it_and_remembered(openai_pipeline, is_async):
+    with FaultServer() as server:
+        server.script(REJECTION, sse_reply(CONTENT + [USAGE_CHUNK]))
+        url = server.url + "/v1"
+
+        def call():
+            if not is_async:
+                with openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0) as client:
+                    return [c.model_dump() for c in client.chat.completions.create(
+                        model="gpt-4o", messages=MESSAGES, stream=True)]
+
+            async def arun():
+                client = openai.AsyncOpenAI(base_url=url, api_key="sk-test", max_retries=0)
+                stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+                seen = [c.model_dump() async for c in stream]
+                await client.close()
+                return seen
+
+            return asyncio.run(arun())
+
+        first = call()
+        second = call()
+        sent = [_sent(r) for r in server.requests]
+
+    assert [("stream_options" in body) for body in sent] == [True, False, False]  # one retry, then remembered
+    assert first == second and len(first) == 4 and first[-1]["usage"]["prompt_tokens"] == 2000  # the server's own
+    spans = openai_pipeline.llm_spans()
+    assert len(spans) == 2 and all(attr.ERROR_TYPE not in s.attributes for s in spans)
+    assert [usd(s) * 10**4 for s in spans] == [100, 100]
+
+
+def test_a_caller_who_asked_for_stream_options_gets_the_servers_error_unchanged(openai_pipeline):
+    with FaultServer() as server:
+        server.script(REJECTION)
+        with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                               stream_options={"include_usage": True})
+        assert len(server.requests) == 1

@@ -27,7 +27,7 @@ from tokentrail.instrumentation.openai import streaming as results
 from tokentrail.instrumentation.streams import AsyncStreamProxy, StateStreamHooks, SyncStreamProxy
 from tokentrail.reconcile import keys as join_keys
 from tokentrail.semconv import attributes as attr
-from tokentrail.state import BoundedMemo
+from tokentrail.state import BoundedMemo, BoundedSet
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ _MAX_TOKENS_ARGS = {
 _USAGE_ALWAYS_STREAMED = frozenset({providers.MISTRAL})
 # a little per message on top of the text, so the estimate stays generous
 _PER_MESSAGE_TOKENS = 4
+# Base URLs of strict OpenAI-compatible servers that rejected the injected stream_options.
+_REJECTS_STREAM_OPTIONS: BoundedSet[str] = BoundedSet(1024)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class _Plan:
     kwargs: dict[str, Any]
     hide_usage_chunk: bool = False
     extra: dict[str, Any] = dc_field(default_factory=dict)
+    base_url: str = ""
     server_port: int | None = None
 
 
@@ -110,6 +113,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
             max_tokens = value
             break
     tier = kwargs.get("service_tier")
+    base_url = str(getattr(client, "base_url", ""))
     plan = _Plan(
         kind=kind,
         provider=endpoint.provider,
@@ -121,6 +125,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
         service_tier=tier if isinstance(tier, str) and tier != "auto" else None,
         estimated_input_tokens=_estimate(kind, kwargs),
         kwargs=kwargs,
+        base_url=base_url,
     )
     plan.extra.update(join_keys.openai(client))  # what the provider's bill groups by
     if kind == RESPONSES:
@@ -133,6 +138,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
         and stream
         and endpoint.provider not in _USAGE_ALWAYS_STREAMED
         and instruments.switches.get(INJECT_STREAM_USAGE_ENV, True)
+        and base_url not in _REJECTS_STREAM_OPTIONS
     ):
         options = kwargs.get("stream_options")
         if not isinstance(options, dict) or "include_usage" not in options:
@@ -204,10 +210,12 @@ def _record_parsed(call: genai_span.LLMCall, kind: str, parsed: Any) -> None:
 
 
 def _stream_hooks(call: genai_span.LLMCall, plan: _Plan) -> StateStreamHooks:
+    # sent without the injection after a rejection: every usage chunk is the server's own
+    hide = plan.hide_usage_chunk and plan.base_url not in _REJECTS_STREAM_OPTIONS
     if plan.kind == CHAT and call.capture_content:
-        state: Any = results.CapturingChatStreamState(plan.hide_usage_chunk)
+        state: Any = results.CapturingChatStreamState(hide)
     elif plan.kind in (CHAT, COMPLETIONS):  # legacy completions: same chunk shape, text instead of delta
-        state = results.ChatStreamState(plan.hide_usage_chunk)
+        state = results.ChatStreamState(hide)
     else:
         state = results.ResponsesStreamState()
     return StateStreamHooks(call, state)
@@ -327,6 +335,60 @@ class _AsyncRawProxy(_SyncRawProxy):
             self._self_call.end()
 
 
+def _injection_rejected(exc: BaseException, sent: dict[str, Any], asked: dict[str, Any]) -> bool:
+    """A strict server's 400 for the stream_options we added (``Unrecognized request argument
+    supplied: stream_options``)."""
+    return (sent.get("stream_options") is not asked.get("stream_options")
+            and getattr(exc, "status_code", None) == 400 and "stream_options" in str(exc))
+
+
+def _uninjected(sent: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in sent.items() if k != "stream_options"}
+    if "stream_options" in asked:
+        kwargs["stream_options"] = asked["stream_options"]
+    return kwargs
+
+
+def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool) -> Any:
+    """``wrapped``, sent once more without our stream_options when the server rejects them (the
+    endpoint is then remembered), so the injection never breaks a call."""
+
+    def rejected(exc: BaseException, sent: dict[str, Any]) -> bool:
+        if not _injection_rejected(exc, sent, asked):
+            return False
+        _REJECTS_STREAM_OPTIONS.add(str(getattr(getattr(instance, "_client", None), "base_url", "")))
+        return True
+
+    if is_async:
+        async def send_async(*args: Any, **sent: Any) -> Any:
+            try:
+                return await wrapped(*args, **sent)
+            except Exception as exc:
+                if not rejected(exc, sent):
+                    raise
+            return await wrapped(*args, **_uninjected(sent, asked))
+
+        return send_async
+
+    def send(*args: Any, **sent: Any) -> Any:
+        try:
+            return wrapped(*args, **sent)
+        except Exception as exc:
+            if not rejected(exc, sent):
+                raise
+        return wrapped(*args, **_uninjected(sent, asked))
+
+    return send
+
+
 def wrapper(kind: str, *, is_async: bool = False):
     """Wrapper factory (taking the instruments) of one resource method."""
-    return lambda instruments: genai_span.llm_call_wrapper(instruments, _begin(kind), _finish, is_async=is_async)
+
+    def factory(instruments: Instruments) -> Any:
+        traced = genai_span.llm_call_wrapper(instruments, _begin(kind), _finish, is_async=is_async)
+        if kind not in (CHAT, COMPLETIONS):
+            return traced
+        return lambda wrapped, instance, args, kwargs: traced(
+            _retrying(wrapped, instance, kwargs, is_async), instance, args, kwargs)
+
+    return factory
