@@ -356,3 +356,52 @@ def test_no_usage_calls_are_counted_and_their_tokens_are_untracked(tmp_path, pip
     # 1,000 in x $0.15/M + 100 out x $0.60/M: billed, never seen as tokens
     assert [(x["category"], x["nano"], x.get("calls")) for x in cell["explained"]] == [
         ("untracked", 210_000, None), ("no_usage", 0, 1)]
+
+
+def test_api_key_grain_joins_the_redacted_key_to_the_ledger_hint(tmp_path, server, pipeline, capsys, monkeypatch):
+    import openai
+
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key=SECRET, max_retries=0) as client:
+        path = _ledger(tmp_path, pipeline, [(D1, _chat(client, MINI, prompt_tokens=10_000, cached_tokens=2_000,
+                                                            completion_tokens=1_000))])
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 10_000, 2_000, 1_000, api_key_id="key_ours"),
+                      _mini_usage(D1, 5_000, 0, 500, api_key_id="key_script")],  # a key shared with a script
+        openai_costs=[{**c, "api_key_id": "key_ours"} for c in _mini_costs(D1, 8_000, 2_000, 1_000, "1")]
+        + [{**c, "api_key_id": "key_script"} for c in _mini_costs(D1, 5_000, 0, 500, "1")],
+        openai_keys={"proj_a": {"key_ours": "sk-proj-****a1b2", "key_script": "sk-svc-****zz99"}},
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path, "--by", "api_key",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    cells = {c["api_key"]: c for c in result["cells"]}
+    assert set(cells) == {"sk-proj-...a1b2", "sk-svc-****zz99"}
+    assert cells["sk-proj-...a1b2"]["capture_rate"] == 1.0
+    assert [(x["category"], x["nano"]) for x in cells["sk-svc-****zz99"]["explained"]] == [("untracked", 1_050_000)]
+
+
+def test_anthropic_api_key_grain_compares_tokens_per_key(tmp_path, server, pipeline, capsys, monkeypatch):
+    import anthropic
+
+    key = "sk-ant-api03-" + "y" * 40 + "igAA"
+    usage = anthropic_api.usage_block(1_000, 200)
+    with anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0) as client:
+        def claude():
+            server.enqueue(FakeResponse(json=anthropic_api.message(model=SONNET, usage=usage)))
+            client.messages.create(model=SONNET, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+        path = _ledger(tmp_path, pipeline, [(D1, claude)])
+    row = {"day": D1, "model": SONNET, "uncached_input_tokens": 1_000, "output_tokens": 200}
+    book = admin_api.AdminBook(
+        anthropic_usage=[{**row, "api_key_id": "apikey_01ours"}, {**row, "api_key_id": "apikey_01other"}],
+        anthropic_keys={"apikey_01ours": "sk-ant-api03-yyy...igAA", "apikey_01other": "sk-ant-api03-R2D...zzzz"},
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "anthropic", "--ledger", path, "--by", "api_key",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    cells = {c["api_key"]: c for c in result["cells"]}
+    assert cells["sk-ant-api03-yyy...igAA"]["ledger"]["tokens"] == cells["sk-ant-api03-yyy...igAA"]["provider"]["tokens"]
+    assert cells["sk-ant-api03-R2D...zzzz"]["ledger"]["calls"] == 0
+    assert cells["sk-ant-api03-R2D...zzzz"]["provider"]["tokens"]["input"] == 1_000

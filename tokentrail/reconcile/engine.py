@@ -26,8 +26,9 @@ from tokentrail.ledger.queries.common import NO_COST_KIND, STOPPED_ERROR_TYPE
 from tokentrail.processor.usage import normalise_model_id
 from tokentrail.reconcile.sources import CLASSES, OTHER, Line
 
-#: ``--by`` fields: a cell's key (project: OpenAI's; workspace: Anthropic's).
-GRAIN = ("day", "model", "project", "workspace")
+#: ``--by`` fields: a cell's key (project: OpenAI's; workspace: Anthropic's; api_key: the key's hint, which
+#: Anthropic's cost report does not give: its per-key cells compare tokens, its cost stays keyless).
+GRAIN = ("day", "model", "project", "workspace", "api_key")
 DEFAULT_GRAIN = ("day", "model")
 #: A price difference is systematic when every cell of a model is within this of the model's ratio.
 SYSTEMATIC_SPREAD = Decimal("0.005")
@@ -114,7 +115,7 @@ class Cell:
 # --- the ledger's side -----------------------------------------------------------------------------
 _LEDGER_SQL = f"""
 SELECT date(start_ns / 1000000000, 'unixepoch') AS day, COALESCE(response_model, request_model) AS model,
-       provider_project, provider_workspace, {NO_COST_KIND} AS kind, COUNT(*),
+       provider_project, provider_workspace, api_key_hint, {NO_COST_KIND} AS kind, COUNT(*),
        SUM(input_tokens - COALESCE(cache_read_tokens, 0) - COALESCE(cache_write_tokens, 0)),
        SUM(cache_read_tokens), SUM(COALESCE(cache_write_tokens, 0) - COALESCE(cache_write_1h_tokens, 0)),
        SUM(cache_write_1h_tokens), SUM(output_tokens),
@@ -123,7 +124,7 @@ SELECT date(start_ns / 1000000000, 'unixepoch') AS day, COALESCE(response_model,
 FROM spans
 WHERE llm = 1 AND provider = ? AND start_ns >= ? AND start_ns < ?
   AND (error_type IS NULL OR error_type != '{STOPPED_ERROR_TYPE}')
-GROUP BY day, model, provider_project, provider_workspace, kind
+GROUP BY day, model, provider_project, provider_workspace, api_key_hint, kind
 """
 
 
@@ -131,11 +132,11 @@ def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_n
                  grain: Sequence[str]) -> dict[tuple, Cell]:
     cells: dict[tuple, Cell] = {}
     for row in conn.execute(_LEDGER_SQL, (provider, since_ns, until_ns)):
-        day, model, project, workspace, kind, calls = row[:6]
-        tokens = dict(zip(CLASSES, (int(t or 0) for t in row[6:11])))
-        cost_input, cost_read, cost_write, cost_output, fees, total = (int(c or 0) for c in row[11:17])
+        day, model, project, workspace, key, kind, calls = row[:7]
+        tokens = dict(zip(CLASSES, (int(t or 0) for t in row[7:12])))
+        cost_input, cost_read, cost_write, cost_output, fees, total = (int(c or 0) for c in row[12:18])
         cell = _cell(cells, grain, {"day": day, "model": normalise_model_id(model), "project": project,
-                                    "workspace": workspace})
+                                    "workspace": workspace, "api_key": key})
         if kind == "no_usage":
             cell.no_usage_calls += calls
             continue
@@ -151,15 +152,31 @@ def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_n
     return cells
 
 
-def provider_cells(lines: Iterable[Line], grain: Sequence[str]) -> dict[tuple, Cell]:
+def provider_cells(lines: Iterable[Line], grain: Sequence[str], ledger_hints: Iterable[str] = ()) -> dict[tuple, Cell]:
+    """The provider's lines per cell; a key's redacted form is matched to the ledger's hint of it."""
+    hints = list(ledger_hints)
     cells: dict[tuple, Cell] = {}
     for line in lines:
+        key = next((h for h in hints if line.api_key and hints_match(line.api_key, h)), line.api_key)
         cell = _cell(cells, grain, {"day": line.day.isoformat(), "model": line.model, "project": line.project,
-                                    "workspace": line.workspace})
+                                    "workspace": line.workspace, "api_key": key})
         _add(cell.provider.tokens, line.tokens)
         _add(cell.provider.cost_nano, line.cost_nano)
         cell.provider.calls += line.requests
     return cells
+
+
+def hints_match(redacted: str, hint: str) -> bool:
+    """Whether the admin API's redacted key (``sk-abc...wxyz``, ``sk-ant-api03-R2D...igAA``) is the ledger's hint.
+
+    Both keep a head and the last 4 characters; the provider may keep fewer of the head.
+    """
+    def parts(text: str) -> tuple[str, str]:
+        head, _, tail = text.replace("*", ".").partition("...")
+        return head.rstrip("."), tail.lstrip(".")
+
+    (head_a, tail_a), (head_b, tail_b) = parts(redacted), parts(hint)
+    return bool(tail_a) and tail_a[-4:] == tail_b[-4:] and (head_a.startswith(head_b) or head_b.startswith(head_a))
 
 
 def _cell(cells: dict[tuple, Cell], grain: Sequence[str], values: dict) -> Cell:

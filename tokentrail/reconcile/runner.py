@@ -18,10 +18,12 @@ BASE_URLS = {"openai": ("OPENAI_BASE_URL", sources.OPENAI_BASE), "anthropic": ("
 def run(conn: sqlite3.Connection, provider: str, base_url: str, key: str, since: datetime, until: datetime,
         grain: Sequence[str] = engine.DEFAULT_GRAIN, *, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The comparison of ``provider``'s bill over [since, until) (UTC day bounds) with the ledger."""
-    lines = PROVIDERS[provider](base_url, key, since, until, sleep=sleep)
+    lines = PROVIDERS[provider](base_url, key, since, until, keys="api_key" in grain, sleep=sleep)
     ns = (int(since.timestamp()) * 10**9, int(until.timestamp()) * 10**9)
-    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain), engine.provider_cells(lines, grain), grain,
-                            provider)
+    hints = [r[0] for r in conn.execute("SELECT DISTINCT api_key_hint FROM spans WHERE llm = 1 AND provider = ?"
+                                        " AND api_key_hint IS NOT NULL", (provider,))] if "api_key" in grain else []
+    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain),
+                            engine.provider_cells(lines, grain, hints), grain, provider)
     result.update(provider=provider, since=since.date().isoformat(), until=until.date().isoformat(),
                   rate_card_version=store.rate_card_versions(conn, provider, *ns))
     return result

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from tokentrail.processor.usage import normalise_model_id
 
@@ -139,8 +139,12 @@ def _pages(url: str, params: list[tuple[str, str]], headers: dict[str, str], pro
 _OPENAI_CLASS = {"input": "input", "cached input": "cache_read", "output": "output"}
 
 
-def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, sleep: Sleep = time.sleep) -> list[Line]:
-    """``/organization/usage/completions`` and ``/organization/costs`` by day, model and project."""
+def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, keys: bool = False,
+                 sleep: Sleep = time.sleep) -> list[Line]:
+    """``/organization/usage/completions`` and ``/organization/costs`` by day, model, project and key.
+
+    ``keys``: name each key by its redacted form (``/organization/projects/<id>/api_keys``), as the ledger does.
+    """
     base = base_url.rstrip("/")
     headers = {"authorization": f"Bearer {key}"}
     window = [("start_time", str(int(since.timestamp()))), ("end_time", str(int(until.timestamp()))),
@@ -156,7 +160,7 @@ def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, s
             line.tokens["cache_read"] += cached
             line.tokens["output"] += int(r.get("output_tokens") or 0)
             line.requests += int(r.get("num_model_requests") or 0)
-    costs = window + [("group_by", g) for g in ("line_item", "project_id")]
+    costs = window + [("group_by", g) for g in ("line_item", "project_id", "api_key_id")]
     for bucket in _pages(base + "/organization/costs", costs, headers, "openai", sleep):
         day = _day(bucket.get("start_time"))
         for r in bucket.get("results") or ():
@@ -164,9 +168,20 @@ def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, s
             if str(amount.get("currency", "usd")).lower() != "usd":
                 raise SourceError(f"openai costs in {amount.get('currency')!r}: only USD bills are reconciled")
             model, kind = _openai_line_item(r.get("line_item"))
-            line = _line(lines, day, model, r.get("project_id"), None, None, costs_only=True)
+            line = _line(lines, day, model, r.get("project_id"), r.get("api_key_id"), None)
             line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(amount.get("value", 0))
+    if keys:
+        _name_keys(lines.values(), _openai_key_names(base, headers, sleep))
     return list(lines.values())
+
+
+def _openai_key_names(base: str, headers: dict[str, str], sleep: Sleep) -> dict[str, str]:
+    names = {}
+    for project in _listing(base + "/organization/projects", headers, "openai", sleep):
+        for item in _listing(f"{base}/organization/projects/{project['id']}/api_keys", headers, "openai", sleep):
+            if item.get("id") and item.get("redacted_value"):
+                names[item["id"]] = item["redacted_value"]
+    return names
 
 
 def _openai_line_item(item: Any) -> tuple[str, str]:
@@ -190,9 +205,12 @@ _ANTHROPIC_CLASS = {
 _CENTS = Decimal("0.01")
 
 
-def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *,
+def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *, keys: bool = False,
                     sleep: Sleep = time.sleep) -> list[Line]:
-    """``usage_report/messages`` and ``cost_report`` by day, model and workspace."""
+    """``usage_report/messages`` and ``cost_report`` by day, model, workspace and (usage only) key.
+
+    ``keys``: name each key by its ``partial_key_hint`` (``/v1/organizations/api_keys``), as the ledger does.
+    """
     base = base_url.rstrip("/")
     headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
     window = [("starting_at", _rfc3339(since)), ("ending_at", _rfc3339(until)), ("bucket_width", "1d"),
@@ -218,18 +236,42 @@ def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *
             kind = _ANTHROPIC_CLASS.get(r.get("token_type") or "", OTHER) if r.get("cost_type") in (None, "tokens") \
                 else OTHER
             model = r.get("model") if kind != OTHER else ""
-            line = _line(lines, day, model, None, None, r.get("workspace_id"), costs_only=True)
+            line = _line(lines, day, model, None, None, r.get("workspace_id"))
             line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(r.get("amount", "0"), _CENTS)
+    if keys:
+        names = {item["id"]: item["partial_key_hint"]
+                 for item in _listing(base + "/v1/organizations/api_keys", headers, "anthropic", sleep)
+                 if item.get("id") and item.get("partial_key_hint")}
+        _name_keys(lines.values(), names)
     return list(lines.values())
 
 
 # --- shared ----------------------------------------------------------------------------------------
-def _line(lines: dict[tuple, Line], day: date, model: Any, project: Any, api_key: Any, workspace: Any,
-          costs_only: bool = False) -> Line:
-    # The cost reports group by project / workspace but not by key: their lines carry no key.
-    line = Line(day, normalise_model_id(model), project or None, None if costs_only else api_key or None,
-                workspace or None)
+def _line(lines: dict[tuple, Line], day: date, model: Any, project: Any, api_key: Any, workspace: Any) -> Line:
+    line = Line(day, normalise_model_id(model), project or None, api_key or None, workspace or None)
     return lines.setdefault(line.key(), line)
+
+
+def _name_keys(lines: Iterable[Line], names: dict[str, str]) -> None:
+    for line in lines:
+        if line.api_key in names:
+            line.api_key = names[line.api_key]
+
+
+def _listing(url: str, headers: dict[str, str], provider: str, sleep: Sleep) -> Iterator[dict]:
+    """Every item of a cursor-paged admin list (``after`` / ``after_id`` = the last id, while ``has_more``)."""
+    cursor = "after" if provider == "openai" else "after_id"
+    after: str | None = None
+    while True:
+        query = [("limit", "100")] + ([(cursor, after)] if after else [])
+        body = get_json(f"{url}?{urllib.parse.urlencode(query)}", headers, provider, sleep)
+        items = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise SourceError(f"{provider} admin API sent an unexpected list (no data) from {url}")
+        yield from (i for i in items if isinstance(i, dict))
+        after = body.get("last_id") or (items[-1].get("id") if items else None)
+        if not body.get("has_more") or not after:
+            return
 
 
 def _day(value: Any) -> date:

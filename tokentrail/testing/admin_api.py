@@ -26,6 +26,10 @@ pagination and errors follow the API references (read 2026-12):
   ``group_by[]=description`` ``description``, ``model``, ``token_type``, ``cost_type``,
   ``service_tier``, ``context_window``; auth ``x-api-key`` plus ``anthropic-version``;
   errors ``{"type": "error", "error": {"type", "message"}}``.
+- API key lists: OpenAI ``GET /v1/organization/projects`` and ``.../projects/<id>/api_keys``
+  (``organization.project.api_key`` with ``id`` and ``redacted_value``), Anthropic
+  ``GET /v1/organizations/api_keys`` (``id``, ``partial_key_hint``, ``workspace_id``); cursor pages
+  (``has_more``, ``last_id``; one page here).
 
 ``server.enqueue(rate_limited("openai", retry_after=0))`` answers the next request with a 429.
 """
@@ -70,6 +74,9 @@ class AdminBook:
     anthropic_costs: list[dict[str, Any]] = field(default_factory=list)
     #: The largest page a request may ask for; smaller than the period so pagination is exercised.
     page_size: int = 2
+    #: API keys: OpenAI ``{project_id: {key_id: redacted_value}}``; Anthropic ``{key_id: partial_key_hint}``.
+    openai_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    anthropic_keys: dict[str, str] = field(default_factory=dict)
     #: Request number (0-based, over every admin route) -> the response it gets instead, e.g. a 429
     #: on the second page: ``{1: rate_limited("openai")}``.
     script: dict[int, FakeResponse] = field(default_factory=dict)
@@ -89,6 +96,9 @@ def register(server: FakeProviderServer, book: AdminBook) -> None:
         (r"/v1/organization/costs", _openai_costs),
         (r"/v1/organizations/usage_report/messages", _anthropic_usage),
         (r"/v1/organizations/cost_report", _anthropic_costs),
+        (r"/v1/organization/projects", _openai_projects),
+        (r"/v1/organization/projects/([^/]+)/api_keys", _openai_project_keys),
+        (r"/v1/organizations/api_keys", _anthropic_keys),
     )
     for pattern, handler in routes:
         server.route("GET", pattern, _scripted(book, handler))
@@ -180,7 +190,38 @@ def _openai_costs(request: FakeRequest, book: AdminBook) -> FakeResponse:
     return _openai_page(request, book, results)
 
 
+def _openai_list(request: FakeRequest, items: list[dict]) -> FakeResponse:
+    if (denied := _openai_auth(request)) is not None:
+        return denied
+    return FakeResponse(json={"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                              "last_id": items[-1]["id"] if items else None, "has_more": False})
+
+
+def _openai_projects(request: FakeRequest, book: AdminBook) -> FakeResponse:
+    return _openai_list(request, [{"id": p, "object": "organization.project", "name": p, "created_at": 1_700_000_000,
+                                   "archived_at": None, "status": "active"} for p in book.openai_keys])
+
+
+def _openai_project_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
+    keys = book.openai_keys.get(request.match.group(1), {})
+    return _openai_list(request, [
+        {"object": "organization.project.api_key", "redacted_value": redacted, "name": key_id,
+         "created_at": 1_700_000_000, "last_used_at": None, "id": key_id,
+         "owner": {"type": "service_account", "service_account": {"id": "svc_acct_1", "name": "svc"}}}
+        for key_id, redacted in keys.items()])
+
+
 # --- Anthropic ---------------------------------------------------------------------------------
+def _anthropic_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
+    if (denied := _anthropic_guard(request)) is not None:
+        return denied
+    items = [{"id": key_id, "type": "api_key", "name": key_id, "workspace_id": None, "created_at": "2026-01-01T00:00:00Z",
+              "created_by": {"id": "user_01", "type": "user"}, "partial_key_hint": hint, "status": "active"}
+             for key_id, hint in book.anthropic_keys.items()]
+    return FakeResponse(json={"data": items, "has_more": False, "first_id": items[0]["id"] if items else None,
+                              "last_id": items[-1]["id"] if items else None})
+
+
 def _anthropic_guard(request: FakeRequest) -> FakeResponse | None:
     if request.headers.get("x-api-key") != ANTHROPIC_ADMIN_KEY:
         return anthropic_error(401, "invalid x-api-key")
