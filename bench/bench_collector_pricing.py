@@ -114,7 +114,7 @@ def main() -> None:
             config, _ = ottl.processor_config(models)
             path = tmp_path / f"pricing-{n}.yaml"
             path.write_text(ottl.render(config))
-            statements = len(config["trace_statements"][0]["statements"])
+            statements = sum(len(g["statements"]) for g in config["trace_statements"])
             modes[f"{n} models"] = (path, bodies(models, args.spans), statements)
         modes["baseline"] = (None, modes[f"{sizes[0]} models"][1], 0)
         results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}

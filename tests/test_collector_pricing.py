@@ -16,19 +16,12 @@ import yaml
 from collector_fixtures import OVERLAY, SHIPPED_CONFIG, collector_binary, overlay_env
 from tokentrail.cli import _common, collector
 from tokentrail.processor.pricing import ottl, price_span
+from tokentrail.processor.usage import Usage
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing.collector import Collector, otlp_json, post_otlp, read_spans, validate
 
 VECTORS = yaml.safe_load((Path(__file__).parent / "vectors" / "pricing.yaml").read_text())
 CASES = {case["name"]: case for case in VECTORS["cases"]}
-_USAGE = {
-    "input_tokens": attr.GEN_AI_USAGE_INPUT_TOKENS,
-    "output_tokens": attr.GEN_AI_USAGE_OUTPUT_TOKENS,
-    "cache_read_tokens": attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-    "cache_write_tokens": attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
-    "cache_write_1h_tokens": attr.TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS,
-    "reasoning_tokens": attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-}
 _FIELDS = {
     "provider": attr.GEN_AI_PROVIDER_NAME,
     "system": attr.GEN_AI_SYSTEM,
@@ -51,7 +44,8 @@ def start_ns(text: str) -> int:
 def span_attributes(case: dict) -> dict:
     out = {attr.GEN_AI_OPERATION_NAME: _OPERATION}
     out.update({_FIELDS[k]: case[k] for k in _FIELDS if k in case})
-    out.update({_USAGE[k]: v for k, v in case["usage"].items()})
+    if case["usage"]:  # raw values as given (a double, a string): Usage writes them, it does not check them
+        out.update(Usage(**case["usage"]).to_attributes())
     return out
 
 
