@@ -206,18 +206,17 @@ def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Seque
             _add(mine.cost_nano, theirs.cost_nano)
             mine.calls += theirs.calls
         total.no_usage_calls += cell.no_usage_calls
-    residual = {}
+    explained: dict[str, dict] = {}
     for cell in cells:
         for c in cell.explain():
-            residual[c["category"]] = residual.get(c["category"], 0) + c["nano"]
+            into = explained.setdefault(c["category"], {"category": c["category"], "nano": 0, "why": c["why"]})
+            into["nano"] += c["nano"]
+            if "calls" in c:
+                into["calls"] = into.get("calls", 0) + c["calls"]
     return {
         "grain": list(grain),
         "cells": [_cell_json(cell, grain) for cell in cells],
-        "total": {
-            **_sides_json(total),
-            "explained": sorted(({"category": k, "nano": v, "why": _WHY[k]} for k, v in residual.items()),
-                                key=lambda c: -abs(c["nano"])),
-        },
+        "total": {**_sides_json(total), "explained": sorted(explained.values(), key=lambda c: -abs(c["nano"]))},
         "suggestions": suggestions(cells, grain, name),
     }
 
