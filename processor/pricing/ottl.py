@@ -107,7 +107,8 @@ def entries(models: Sequence[tuple[str | None, str]]) -> tuple[list[Entry], list
         if provider is None:
             # Without a provider: every provider value the span may carry (none included) under which
             # the rate card prices the name, each resolved as price_span resolves it.
-            candidates = [("", ("",)), *spellings.items()]
+            candidates = [("", ("",)), *spellings.items(),
+                          *((p, (p,)) for p in sorted(_overlay_providers()) if p not in spellings)]
         else:
             name = _providers.normalize_provider(provider)
             candidates = [(name, spellings.get(name, (name,)))]
@@ -134,6 +135,7 @@ def entries(models: Sequence[tuple[str | None, str]]) -> tuple[list[Entry], list
 
 
 def _periods(resolved) -> tuple:
+    """((start, end, rates), ...) over the model's price periods; neighbours of equal rates merged."""
     bounds = resolved.boundaries
     starts: list[int | None] = [None, *bounds]
     ends: list[int | None] = [*bounds, None]
