@@ -24,10 +24,9 @@ import pytest
 
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as m
-from tokentrail.testing import fake_provider
+from tokentrail.testing import fake_provider, openai_api
 
-openai_api = pytest.importorskip("tokentrail.testing.openai_api")
-pytest.importorskip("openai")
+pytestmark = pytest.mark.slow  # every test starts Python subprocesses
 
 APP = textwrap.dedent(
     """
@@ -164,14 +163,12 @@ def test_a_tokentrail_as_the_only_distro(tmp_path):
 
 
 def test_b_beside_opentelemetry_distro_chosen_by_env(tmp_path):
-    pytest.importorskip("opentelemetry.distro")
     spans, docs = _run(tmp_path, {**NO_OFFICIAL, "OTEL_PYTHON_DISTRO": "tokentrail",
                                   "OTEL_PYTHON_CONFIGURATOR": "tokentrail"})
     _assert_owned_priced(spans, docs)
 
 
 def test_c_another_configurator_won(tmp_path):
-    pytest.importorskip("opentelemetry.distro")
     spans, docs = _run(tmp_path, {**NO_OFFICIAL, "OTEL_PYTHON_DISTRO": "distro",
                                   "OTEL_PYTHON_CONFIGURATOR": "configurator"})
     # Priced before end by our instrumentation, owned via the post-instrument hook,
@@ -196,7 +193,6 @@ OPENLLMETRY_OPENAI = "opentelemetry-instrumentation-openai"
 def test_one_llm_span_with_the_official_openai_instrumentation_installed(tmp_path):
     """Official OpenAI instrumentation installed too (OpenLLMetry's hidden if present):
     one LLM span per call, ours, priced and owned; the official span is dropped."""
-    pytest.importorskip("opentelemetry.instrumentation.genai.openai")
     shadow = _hide_distributions(tmp_path, OPENLLMETRY_OPENAI)
     spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"},
                        pythonpath=[shadow])
@@ -204,7 +200,6 @@ def test_one_llm_span_with_the_official_openai_instrumentation_installed(tmp_pat
 
 
 def test_one_llm_span_with_openllmetry_openai_installed(tmp_path):
-    pytest.importorskip("opentelemetry.instrumentation.openai")
     shadow = _hide_distributions(tmp_path, "opentelemetry-instrumentation-genai-openai")
     spans, docs = _run(tmp_path, {"OTEL_PYTHON_DISTRO": "tokentrail", "OTEL_PYTHON_CONFIGURATOR": "tokentrail"},
                        pythonpath=[shadow])
