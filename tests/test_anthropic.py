@@ -27,6 +27,8 @@ from tokentrail.testing import bedrock_api
 from tokentrail.testing.pipeline import InMemoryPipeline
 from tokentrail.testing.server import FakeResponse
 
+from helpers import only_llm_span, usd
+
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -50,16 +52,6 @@ def client(server, **kw):
 
 def aclient(server, **kw):
     return anthropic.AsyncAnthropic(base_url=server.url, api_key="test-key", max_retries=0, **kw)
-
-
-def only_llm_span(pipeline):
-    spans = pipeline.llm_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
-
-
-def usd(span) -> Decimal:
-    return Decimal(span.attributes[attr.TOKENTRAIL_COST_NANO_USD]) / Decimal(10**9)
 
 
 def check_invariants(span) -> Usage:

@@ -24,6 +24,8 @@ from tokentrail.semconv import attributes as attr
 from tokentrail.testing import bedrock_api as fake
 from tokentrail.testing.pipeline import InMemoryPipeline
 
+from helpers import only_llm_span, usd
+
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 MODELS = {
     "anthropic": CLAUDE,
@@ -39,16 +41,6 @@ def client(server):
     return boto3.client("bedrock-runtime", endpoint_url=server.url, region_name="us-east-1",
                         aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
                         config=Config(retries={"total_max_attempts": 1}))
-
-
-def only_llm_span(pipeline):
-    spans = pipeline.llm_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
-
-
-def usd(span) -> Decimal:
-    return Decimal(span.attributes[attr.TOKENTRAIL_COST_NANO_USD]) / Decimal(10**9)
 
 
 def outcome(span):

@@ -26,6 +26,8 @@ from tokentrail.instrumentation.google_genai import GoogleGenAIInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import InMemoryPipeline, gemini_api
 
+from helpers import only_llm_span
+
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 USAGE_KEYS = (
     attr.GEN_AI_USAGE_INPUT_TOKENS,
@@ -75,12 +77,6 @@ def usage_of(span) -> dict:
 
 def cost_usd(span) -> Decimal:
     return Decimal(span.attributes[attr.TOKENTRAIL_COST_NANO_USD]) / Decimal(10**9)
-
-
-def only_llm_span(pipeline):
-    spans = pipeline.llm_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
 
 
 # (scenario, model, expected usage, expected USD from the published prices)

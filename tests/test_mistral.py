@@ -22,6 +22,9 @@ from tokentrail.instrumentation.mistral import MistralInstrumentor
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import InMemoryPipeline, mistral_api
 
+from helpers import only_llm_span
+from helpers import usd as cost_usd
+
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 USAGE_KEYS = (
     attr.GEN_AI_USAGE_INPUT_TOKENS,
@@ -55,16 +58,6 @@ def call(client, mode: str, model: str, **kwargs):
         return [e async for e in await client.chat.stream_async(model=model, messages=MESSAGES, **kwargs)]
 
     return asyncio.run(run())
-
-
-def only_llm_span(pipeline):
-    spans = pipeline.llm_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
-
-
-def cost_usd(span) -> Decimal:
-    return Decimal(span.attributes[attr.TOKENTRAIL_COST_NANO_USD]) / Decimal(10**9)
 
 
 WORKED = [
