@@ -318,9 +318,10 @@ class fallback(Scope):
 # the LLM call lifecycle: the pre-flight check (limits, admission) and the priced end
 # --------------------------------------------------------------------------------------------
 class _Admitted:
-    __slots__ = ("chain", "estimate_nano", "retry", "fallback_from", "model", "sdk_retries")
+    __slots__ = ("span", "chain", "estimate_nano", "retry", "fallback_from", "model", "sdk_retries")
 
-    def __init__(self, chain, estimate_nano, retry_attempt, fallback_from, model):
+    def __init__(self, span, chain, estimate_nano, retry_attempt, fallback_from, model):
+        self.span = span
         self.chain = chain
         self.estimate_nano = estimate_nano
         self.retry = retry_attempt
@@ -329,8 +330,9 @@ class _Admitted:
         self.sdk_retries = 0
 
 
-# Calls admitted and not yet ended, by id(span): popped at the call's end, which every
-# admitted call reaches (genai_span ends a call exactly once, stopped ones too).
+# Calls admitted and not yet ended, by span id (an SDK may make a non-recording span carrying
+# ours current while it sends): popped at the call's end, which every admitted call reaches
+# (genai_span ends a call exactly once, stopped ones too).
 _admitted: dict[int, _Admitted] = {}
 register_reset(_admitted.clear)
 
@@ -389,7 +391,7 @@ def check(planned: preflight.PlannedCall) -> None:
     if blocked is not None:
         preflight.stop(span, blocked)
     try:
-        _admitted[id(span)] = _Admitted(chain, estimate, attempt, from_model, planned.model)
+        _admitted[_key(span)] = _Admitted(span, chain, estimate, attempt, from_model, planned.model)
         marks: dict[str, Any] = {attr.TOKENTRAIL_TASK_CALL_INDEX: index}
         if attempt:
             marks[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
@@ -407,9 +409,11 @@ def note_sdk_retry(retries_taken: int) -> None:
         return
     try:
         span = trace.get_current_span()
+        entry = _admitted.get(_key(span))
+        if entry is not None:
+            span = entry.span
         if not span.is_recording():
             return
-        entry = _admitted.get(id(span))
         if entry is not None:
             entry.sdk_retries = retries_taken
             app_attempt = entry.retry or 0
@@ -436,12 +440,16 @@ def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:
     nano = 0
     try:
         nano = _cost_nano(attributes)
-        entry = _admitted.pop(id(span), None)
+        entry = _admitted.pop(_key(span), None)
         if entry is not None:
             _account(entry, attributes, nano)
     except Exception:
         _log.debug("tokentrail: task accounting of an LLM call failed", exc_info=True)
     preflight.call_ended(span, attributes, nano)
+
+
+def _key(span: Any) -> int:
+    return span.get_span_context().span_id
 
 
 def _cost_nano(attributes: Mapping[str, Any]) -> int:
