@@ -29,6 +29,8 @@ from typing import Any
 
 import wrapt
 
+from tokentrail.semconv import attributes as attr
+
 _log = logging.getLogger(__name__)
 
 
@@ -249,6 +251,10 @@ class StreamState:
         """An error the stream reported in an item rather than by raising."""
         return None
 
+    def partial(self) -> bool:
+        """True when the usage is what the stream reported before it was cut (not its final count)."""
+        return False
+
 
 class StateStreamHooks(StreamHooks):
     """Ends a ``genai_span.LLMCall`` when its stream finishes, with what the ``StreamState`` folded."""
@@ -273,6 +279,8 @@ class StateStreamHooks(StreamHooks):
         call, state = self.call, self.state
         call.set_response(**state.response())
         call.read_usage(state.usage)
+        if call.usage is not None and state.partial():
+            call.set(attr.TOKENTRAIL_USAGE_PARTIAL, True)
         if call.capture_content:
             call.capture_messages(output_messages=state.output_messages())
         error = state.error()

@@ -79,6 +79,8 @@ TOKENTRAIL_COST_CACHE_SAVINGS = 'tokentrail.cost.cache_savings'
 TOKENTRAIL_COST_NANO_USD = 'tokentrail.cost.nano_usd'
 #: priced | unpriced (model not on the rate card) | no_usage (the call reported no usable usage).
 TOKENTRAIL_COST_STATUS = 'tokentrail.cost.status'
+#: True when a stream ended (cut, closed or abandoned) before its final usage; the call is priced on the counts reported so far (Anthropic - message_start's input and cache counts, and its placeholder output count).
+TOKENTRAIL_USAGE_PARTIAL = 'tokentrail.usage.partial'
 #: Identifies the price data (genai-prices version + overlay digests) used for the cost.
 TOKENTRAIL_RATE_CARD_VERSION = 'tokentrail.rate_card.version'
 #: Service tier priced (standard, batch, flex, priority), plus the context tier when one applied (e.g. standard,context>200k).
@@ -188,6 +190,7 @@ ALL_ATTRIBUTES = (
     TOKENTRAIL_COST_CACHE_SAVINGS,
     TOKENTRAIL_COST_NANO_USD,
     TOKENTRAIL_COST_STATUS,
+    TOKENTRAIL_USAGE_PARTIAL,
     TOKENTRAIL_RATE_CARD_VERSION,
     TOKENTRAIL_PRICING_TIER,
     TOKENTRAIL_PRICING_MODEL,

@@ -318,3 +318,43 @@ def test_a_caller_who_asked_for_stream_options_gets_the_servers_error_unchanged(
                 client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
                                                stream_options={"include_usage": True})
         assert len(server.requests) == 1
+
+
+# --- an Anthropic stream cut or abandoned mid-way is marked partial -------------------------------
+def _anthropic_stream(anthropic_pipeline, server, events_read):
+    import anthropic
+    from tokentrail.testing import anthropic_api
+    from tokentrail.testing.server import FakeResponse
+
+    server.enqueue(FakeResponse(sse=anthropic_api.message_events(usage=anthropic_api.usage_block(8000, 1200))))
+    with anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0) as client:
+        stream = client.messages.create(model="claude-sonnet-4-20250514", max_tokens=2000, messages=MESSAGES,
+                                        stream=True)
+        for _ in range(events_read):
+            next(stream)
+        stream.close()
+    return only_span(anthropic_pipeline)
+
+
+def test_an_anthropic_stream_closed_mid_way_is_priced_as_partial(anthropic_pipeline, server):
+    span = _anthropic_stream(anthropic_pipeline, server, events_read=3)
+    assert span.attributes[attr.TOKENTRAIL_USAGE_PARTIAL] is True
+    assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 8000  # exact: message_start's
+    assert span.attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 1  # message_start's placeholder
+    assert usd(span) * 10**6 == 24015  # 8,000 in at $3/M + 1 out at $15/M = $0.024015
+
+
+def test_a_whole_anthropic_stream_is_not_partial(anthropic_pipeline, server):
+    span = _anthropic_stream(anthropic_pipeline, server, events_read=0)
+    assert attr.TOKENTRAIL_USAGE_PARTIAL not in span.attributes  # closed before message_start: no usage at all
+    anthropic_pipeline.clear()
+    import anthropic
+    from tokentrail.testing import anthropic_api
+    from tokentrail.testing.server import FakeResponse
+
+    server.enqueue(FakeResponse(sse=anthropic_api.message_events(usage=anthropic_api.usage_block(8000, 1200))))
+    with anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0) as client:
+        list(client.messages.create(model="claude-sonnet-4-20250514", max_tokens=2000, messages=MESSAGES, stream=True))
+    span = only_span(anthropic_pipeline)
+    assert attr.TOKENTRAIL_USAGE_PARTIAL not in span.attributes
+    assert usd(span) * 1000 == 42  # $0.042

@@ -85,16 +85,18 @@ class MessageStreamState(StreamState):
 
     Feed every raw event (``RawMessageStreamEvent`` or decoded dict) to ``add``; it never
     raises. ``message_delta`` counts are cumulative, so they replace (never add to) what
-    ``message_start`` said.
+    ``message_start`` said. A stream that ends before any ``message_delta`` is ``partial``:
+    priced on ``message_start``'s counts (exact input and cache, placeholder output).
     """
 
-    __slots__ = ("usage_block", "model", "response_id", "stop_reason")
+    __slots__ = ("usage_block", "model", "response_id", "stop_reason", "delta_seen")
 
     def __init__(self) -> None:
         self.usage_block: dict[str, Any] | None = None
         self.model: str | None = None
         self.response_id: str | None = None
         self.stop_reason: str | None = None
+        self.delta_seen = False
 
     def add(self, event: Any) -> None:
         try:
@@ -106,6 +108,7 @@ class MessageStreamState(StreamState):
                 self.usage_block = _usage_dict(field(message, "usage"))
             elif kind == "message_delta":
                 delta_usage = field(event, "usage")
+                self.delta_seen = self.delta_seen or delta_usage is not None
                 merged = dict(self.usage_block or {})
                 for name in _DELTA_FIELDS:
                     value = field(delta_usage, name)
@@ -124,6 +127,9 @@ class MessageStreamState(StreamState):
     def usage(self) -> Usage | None:
         """The usage seen so far; None before ``message_start``. Raises ``InvalidUsage``."""
         return None if self.usage_block is None else usage_from_anthropic(self.usage_block)
+
+    def partial(self) -> bool:
+        return not self.delta_seen
 
 
 def _usage_dict(usage: Any) -> dict[str, Any]:
