@@ -96,3 +96,8 @@ def test_every_code_block_runs_as_written(tmp_path):
     assert task.split()[:1] == ["3"] and task.split()[-1] == "ok", task  # three calls, counted by the task
     assert outputs["tokentrail --version"].startswith("tokentrail ")
     assert "total" in outputs["tokentrail price gpt-5.4-mini --input 10000 --cache-read 2000 --output 1200"]
+
+
+def test_no_install_line_anywhere_points_at_an_index():
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        assert not re.search(r"pip install tokentrail\[", page.read_text()), page.name
