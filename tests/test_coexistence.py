@@ -404,3 +404,100 @@ def test_three_anthropic_instrumentations_stacked_still_one_span(server, positio
         assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
         http = _http_spans(p)
         assert http and {s.parent.span_id for s in http} == {span.context.span_id}
+
+
+def _ledger_rows(path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT span_id, parent_span_id, name, llm, cost_status, cost_nano FROM spans").fetchall()
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=[CASES[0].id, CASES[3].id])
+def test_ledger_without_cost_processor_counts_each_call_once(server, case, tmp_path, caplog):
+    # A manual set-up: the ledger exporter straight behind a BatchSpanProcessor, two
+    # instrumentations of one SDK (theirs inside ours), no CostSpanProcessor. The call's spans
+    # in one batch (no scheduled export in between): a span under a duplicate is moved only
+    # when the ledger sees the duplicate with it (CostSpanProcessor knows it from the start).
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from tokentrail.ledger.exporter import LedgerSpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(LedgerSpanExporter(str(tmp_path / "l.db")),
+                                                   schedule_delay_millis=600_000))
+    instrumentors = [*_http_instrumentors(), case.theirs(), case.ours()]
+    for inst in instrumentors:
+        inst.instrument(tracer_provider=provider, skip_dep_check=True)
+    try:
+        with tokentrail.attribute(tenant="acme"):
+            case.call(server)
+    finally:
+        for inst in reversed(instrumentors):
+            inst.uninstrument()
+        provider.shutdown()
+    rows = _ledger_rows(tmp_path / "l.db")
+    [llm] = [r for r in rows if r[3]]
+    assert llm[4:] == ("priced", int(case.usd * 10**9))
+    assert {r[1] for r in rows if r[2] == "POST"} == {llm[0]}  # the HTTP span under the LLM span
+    assert "without CostSpanProcessor" not in caplog.text  # nothing it could not tell
+
+
+def test_ledger_says_once_when_no_cost_processor_saw_the_spans(server, tmp_path, caplog):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tokentrail.ledger.exporter import LedgerSpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(LedgerSpanExporter(str(tmp_path / "l.db"))))
+    theirs = CASES[0].theirs()
+    theirs.instrument(tracer_provider=provider, skip_dep_check=True)
+    try:
+        with tokentrail.attribute(tenant="acme"):
+            call_openai(server)
+            call_openai(server)
+    finally:
+        theirs.uninstrument()
+        provider.shutdown()
+    assert caplog.text.count("LLM spans reach LedgerSpanExporter without CostSpanProcessor") == 1
+    assert "CostSpanProcessor(BatchSpanProcessor(LedgerSpanExporter()))" in caplog.text
+    assert [r[4:] for r in _ledger_rows(tmp_path / "l.db") if r[3]] == [("priced", int(OPENAI_USD * 10**9))] * 2
+
+
+def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix(caplog):
+    from tokentrail.distro import price_every_export_path
+
+    class VendorTracerProvider:
+        def get_tracer(self, *args, **kwargs):
+            raise AssertionError("not used")
+
+    assert price_every_export_path(VendorTracerProvider()) is False
+    assert "VendorTracerProvider, not the OpenTelemetry SDK's" in caplog.text
+    assert "Fix: add tokentrail.processor.cost.CostSpanProcessor" in caplog.text
+
+
+def test_an_sdk_provider_built_without_us_gets_every_export_path_wrapped():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tokentrail.distro import price_every_export_path
+    from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
+
+    provider = TracerProvider()
+    first, second = SimpleSpanProcessor(InMemorySpanExporter()), BatchSpanProcessor(InMemorySpanExporter())
+    provider.add_span_processor(first)
+    provider.add_span_processor(second)
+    assert not pipeline_active(provider)
+    assert price_every_export_path(provider) is True
+    processors = provider._active_span_processor._span_processors
+    assert [p.next_processor for p in processors] == [first, second]
+    assert [p._record_metrics for p in processors] == [True, False]  # each call metered once
+    assert price_every_export_path(provider) is True and provider._active_span_processor._span_processors == processors
+    bare = TracerProvider()
+    assert price_every_export_path(bare) is True
+    assert [(type(p), p.next_processor) for p in bare._active_span_processor._span_processors] == [(CostSpanProcessor, None)]
+    provider.shutdown()
+    bare.shutdown()

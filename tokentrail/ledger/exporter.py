@@ -3,6 +3,11 @@
 Use it behind a ``BatchSpanProcessor`` (the SDK configurator does): rows are built and
 written on the processor's worker thread, one transaction per batch, never on the request
 path. Failures are counted drops (``.dropped``), never exceptions.
+
+It drops other instrumentations' duplicate LLM spans itself (``processor.dedup``, as
+``CostSpanProcessor`` does), so a manual set-up without ``CostSpanProcessor`` still counts a
+call once where dedup can tell at export; when spans reach it that no ``CostSpanProcessor``
+saw, it says once that it cannot vouch for every case, and how to fix the set-up.
 """
 
 from __future__ import annotations
@@ -15,8 +20,24 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tokentrail.ledger.rows import span_to_row
 from tokentrail.ledger.writer import DEFAULT_BUSY_TIMEOUT_MS, LedgerWriter
+from tokentrail.processor import dedup, sdk
+from tokentrail.processor.usage import is_genai_call
+from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
+
+
+_NOT_BEHIND_COST_PROCESSOR = (
+    "tokentrail ledger: LLM spans reach LedgerSpanExporter without CostSpanProcessor; it prices them and drops "
+    "the duplicates it can tell at export, but cannot vouch for one row per call when several instrumentations "
+    "instrument one SDK. Fix: tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor("
+    "LedgerSpanExporter()))) (tokentrail.processor.cost), or run under opentelemetry-instrument.")
+
+
+def _unpriced_foreign_call(span: ReadableSpan) -> bool:
+    # Ours are priced before they end, and CostSpanProcessor prices the others.
+    attributes = span.attributes or {}
+    return attr.TOKENTRAIL_COST_STATUS not in attributes and is_genai_call(attributes)
 
 
 class LedgerSpanExporter(SpanExporter):
@@ -25,6 +46,7 @@ class LedgerSpanExporter(SpanExporter):
     def __init__(self, path: str | None = None, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self._writer = LedgerWriter(path, busy_timeout_ms=busy_timeout_ms)
         self._bad_span_logged = False
+        self._unseen_logged = False
 
     @property
     def path(self) -> str:
@@ -46,8 +68,15 @@ class LedgerSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             rows = []
-            for span in spans:
+            # Duplicates first: a span under one of them comes earlier in the batch.
+            for span in [s for s in spans if not dedup.is_duplicate(s)]:
                 try:
+                    moved, parent = dedup.exported_parent(span)
+                    if moved:
+                        span = sdk.enriched_copy(span, {}, parent=parent)
+                    if not self._unseen_logged and _unpriced_foreign_call(span):
+                        self._unseen_logged = True
+                        _logger.warning(_NOT_BEHIND_COST_PROCESSOR)
                     rows.append(span_to_row(span))
                 except Exception as exc:  # one odd span must not lose the batch
                     self._writer.dropped += 1
