@@ -254,3 +254,13 @@ def test_one_priced_llm_span_per_call(tmp_path, probe, case):
     proc, spans = run_app(tmp_path, probe, hidden, first, env)
     assert "tokentrail:" not in proc.stderr, proc.stderr[-3000:]  # nothing to warn about
     assert_one_priced_span_per_call(proc, spans, tmp_path)
+
+
+def test_defer_with_two_instrumentations_of_one_sdk_says_so_with_the_fix(tmp_path, probe):
+    # Deferring, tokentrail leaves the SDKs to the others: two of them on one SDK cannot be told
+    # apart, so it cannot vouch for one span per call and says so at start-up.
+    proc, spans = run_app(tmp_path, probe, env_extra={"TOKENTRAIL_COEXISTENCE": "defer"})
+    for sdk in ("openai", "anthropic"):
+        assert f"TOKENTRAIL_COEXISTENCE=defer and 2 instrumentations of {sdk}" in proc.stderr, proc.stderr[-3000:]
+    assert "Fix: unset TOKENTRAIL_COEXISTENCE" in proc.stderr
+    assert not [s for s in spans if s["scope"].startswith("tokentrail")]
