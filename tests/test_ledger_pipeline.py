@@ -99,6 +99,7 @@ APP = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # opentelemetry-instrument in a subprocess
 @pytest.mark.parametrize("exporters", ["tokentrail_ledger", "console,tokentrail_ledger"])
 def test_zero_code_otel_traces_exporter_tokentrail_ledger(tmp_path, exporters):
     (tmp_path / "app.py").write_text(APP)
