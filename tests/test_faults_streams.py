@@ -358,3 +358,18 @@ def test_a_whole_anthropic_stream_is_not_partial(anthropic_pipeline, server):
     span = only_span(anthropic_pipeline)
     assert attr.TOKENTRAIL_USAGE_PARTIAL not in span.attributes
     assert usd(span) * 1000 == 42  # $0.042
+
+
+def test_a_usage_only_chunk_with_an_explicit_null_field_is_the_servers_own_and_shown(openai_pipeline):
+    # the openai SDK's recorded moderation fixtures: the last chunk has usage and "moderation": null
+    events = CONTENT + [chunk([], usage=USAGE, moderation=None)]
+
+    def run():
+        with FaultServer() as server:
+            server.script(sse_reply(events))
+            with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0) as client:
+                return [c.model_dump() for c in client.chat.completions.create(
+                    model="gpt-4o", messages=MESSAGES, stream=True)]
+
+    baseline = bare(openai_pipeline, run)
+    assert run() == baseline and len(baseline) == 4

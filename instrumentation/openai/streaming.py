@@ -22,7 +22,8 @@ class ChatStreamState(StreamState):
 
     When the instrumentation injected ``stream_options.include_usage``, the extra final
     chunk it caused (``choices == []``, ``usage`` and nothing else) is hidden from the caller;
-    a usage-only chunk carrying anything more (``moderation``, a proxy's extra field) is shown.
+    a usage-only chunk carrying any other field (``moderation``, even null; a proxy's extra
+    field) is shown.
     """
 
     __slots__ = ("hide_usage_chunk", "usage_block", "model", "response_id", "service_tier", "finish")
@@ -76,9 +77,17 @@ class ChatStreamState(StreamState):
         return openai_usage.chat_usage(self.usage_block)
 
 
+# What the usage chunk that include_usage asks for has: any other field, even null, is the server's own.
+_USAGE_CHUNK_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage", "service_tier",
+                                 "system_fingerprint", "obfuscation"})
+
+
 def _only_usage(chunk: Any) -> bool:
     """Whether a ``choices == []`` chunk carries nothing but the usage we asked for."""
-    return getattr(chunk, "moderation", None) is None and not getattr(chunk, "model_extra", None)
+    sent = getattr(chunk, "model_fields_set", None)
+    if sent is None:
+        return getattr(chunk, "moderation", None) is None and not getattr(chunk, "model_extra", None)
+    return sent <= _USAGE_CHUNK_FIELDS and not getattr(chunk, "model_extra", None)
 
 
 class CapturingChatStreamState(ChatStreamState):
