@@ -35,6 +35,7 @@ def test_every_rule_has_a_runbook_description():
                 assert len(rule["annotations"]["description"]) > 40, rule["alert"]
 
 
+@pytest.mark.slow
 @needs_promtool
 def test_promtool_check_rules():
     out = subprocess.run([PROMTOOL, "check", "rules", alerts.RULES_FILE], cwd=alerts.ALERTS_DIR,
@@ -44,6 +45,7 @@ def test_promtool_check_rules():
     assert f"SUCCESS: {rules} rules found" in out.stdout
 
 
+@pytest.mark.slow
 @needs_promtool
 def test_promtool_test_rules():
     out = subprocess.run([PROMTOOL, "test", "rules", alerts.TESTS_FILE], cwd=alerts.ALERTS_DIR,

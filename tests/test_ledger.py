@@ -228,6 +228,7 @@ def _worker(path: str, worker: int, n: int) -> None:
         raise SystemExit(f"worker {worker} dropped {exporter.dropped}")
 
 
+@pytest.mark.slow  # four writer processes
 def test_four_processes_write_at_once_without_loss(tmp_path):
     path = str(tmp_path / "shared.db")
     ctx = multiprocessing.get_context("spawn")
