@@ -3,6 +3,8 @@ call comes out of the ``pipeline`` priced and owned; nothing remembered leaks be
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import tokentrail
@@ -46,3 +48,10 @@ def test_make_pipeline_takes_arguments_and_state_starts_empty(make_pipeline):
 
 def test_the_next_test_sees_nothing_of_the_previous_one(make_pipeline):
     assert len(_leftover) == 0
+
+
+def test_no_test_module_skips_on_a_missing_import():
+    """Our own code and the test extra's dependencies are imported plainly: a broken import fails."""
+    banned = "pytest." + "importorskip("
+    offenders = [path.name for path in Path(__file__).parent.glob("*.py") if banned in path.read_text()]
+    assert offenders == []
