@@ -405,3 +405,34 @@ def test_anthropic_api_key_grain_compares_tokens_per_key(tmp_path, server, pipel
     assert cells["sk-ant-api03-yyy...igAA"]["ledger"]["tokens"] == cells["sk-ant-api03-yyy...igAA"]["provider"]["tokens"]
     assert cells["sk-ant-api03-R2D...zzzz"]["ledger"]["calls"] == 0
     assert cells["sk-ant-api03-R2D...zzzz"]["provider"]["tokens"]["input"] == 1_000
+
+
+def test_anthropic_workspace_of_a_call_from_its_key(tmp_path, server, pipeline, capsys, monkeypatch):
+    import anthropic
+
+    monkeypatch.delenv("TOKENTRAIL_ANTHROPIC_WORKSPACE", raising=False)
+    key = "sk-ant-api03-" + "y" * 40 + "igAA"
+    usage = anthropic_api.usage_block(1_000, 200)  # $0.003 + $0.003
+    with anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0) as client:
+        def claude():
+            server.enqueue(FakeResponse(json=anthropic_api.message(model=SONNET, usage=usage)))
+            client.messages.create(model=SONNET, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+        path = _ledger(tmp_path, pipeline, [(D1, claude)])
+    row = {"day": D1, "model": SONNET, "uncached_input_tokens": 1_000, "output_tokens": 200}
+    cost = {"day": D1, "model": SONNET, "cost_type": "tokens", "service_tier": "standard"}
+    book = admin_api.AdminBook(
+        anthropic_usage=[{**row, "workspace_id": "wrkspc_ours"}, {**row, "workspace_id": "wrkspc_lab"}],
+        anthropic_costs=[{**cost, "workspace_id": w, "token_type": t, "cents": c}
+                         for w in ("wrkspc_ours", "wrkspc_lab")
+                         for t, c in (("uncached_input_tokens", "0.3"), ("output_tokens", "0.3"))],
+        anthropic_keys={"apikey_01ours": ("sk-ant-api03-yyy...igAA", "wrkspc_ours")},
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "anthropic", "--ledger", path, "--by", "workspace",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    cells = {c["workspace"]: c for c in result["cells"]}
+    assert set(cells) == {"wrkspc_ours", "wrkspc_lab"}
+    assert cells["wrkspc_ours"]["ledger"]["cost_nano"] == cells["wrkspc_ours"]["provider"]["cost_nano"] == 6_000_000
+    assert [(x["category"], x["nano"]) for x in cells["wrkspc_lab"]["explained"]] == [("untracked", 6_000_000)]

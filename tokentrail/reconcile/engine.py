@@ -129,12 +129,15 @@ GROUP BY day, model, provider_project, provider_workspace, api_key_hint, kind
 
 
 def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_ns: int,
-                 grain: Sequence[str]) -> dict[tuple, Cell]:
+                 grain: Sequence[str], workspaces: dict[str, str] | None = None) -> dict[tuple, Cell]:
+    """The ledger's calls per cell; ``workspaces`` (key hint -> workspace) places calls with no workspace set."""
     cells: dict[tuple, Cell] = {}
     for row in conn.execute(_LEDGER_SQL, (provider, since_ns, until_ns)):
         day, model, project, workspace, key, kind, calls = row[:7]
         tokens = dict(zip(CLASSES, (int(t or 0) for t in row[7:12])))
         cost_input, cost_read, cost_write, cost_output, fees, total = (int(c or 0) for c in row[12:18])
+        if workspace is None and key and workspaces:
+            workspace = next((w for hint, w in workspaces.items() if hints_match(hint, key)), None)
         cell = _cell(cells, grain, {"day": day, "model": normalise_model_id(model), "project": project,
                                     "workspace": workspace, "api_key": key})
         if kind == "no_usage":

@@ -22,7 +22,9 @@ def run(conn: sqlite3.Connection, provider: str, base_url: str, key: str, since:
     ns = (int(since.timestamp()) * 10**9, int(until.timestamp()) * 10**9)
     hints = [r[0] for r in conn.execute("SELECT DISTINCT api_key_hint FROM spans WHERE llm = 1 AND provider = ?"
                                         " AND api_key_hint IS NOT NULL", (provider,))] if "api_key" in grain else []
-    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain),
+    workspaces = (sources.anthropic_key_workspaces(base_url, key, sleep=sleep)
+                  if provider == "anthropic" and "workspace" in grain else None)
+    result = engine.compare(engine.ledger_cells(conn, provider, *ns, grain, workspaces),
                             engine.provider_cells(lines, grain, hints), grain, provider)
     result.update(provider=provider, since=since.date().isoformat(), until=until.date().isoformat(),
                   rate_card_version=store.rate_card_versions(conn, provider, *ns))

@@ -239,11 +239,20 @@ def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *
             line = _line(lines, day, model, None, None, r.get("workspace_id"))
             line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(r.get("amount", "0"), _CENTS)
     if keys:
-        names = {item["id"]: item["partial_key_hint"]
-                 for item in _listing(base + "/v1/organizations/api_keys", headers, "anthropic", sleep)
-                 if item.get("id") and item.get("partial_key_hint")}
-        _name_keys(lines.values(), names)
+        _name_keys(lines.values(), {i["id"]: i["partial_key_hint"] for i in _anthropic_keys(base, headers, sleep)})
     return list(lines.values())
+
+
+def anthropic_key_workspaces(base_url: str, key: str, *, sleep: Sleep = time.sleep) -> dict[str, str]:
+    """``partial_key_hint`` -> ``workspace_id`` of the organization's keys: the ledger's calls' workspace."""
+    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+    return {i["partial_key_hint"]: i["workspace_id"] for i in _anthropic_keys(base_url.rstrip("/"), headers, sleep)
+            if i.get("workspace_id")}
+
+
+def _anthropic_keys(base: str, headers: dict[str, str], sleep: Sleep) -> list[dict]:
+    return [i for i in _listing(base + "/v1/organizations/api_keys", headers, "anthropic", sleep)
+            if i.get("id") and i.get("partial_key_hint")]
 
 
 # --- shared ----------------------------------------------------------------------------------------

@@ -74,9 +74,10 @@ class AdminBook:
     anthropic_costs: list[dict[str, Any]] = field(default_factory=list)
     #: The largest page a request may ask for; smaller than the period so pagination is exercised.
     page_size: int = 2
-    #: API keys: OpenAI ``{project_id: {key_id: redacted_value}}``; Anthropic ``{key_id: partial_key_hint}``.
+    #: API keys: OpenAI ``{project_id: {key_id: redacted_value}}``; Anthropic ``{key_id: partial_key_hint}``
+    #: or ``{key_id: (partial_key_hint, workspace_id)}``.
     openai_keys: dict[str, dict[str, str]] = field(default_factory=dict)
-    anthropic_keys: dict[str, str] = field(default_factory=dict)
+    anthropic_keys: dict[str, str | tuple[str, str | None]] = field(default_factory=dict)
     #: Request number (0-based, over every admin route) -> the response it gets instead, e.g. a 429
     #: on the second page: ``{1: rate_limited("openai")}``.
     script: dict[int, FakeResponse] = field(default_factory=dict)
@@ -215,9 +216,12 @@ def _openai_project_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
 def _anthropic_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
     if (denied := _anthropic_guard(request)) is not None:
         return denied
-    items = [{"id": key_id, "type": "api_key", "name": key_id, "workspace_id": None, "created_at": "2026-01-01T00:00:00Z",
-              "created_by": {"id": "user_01", "type": "user"}, "partial_key_hint": hint, "status": "active"}
-             for key_id, hint in book.anthropic_keys.items()]
+    items = []
+    for key_id, value in book.anthropic_keys.items():
+        hint, workspace = value if isinstance(value, tuple) else (value, None)
+        items.append({"id": key_id, "type": "api_key", "name": key_id, "workspace_id": workspace,
+                      "created_at": "2026-01-01T00:00:00Z", "created_by": {"id": "user_01", "type": "user"},
+                      "partial_key_hint": hint, "status": "active"})
     return FakeResponse(json={"data": items, "has_more": False, "first_id": items[0]["id"] if items else None,
                               "last_id": items[-1]["id"] if items else None})
 
