@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from tokentrail import state
 from tokentrail.processor import pricing
 from tokentrail.processor.pricing import overlay as ov
 from tokentrail.processor.pricing import quote, rules
@@ -423,3 +424,17 @@ def test_bundled_billing_rules_all_cite_a_source_and_load():
 def test_billing_rules_are_validated(bad, message):
     with pytest.raises(rules.RulesError, match=message):
         rules.parse(bad)
+
+
+def test_a_period_is_priced_the_same_whichever_instant_is_asked_first():
+    # mistral-large-4's price changes at 2026-10-20; the period before it was built from the first
+    # instant asked, and 1 ns before the change (a float of the nanoseconds) read as the new price.
+    change = int(dt.datetime(2026, 10, 20, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    usage = Usage(input_tokens=1_000_000, output_tokens=0)
+    earlier = change - 5 * 86_400 * 10**9
+    totals = []
+    for first in (change - 1, earlier):
+        state.reset()
+        quote("mistral-large-4", usage, provider="mistral_ai", at=first)
+        totals.append(quote("mistral-large-4", usage, provider="mistral_ai", at=earlier).total_nano_usd)
+    assert totals == [680_000_000, 680_000_000]

@@ -94,6 +94,7 @@ class Resolved:
 
 
 _UNBUILT = object()
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def _periods(match: NameMatch, discounts: tuple[ov.Discount, ...], service_tier: str) -> tuple[list[int], bool]:
@@ -118,7 +119,9 @@ def _periods(match: NameMatch, discounts: tuple[ov.Discount, ...], service_tier:
 def build_rates(match: NameMatch, discounts: tuple[ov.Discount, ...], service_tier: str, ts_ns: int,
                 rules: BillingRules, warn: Warn) -> Rates | None:
     """The rates in force at ``ts_ns``; None when the model cannot be priced honestly then."""
-    when = _dt.datetime.fromtimestamp(ts_ns / 1e9, tz=_dt.timezone.utc)
+    # Integer microseconds: a float of the nanoseconds rounds an instant just before a price change
+    # onto it, and the whole earlier period would be built at the new price.
+    when = _EPOCH + _dt.timedelta(microseconds=ts_ns // 1000)
     active = tuple(e for e in match.entries if e.window.contains(ts_ns))
     context, tier, factor = _tier_pricing(match, active, service_tier, when, rules)
     levels: Levels = {}
