@@ -637,3 +637,17 @@ def test_tool_runner_loop_prices_each_call_once_under_the_native_agent_span(serv
     assert len(calls) == 2 and all(s.parent.span_id == agent.context.span_id for s in calls)
     assert attr.GEN_AI_USAGE_COST_AMOUNT not in agent.attributes
     assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.084)
+
+
+def test_sdk_internal_retries_are_counted_outside_a_task_too(pipeline, server):
+    # The SDK's own telemetry gets a stand-in span carrying ours (so it keeps traceparent on the
+    # wire); its retry loop must still find our LLM span to count the failed try.
+    overloaded = fake.error(529, "overloaded_error")
+    overloaded.headers["retry-after-ms"] = "5"  # keep the SDK's backoff short
+    server.enqueue(overloaded, FakeResponse(json=fake.message(usage=fake.usage_block(8000, 1200))))
+    anthropic.Anthropic(base_url=server.url, api_key="test-key", max_retries=2).messages.create(
+        model="claude-sonnet-4-20250514", max_tokens=2000, messages=[{"role": "user", "content": "Hello"}])
+    span = only_llm_span(pipeline)
+    assert len(server.requests) == 2
+    assert span.attributes[attr.TOKENTRAIL_RETRY_ATTEMPT] == 1
+    assert usd(span) == Decimal("0.042")

@@ -402,6 +402,15 @@ def check(planned: preflight.PlannedCall) -> None:
         _log.debug("tokentrail: could not mark the admitted call", exc_info=True)
 
 
+class CallStandIn(trace.NonRecordingSpan):
+    """A non-recording span carrying an LLM call's context, for an SDK's own telemetry (so the
+    SDK still propagates it on the wire); ``note_sdk_retry`` finds the call's span through it."""
+
+    def __init__(self, call_span: Any) -> None:
+        super().__init__(call_span.get_span_context())
+        self.call_span = call_span
+
+
 def note_sdk_retry(retries_taken: int) -> None:
     """Called by an SDK hook as it builds the request of HTTP try ``retries_taken`` + 1 inside
     the current LLM call: the span's retry.attempt also counts the SDK's failed tries."""
@@ -409,6 +418,8 @@ def note_sdk_retry(retries_taken: int) -> None:
         return
     try:
         span = trace.get_current_span()
+        if isinstance(span, CallStandIn):
+            span = span.call_span
         entry = _admitted.get(_key(span))
         if entry is not None:
             span = entry.span

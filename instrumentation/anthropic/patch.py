@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from tokentrail import preflight
+from tokentrail import preflight, tasks
 from tokentrail.instrumentation import genai_span
 from tokentrail.instrumentation.anthropic.usage import MessageStreamState, message_facts, service_tier, usage_from_anthropic
 from tokentrail.instrumentation.base import Instruments
@@ -145,7 +145,7 @@ def native_span_wrapper(instruments: Instruments):
         tracer = args[0] if args else kwargs.get("tracer")
         if _other_pipeline(tracer, instruments):
             return wrapped(*args, **kwargs)
-        return trace.NonRecordingSpan(trace.get_current_span().get_span_context())
+        return tasks.CallStandIn(trace.get_current_span())
 
     return wrapper
 
