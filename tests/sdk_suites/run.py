@@ -38,7 +38,18 @@ SUITES = {
 
 # The SDK's own tests of its native spans for the calls tokentrail traces (one LLM span per call:
 # the native one is replaced by ours), by test id prefix.
-NATIVE_SPAN_TESTS: dict[str, dict[str, str]] = {"openai": {}, "anthropic": {}}
+NATIVE_SPAN_TESTS: dict[str, dict[str, str]] = {
+    "openai": {},
+    "anthropic": {
+        "tests.test_open_telemetry.TestCallSpans::test_unary_attributes":
+            "the native span (kept: the client has its own tracer provider) is a child of tokentrail's LLM span "
+            "of the call, not of the application's span",
+        "tests.test_open_telemetry.TestPropagationOption::test_false_keeps_a_span_that_the_sampler_dropped":
+            "tokentrail's span of the call, not the application's dropped one, is current while the request is sent",
+        "tests.test_open_telemetry.TestTracingFailures::test_disabled_spans_call_nothing_of_opentelemetry":
+            "with the SDK's telemetry off, tokentrail's own span of the call still uses OpenTelemetry",
+    },
+}
 
 
 def sdist(name: str) -> Path:
