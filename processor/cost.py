@@ -84,9 +84,8 @@ class CostSpanProcessor(SpanProcessor):
             return  # another instrumentation's span of a call our span covers (coexistence)
         out = span
         try:
-            moved, parent = dedup.exported_parent(span)
-            if moved:  # its parent was such a span: keep it under the LLM span
-                out = span = sdk.enriched_copy(span, {}, parent=parent)
+            # its parent may be such a span: keep it under the LLM span
+            out = span = dedup.under_exported_parent(span)
             out = self._process(span)
         except Exception:  # never hurt the app: export the original span
             _logger.debug("tokentrail: pricing span %r failed", getattr(span, "name", None), exc_info=True)

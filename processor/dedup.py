@@ -13,7 +13,7 @@ never ``invoke_agent`` or ``execute_tool``) is dropped by ``CostSpanProcessor`` 
   at export as a foreign call span for the same model whose time span contains one of ours.
 
 A span whose parent is dropped (the HTTP span under their span inside ours) is exported under
-the nearest ancestor that is not (``exported_parent``), so the trace keeps its shape.
+the nearest ancestor that is not (``under_exported_parent``), so the trace keeps its shape.
 
 Everything here is cheap (set lookups) and never raises.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tokentrail.processor.sdk import scope_name
+from tokentrail.processor.sdk import enriched_copy, scope_name
 from tokentrail.processor.usage import is_genai_call, normalise_model_id
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import BoundedSet, register_reset
@@ -196,17 +196,17 @@ def _replaced(span_id: int, parent: Any, span: Any) -> bool:
     return _wraps_one_of_ours(span)
 
 
-def exported_parent(span: Any) -> tuple[bool, Any]:
-    """``(True, parent)`` when the parent of ``span`` is (or will be, once it ends) dropped as a
-    duplicate: ``parent`` is the nearest ancestor that is exported (None: a root); else
-    ``(False, None)``. Set lookups only for almost every span."""
+def under_exported_parent(span: Any) -> Any:
+    """``span``, or a copy of it under its nearest exported ancestor (None: a root) when its
+    parent is (or will be, once it ends) dropped as a duplicate. Set lookups only for almost
+    every span."""
     try:
         parent = span.parent
         if parent is None:
-            return False, None
+            return span
         parent_id = parent.span_id
         if parent_id not in _covered and parent_id not in _shadowed and parent_id not in _dropped:
-            return False, None
+            return span
         moved = False
         for _ in range(8):  # a handful of stacked wrappers at most
             if parent_id in _dropped:
@@ -222,9 +222,9 @@ def exported_parent(span: Any) -> tuple[bool, Any]:
             if parent is None:
                 break
             parent_id = parent.span_id
-        return moved, parent
+        return enriched_copy(span, {}, parent=parent) if moved else span
     except Exception:
-        return False, None
+        return span
 
 
 @register_reset

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tokentrail.ledger.rows import span_to_row
 from tokentrail.ledger.writer import DEFAULT_BUSY_TIMEOUT_MS, LedgerWriter
-from tokentrail.processor import dedup, sdk
+from tokentrail.processor import dedup
 from tokentrail.processor.usage import is_genai_call
 from tokentrail.semconv import attributes as attr
 
@@ -71,9 +71,7 @@ class LedgerSpanExporter(SpanExporter):
             # Duplicates first: a span under one of them comes earlier in the batch.
             for span in [s for s in spans if not dedup.is_duplicate(s)]:
                 try:
-                    moved, parent = dedup.exported_parent(span)
-                    if moved:
-                        span = sdk.enriched_copy(span, {}, parent=parent)
+                    span = dedup.under_exported_parent(span)
                     if not self._unseen_logged and _unpriced_foreign_call(span):
                         self._unseen_logged = True
                         _logger.warning(_NOT_BEHIND_COST_PROCESSOR)
