@@ -93,6 +93,8 @@ TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS = 'tokentrail.usage.cache_write_1h.
 TOKENTRAIL_USAGE_TOOL_CALLS = 'tokentrail.usage.tool_calls'
 #: The service tier requested or reported (batch, flex, priority, ...), input to pricing.
 TOKENTRAIL_SERVICE_TIER = 'tokentrail.service_tier'
+#: Why tokentrail cannot vouch that this call is counted once (e.g. another GenAI instrumentation it could not hand over from is active); absent when it can.
+TOKENTRAIL_UNVERIFIED = 'tokentrail.unverified'
 #: input (uncached) | cache_read | cache_write | output | reasoning, on tokentrail.tokens points.
 TOKENTRAIL_TOKEN_TYPE = 'tokentrail.token.type'
 #: False on spans and metric points with no tenant (unattributed spend is counted, never dropped).
@@ -197,6 +199,7 @@ ALL_ATTRIBUTES = (
     TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS,
     TOKENTRAIL_USAGE_TOOL_CALLS,
     TOKENTRAIL_SERVICE_TIER,
+    TOKENTRAIL_UNVERIFIED,
     TOKENTRAIL_TOKEN_TYPE,
     TOKENTRAIL_ATTRIBUTED,
     TOKENTRAIL_TASK_NAME,

@@ -86,6 +86,30 @@ def test_pipeline_spans_land_in_the_ledger_owned_and_priced_exactly(tmp_path):
         assert tree["spans"][-1]["cumulative_cost_nano_usd"] == tree["cost_nano_usd"]
 
 
+def test_v5_columns_output_cap_tier_and_task_outcome(tmp_path):
+    path = str(tmp_path / "l.db")
+    with fake_provider() as server, InMemoryPipeline() as pipeline:
+        client = openai.OpenAI(base_url=openai_api.base_url(server), api_key="k", max_retries=0)
+        with tokentrail.attribute(tenant="acme"):
+            with tokentrail.task("digest", id="d-1"):
+                client.chat.completions.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=300, service_tier="flex",
+                )
+            with pytest.raises(RuntimeError), tokentrail.task("digest", id="d-2"):
+                _call(client, "gpt-4o", prompt_tokens=10, completion_tokens=5)
+                raise RuntimeError("agent failed")
+        spans = pipeline.spans()
+    LedgerSpanExporter(path).export(spans)
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT task_id, request_max_tokens, service_tier, unverified FROM spans WHERE llm = 1 ORDER BY task_id"
+    ).fetchall()
+    # the tier the response reports wins over the requested one (the fake answers "default")
+    assert rows == [("d-1", 300, "default", None), ("d-2", None, "default", None)]
+    outcomes = conn.execute("SELECT task_id, task_outcome FROM spans WHERE task_outcome IS NOT NULL ORDER BY task_id")
+    assert outcomes.fetchall() == [("d-1", "ok"), ("d-2", "error")]
+
+
 APP = textwrap.dedent(
     """
     import os

@@ -17,7 +17,7 @@ from tokentrail.cli._common import CliError, USAGE_ERROR
 
 from tokentrail.cli import report, top, trace, price, tenants, demo  # noqa: E401,F401  (order = --help order)
 from tokentrail.cli import dashboards, collector, view  # noqa: E401,F401
-from tokentrail.cli import reconcile, reprice  # noqa: E401,F401
+from tokentrail.cli import reconcile, reprice, chargeback, margin, whatif, savings  # noqa: E401,F401
 
 
 def _subcommand_modules() -> list[ModuleType]:

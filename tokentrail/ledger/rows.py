@@ -101,6 +101,7 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
         "provider_organization": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_ORGANIZATION)),
         "provider_workspace": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_WORKSPACE)),
         "api_key_hint": _str(attributes.get(attr.TOKENTRAIL_PROVIDER_API_KEY_HINT)),
+        "task_outcome": _str(attributes.get(attr.TOKENTRAIL_TASK_OUTCOME)),
     }
     if is_genai_call(attributes):
         if price_if_missing:  # the ledger fed without tokentrail's processors
@@ -126,6 +127,9 @@ def span_to_row(span: Any, *, price_if_missing: bool = True) -> tuple:
             cost_fees_nano=usd_to_nano(attributes.get(attr.TOKENTRAIL_COST_FEES)),
             rate_card_version=_str(attributes.get(attr.TOKENTRAIL_RATE_CARD_VERSION)),
             pricing_tier=_str(attributes.get(attr.TOKENTRAIL_PRICING_TIER)),
+            request_max_tokens=_int(attributes.get(attr.GEN_AI_REQUEST_MAX_TOKENS)),
+            service_tier=_str(attributes.get(attr.TOKENTRAIL_SERVICE_TIER)),
+            unverified=_str(attributes.get(attr.TOKENTRAIL_UNVERIFIED)),
         )
     return tuple(row.get(column) for column in COLUMNS)
 

@@ -28,6 +28,8 @@ V1_COLUMNS = COLUMNS
 COLUMNS += (
     # join keys with the provider's bill (v4): what its admin APIs group by
     "provider_project", "provider_organization", "provider_workspace", "api_key_hint",
+    # what savings, margin and exactness read (v5)
+    "request_max_tokens", "service_tier", "task_outcome", "unverified",
 )
 
 _V1 = """
@@ -126,8 +128,18 @@ CREATE TABLE adjustments (
 CREATE INDEX adjustments_span ON adjustments (span_row);
 """
 
+# v5: the request's output cap and service tier (savings: output caps, batch), the task run's
+# outcome on the task span (cost per successful task, waste), and why a call's single count
+# could not be vouched for (NULL when it can).
+_V5 = """
+ALTER TABLE spans ADD COLUMN request_max_tokens INTEGER;
+ALTER TABLE spans ADD COLUMN service_tier TEXT;
+ALTER TABLE spans ADD COLUMN task_outcome TEXT;
+ALTER TABLE spans ADD COLUMN unverified TEXT;
+"""
+
 #: MIGRATIONS[i] moves a ledger from version i to version i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

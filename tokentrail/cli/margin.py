@@ -1,0 +1,1 @@
+"""tokentrail margin (being built)."""

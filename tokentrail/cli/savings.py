@@ -1,0 +1,1 @@
+"""tokentrail savings (being built)."""

@@ -1,0 +1,1 @@
+"""tokentrail whatif (being built)."""
