@@ -33,7 +33,7 @@ def blocks(text: str) -> list[tuple[str, str, str | None]]:
 def test_the_readme_is_a_quick_start_with_two_commands_at_the_top():
     text = README.read_text()
     lines = len(text.splitlines())
-    assert lines <= 250, f"README.md has {lines} lines: it is a quick start; put reference material in docs/ and link it"
+    assert lines <= 300, f"README.md has {lines} lines: it is a quick start; put reference material in docs/ and link it"
     first = blocks(text)[0]
     assert first[:2] == ("sh", "make demo\nmake test\n")
     makefile = (ROOT / "Makefile").read_text()
