@@ -274,7 +274,7 @@ def test_anthropic_cache_classes_to_the_nano(tmp_path, server, pipeline, anthrop
     assert result["total"]["capture_rate"] == pytest.approx(45_000_000 / 48_000_000)
 
 
-def test_migration_to_v4_keeps_rows_and_adds_join_key_columns(tmp_path):
+def test_migration_from_v3_keeps_rows_and_adds_join_key_and_v5_columns(tmp_path):
     path = str(tmp_path / "v3.db")
     connect(path, target=3).close()
     raw = sqlite3.connect(path)
@@ -283,8 +283,10 @@ def test_migration_to_v4_keeps_rows_and_adds_join_key_columns(tmp_path):
     raw.commit()
     raw.close()
     with connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-        assert conn.execute("SELECT cost_nano, provider_project, api_key_hint FROM spans").fetchall() == [(42, None, None)]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("SELECT cost_nano, provider_project, api_key_hint, service_tier, request_max_tokens,"
+                            " task_outcome, unverified FROM spans").fetchall() == [(42, None, None, None, None, None,
+                                                                                   None)]
         assert conn.execute("SELECT COUNT(*) FROM reconciliations").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM adjustments").fetchone()[0] == 0
 
