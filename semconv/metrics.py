@@ -43,6 +43,10 @@ TOKENTRAIL_BUDGET_WARNINGS = 'tokentrail.budget.warnings'
 TOKENTRAIL_BUDGET_BLOCKED = 'tokentrail.budget.blocked'
 #: Failures of the shared budget counter (Redis); the call proceeds when fail-open.
 TOKENTRAIL_BUDGET_STORE_ERRORS = 'tokentrail.budget.store.errors'
+#: A margin budget's spend in its current window over the tenant's plan revenue for that window (0.5 = half the revenue), by tenant and tokentrail.budget.window; the most burning tenants up to the cardinality limit.
+TOKENTRAIL_PLAN_BURN = 'tokentrail.plan.burn'
+#: Budget warnings not delivered to the webhook (every retry failed, or dropped from a full queue: error.type queue_full), by error.type.
+TOKENTRAIL_NOTIFY_FAILURES = 'tokentrail.notify.failures'
 
 ALL_METRICS = (
     TOKENTRAIL_COST,
@@ -66,4 +70,6 @@ ALL_METRICS = (
     TOKENTRAIL_BUDGET_WARNINGS,
     TOKENTRAIL_BUDGET_BLOCKED,
     TOKENTRAIL_BUDGET_STORE_ERRORS,
+    TOKENTRAIL_PLAN_BURN,
+    TOKENTRAIL_NOTIFY_FAILURES,
 )

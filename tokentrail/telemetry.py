@@ -104,3 +104,14 @@ def observe_budgets(limits: Observer, spent: Observer) -> None:
                 callbacks=[limits])
     _instrument("observable_gauge", names.TOKENTRAIL_BUDGET_SPENT, "USD",
                 "Spend counted against a budget in its current window", callbacks=[spent])
+
+
+def notify_failures() -> Any:
+    return _instrument("counter", names.TOKENTRAIL_NOTIFY_FAILURES, "{notification}",
+                       "Budget warnings not delivered to the webhook")
+
+
+def observe_plan_burn(burn: Observer) -> None:
+    """Register the margin budgets' burn gauge (spend over plan revenue), once per meter provider."""
+    _instrument("observable_gauge", names.TOKENTRAIL_PLAN_BURN, "1",
+                "Spend in a margin budget's window over the tenant's plan revenue for it", callbacks=[burn])
