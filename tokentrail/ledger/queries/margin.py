@@ -1,0 +1,247 @@
+"""``margin``: per tenant, revenue (from ``tokentrail.plans``) against LLM cost, and per plan the spread.
+
+Revenue of a period is each calendar month's revenue times the share of that month the period
+covers (a whole ``--month`` is the monthly figure exactly), rounded once to the nano-dollar. Cost
+is net of re-pricing adjustments. A tenant with spend and no plan, and a plan's tenant with no
+spend, are both listed; a cost that could not be priced is unknown, so is its margin (never $0).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import Any, Iterable, Sequence
+
+from tokentrail.ledger.queries.common import (
+    NANO, NO_COST_KIND, STOPPED_ERROR_TYPE, LedgerBase, Period, QueryError, Where, label, no_cost_counts,
+    percentile, selection,
+)
+from tokentrail.plans import Plans
+
+NO_PLAN = "(no plan)"
+OK = "ok"  # tokentrail.tasks' outcome of a task run that finished without an exception
+_DAY_NS = 86400 * NANO
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+# --- the period and its revenue ----------------------------------------------------------------
+def month_period(text: str) -> Period:
+    """``2026-11`` -> the calendar month, UTC: [2026-11-01, 2026-12-01)."""
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise QueryError(f"bad --month {text!r}: use YYYY-MM, e.g. 2026-11")
+    year, month = int(match.group(1)), int(match.group(2))
+    return Period(_month_start(year, month), _month_start(year + month // 12, month % 12 + 1))
+
+
+def _month_start(year: int, month: int) -> int:
+    return int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp()) * NANO
+
+
+def _months(since_ns: int, until_ns: int) -> Iterable[tuple[int, int]]:
+    """The calendar months (start, end) that [since, until) overlaps."""
+    moment = datetime.fromtimestamp(since_ns // NANO, tz=timezone.utc)
+    year, month = moment.year, moment.month
+    while True:
+        start = _month_start(year, month)
+        if start >= until_ns:
+            return
+        year, month = year + month // 12, month % 12 + 1
+        yield start, _month_start(year, month)
+
+
+def month_share(period: Period) -> Fraction:
+    """How many months' revenue the period earns: the covered share of each calendar month, summed."""
+    if period.since_ns is None:
+        raise QueryError("a margin needs a period with a start: --month, or --since")
+    share = Fraction(0)
+    for start, end in _months(period.since_ns, period.until_ns):
+        overlap = min(end, period.until_ns) - max(start, period.since_ns)
+        share += Fraction(overlap, end - start)
+    return share
+
+
+def prorated(monthly_nano: int | None, share: Fraction) -> int | None:
+    """The period's revenue of a monthly amount, to the nearest nano-dollar."""
+    return None if monthly_nano is None else round(monthly_nano * share)
+
+
+# --- the query ---------------------------------------------------------------------------------
+_ROWS = f"""SELECT tenant, cost_nano, adj.delta, start_ns / {_DAY_NS}, task_id, {NO_COST_KIND}, error_type
+ FROM spans LEFT JOIN (SELECT span_row, SUM(delta_nano) AS delta FROM adjustments GROUP BY span_row) AS adj
+ ON adj.span_row = spans.id WHERE llm = 1 AND """
+
+
+def margin(ledger: LedgerBase, period: Period, plans: Plans, where: Where = (), target: float = 0.7) -> dict:
+    """Per tenant revenue, cost, margin and unit costs, below ``target`` first; per plan the spread."""
+    share = month_share(period)
+    cond, params = selection(period, where)
+    per: dict[str | None, dict[str, Any]] = {}
+    tasks: dict[tuple[str | None, str], list] = {}  # (tenant, task id) -> [sent calls, cost, priced]
+    for tenant, cost, delta, day, task_id, no_cost, error_type in ledger.conn.execute(_ROWS + cond, params):
+        t = per.setdefault(tenant, _fresh())
+        priced = cost is not None or bool(delta)  # a re-price may price a call that had no price
+        net = (cost or 0) + (delta or 0)
+        t["calls"] += 1
+        t["days"].add(day)
+        t["adjustment"] += delta or 0
+        if priced:
+            t["priced"] += 1
+            t["cost"] += net
+        elif no_cost:
+            t["no_cost"][no_cost] = t["no_cost"].get(no_cost, 0) + 1
+        if task_id is not None:
+            run = tasks.setdefault((tenant, task_id), [0, 0, False])
+            run[0] += error_type != STOPPED_ERROR_TYPE  # a stopped call was never sent
+            run[1] += net if priced else 0
+            run[2] = run[2] or priced
+    outcomes = _outcomes(ledger, period, {task_id for _, task_id in tasks})
+    for (tenant, task_id), (calls, cost, priced) in tasks.items():
+        t = per[tenant]
+        t["task_calls"].append(calls)
+        t["ok_tasks"] += outcomes.get(task_id) == OK
+        if priced:
+            t["task_cost"] += cost
+            t["task_priced"] = True
+    wanted = _tenant_filter(where)
+    for tenant in plans.tenants:
+        if wanted is None or tenant in wanted:
+            per.setdefault(tenant, _fresh())
+    rows = [_tenant_row(tenant, t, plans, share, target) for tenant, t in per.items()]
+    rows.sort(key=_order)
+    return {
+        "ledger": ledger.path,
+        "period": period.describe(),
+        "months": float(share),
+        "whole_months": share.denominator == 1,
+        "plans_source": plans.source or None,
+        "target_margin": target,
+        "tenants": rows,
+        "plans": _plan_rows(rows),
+        "total": _total(rows),
+    }
+
+
+def _fresh() -> dict[str, Any]:
+    return {"calls": 0, "priced": 0, "cost": 0, "adjustment": 0, "days": set(), "no_cost": {},
+            "task_calls": [], "ok_tasks": 0, "task_cost": 0, "task_priced": False}
+
+
+def _outcomes(ledger: LedgerBase, period: Period, task_ids: set[str]) -> dict[str, str]:
+    """task id -> the outcome of its latest task span overlapping the period (one scan)."""
+    if not task_ids:
+        return {}
+    found: dict[str, str] = {}
+    sql = ("SELECT task_id, task_outcome FROM spans WHERE task_outcome IS NOT NULL AND task_id IS NOT NULL"
+           " AND start_ns < ? AND (end_ns IS NULL OR end_ns >= ?) ORDER BY end_ns")
+    for task_id, outcome in ledger.conn.execute(sql, (period.until_ns, period.since_ns or 0)):
+        if task_id in task_ids:
+            found[task_id] = outcome
+    return found
+
+
+def _tenant_filter(where: Where) -> set[str | None] | None:
+    """The tenants ``--where tenant=...`` keeps (None: no tenant filter)."""
+    values = [value for key, value in where if key == "tenant"]
+    return set(values) if values else None
+
+
+def _tenant_row(tenant: str | None, t: dict[str, Any], plans: Plans, share: Fraction, target: float) -> dict:
+    plan = plans.plan_of(tenant) if tenant is not None else None
+    revenue = prorated(plans.monthly_revenue_nano(tenant), share) if tenant is not None else None
+    cost = t["cost"] if t["priced"] or not t["calls"] else None  # no priced call: unknown, not $0
+    margin_nano = None if revenue is None or cost is None else revenue - cost
+    margin_pct = margin_nano / revenue if margin_nano is not None and revenue else None
+    below = margin_nano is not None and (margin_pct < target if revenue else cost > 0)
+    ok_tasks = t["ok_tasks"]
+    task_calls = sorted(t["task_calls"])
+    row = {
+        "tenant": label("tenant", tenant),
+        "plan": plan or NO_PLAN,
+        "revenue_nano_usd": revenue,
+        "cost_nano_usd": cost,
+        "margin_nano_usd": margin_nano,
+        "margin_pct": margin_pct,
+        "below_target": below,
+        "losing_money": margin_nano is not None and margin_nano < 0,
+        "calls": t["calls"],
+        "active_days": len(t["days"]),
+        "cost_per_active_day_nano_usd": cost // len(t["days"]) if cost is not None and t["days"] else None,
+        "tasks": len(task_calls),
+        "ok_tasks": ok_tasks,
+        # every task run's cost, failed and stopped runs too, over the runs that succeeded
+        "cost_per_successful_task_nano_usd": t["task_cost"] // ok_tasks if ok_tasks and t["task_priced"] else None,
+        "calls_per_task_p95": percentile(task_calls, 0.95),
+        **no_cost_counts(t["no_cost"]),
+    }
+    if t["adjustment"]:
+        row["adjustment_nano_usd"] = t["adjustment"]
+    return row
+
+
+def _order(row: dict) -> tuple:
+    """Below target first (worst margin first), then margin unknown (costliest first), then the rest."""
+    if row["margin_nano_usd"] is None:
+        return (1, -(row["cost_nano_usd"] or 0), 0.0, row["tenant"])
+    pct = row["margin_pct"]
+    if pct is None:  # no revenue: a loss of any size is worst, no spend at all is last
+        pct = float("-inf") if row["margin_nano_usd"] < 0 else float("inf")
+    return (0 if row["below_target"] else 2, pct, row["margin_nano_usd"], row["tenant"])
+
+
+def _known(values: Iterable[Any]) -> list:
+    return sorted(v for v in values if v is not None)
+
+
+def _plan_rows(tenants: Sequence[dict]) -> list[dict]:
+    """Per plan: its tenants, revenue, cost, margin, and the spread of tenant cost and margin."""
+    groups: dict[str, list[dict]] = {}
+    for row in tenants:
+        groups.setdefault(row["plan"], []).append(row)
+    out = []
+    for plan, rows in groups.items():
+        costs = _known(r["cost_nano_usd"] for r in rows)
+        margins = _known(r["margin_nano_usd"] for r in rows)
+        pcts = _known(r["margin_pct"] for r in rows)
+        summed = _total(rows)
+        out.append({
+            "plan": plan,
+            "tenants": len(rows),
+            "calls": summed["calls"],
+            "revenue_nano_usd": summed["revenue_nano_usd"],
+            "cost_nano_usd": summed["cost_nano_usd"],
+            "margin_nano_usd": summed["margin_nano_usd"],
+            "margin_pct": summed["margin_pct"],
+            "losing_money": summed["losing_money"],
+            # nearest rank over the plan's tenants (tenants with no spend count: they cost $0)
+            "cost_median_nano_usd": percentile(costs, 0.5),
+            "cost_p90_nano_usd": percentile(costs, 0.9),
+            "margin_median_nano_usd": percentile(margins, 0.5),
+            "margin_p10_nano_usd": percentile(margins, 0.1),
+            "margin_pct_median": percentile(pcts, 0.5),
+            "margin_pct_p10": percentile(pcts, 0.1),
+            "unknown_cost_tenants": summed["unknown_cost_tenants"],
+        })
+    out.sort(key=lambda p: (p["plan"] == NO_PLAN, -(p["revenue_nano_usd"] or 0), p["plan"]))
+    return out
+
+
+def _total(rows: Sequence[dict]) -> dict:
+    """Revenue and cost over rows: spend with no plan lowers the margin; unknown costs are counted apart."""
+    revenues = [r["revenue_nano_usd"] for r in rows if r["revenue_nano_usd"] is not None]
+    costs = [r["cost_nano_usd"] for r in rows if r["cost_nano_usd"] is not None]
+    revenue = sum(revenues) if revenues else None
+    cost = sum(costs) if costs else None
+    margin_nano = None if revenue is None or cost is None else revenue - cost
+    return {
+        "tenants": len(rows),
+        "calls": sum(r["calls"] for r in rows),
+        "revenue_nano_usd": revenue,
+        "cost_nano_usd": cost,
+        "margin_nano_usd": margin_nano,
+        "margin_pct": margin_nano / revenue if margin_nano is not None and revenue else None,
+        "below_target": sum(r["below_target"] for r in rows),
+        "losing_money": sum(r["losing_money"] for r in rows),
+        "unknown_cost_tenants": sum(r["cost_nano_usd"] is None for r in rows),
+    }
