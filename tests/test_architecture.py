@@ -177,7 +177,8 @@ def test_layers(graph, layer, forbidden):
 #: The acyclic core: each module may import only the ones before it (and the pure lower layers).
 CORE = ("tokentrail.state", "tokentrail.errors", "tokentrail.identity", "tokentrail.config", "tokentrail.scope",
         "tokentrail.telemetry", "tokentrail.trust", "tokentrail.attribution", "tokentrail.propagation",
-        "tokentrail.preflight", "tokentrail.tasks", "tokentrail.budgets", "tokentrail.breakers")
+        "tokentrail.preflight", "tokentrail.tasks", "tokentrail.plans", "tokentrail.notify", "tokentrail.budgets",
+        "tokentrail.breakers")
 CORE_MAY_IMPORT = ("tokentrail.semconv", "tokentrail.processor.usage", "tokentrail.processor.pricing",
                    "tokentrail.ledger.writer")  # budgets' LedgerStore: where the ledger is
 
