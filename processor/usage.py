@@ -2,11 +2,14 @@
 
 ``Usage`` is the one shape of every provider's token counts (``Usage.from_attributes`` the
 one reader of it from span attributes), ``is_genai_call`` the one "this span is a model
-call" rule, ``normalise_model_id`` the one model-id normaliser. Imports only semconv and state.
+call" rule, ``normalise_model_id`` the one model-id normaliser. Imports only semconv, state and
+telemetry (the one counter below).
 
 Plausibility: no count may exceed ``MAX_TOKENS_PER_CALL``. A larger one (a broken proxy, a bug
 upstream) is malformed usage like a negative one: the call is ``no_usage``, its counts reach no
-metric, cost or ledger sum (a 10**19 count overflows the int64 sums OTLP and SQLite keep).
+metric, cost or ledger sum (a 10**19 count overflows the int64 sums OTLP and SQLite keep). Each
+report our instrumentations reject (``Usage.validate``) is counted once, on
+``tokentrail.usage.implausible`` and ``implausible_count()``, and the first one is logged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from tokentrail import telemetry
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import register_reset
 
@@ -50,6 +54,10 @@ class _Implausible:
         if first:
             _logger.warning("tokentrail: implausible token counts %s (more than %d in one call): recorded as "
                             "no_usage; further ones are only counted", counts, MAX_TOKENS_PER_CALL)
+        try:
+            telemetry.usage_implausible().add(1)
+        except Exception:  # a metric must never turn bad usage into an error of the call
+            _logger.debug("tokentrail: could not count implausible usage", exc_info=True)
         return ImplausibleUsage(f"token count beyond {MAX_TOKENS_PER_CALL}: {counts}")
 
     def reset(self) -> None:
@@ -94,6 +102,11 @@ class Usage:
         return self.cache_write_tokens - self.cache_write_1h_tokens
 
     def validate(self) -> "Usage":
+        """``self`` when consistent; raises ``InvalidUsage`` (``ImplausibleUsage``, counted once
+        here, for a count beyond ``MAX_TOKENS_PER_CALL``)."""
+        return self._checked(count=True)
+
+    def _checked(self, *, count: bool) -> "Usage":
         counts = (
             self.input_tokens,
             self.output_tokens,
@@ -106,7 +119,9 @@ class Usage:
         if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in counts):
             raise InvalidUsage(f"token counts must be non-negative integers: {self!r}")
         if any(n > MAX_TOKENS_PER_CALL for n in counts):
-            raise _implausible.note(counts)
+            if count:
+                raise _implausible.note(counts)
+            raise ImplausibleUsage(f"token count beyond {MAX_TOKENS_PER_CALL}: {counts}")
         _check_parts(self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens,
                      self.cache_write_1h_tokens, self.reasoning_tokens)
         return self
@@ -175,7 +190,7 @@ def _converted(cls: type[Usage], inp, out, read, write, write_1h, reasoning, raw
                     _as_int(reasoning), tools)
     except (TypeError, ValueError) as exc:
         raise InvalidUsage(f"malformed usage attributes: {exc}") from exc
-    return usage.validate()
+    return usage._checked(count=False)  # a span is read several times: its instrumentation counted
 
 
 def _check_parts(inp: int, out: int, read: int, write: int, write_1h: int, reasoning: int) -> None:

@@ -93,7 +93,7 @@ TOKENTRAIL_USAGE_CACHE_WRITE_1H_INPUT_TOKENS = 'tokentrail.usage.cache_write_1h.
 TOKENTRAIL_USAGE_TOOL_CALLS = 'tokentrail.usage.tool_calls'
 #: The service tier requested or reported (batch, flex, priority, ...), input to pricing.
 TOKENTRAIL_SERVICE_TIER = 'tokentrail.service_tier'
-#: Why tokentrail cannot vouch that this call is counted once (e.g. another GenAI instrumentation it could not hand over from is active); absent when it can.
+#: Why tokentrail cannot vouch that this call is counted once, as kind:detail (several joined by ;): defer_shared_sdk:SDK[,SDK] (TOKENTRAIL_COEXISTENCE=defer and two other instrumentations of one SDK), foreign_tracer_provider:TYPE (the TracerProvider is not the SDK's), ledger_without_cost_processor:SCOPE (another instrumentation's LLM spans reach the ledger with no CostSpanProcessor); process-wide from detection on; absent when it can.
 TOKENTRAIL_UNVERIFIED = 'tokentrail.unverified'
 #: input (uncached) | cache_read | cache_write | output | reasoning, on tokentrail.tokens points.
 TOKENTRAIL_TOKEN_TYPE = 'tokentrail.token.type'

@@ -7,6 +7,8 @@ TOKENTRAIL_COST = 'tokentrail.cost'
 TOKENTRAIL_TOKENS = 'tokentrail.tokens'
 #: LLM calls whose model is not on the rate card.
 TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
+#: Usage reports rejected as implausible (a token count beyond 100M in one call); the call is no_usage and its counts reach no other metric, cost or ledger sum.
+TOKENTRAIL_USAGE_IMPLAUSIBLE = 'tokentrail.usage.implausible'
 #: Tokens per call by gen_ai.token.type (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
 #: Duration of one GenAI client operation (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
@@ -52,6 +54,7 @@ ALL_METRICS = (
     TOKENTRAIL_COST,
     TOKENTRAIL_TOKENS,
     TOKENTRAIL_CALLS_UNPRICED,
+    TOKENTRAIL_USAGE_IMPLAUSIBLE,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
     GEN_AI_CLIENT_INFERENCE_DURATION,

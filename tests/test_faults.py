@@ -68,6 +68,32 @@ def test_an_absurd_token_count_is_no_usage_and_every_later_export_still_encodes(
     assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.0035)
 
 
+def test_implausible_usage_is_counted_on_its_metric_and_no_other_call_loses_a_point(pipeline, faults):
+    # Three calls: fine, absurd (10**19 prompt tokens), fine; gpt-4o at $2.50 / $10 per M.
+    faults.script(_completion(1000, 100), _completion(10**19, 5), _completion(2000, 500))
+    with _client(faults) as client:
+        with tokentrail.attribute(tenant="acme"):
+            _ask(client)
+        with tokentrail.attribute(tenant="bad"):
+            _ask(client)
+        with tokentrail.attribute(tenant="globex"):
+            _ask(client)
+
+    [point] = pipeline.metric_points(names.TOKENTRAIL_USAGE_IMPLAUSIBLE)
+    assert point.value == 1
+    by_tenant = {s.attributes[attr.TOKENTRAIL_TENANT]: s.attributes for s in pipeline.llm_spans()}
+    assert by_tenant["bad"][attr.TOKENTRAIL_COST_STATUS] == "no_usage"
+    assert attr.TOKENTRAIL_COST_NANO_USD not in by_tenant["bad"]
+    assert pipeline.metric_points(names.TOKENTRAIL_COST, tenant="bad") == []
+    assert pipeline.metric_points(names.TOKENTRAIL_TOKENS, tenant="bad") == []
+    # the other calls' points are all there: 1,000 in / 100 out = $0.0035; 2,000 in / 500 out = $0.0100
+    assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(0.0035)
+    assert pipeline.metric_sum(names.TOKENTRAIL_COST, tenant="globex") == pytest.approx(0.0100)
+    assert pipeline.metric_count(names.TOKENTRAIL_COST) == 2
+    assert pipeline.metric_sum(names.TOKENTRAIL_TOKENS, tenant="globex", token_type="output") == 500
+    _otlp_encodes(pipeline)
+
+
 def test_the_largest_plausible_count_is_priced(pipeline, faults):
     limit = usage_module.MAX_TOKENS_PER_CALL
     faults.script(_completion(limit, 0))

@@ -98,6 +98,11 @@ def budget_store_errors() -> Any:
     return _instrument("counter", names.TOKENTRAIL_BUDGET_STORE_ERRORS, "{error}", "Budget store failures")
 
 
+def usage_implausible() -> Any:
+    return _instrument("counter", names.TOKENTRAIL_USAGE_IMPLAUSIBLE, "{report}",
+                       "Usage reports rejected as implausible (no_usage)")
+
+
 def observe_budgets(limits: Observer, spent: Observer) -> None:
     """Register the budget gauges (limit and spent) with these callbacks, once per meter provider."""
     _instrument("observable_gauge", names.TOKENTRAIL_BUDGET_LIMIT, "USD", "Configured tenant/team budget",
