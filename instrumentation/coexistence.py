@@ -18,6 +18,9 @@ from typing import Any, Iterator
 from opentelemetry import context as otel_context
 from opentelemetry.util._importlib_metadata import entry_points
 
+from tokentrail.processor import exactness
+from tokentrail.semconv import attributes as attr
+
 _log = logging.getLogger(__name__)
 
 ENV = "TOKENTRAIL_COEXISTENCE"
@@ -127,10 +130,14 @@ def _warn_shared(others: list[tuple[str, Any, set[str]]]) -> None:
     for value, _instance, sdks in others:
         for sdk in sdks:
             by_sdk.setdefault(sdk, []).append(value)
-    for sdk, values in sorted(by_sdk.items()):
-        if len(values) > 1:
-            _log.warning(
-                "tokentrail: TOKENTRAIL_COEXISTENCE=defer and %d instrumentations of %s (%s): each call may be "
-                "counted %d times. Fix: unset TOKENTRAIL_COEXISTENCE (tokentrail then keeps one span per call), "
-                "or keep one of them (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, or pip uninstall the others).",
-                len(values), sdk, ", ".join(values), len(values))
+    shared = [(sdk, values) for sdk, values in sorted(by_sdk.items()) if len(values) > 1]
+    if not shared:
+        return
+    mark = exactness.note(exactness.DEFER_SHARED_SDK, ",".join(sdk for sdk, _ in shared))
+    for sdk, values in shared:
+        _log.warning(
+            "tokentrail: TOKENTRAIL_COEXISTENCE=defer and %d instrumentations of %s (%s): each call may be "
+            "counted %d times; LLM spans are marked %s=%s. Fix: unset TOKENTRAIL_COEXISTENCE (tokentrail then "
+            "keeps one span per call), or keep one of them (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, or pip "
+            "uninstall the others).",
+            len(values), sdk, ", ".join(values), len(values), attr.TOKENTRAIL_UNVERIFIED, mark)

@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from tokentrail.attribution import owner_span_attributes
+from tokentrail.processor import exactness
 from tokentrail.processor.sdk import scope_name, span_processors
 from tokentrail.processor.usage import is_attributed, is_genai_call
 from tokentrail.semconv import attributes as attr
@@ -34,6 +35,9 @@ def owner_stamp(attributes: Mapping[str, Any] | None = None, context: Context | 
     stamp = owner_span_attributes(context)
     if is_genai_call(attributes):
         stamp[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(stamp)
+        unverified = exactness.reason()
+        if unverified is not None:  # a set-up tokentrail cannot vouch for (processor.exactness)
+            stamp[attr.TOKENTRAIL_UNVERIFIED] = unverified
     return stamp
 
 

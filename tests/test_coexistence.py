@@ -186,6 +186,7 @@ def test_one_llm_span_per_call_ours_wins(server, case, order, stream):
         assert span.instrumentation_scope.name.startswith("tokentrail.instrumentation")
         assert span.parent is not None and span.parent.span_id == app_span.get_span_context().span_id
         assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+        assert attr.TOKENTRAIL_UNVERIFIED not in span.attributes  # one span per call: vouched for
         assert Decimal(nano(span)) / Decimal(10**9) == case.usd
         assert p.metric_count(metric_names.TOKENTRAIL_COST, tenant="acme") == 1
         assert p.metric_sum(metric_names.TOKENTRAIL_COST, tenant="acme") == pytest.approx(float(case.usd))
@@ -199,6 +200,7 @@ def test_defer_leaves_the_sdk_to_the_other_instrumentation(server, monkeypatch):
             case.call(server)
         [span] = p.llm_spans()
         assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation")
+        assert attr.TOKENTRAIL_UNVERIFIED not in span.attributes  # one other instrumentation: exact
         assert Decimal(nano(span)) / Decimal(10**9) == case.usd
 
 
@@ -410,7 +412,8 @@ def _ledger_rows(path) -> list[tuple]:
     import sqlite3
 
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT span_id, parent_span_id, name, llm, cost_status, cost_nano FROM spans").fetchall()
+        return db.execute("SELECT span_id, parent_span_id, name, llm, cost_status, cost_nano, unverified "
+                          "FROM spans").fetchall()
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=[CASES[0].id, CASES[3].id])
@@ -439,9 +442,9 @@ def test_ledger_without_cost_processor_counts_each_call_once(server, case, tmp_p
         provider.shutdown()
     rows = _ledger_rows(tmp_path / "l.db")
     [llm] = [r for r in rows if r[3]]
-    assert llm[4:] == ("priced", int(case.usd * 10**9))
+    assert llm[4:] == ("priced", int(case.usd * 10**9), None)  # nothing it could not tell: not marked
     assert {r[1] for r in rows if r[2] == "POST"} == {llm[0]}  # the HTTP span under the LLM span
-    assert "without CostSpanProcessor" not in caplog.text  # nothing it could not tell
+    assert "without CostSpanProcessor" not in caplog.text
 
 
 def test_ledger_says_once_when_no_cost_processor_saw_the_spans(server, tmp_path, caplog):
@@ -463,19 +466,32 @@ def test_ledger_says_once_when_no_cost_processor_saw_the_spans(server, tmp_path,
         provider.shutdown()
     assert caplog.text.count("LLM spans reach LedgerSpanExporter without CostSpanProcessor") == 1
     assert "CostSpanProcessor(BatchSpanProcessor(LedgerSpanExporter()))" in caplog.text
-    assert [r[4:] for r in _ledger_rows(tmp_path / "l.db") if r[3]] == [("priced", int(OPENAI_USD * 10**9))] * 2
+    # both calls' rows are marked: the one that revealed the set-up and the one after it
+    mark = "ledger_without_cost_processor:opentelemetry.instrumentation.genai.openai"
+    assert f"tokentrail.unverified={mark}" in caplog.text
+    assert [r[4:] for r in _ledger_rows(tmp_path / "l.db") if r[3]] == [("priced", int(OPENAI_USD * 10**9), mark)] * 2
 
 
-def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix(caplog):
+def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix_and_marks_the_calls(server, caplog):
     from tokentrail.distro import price_every_export_path
 
     class VendorTracerProvider:
         def get_tracer(self, *args, **kwargs):
             raise AssertionError("not used")
 
-    assert price_every_export_path(VendorTracerProvider()) is False
+    with InMemoryPipeline() as p:
+        with tokentrail.attribute(tenant="acme"):
+            call_openai(server)  # before: vouched for
+            assert price_every_export_path(VendorTracerProvider()) is False
+            call_openai(server)
+            call_anthropic(server)
+        before, *after = sorted(p.llm_spans(), key=lambda s: s.start_time)
     assert "VendorTracerProvider, not the OpenTelemetry SDK's" in caplog.text
     assert "Fix: add tokentrail.processor.cost.CostSpanProcessor" in caplog.text
+    assert attr.TOKENTRAIL_UNVERIFIED not in before.attributes
+    assert [s.attributes[attr.TOKENTRAIL_UNVERIFIED] for s in after] == ["foreign_tracer_provider:VendorTracerProvider"] * 2
+    # still priced: the mark says the count is not vouched for, not that the cost is unknown
+    assert [nano(s) for s in after] == [int(OPENAI_USD * 10**9), int(SONNET_USD * 10**9)]
 
 
 def test_an_sdk_provider_built_without_us_gets_every_export_path_wrapped():

@@ -220,7 +220,7 @@ def run_app(tmp_path: Path, probe: Path, hidden=(), first=(), env_extra=None, ap
 
 def ledger_llm_rows(tmp_path: Path) -> list[tuple]:
     with sqlite3.connect(tmp_path / "ledger.db") as db:
-        return db.execute("SELECT feature, cost_status, cost_nano FROM spans WHERE llm = 1").fetchall()
+        return db.execute("SELECT feature, cost_status, cost_nano, unverified FROM spans WHERE llm = 1").fetchall()
 
 
 def assert_one_priced_span_per_call(proc, spans, tmp_path: Path) -> None:
@@ -234,6 +234,7 @@ def assert_one_priced_span_per_call(proc, spans, tmp_path: Path) -> None:
         a = llm["attributes"]
         assert a[attr.TOKENTRAIL_TENANT] == "acme"
         assert (a[attr.TOKENTRAIL_COST_STATUS], a[attr.TOKENTRAIL_COST_NANO_USD]) == ("priced", EXPECTED_NANO[feature]), feature
+        assert attr.TOKENTRAIL_UNVERIFIED not in a, feature  # exact: nothing to mark
         # The SDK's HTTP spans of the call (Bedrock's botocore has none here) stay under it.
         http = [s for s in spans if s["scope"] == "opentelemetry.instrumentation.httpx"
                 and s["attributes"].get(attr.TOKENTRAIL_FEATURE) == feature]
@@ -241,8 +242,9 @@ def assert_one_priced_span_per_call(proc, spans, tmp_path: Path) -> None:
         if feature != "bedrock":
             assert http, feature
     rows = ledger_llm_rows(tmp_path)
-    assert sorted((f, n) for f, _, n in rows) == sorted(EXPECTED_NANO.items())
-    assert sum(n for _, _, n in rows) == TOTAL_NANO == sum(EXPECTED_NANO.values())
+    assert sorted((f, n) for f, _, n, _ in rows) == sorted(EXPECTED_NANO.items())
+    assert sum(n for _, _, n, _ in rows) == TOTAL_NANO == sum(EXPECTED_NANO.values())
+    assert [u for *_, u in rows] == [None] * len(EXPECTED_NANO)
     points = _cost_points(proc.stdout)
     assert sum(p["count"] for p in points) == len(EXPECTED_NANO)
     assert sum(p["sum"] for p in points) == pytest.approx(TOTAL_NANO / 1e9)
@@ -264,3 +266,11 @@ def test_defer_with_two_instrumentations_of_one_sdk_says_so_with_the_fix(tmp_pat
         assert f"TOKENTRAIL_COEXISTENCE=defer and 2 instrumentations of {sdk}" in proc.stderr, proc.stderr[-3000:]
     assert "Fix: unset TOKENTRAIL_COEXISTENCE" in proc.stderr
     assert not [s for s in spans if s["scope"].startswith("tokentrail")]
+    # ... and marks what it cannot vouch for: every LLM span and ledger row carries the reason
+    mark = "defer_shared_sdk:anthropic,openai"
+    assert f"tokentrail.unverified={mark}" in proc.stderr
+    llm = [s for s in spans if is_genai_call(s["attributes"], strict=True)]
+    assert llm and {(s["scope"], s["attributes"].get(attr.TOKENTRAIL_UNVERIFIED)) for s in llm} == {
+        (s["scope"], mark) for s in llm}
+    rows = ledger_llm_rows(tmp_path)
+    assert rows and {u for *_, u in rows} == {mark}

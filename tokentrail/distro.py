@@ -40,10 +40,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tokentrail import propagation
 from tokentrail.instrumentation import coexistence
-from tokentrail.processor import sdk
+from tokentrail.processor import exactness, sdk
 from tokentrail.processor.attribution import AttributionSpanProcessor, ensure_installed
 from tokentrail.processor.cost import CostSpanProcessor, pipeline_active
 from tokentrail.processor.metrics import metric_views
+from tokentrail.semconv import attributes as attr
 
 _logger = logging.getLogger(__name__)
 
@@ -123,11 +124,13 @@ def price_every_export_path(tracer_provider: Any = None) -> bool:
         if isinstance(provider, trace_api.ProxyTracerProvider):
             return False  # set later by the app: its set-up decides (see the README)
         if not sdk.wrap_span_processors(provider, _export_processor_factory(lambda processor: processor)):
+            mark = exactness.note(exactness.FOREIGN_TRACER_PROVIDER, type(provider).__name__)
             _logger.warning(
                 "tokentrail: the TracerProvider is %s, not the OpenTelemetry SDK's: tokentrail cannot drop other "
-                "instrumentations' duplicate LLM spans or price them, so exported spans may count a call twice. "
-                "Fix: add tokentrail.processor.cost.CostSpanProcessor in front of its exporter, or keep only "
-                "tokentrail's instrumentation.", type(provider).__name__)
+                "instrumentations' duplicate LLM spans or price them, so exported spans may count a call twice; "
+                "LLM spans are marked %s=%s. Fix: add tokentrail.processor.cost.CostSpanProcessor in front of its "
+                "exporter, or keep only tokentrail's instrumentation.",
+                type(provider).__name__, attr.TOKENTRAIL_UNVERIFIED, mark)
             return False
         if not pipeline_active(provider):
             provider.add_span_processor(CostSpanProcessor(None))  # no exporter: still meter each call

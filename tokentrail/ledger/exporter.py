@@ -6,8 +6,10 @@ path. Failures are counted drops (``.dropped``), never exceptions.
 
 It drops other instrumentations' duplicate LLM spans itself (``processor.dedup``, as
 ``CostSpanProcessor`` does), so a manual set-up without ``CostSpanProcessor`` still counts a
-call once where dedup can tell at export; when spans reach it that no ``CostSpanProcessor``
-saw, it says once that it cannot vouch for every case, and how to fix the set-up.
+call once where dedup can tell at export; when another instrumentation's unpriced LLM span
+reaches it (no ``CostSpanProcessor`` saw it), it says once that it cannot vouch for every
+case, and how to fix the set-up, and from that batch on marks every LLM row
+``tokentrail.unverified`` (``processor.exactness``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tokentrail.ledger.rows import span_to_row
 from tokentrail.ledger.writer import DEFAULT_BUSY_TIMEOUT_MS, LedgerWriter
-from tokentrail.processor import dedup
+from tokentrail.processor import dedup, exactness
+from tokentrail.processor.sdk import enriched_copy, scope_name
 from tokentrail.processor.usage import is_genai_call
 from tokentrail.semconv import attributes as attr
 
@@ -30,14 +33,22 @@ _logger = logging.getLogger(__name__)
 _NOT_BEHIND_COST_PROCESSOR = (
     "tokentrail ledger: LLM spans reach LedgerSpanExporter without CostSpanProcessor; it prices them and drops "
     "the duplicates it can tell at export, but cannot vouch for one row per call when several instrumentations "
-    "instrument one SDK. Fix: tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor("
-    "LedgerSpanExporter()))) (tokentrail.processor.cost), or run under opentelemetry-instrument.")
+    "instrument one SDK; its LLM rows are marked %s=%s. Fix: tracer_provider.add_span_processor("
+    "CostSpanProcessor(BatchSpanProcessor(LedgerSpanExporter()))) (tokentrail.processor.cost), or run under "
+    "opentelemetry-instrument.")
 
 
 def _unpriced_foreign_call(span: ReadableSpan) -> bool:
     # Ours are priced before they end, and CostSpanProcessor prices the others.
     attributes = span.attributes or {}
     return attr.TOKENTRAIL_COST_STATUS not in attributes and is_genai_call(attributes)
+
+
+def _marked(span: ReadableSpan) -> ReadableSpan:
+    """``span``, or a copy with ``tokentrail.unverified`` when it is an LLM call the process
+    cannot vouch for (the mark is stamped at start; this covers the spans started before)."""
+    extra = exactness.mark(span.attributes) if is_genai_call(span.attributes) else None
+    return enriched_copy(span, extra) if extra else span
 
 
 class LedgerSpanExporter(SpanExporter):
@@ -69,12 +80,14 @@ class LedgerSpanExporter(SpanExporter):
         try:
             rows = []
             # Duplicates first: a span under one of them comes earlier in the batch.
-            for span in [s for s in spans if not dedup.is_duplicate(s)]:
+            kept = [s for s in spans if not dedup.is_duplicate(s)]
+            if not self._unseen_logged:
+                self._check_behind_cost_processor(kept)
+            for span in kept:
                 try:
                     span = dedup.under_exported_parent(span)
-                    if not self._unseen_logged and _unpriced_foreign_call(span):
-                        self._unseen_logged = True
-                        _logger.warning(_NOT_BEHIND_COST_PROCESSOR)
+                    if self._unseen_logged:
+                        span = _marked(span)
                     rows.append(span_to_row(span))
                 except Exception as exc:  # one odd span must not lose the batch
                     self._writer.dropped += 1
@@ -85,6 +98,14 @@ class LedgerSpanExporter(SpanExporter):
         except Exception:  # never raise into the SDK's worker, whatever happens
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def _check_behind_cost_processor(self, spans: Sequence[ReadableSpan]) -> None:
+        for span in spans:
+            if _unpriced_foreign_call(span):
+                self._unseen_logged = True
+                mark = exactness.note(exactness.LEDGER_WITHOUT_COST_PROCESSOR, scope_name(span) or "unknown")
+                _logger.warning(_NOT_BEHIND_COST_PROCESSOR, attr.TOKENTRAIL_UNVERIFIED, mark)
+                return
 
     def shutdown(self) -> None:
         self._writer.close()
