@@ -50,6 +50,7 @@ def load_calls(conn: Any, period: Period, where: Where, by: Sequence[str] = ()) 
     for values in conn.execute(sql, params):
         call = dict(zip(COLUMNS, values))
         call["key"] = tuple(values[len(COLUMNS):-1])
+        call["model"] = call["request_model"] or call["response_model"]  # as FIELDS["model"]
         delta = values[-1]
         if call["cost_nano"] is None and not delta:
             call["net"] = None
