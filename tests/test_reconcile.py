@@ -438,3 +438,86 @@ def test_anthropic_workspace_of_a_call_from_its_key(tmp_path, server, pipeline, 
     assert set(cells) == {"wrkspc_ours", "wrkspc_lab"}
     assert cells["wrkspc_ours"]["ledger"]["cost_nano"] == cells["wrkspc_ours"]["provider"]["cost_nano"] == 6_000_000
     assert [(x["category"], x["nano"]) for x in cells["wrkspc_lab"]["explained"]] == [("untracked", 6_000_000)]
+
+
+# --- service tiers -----------------------------------------------------------------------------------
+def test_a_tier_the_ledger_did_not_price_is_explained_as_tier_not_as_a_discount(tmp_path, pipeline, openai_client,
+                                                                                  capsys, monkeypatch):
+    usage = {"model": MINI, "prompt_tokens": 10_000, "cached_tokens": 2_000, "completion_tokens": 1_000}
+
+    def chat(tier):
+        return lambda: openai_client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], service_tier=tier,
+            extra_headers={openai_api.HEADER: json.dumps({**usage, "service_tier": tier})})
+
+    # standard $0.00195 a call; priority ($0.25 / $0.125 cached / $1.00 per M): $0.00325
+    path = _ledger(tmp_path, pipeline, [(D1, chat("default")), (D1, chat("priority")), (D1, chat("default"))])
+    with sqlite3.connect(path) as conn:
+        assert sorted(conn.execute("SELECT service_tier, pricing_tier, cost_nano FROM spans WHERE llm = 1")) == [
+            ("default", "standard", 1_950_000), ("default", "standard", 1_950_000), ("priority", "priority", 3_250_000)]
+    flex = {"input": "0.075", "cached input": "0.0375", "output": "0.3"}  # what the provider billed per M at flex
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 10_000, 2_000, 1_000, service_tier="default", batch=False),
+                      _mini_usage(D1, 10_000, 2_000, 1_000, service_tier="priority", batch=False),
+                      # the third call ran at flex (the org's default for this key), the ledger priced it standard
+                      _mini_usage(D1, 10_000, 2_000, 1_000, service_tier="flex", batch=False)],
+        openai_costs=[*_mini_costs(D1, 8_000, 2_000, 1_000, "1"),
+                      {"day": D1, "line_item": f"priority | {MINI}, input", "usd": "0.002"},
+                      {"day": D1, "line_item": f"priority | {MINI}, cached input", "usd": "0.00025"},
+                      {"day": D1, "line_item": f"priority | {MINI}, output", "usd": "0.001"},
+                      *({"day": D1, "line_item": f"flex | {MINI}, {kind}", "usd": str(Decimal(rate) * n / 10**6)}
+                        for (kind, rate), n in zip(flex.items(), (8_000, 2_000, 1_000)))],
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path,
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    usage_query = next(r for r in admin.requests if r.path.endswith("/usage/completions"))
+    assert {"batch", "service_tier", "model"} <= set(usage_query.query["group_by"])
+    [cell] = result["cells"]
+    assert cell["provider"]["cost_nano"] == 1_950_000 + 3_250_000 + 975_000  # flex: 600 + 75 + 300 micro-dollars
+    assert cell["ledger"]["cost_nano"] == 1_950_000 + 3_250_000 + 1_950_000
+    # the priority call meets the provider's priority bucket; the flex one is "different tier", not "different price"
+    assert [(x["category"], x["nano"], x.get("tokens")) for x in cell["explained"]] == [("tier", -975_000, 11_000)]
+    assert result["suggestions"] == []  # no rate-card discount from a tier difference
+    assert sum(x["nano"] for x in cell["explained"]) == cell["residual_nano"]
+
+
+def test_costs_that_name_no_tier_compare_the_cell_as_one(tmp_path, pipeline, openai_client, capsys, monkeypatch):
+    usage = {"model": MINI, "prompt_tokens": 10_000, "cached_tokens": 2_000, "completion_tokens": 1_000}
+    call = lambda: openai_client.chat.completions.create(  # noqa: E731
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_headers={openai_api.HEADER: json.dumps(usage)})
+    path = _ledger(tmp_path, pipeline, [(D1, call)])
+    book = admin_api.AdminBook(  # usage says flex, the cost lines do not say: the tiers cannot be told apart
+        openai_usage=[_mini_usage(D1, 10_000, 2_000, 1_000, service_tier="flex", batch=False)],
+        openai_costs=_mini_costs(D1, 8_000, 2_000, 1_000, "0.5"))
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path,
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    [cell] = result["cells"]
+    assert [(x["category"], x["nano"]) for x in cell["explained"]] == [("price", -975_000)]
+
+
+def test_anthropic_batch_tier_from_the_usage_and_cost_reports(tmp_path, server, pipeline, anthropic_client, capsys,
+                                                              monkeypatch):
+    def claude():
+        server.enqueue(FakeResponse(json=anthropic_api.message(model=SONNET, usage=anthropic_api.usage_block(8_000, 1_200))))
+        anthropic_client.messages.create(model=SONNET, max_tokens=2_000, messages=[{"role": "user", "content": "hi"}])
+
+    path = _ledger(tmp_path, pipeline, [(D1, claude)])  # 8,000 in / 1,200 out at $3 / $15 per M: $0.042, standard
+    row = {"day": D1, "model": SONNET, "uncached_input_tokens": 8_000, "output_tokens": 1_200, "service_tier": "batch"}
+    cost = {"day": D1, "model": SONNET, "cost_type": "tokens", "service_tier": "batch"}
+    book = admin_api.AdminBook(  # billed as batch, at half price: $0.012 + $0.009
+        anthropic_usage=[row],
+        anthropic_costs=[{**cost, "token_type": "uncached_input_tokens", "cents": "1.2"},
+                         {**cost, "token_type": "output_tokens", "cents": "0.9"}])
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "anthropic", "--ledger", path,
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    usage_query = next(r for r in admin.requests if r.path.endswith("/usage_report/messages"))
+    assert "service_tier" in usage_query.query["group_by[]"]
+    [cell] = result["cells"]
+    assert (cell["provider"]["cost_nano"], cell["ledger"]["cost_nano"]) == (21_000_000, 42_000_000)
+    assert [(x["category"], x["nano"]) for x in cell["explained"]] == [("tier", -21_000_000)]

@@ -8,8 +8,12 @@ residual (provider cost - ledger cost, nano-USD) is split into categories that a
   negative when the ledger holds tokens the bill does not (yet);
 - ``unpriced``: tokens of calls the ledger holds but could not price, at the provider's rate;
 - ``other_charges``: money without tokens (web search, tools) beyond the ledger's fees;
-- ``price``: what is left, the same tokens at a different price (negotiated discount, priority
-  tier, a price change); a systematic one per model becomes a suggested rate-card discount.
+- ``tier``: tokens the provider billed at another service tier (batch, flex, priority...) than
+  the one the ledger priced them at: each side's tokens are split by tier (the provider's usage
+  and cost reports by ``service_tier``/``batch``, the ledger by the tier it priced), and tokens
+  one tier is short of where another has too many are the same tokens, billed at another tier;
+- ``price``: what is left, the same tokens at a different price on the same tier (negotiated
+  discount, a price change); a systematic one per model becomes a suggested rate-card discount.
 
 ``no_usage`` calls (the ledger has the call but no usage) are counted; their tokens are part of
 ``untracked``, as the ledger cannot know them.
@@ -24,7 +28,7 @@ from typing import Iterable, Sequence
 
 from tokentrail.ledger.queries.common import NO_COST_KIND, STOPPED_ERROR_TYPE
 from tokentrail.processor.usage import normalise_model_id
-from tokentrail.reconcile.sources import CLASSES, OTHER, Line
+from tokentrail.reconcile.sources import CLASSES, OTHER, STANDARD, Line, tier_name
 
 #: ``--by`` fields: a cell's key (project: OpenAI's; workspace: Anthropic's; api_key: the key's hint, which
 #: Anthropic's cost report does not give: its per-key cells compare tokens, its cost stays keyless).
@@ -41,7 +45,8 @@ _WHY = {
     "unpriced": "calls in the ledger with no price on the rate card",
     "no_usage": "calls in the ledger without usable usage (their tokens are part of untracked)",
     "other_charges": "charges without tokens (web search, tools) beyond the ledger's fees",
-    "price": "the same tokens at a different price (negotiated discount, priority tier, a price change)",
+    "tier": "the same tokens billed at another service tier (batch, flex, priority) than the ledger priced",
+    "price": "the same tokens at a different price on the same tier (negotiated discount, a price change)",
 }
 
 
@@ -56,38 +61,17 @@ class Side:
 
 
 @dataclass
-class Cell:
-    key: tuple
+class Part:
+    """One service tier of a cell: both sides' tokens and money at that tier."""
+
     provider: Side = field(default_factory=Side)
     ledger: Side = field(default_factory=Side)  # priced calls
     unpriced: Side = field(default_factory=Side)  # calls the ledger could not price (tokens only)
-    no_usage_calls: int = 0
 
     def ledger_tokens(self, cls: str) -> int:
         return self.ledger.tokens[cls] + self.unpriced.tokens[cls]
 
-    def explain(self) -> list[dict]:
-        """The residual's categories, largest first; their ``nano`` add up to the residual exactly."""
-        residual = self.provider.total() - self.ledger.total()
-        untracked = sum(self._at_provider_rate(c, self.provider.tokens[c] - self.ledger_tokens(c)) for c in CLASSES)
-        unpriced = sum(self._at_provider_rate(c, self.unpriced.tokens[c]) for c in CLASSES)
-        other = self.provider.cost_nano.get(OTHER, 0) - self.ledger.cost_nano.get(OTHER, 0)
-        price = residual - untracked - unpriced - other
-        out = [
-            {"category": "untracked", "nano": untracked,
-             "tokens": sum(self.provider.tokens[c] - self.ledger_tokens(c) for c in CLASSES)},
-            {"category": "unpriced", "nano": unpriced, "calls": self.unpriced.calls,
-             "tokens": sum(self.unpriced.tokens.values())},
-            {"category": "no_usage", "nano": 0, "calls": self.no_usage_calls},
-            {"category": "other_charges", "nano": other},
-            {"category": "price", "nano": price},
-        ]
-        out = [c for c in out if c["nano"] or c.get("calls")]
-        for c in out:
-            c["why"] = _WHY[c["category"]]
-        return sorted(out, key=lambda c: -abs(c["nano"]))
-
-    def _rate(self, cls: str) -> Decimal | None:
+    def rate(self, cls: str) -> Decimal | None:
         """nano-USD per token of a class: the provider's, else (tokens it did not bill) the ledger's."""
         if self.provider.tokens[cls] and cls in self.provider.cost_nano:
             return Decimal(self.provider.cost_nano[cls]) / self.provider.tokens[cls]
@@ -98,18 +82,108 @@ class Cell:
             tokens, cost = self.ledger.tokens[cls], self.ledger.cost_nano.get(cls)
         return Decimal(cost) / tokens if tokens and cost else None
 
-    def _at_provider_rate(self, cls: str, tokens: int) -> int:
-        rate = self._rate(cls) if tokens else None
+    def at_rate(self, cls: str, tokens: int) -> int:
+        rate = self.rate(cls) if tokens else None
         if rate is None:
             return 0
         return int((rate * tokens).to_integral_value(ROUND_HALF_EVEN))
 
+
+def _sum_sides(sides: Iterable[Side]) -> Side:
+    out = Side()
+    for side in sides:
+        _add(out.tokens, side.tokens)
+        _add(out.cost_nano, side.cost_nano)
+        out.calls += side.calls
+    return out
+
+
+@dataclass
+class Cell:
+    key: tuple
+    parts: dict[str, Part] = field(default_factory=dict)  # service tier -> both sides at that tier
+    no_usage_calls: int = 0
+    one_tier: bool = False  # compared as one: the provider's costs do not tell its tiers apart
+
+    def part(self, tier: str | None) -> Part:
+        return self.parts.setdefault(tier, Part())
+
+    @property
+    def provider(self) -> Side:
+        return _sum_sides(p.provider for p in self.parts.values())
+
+    @property
+    def ledger(self) -> Side:
+        return _sum_sides(p.ledger for p in self.parts.values())
+
+    @property
+    def unpriced(self) -> Side:
+        return _sum_sides(p.unpriced for p in self.parts.values())
+
+    def ledger_tokens(self, cls: str) -> int:
+        return sum(p.ledger_tokens(cls) for p in self.parts.values())
+
+    def settle_tiers(self) -> None:
+        """Cost lines that name no tier (None) are standard when others do name theirs; when none
+        does and the usage has another tier, the tiers cannot be told apart: compared as one."""
+        if None not in self.parts:
+            return
+        named = any(p.provider.cost_nano for tier, p in self.parts.items() if tier is not None)
+        self.one_tier = not named and bool(set(self.parts) - {None, STANDARD})
+        if self.one_tier:
+            self.parts = {STANDARD: self.merged()}
+        else:
+            self.parts[STANDARD] = self.merged([self.parts.pop(None), self.parts.get(STANDARD, Part())])
+
+    def merged(self, parts: Iterable[Part] | None = None) -> Part:
+        parts = list(self.parts.values() if parts is None else parts)
+        return Part(*(_sum_sides(getattr(p, s) for p in parts) for s in ("provider", "ledger", "unpriced")))
+
+    def explain(self) -> list[dict]:
+        """The residual's categories, largest first; their ``nano`` add up to the residual exactly."""
+        provider, ledger, parts = self.provider, self.ledger, list(self.parts.values())
+        residual = provider.total() - ledger.total()
+        untracked = tier = tier_tokens = unpriced = 0
+        for cls in CLASSES:
+            # per tier: tokens the provider billed beyond the ledger's (or short of them), at the tier's rate
+            gaps = [(d, p.at_rate(cls, d)) for p in parts for d in [p.provider.tokens[cls] - p.ledger_tokens(cls)]]
+            more, less = sum(d for d, _ in gaps if d > 0), -sum(d for d, _ in gaps if d < 0)
+            moved = min(more, less)  # the same tokens, on the provider's side at another tier
+            tier_tokens += moved
+            for d, nano in gaps:
+                shifted = _share(nano, moved, more if d > 0 else less) if d and moved else 0
+                tier += shifted
+                untracked += nano - shifted
+            unpriced += sum(p.at_rate(cls, p.unpriced.tokens[cls]) for p in parts)
+        other = provider.cost_nano.get(OTHER, 0) - ledger.cost_nano.get(OTHER, 0)
+        price = residual - untracked - tier - unpriced - other
+        out = [
+            {"category": "untracked", "nano": untracked,
+             "tokens": sum(provider.tokens[c] - self.ledger_tokens(c) for c in CLASSES)},
+            {"category": "unpriced", "nano": unpriced, "calls": self.unpriced.calls,
+             "tokens": sum(self.unpriced.tokens.values())},
+            {"category": "no_usage", "nano": 0, "calls": self.no_usage_calls},
+            {"category": "other_charges", "nano": other},
+            {"category": "tier", "nano": tier, "tokens": tier_tokens},
+            {"category": "price", "nano": price},
+        ]
+        out = [c for c in out if c["nano"] or c.get("calls")]
+        for c in out:
+            c["why"] = _WHY[c["category"]]
+        return sorted(out, key=lambda c: -abs(c["nano"]))
+
     def price_ratio(self) -> Decimal | None:
         """Provider price / ledger price of the tokens both sides priced (1 = the card's price)."""
-        if not self.ledger.total():
+        ledger = self.ledger.total()
+        if not ledger:
             return None
         price = next((c["nano"] for c in self.explain() if c["category"] == "price"), 0)
-        return Decimal(self.ledger.total() + price) / self.ledger.total()
+        return Decimal(ledger + price) / ledger
+
+
+def _share(nano: int, part: int, whole: int) -> int:
+    """``nano * part / whole``, rounded half to even."""
+    return int((Decimal(nano) * part / whole).to_integral_value(ROUND_HALF_EVEN))
 
 
 # --- the ledger's side -----------------------------------------------------------------------------
@@ -120,11 +194,11 @@ SELECT date(start_ns / 1000000000, 'unixepoch') AS day, COALESCE(response_model,
        SUM(cache_read_tokens), SUM(COALESCE(cache_write_tokens, 0) - COALESCE(cache_write_1h_tokens, 0)),
        SUM(cache_write_1h_tokens), SUM(output_tokens),
        SUM(cost_input_nano), SUM(cost_cache_read_nano), SUM(cost_cache_write_nano), SUM(cost_output_nano),
-       SUM(cost_fees_nano), SUM(cost_nano)
+       SUM(cost_fees_nano), SUM(cost_nano), pricing_tier, service_tier
 FROM spans
 WHERE llm = 1 AND provider = ? AND start_ns >= ? AND start_ns < ?
   AND (error_type IS NULL OR error_type != '{STOPPED_ERROR_TYPE}')
-GROUP BY day, model, provider_project, provider_workspace, api_key_hint, kind
+GROUP BY day, model, provider_project, provider_workspace, api_key_hint, kind, pricing_tier, service_tier
 """
 
 
@@ -136,6 +210,7 @@ def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_n
         day, model, project, workspace, key, kind, calls = row[:7]
         tokens = dict(zip(CLASSES, (int(t or 0) for t in row[7:12])))
         cost_input, cost_read, cost_write, cost_output, fees, total = (int(c or 0) for c in row[12:18])
+        priced_tier, service_tier = row[18:20]
         if workspace is None and key and workspaces:
             workspace = next((w for hint, w in workspaces.items() if hints_match(hint, key)), None)
         cell = _cell(cells, grain, {"day": day, "model": normalise_model_id(model), "project": project,
@@ -143,7 +218,9 @@ def ledger_cells(conn: sqlite3.Connection, provider: str, since_ns: int, until_n
         if kind == "no_usage":
             cell.no_usage_calls += calls
             continue
-        side = cell.unpriced if kind == "unpriced" else cell.ledger
+        # the tier the ledger charged (``standard,context>200k`` -> standard); unpriced: the tier it ran at
+        part = cell.part(tier_name(priced_tier.partition(",")[0] if priced_tier else service_tier))
+        side = part.unpriced if kind == "unpriced" else part.ledger
         side.calls += calls
         _add(side.tokens, tokens)
         if kind is None:
@@ -163,9 +240,12 @@ def provider_cells(lines: Iterable[Line], grain: Sequence[str], ledger_hints: It
         key = next((h for h in hints if line.api_key and hints_match(line.api_key, h)), line.api_key)
         cell = _cell(cells, grain, {"day": line.day.isoformat(), "model": line.model, "project": line.project,
                                     "workspace": line.workspace, "api_key": key})
-        _add(cell.provider.tokens, line.tokens)
-        _add(cell.provider.cost_nano, line.cost_nano)
-        cell.provider.calls += line.requests
+        side = cell.part(line.tier).provider
+        _add(side.tokens, line.tokens)
+        _add(side.cost_nano, line.cost_nano)
+        side.calls += line.requests
+    for cell in cells.values():
+        cell.settle_tiers()
     return cells
 
 
@@ -198,17 +278,15 @@ def compare(ledger: dict[tuple, Cell], provider: dict[tuple, Cell], grain: Seque
     cells: list[Cell] = []
     for key in sorted(set(ledger) | set(provider), key=lambda k: tuple("" if v is None else str(v) for v in k)):
         cell = ledger.get(key) or Cell(key)
-        if key in provider:
-            cell.provider = provider[key].provider
+        theirs = provider.get(key) or Cell(key)
+        if theirs.one_tier:  # the provider's costs did not say which tier: neither side is split
+            cell.parts = {STANDARD: cell.merged()}
+        for tier, part in theirs.parts.items():
+            cell.part(tier).provider = part.provider
         cells.append(cell)
     total = Cell(("total",))
-    for cell in cells:
-        for side in ("provider", "ledger", "unpriced"):
-            mine, theirs = getattr(total, side), getattr(cell, side)
-            _add(mine.tokens, theirs.tokens)
-            _add(mine.cost_nano, theirs.cost_nano)
-            mine.calls += theirs.calls
-        total.no_usage_calls += cell.no_usage_calls
+    total.parts = {STANDARD: total.merged([cell.merged() for cell in cells])}
+    total.no_usage_calls = sum(cell.no_usage_calls for cell in cells)
     explained: dict[str, dict] = {}
     for cell in cells:
         for c in cell.explain():

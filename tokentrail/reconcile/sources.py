@@ -38,6 +38,19 @@ class SourceError(Exception):
     """The provider's figures could not be read; the message is one line for the user."""
 
 
+STANDARD = "standard"
+_TIER_ALIASES = {"": STANDARD, "default": STANDARD, "auto": STANDARD, "standard_only": STANDARD,
+                 "priority_on_demand": "priority", "flex_discount": "flex"}
+
+
+def tier_name(value: Any, batch: Any = False) -> str:
+    """One name per service tier on both sides: ``standard`` (OpenAI's ``default``), ``batch``, ``flex``, ``priority``..."""
+    if batch is True:
+        return "batch"
+    text = str(value or "").strip().lower()
+    return _TIER_ALIASES.get(text, text)
+
+
 @dataclass
 class Line:
     """The provider's figures for one day and group (model, and the join keys it reports)."""
@@ -47,12 +60,13 @@ class Line:
     project: str | None = None
     api_key: str | None = None
     workspace: str | None = None
+    tier: str | None = STANDARD  # the service tier billed (see ``tier_name``); None: a cost line that does not say
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
     cost_nano: dict[str, int] = field(default_factory=dict)  # class (or ``other``) -> nano-USD
     requests: int = 0
 
     def key(self) -> tuple:
-        return self.day, self.model, self.project, self.api_key, self.workspace
+        return self.day, self.model, self.project, self.api_key, self.workspace, self.tier
 
 
 def to_nano(amount: Any, scale: Decimal = Decimal(1)) -> int:
@@ -150,11 +164,12 @@ def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, k
     window = [("start_time", str(int(since.timestamp()))), ("end_time", str(int(until.timestamp()))),
               ("bucket_width", "1d"), ("limit", "31")]
     lines: dict[tuple, Line] = {}
-    usage = window + [("group_by", g) for g in ("model", "project_id", "api_key_id")]
+    usage = window + [("group_by", g) for g in ("model", "project_id", "api_key_id", "batch", "service_tier")]
     for bucket in _pages(base + "/organization/usage/completions", usage, headers, "openai", sleep):
         day = _day(bucket.get("start_time"))
         for r in bucket.get("results") or ():
-            line = _line(lines, day, r.get("model"), r.get("project_id"), r.get("api_key_id"), None)
+            line = _line(lines, day, r.get("model"), r.get("project_id"), r.get("api_key_id"), None,
+                         tier_name(r.get("service_tier"), r.get("batch")))
             cached = int(r.get("input_cached_tokens") or 0)
             line.tokens["input"] += int(r.get("input_tokens") or 0) - cached  # input_tokens includes cached
             line.tokens["cache_read"] += cached
@@ -167,8 +182,8 @@ def openai_lines(base_url: str, key: str, since: datetime, until: datetime, *, k
             amount = r.get("amount") or {}
             if str(amount.get("currency", "usd")).lower() != "usd":
                 raise SourceError(f"openai costs in {amount.get('currency')!r}: only USD bills are reconciled")
-            model, kind = _openai_line_item(r.get("line_item"))
-            line = _line(lines, day, model, r.get("project_id"), r.get("api_key_id"), None)
+            model, kind, tier = _openai_line_item(r.get("line_item"))
+            line = _line(lines, day, model, r.get("project_id"), r.get("api_key_id"), None, tier)
             line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(amount.get("value", 0))
     if keys:
         _name_keys(lines.values(), _openai_key_names(base, headers, sleep))
@@ -184,14 +199,19 @@ def _openai_key_names(base: str, headers: dict[str, str], sleep: Sleep) -> dict[
     return names
 
 
-def _openai_line_item(item: Any) -> tuple[str, str]:
-    """``"priority | gpt-4o-2024-08-06, cached input"`` -> (``gpt-4o-2024-08-06``, ``cache_read``)."""
-    text = str(item or "").rpartition("|")[2].strip()
-    model, sep, rest = text.partition(",")
-    kind = rest.split(",")[0].strip().lower()
-    if not sep or kind not in _OPENAI_CLASS:
-        return "", OTHER  # a tool or storage line (web search, vector storage): money without tokens
-    return model.strip(), _OPENAI_CLASS[kind]
+def _openai_line_item(item: Any) -> tuple[str, str, str | None]:
+    """``"priority | gpt-4o-2024-08-06, cached input"`` -> (``gpt-4o-2024-08-06``, ``cache_read``, ``priority``).
+
+    The costs report cannot be grouped by tier: a line item names it (a ``tier |`` prefix or a
+    trailing ``, batch``) or the tier is unknown (None).
+    """
+    prefix, bar, text = str(item or "").rpartition("|")
+    model, sep, rest = text.strip().partition(",")
+    parts = [p.strip().lower() for p in rest.split(",")]
+    if not sep or parts[0] not in _OPENAI_CLASS:
+        return "", OTHER, STANDARD  # a tool or storage line (web search, vector storage): money without tokens
+    named = prefix.strip() if bar else (parts[1] if len(parts) > 1 else "")
+    return model.strip(), _OPENAI_CLASS[parts[0]], tier_name(named) if named else None
 
 
 # --- Anthropic -------------------------------------------------------------------------------------
@@ -216,11 +236,12 @@ def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *
     window = [("starting_at", _rfc3339(since)), ("ending_at", _rfc3339(until)), ("bucket_width", "1d"),
               ("limit", "31")]
     lines: dict[tuple, Line] = {}
-    usage = window + [("group_by[]", g) for g in ("model", "workspace_id", "api_key_id")]
+    usage = window + [("group_by[]", g) for g in ("model", "workspace_id", "api_key_id", "service_tier")]
     for bucket in _pages(base + "/v1/organizations/usage_report/messages", usage, headers, "anthropic", sleep):
         day = _day(bucket.get("starting_at"))
         for r in bucket.get("results") or ():
-            line = _line(lines, day, r.get("model"), None, r.get("api_key_id"), r.get("workspace_id"))
+            line = _line(lines, day, r.get("model"), None, r.get("api_key_id"), r.get("workspace_id"),
+                         tier_name(r.get("service_tier")))
             creation = r.get("cache_creation") or {}
             line.tokens["input"] += int(r.get("uncached_input_tokens") or 0)
             line.tokens["cache_read"] += int(r.get("cache_read_input_tokens") or 0)
@@ -235,8 +256,8 @@ def anthropic_lines(base_url: str, key: str, since: datetime, until: datetime, *
                 raise SourceError(f"anthropic costs in {r.get('currency')!r}: only USD bills are reconciled")
             kind = _ANTHROPIC_CLASS.get(r.get("token_type") or "", OTHER) if r.get("cost_type") in (None, "tokens") \
                 else OTHER
-            model = r.get("model") if kind != OTHER else ""
-            line = _line(lines, day, model, None, None, r.get("workspace_id"))
+            model, tier = (r.get("model"), r.get("service_tier")) if kind != OTHER else ("", STANDARD)
+            line = _line(lines, day, model, None, None, r.get("workspace_id"), None if tier is None else tier_name(tier))
             line.cost_nano[kind] = line.cost_nano.get(kind, 0) + to_nano(r.get("amount", "0"), _CENTS)
     if keys:
         _name_keys(lines.values(), {i["id"]: i["partial_key_hint"] for i in _anthropic_keys(base, headers, sleep)})
@@ -256,8 +277,9 @@ def _anthropic_keys(base: str, headers: dict[str, str], sleep: Sleep) -> list[di
 
 
 # --- shared ----------------------------------------------------------------------------------------
-def _line(lines: dict[tuple, Line], day: date, model: Any, project: Any, api_key: Any, workspace: Any) -> Line:
-    line = Line(day, normalise_model_id(model), project or None, api_key or None, workspace or None)
+def _line(lines: dict[tuple, Line], day: date, model: Any, project: Any, api_key: Any, workspace: Any,
+          tier: str | None = STANDARD) -> Line:
+    line = Line(day, normalise_model_id(model), project or None, api_key or None, workspace or None, tier)
     return lines.setdefault(line.key(), line)
 
 
