@@ -472,8 +472,12 @@ def test_ledger_says_once_when_no_cost_processor_saw_the_spans(server, tmp_path,
     assert [r[4:] for r in _ledger_rows(tmp_path / "l.db") if r[3]] == [("priced", int(OPENAI_USD * 10**9), mark)] * 2
 
 
-def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix_and_marks_the_calls(server, caplog):
+def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix_and_marks_the_calls(server, caplog, tmp_path, capsys):
+    import json
+
+    from tokentrail.cli import main
     from tokentrail.distro import price_every_export_path
+    from tokentrail.ledger.exporter import LedgerSpanExporter
 
     class VendorTracerProvider:
         def get_tracer(self, *args, **kwargs):
@@ -486,12 +490,22 @@ def test_a_provider_tokentrail_cannot_see_into_is_named_with_the_fix_and_marks_t
             call_openai(server)
             call_anthropic(server)
         before, *after = sorted(p.llm_spans(), key=lambda s: s.start_time)
+        ledger = LedgerSpanExporter(str(tmp_path / "l.db"))
+        ledger.export(p.spans())
+        ledger.shutdown()
     assert "VendorTracerProvider, not the OpenTelemetry SDK's" in caplog.text
     assert "Fix: add tokentrail.processor.cost.CostSpanProcessor" in caplog.text
     assert attr.TOKENTRAIL_UNVERIFIED not in before.attributes
     assert [s.attributes[attr.TOKENTRAIL_UNVERIFIED] for s in after] == ["foreign_tracer_provider:VendorTracerProvider"] * 2
     # still priced: the mark says the count is not vouched for, not that the cost is unknown
     assert [nano(s) for s in after] == [int(OPENAI_USD * 10**9), int(SONNET_USD * 10**9)]
+    # the report says how much of the spend is unverified: $0.0100 + $0.042 of $0.0100 * 2 + $0.042
+    assert main(["report", "--ledger", str(tmp_path / "l.db"), "--format", "json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert (total["cost_nano_usd"], total["unverified_calls"], total["unverified_cost_nano_usd"]) == (
+        int((2 * OPENAI_USD + SONNET_USD) * 10**9), 2, int((OPENAI_USD + SONNET_USD) * 10**9))
+    assert main(["report", "--ledger", str(tmp_path / "l.db")]) == 0
+    assert "of which unverified: $0.052000 (2 calls)" in capsys.readouterr().out
 
 
 def test_an_sdk_provider_built_without_us_gets_every_export_path_wrapped():

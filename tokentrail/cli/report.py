@@ -89,6 +89,10 @@ def render(data: dict) -> str:
         f"unattributed (no tenant): {c.usd(total['unattributed_cost_nano_usd'])}"
         f" = {c.pct(total['unattributed_share'], 1)} of spend"
     )
+    if total.get("unverified_calls"):
+        n = total["unverified_calls"]
+        lines.append(f"of which unverified: {c.cost(total['unverified_cost_nano_usd'])} ({n:,} call{'s' if n != 1 else ''})"
+                     " that tokentrail could not vouch were counted once (tokentrail.unverified, docs/pipeline.md)")
     no_cost = total["calls"] - total["priced_calls"]
     if no_cost:
         parts = [(total["unpriced_calls"], "on models not on the rate card (unpriced, see `tokentrail price`)"),

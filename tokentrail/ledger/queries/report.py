@@ -85,6 +85,8 @@ class ReportQuery(LedgerBase):
             unattributed = self._unattributed_nano(period, where)
         totals["unattributed_cost_nano_usd"] = unattributed
         totals["unattributed_share"] = ratio(unattributed, total_nano)
+        # calls tokentrail could not vouch were counted once (tokentrail.unverified): part of the spend above
+        totals["unverified_calls"], totals["unverified_cost_nano_usd"] = self._unverified(period, where)
         adjustments.add_to_report(self.conn, rows, totals, by, period, where)
         out = {
             "ledger": self.path,
@@ -197,6 +199,14 @@ class ReportQuery(LedgerBase):
         for row in self.conn.execute(sql, params):
             out.setdefault(tuple(row[: len(exprs)]), {})[row[-2]] = row[-1]
         return out
+
+    def _unverified(self, period: Period, where: Where) -> tuple[int, int | None]:
+        """(calls, nano-USD) of the calls marked ``unverified``; None when none of them has a cost."""
+        cond, params = selection(period, where)
+        calls, nano = self.conn.execute(
+            f"SELECT COUNT(*), SUM(cost_nano) FROM spans WHERE llm = 1 AND {cond} AND unverified IS NOT NULL", params
+        ).fetchone()
+        return calls, nano
 
     def _unattributed_nano(self, period: Period, where: Where) -> int:
         cond, params = selection(period, where)
