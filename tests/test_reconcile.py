@@ -521,3 +521,64 @@ def test_anthropic_batch_tier_from_the_usage_and_cost_reports(tmp_path, server, 
     [cell] = result["cells"]
     assert (cell["provider"]["cost_nano"], cell["ledger"]["cost_nano"]) == (21_000_000, 42_000_000)
     assert [(x["category"], x["nano"]) for x in cell["explained"]] == [("tier", -21_000_000)]
+
+
+# --- paging of the admin key lists -------------------------------------------------------------------
+def test_key_lists_are_read_page_by_page_through_a_429(tmp_path, server, pipeline, capsys, monkeypatch):
+    import openai
+
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key=SECRET, max_retries=0) as client:
+        path = _ledger(tmp_path, pipeline, [(D1, _chat(client, MINI, prompt_tokens=10_000, cached_tokens=2_000,
+                                                            completion_tokens=1_000))])
+    book = admin_api.AdminBook(
+        openai_usage=[_mini_usage(D1, 10_000, 2_000, 1_000, api_key_id="key_ours")],
+        openai_costs=[{**c, "api_key_id": "key_ours"} for c in _mini_costs(D1, 8_000, 2_000, 1_000, "1")],
+        # 3 projects and 3 keys in the first: two pages of each at page_size 2; ours is on the second page
+        openai_keys={"proj_a": {"key_1": "sk-proj-****0001", "key_2": "sk-proj-****0002", "key_ours": "sk-proj-****a1b2"},
+                     "proj_b": {}, "proj_c": {"key_3": "sk-proj-****0003"}},
+        # requests: usage, costs, projects page 1, proj_a keys page 1, then a 429 on proj_a keys page 2
+        script={4: admin_api.rate_limited("openai", retry_after=0)},
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "openai", "--ledger", path, "--by", "api_key",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    lists = [(r.path, r.query.get("after", [None])[0]) for r in admin.requests if "/projects" in r.path]
+    assert lists == [("/v1/organization/projects", None), ("/v1/organization/projects/proj_a/api_keys", None),
+                     ("/v1/organization/projects/proj_a/api_keys", "key_2"),  # the 429
+                     ("/v1/organization/projects/proj_a/api_keys", "key_2"),  # retried
+                     ("/v1/organization/projects/proj_b/api_keys", None),
+                     ("/v1/organization/projects", "proj_b"), ("/v1/organization/projects/proj_c/api_keys", None)]
+    [cell] = result["cells"]
+    assert cell["api_key"] == "sk-proj-...a1b2" and cell["capture_rate"] == 1.0
+
+
+def test_anthropic_key_list_over_several_pages(tmp_path, server, pipeline, capsys, monkeypatch):
+    import anthropic
+
+    monkeypatch.delenv("TOKENTRAIL_ANTHROPIC_WORKSPACE", raising=False)
+    key = "sk-ant-api03-" + "y" * 40 + "igAA"
+    with anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0) as client:
+        def claude():
+            server.enqueue(FakeResponse(json=anthropic_api.message(model=SONNET,
+                                                                   usage=anthropic_api.usage_block(1_000, 200))))
+            client.messages.create(model=SONNET, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+        path = _ledger(tmp_path, pipeline, [(D1, claude)])
+    row = {"day": D1, "model": SONNET, "uncached_input_tokens": 1_000, "output_tokens": 200, "workspace_id": "wrkspc_ours"}
+    book = admin_api.AdminBook(
+        anthropic_usage=[row],
+        anthropic_costs=[{"day": D1, "model": SONNET, "cost_type": "tokens", "workspace_id": "wrkspc_ours",
+                          "token_type": t, "cents": "0.3"} for t in ("uncached_input_tokens", "output_tokens")],
+        anthropic_keys={f"apikey_0{i}": (f"sk-ant-api03-abc...{i:04d}", "wrkspc_other") for i in range(4)}
+        | {"apikey_9ours": ("sk-ant-api03-yyy...igAA", "wrkspc_ours")},  # the fifth key: the third page
+    )
+    with admin_api.admin_server(book) as admin:
+        code, result, err = _reconcile(capsys, monkeypatch, admin, "anthropic", "--ledger", path, "--by", "workspace",
+                                       "--since", "2026-11-03", "--until", "2026-11-04", "--format", "json")
+    assert code == 0, err
+    pages = [r.query.get("after_id", [None])[0] for r in admin.requests if r.path == "/v1/organizations/api_keys"]
+    assert pages == [None, "apikey_01", "apikey_03"]
+    [cell] = result["cells"]
+    assert cell["workspace"] == "wrkspc_ours"
+    assert cell["ledger"]["cost_nano"] == cell["provider"]["cost_nano"] == 6_000_000

@@ -29,7 +29,8 @@ pagination and errors follow the API references (read 2026-12):
 - API key lists: OpenAI ``GET /v1/organization/projects`` and ``.../projects/<id>/api_keys``
   (``organization.project.api_key`` with ``id`` and ``redacted_value``), Anthropic
   ``GET /v1/organizations/api_keys`` (``id``, ``partial_key_hint``, ``workspace_id``); cursor pages
-  (``has_more``, ``last_id``; one page here).
+  of at most ``limit`` (and ``AdminBook.page_size``) items: ``first_id``, ``last_id``, ``has_more``,
+  the next page asked for with ``after`` (OpenAI) or ``after_id`` (Anthropic) = the last id.
 
 ``server.enqueue(rate_limited("openai", retry_after=0))`` answers the next request with a 429.
 """
@@ -72,7 +73,7 @@ class AdminBook:
     openai_costs: list[dict[str, Any]] = field(default_factory=list)
     anthropic_usage: list[dict[str, Any]] = field(default_factory=list)
     anthropic_costs: list[dict[str, Any]] = field(default_factory=list)
-    #: The largest page a request may ask for; smaller than the period so pagination is exercised.
+    #: The largest page a request may ask for (day buckets, list items); small, so pagination is exercised.
     page_size: int = 2
     #: API keys: OpenAI ``{project_id: {key_id: redacted_value}}``; Anthropic ``{key_id: partial_key_hint}``
     #: or ``{key_id: (partial_key_hint, workspace_id)}``.
@@ -191,21 +192,31 @@ def _openai_costs(request: FakeRequest, book: AdminBook) -> FakeResponse:
     return _openai_page(request, book, results)
 
 
-def _openai_list(request: FakeRequest, items: list[dict]) -> FakeResponse:
+def _openai_list(request: FakeRequest, book: AdminBook, items: list[dict]) -> FakeResponse:
     if (denied := _openai_auth(request)) is not None:
         return denied
-    return FakeResponse(json={"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
-                              "last_id": items[-1]["id"] if items else None, "has_more": False})
+    return FakeResponse(json={"object": "list", **_list_page(items, request, "after", book.page_size)})
+
+
+def _list_page(items: list[dict], request: FakeRequest, cursor: str, page_size: int) -> dict[str, Any]:
+    """One cursor page of a list: the items after the ``cursor`` id, at most ``limit`` of them."""
+    limit = min(int(request.query.get("limit", ["20"])[0]), page_size)
+    after = request.query.get(cursor, [None])[0]
+    ids = [i["id"] for i in items]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = items[start:start + limit]
+    return {"data": page, "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+            "has_more": start + limit < len(items)}
 
 
 def _openai_projects(request: FakeRequest, book: AdminBook) -> FakeResponse:
-    return _openai_list(request, [{"id": p, "object": "organization.project", "name": p, "created_at": 1_700_000_000,
+    return _openai_list(request, book, [{"id": p, "object": "organization.project", "name": p, "created_at": 1_700_000_000,
                                    "archived_at": None, "status": "active"} for p in book.openai_keys])
 
 
 def _openai_project_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
     keys = book.openai_keys.get(request.match.group(1), {})
-    return _openai_list(request, [
+    return _openai_list(request, book, [
         {"object": "organization.project.api_key", "redacted_value": redacted, "name": key_id,
          "created_at": 1_700_000_000, "last_used_at": None, "id": key_id,
          "owner": {"type": "service_account", "service_account": {"id": "svc_acct_1", "name": "svc"}}}
@@ -222,8 +233,7 @@ def _anthropic_keys(request: FakeRequest, book: AdminBook) -> FakeResponse:
         items.append({"id": key_id, "type": "api_key", "name": key_id, "workspace_id": workspace,
                       "created_at": "2026-01-01T00:00:00Z", "created_by": {"id": "user_01", "type": "user"},
                       "partial_key_hint": hint, "status": "active"})
-    return FakeResponse(json={"data": items, "has_more": False, "first_id": items[0]["id"] if items else None,
-                              "last_id": items[-1]["id"] if items else None})
+    return FakeResponse(json=_list_page(items, request, "after_id", book.page_size))
 
 
 def _anthropic_guard(request: FakeRequest) -> FakeResponse | None:
