@@ -40,6 +40,12 @@ def _budget_ratio(owner: str) -> str:
     return (f"max by ({keep}) ({q.BUDGET_SPENT}{sel}) / max by ({keep}) ({q.BUDGET_LIMIT}{sel} > 0)")
 
 
+def _plan_burn() -> str:
+    # max, not sum: every instance of a fleet reports the same shared counter
+    keep = f"{q.TENANT},{q.BUDGET_WINDOW}"
+    return f'max by ({keep}) ({q.PLAN_BURN}{{{q.TENANT}!=""}})'
+
+
 def rules() -> dict:
     budget_rules = []
     for owner, who in ((q.TENANT, "tenant"), (q.TEAM, "team")):
@@ -56,10 +62,28 @@ def rules() -> dict:
                                       "Hard limits now block further calls; raise the budget or stop the spender."),
                 },
             })
+    margin_rules = []
+    for pct, severity in ((50, "info"), (80, "warning"), (100, "critical")):
+        margin_rules.append({
+            "alert": f"TokentrailMarginBurn{pct}",
+            "expr": f"{_plan_burn()} >= {pct / 100}",
+            "labels": {"severity": severity},
+            "annotations": {
+                "summary": f"Tenant {{{{ $labels.{q.TENANT} }}}} spent {pct}% of its plan revenue on LLM calls "
+                           f"this {{{{ $labels.{q.BUDGET_WINDOW} }}}}",
+                "description": (f"The tenant's LLM spend in the current window reached {pct}% of what its plan "
+                                "brings in for that window: its AI gross margin is at most "
+                                f"{100 - pct}%. Compare plans in `tokentrail margin` and find the spender in the "
+                                "Owner drill-down." if pct < 100 else
+                                "The tenant costs more in LLM calls than its plan brings in: it is losing money. "
+                                "Enforce its margin budget (limit: N% of plan, enforce: true) or move it to a "
+                                "bigger plan."),
+            },
+        })
     task_cost = f"{q.TASK_COST}_bucket"
     cost_sum = f"{q.COST}_sum"
     return {"groups": [
-        {"name": "tokentrail-budgets", "interval": "1m", "rules": budget_rules},
+        {"name": "tokentrail-budgets", "interval": "1m", "rules": budget_rules + margin_rules},
         {"name": "tokentrail-recording", "interval": "1m", "rules": [
             {"record": TASK_P95_1H,
              "expr": f"histogram_quantile(0.95, sum by (le, {q.TASK_NAME}) (rate({task_cost}[1h])))"},
@@ -182,6 +206,28 @@ def unit_tests() -> dict:
             _case("25m", "TokentrailBudgetTeam50", growth, ops),
             _case("25m", "TokentrailBudgetTeam80", growth, ops),
             _case("25m", "TokentrailBudgetTeam100", ops),
+        ],
+    })
+
+    # Margin burn: acme (starter) goes 20% -> 55% -> 85% -> 105% of its plan's monthly revenue; globex stays at
+    # 30%; umbrella's day burn goes 40% -> 60%, reported by two app instances (the max counts, not the sum).
+    tests.append({
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{q.PLAN_BURN}{{{tenant}="acme",{window}="month",instance="a"}}',
+             "values": "0.2x6 0.55x6 0.85x6 1.05x12"},
+            {"series": f'{q.PLAN_BURN}{{{tenant}="globex",{window}="month",instance="a"}}', "values": "0.3x30"},
+            {"series": f'{q.PLAN_BURN}{{{tenant}="umbrella",{window}="day",instance="a"}}', "values": "0.4x10 0.6x20"},
+            {"series": f'{q.PLAN_BURN}{{{tenant}="umbrella",{window}="day",instance="b"}}', "values": "0.4x10 0.6x20"},
+        ],
+        "alert_rule_test": [
+            _case("5m", "TokentrailMarginBurn50"),
+            _case("10m", "TokentrailMarginBurn50", acme),
+            _case("15m", "TokentrailMarginBurn50", acme, {tenant: "umbrella", window: "day"}),
+            _case("10m", "TokentrailMarginBurn80"),
+            _case("15m", "TokentrailMarginBurn80", acme),
+            _case("15m", "TokentrailMarginBurn100"),
+            _case("25m", "TokentrailMarginBurn100", acme),
         ],
     })
 

@@ -42,6 +42,7 @@ RETRY_COST = prom(M.TOKENTRAIL_COST_RETRIES)
 FALLBACK_COST = prom(M.TOKENTRAIL_COST_FALLBACKS)
 BUDGET_LIMIT = prom(M.TOKENTRAIL_BUDGET_LIMIT)
 BUDGET_SPENT = prom(M.TOKENTRAIL_BUDGET_SPENT)
+PLAN_BURN = prom(M.TOKENTRAIL_PLAN_BURN)  # margin budgets: spend over the window's plan revenue
 
 # Token types on tokentrail.tokens (values of tokentrail.token.type).
 INPUT_TYPES = "input|cache_read|cache_write"

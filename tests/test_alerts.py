@@ -21,7 +21,7 @@ def test_committed_rule_files_are_current():
 
 def test_every_alert_has_a_firing_and_a_quiet_case():
     names = {r["alert"] for g in alerts.rules()["groups"] for r in g["rules"] if "alert" in r}
-    assert len(names) == 12
+    assert len(names) == 15
     cases = [c for t in alerts.unit_tests()["tests"] for c in t.get("alert_rule_test", [])]
     assert names == {c["alertname"] for c in cases if c["exp_alerts"]}
     assert names == {c["alertname"] for c in cases if not c["exp_alerts"]}
