@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
+import yaml
 from grafana_foundation_sdk.cog import plugins
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
@@ -169,3 +172,46 @@ def test_traceql_queries_are_well_formed():
                                         cond), cond
                 used = set(re.findall(r"\$(\w+)|\$\{(\w+):regex\}", query))
                 assert {"$" + (a or b) for a, b in used} <= variables, query
+
+
+def _panel(dashboard: str, title: str) -> dict:
+    [panel] = [p for p in panels(dashboards()[dashboard]) if p["title"] == title]
+    return panel
+
+
+def test_owner_drilldown_shows_burn_against_plan_revenue():
+    panel = _panel("owner-drilldown.json", "Burn against plan revenue")
+    [target] = panel["targets"]
+    assert q.PLAN_BURN in target["expr"] and f'{q.TENANT}=~"$tenant"' in target["expr"]
+    steps = [(s["value"], s["color"]) for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [(None, build.GREEN), (50, build.YELLOW), (80, build.ORANGE), (100, build.RED)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs it)")
+def test_burn_panel_query_evaluated_by_promtool(tmp_path):
+    """The panel's own PromQL on series as the Collector exports them: percent of plan revenue per tenant and
+    window, one value for a fleet of instances reporting the same shared counter, filtered by $tenant."""
+    [target] = _panel("owner-drilldown.json", "Burn against plan revenue")["targets"]
+    burn, tenant, window = q.PLAN_BURN, q.TENANT, q.BUDGET_WINDOW
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{burn}{{{tenant}="acme",{window}="month",instance="a"}}', "values": "0.25x5"},
+            {"series": f'{burn}{{{tenant}="acme",{window}="month",instance="b"}}', "values": "0.25x5"},
+            {"series": f'{burn}{{{tenant}="acme",{window}="day",instance="a"}}', "values": "1.5x5"},
+            {"series": f'{burn}{{{tenant}="globex",{window}="month",instance="a"}}', "values": "0.1x5"},
+        ],
+        "promql_expr_test": [
+            {"expr": target["expr"].replace("$tenant", "acme"), "eval_time": "5m", "exp_samples": [
+                {"labels": f'{{{tenant}="acme",{window}="month"}}', "value": 25},
+                {"labels": f'{{{tenant}="acme",{window}="day"}}', "value": 150}]},
+            {"expr": target["expr"].replace("$tenant", ".*"), "eval_time": "5m", "exp_samples": [
+                {"labels": f'{{{tenant}="acme",{window}="month"}}', "value": 25},
+                {"labels": f'{{{tenant}="acme",{window}="day"}}', "value": 150},
+                {"labels": f'{{{tenant}="globex",{window}="month"}}', "value": 10}]},
+        ]}]}
+    (tmp_path / "burn.test.yaml").write_text(yaml.safe_dump(tests))
+    out = subprocess.run(["promtool", "test", "rules", "burn.test.yaml"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
