@@ -97,6 +97,50 @@ PROBE = textwrap.dedent(
     """
 )
 
+# A manual set-up (no opentelemetry-instrument): the app builds its providers as the README shows
+# (two export paths: the second CostSpanProcessor records no metrics) and calls the instrumentors
+# named in MATRIX_INSTRUMENTORS, in that order; APP runs between MANUAL and MANUAL_END.
+MANUAL = textwrap.dedent(
+    """
+    import importlib
+    import os
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from tokentrail_matrix_probe import JsonLinesExporter
+
+    from tokentrail.ledger import LedgerSpanExporter
+    from tokentrail.processor.attribution import AttributionSpanProcessor
+    from tokentrail.processor.cost import CostSpanProcessor
+    from tokentrail.processor.metrics import metric_views
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(AttributionSpanProcessor())
+    tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor(LedgerSpanExporter())))
+    tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor(JsonLinesExporter()), record_metrics=False))
+    trace.set_tracer_provider(tracer_provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader], views=metric_views()))
+    active = []
+    for value in os.environ["MATRIX_INSTRUMENTORS"].split(","):
+        module, _, name = value.partition(":")
+        instrumentor = getattr(importlib.import_module(module), name)()
+        instrumentor.instrument(skip_dep_check=True)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            active.append(value)
+    print("instrumented:", ",".join(active))
+    """
+)
+MANUAL_END = textwrap.dedent(
+    """
+    tracer_provider.shutdown()
+    print(reader.get_metrics_data().to_json())
+    """
+)
+
 # The fake provider's default usage of each call at the published prices, in nano-USD.
 EXPECTED_NANO = {
     "openai": 60_000,  # gpt-5.4-mini: 20 in at $0.75/M + 10 out at $4.50/M
@@ -160,6 +204,27 @@ CASES = {
 }
 
 
+def _entry_points(names: tuple[str, ...]) -> list[str]:
+    """The instrumentors (module:class) the distributions ``names`` register, in that order."""
+    found = []
+    for name in names:
+        try:
+            dist = distribution(name)
+        except Exception:
+            pytest.skip(f"{name} is not installed")
+        found += [ep.value for ep in dist.entry_points if ep.group == "opentelemetry_instrumentor"]
+    return found
+
+
+HTTP = ("opentelemetry-instrumentation-httpx",)
+MANUAL_CASES = {
+    # name: (distributions whose instrumentors the app calls, in order; environment)
+    "manual_tokentrail_alone": ((*HTTP, "tokentrail"), {}),
+    "manual_others_first": ((*HTTP, *OFFICIAL, *OPENLLMETRY, "tokentrail"), NATIVE),
+    "manual_tokentrail_first": ((*HTTP, "tokentrail", *OPENLLMETRY, *OFFICIAL), NATIVE),
+}
+
+
 def _instrument_exe() -> str:
     return shutil.which("opentelemetry-instrument") or str(Path(sys.executable).with_name("opentelemetry-instrument"))
 
@@ -195,7 +260,7 @@ def probe(tmp_path_factory) -> Path:
     return root
 
 
-def run_app(tmp_path: Path, probe: Path, hidden=(), first=(), env_extra=None, app: str = APP):
+def run_app(tmp_path: Path, probe: Path, hidden=(), first=(), env_extra=None, app: str = APP, *, manual=False):
     (tmp_path / "app.py").write_text(app)
     paths = [str(_first(tmp_path / "first", first)), str(_hidden(tmp_path / "hidden", hidden)), str(probe)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_", "ANTHROPIC_", "MISTRAL_"))}
@@ -210,8 +275,8 @@ def run_app(tmp_path: Path, probe: Path, hidden=(), first=(), env_extra=None, ap
     env.update(env_extra or {})
     with fake_provider() as server:
         env["FAKE_URL"] = server.url
-        proc = subprocess.run([_instrument_exe(), sys.executable, "app.py"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=180)
+        command = [sys.executable, "app.py"] if manual else [_instrument_exe(), sys.executable, "app.py"]
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
     spans_file = tmp_path / "spans.jsonl"
     spans = [json.loads(line) for line in spans_file.read_text().splitlines()] if spans_file.exists() else []
@@ -255,6 +320,18 @@ def test_one_priced_llm_span_per_call(tmp_path, probe, case):
     hidden, first, env = CASES[case]
     proc, spans = run_app(tmp_path, probe, hidden, first, env)
     assert "tokentrail:" not in proc.stderr, proc.stderr[-3000:]  # nothing to warn about
+    assert_one_priced_span_per_call(proc, spans, tmp_path)
+
+
+@pytest.mark.parametrize("case", list(MANUAL_CASES))
+def test_manual_set_up_one_priced_llm_span_per_call(tmp_path, probe, case):
+    dists, env = MANUAL_CASES[case]
+    instrumentors = _entry_points(dists)
+    assert sum(v.startswith("tokentrail.") for v in instrumentors) == 5
+    proc, spans = run_app(tmp_path, probe, env_extra={**env, "MATRIX_INSTRUMENTORS": ",".join(instrumentors)},
+                          app=MANUAL + APP + MANUAL_END, manual=True)
+    assert f"instrumented: {','.join(instrumentors)}\n" in proc.stdout  # every one of them patched
+    assert "tokentrail:" not in proc.stderr, proc.stderr[-3000:]
     assert_one_priced_span_per_call(proc, spans, tmp_path)
 
 
