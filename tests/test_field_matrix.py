@@ -7,7 +7,10 @@ distributions (an entry-point-less copy earlier on ``PYTHONPATH``), by their loa
 ``OTEL_PYTHON_CONFIGURATOR``. The app makes real SDK calls over HTTP to the fake provider, each
 under its own ``feature``; spans go to the ledger and to a JSON-lines probe exporter, metrics to
 the console. Per call: one LLM span, priced, with the SDK's HTTP span under it; the ledger total
-and the metrics equal the real spend to the nano-dollar.
+and the metrics equal the real spend to the nano-dollar; no ``tokentrail.unverified`` mark.
+The manual set-up cases run ``python app.py`` alone: the app builds its providers and calls the
+instrumentors itself, in both orders. The set-ups tokentrail cannot vouch for say so once and
+mark every LLM span and ledger row.
 """
 
 from __future__ import annotations
@@ -117,10 +120,15 @@ MANUAL = textwrap.dedent(
     from tokentrail.processor.cost import CostSpanProcessor
     from tokentrail.processor.metrics import metric_views
 
+    def export_path(exporter, **kwargs):
+        if os.environ.get("MATRIX_COST_PROCESSOR") == "none":  # a set-up tokentrail cannot vouch for
+            return BatchSpanProcessor(exporter)
+        return CostSpanProcessor(BatchSpanProcessor(exporter), **kwargs)
+
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(AttributionSpanProcessor())
-    tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor(LedgerSpanExporter())))
-    tracer_provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor(JsonLinesExporter()), record_metrics=False))
+    tracer_provider.add_span_processor(export_path(LedgerSpanExporter()))
+    tracer_provider.add_span_processor(export_path(JsonLinesExporter(), record_metrics=False))
     trace.set_tracer_provider(tracer_provider)
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader], views=metric_views()))
@@ -351,3 +359,31 @@ def test_defer_with_two_instrumentations_of_one_sdk_says_so_with_the_fix(tmp_pat
         (s["scope"], mark) for s in llm}
     rows = ledger_llm_rows(tmp_path)
     assert rows and {u for *_, u in rows} == {mark}
+
+
+def test_manual_ledger_without_cost_processor_marks_every_row_and_the_report_says_how_much(tmp_path, probe):
+    # The official instrumentations alone and the ledger straight behind a BatchSpanProcessor:
+    # their spans reach it unpriced, so it cannot vouch for one row per call; it says so with
+    # the fix and marks each row; the report tells that share of the spend.
+    instrumentors = _entry_points((*HTTP, *OFFICIAL))
+    proc, _ = run_app(tmp_path, probe, env_extra={"MATRIX_INSTRUMENTORS": ",".join(instrumentors),
+                                                  "MATRIX_COST_PROCESSOR": "none"},
+                      app=MANUAL + APP + MANUAL_END, manual=True)
+    assert proc.stderr.count("LLM spans reach LedgerSpanExporter without CostSpanProcessor") == 1, proc.stderr[-3000:]
+    rows = ledger_llm_rows(tmp_path)
+    # The three SDKs they instrument, priced from their spans; each anthropic call twice: the
+    # SDK's own span beside the official one, which nothing dropped (exactly what the mark is for).
+    once = ("openai", "openai-stream", "gemini")
+    assert sorted((f, s, n) for f, s, n, _ in rows) == sorted(
+        [(f, "priced", EXPECTED_NANO[f]) for f in once] + [(f, "priced", 42_000_000) for f in ("anthropic", "anthropic-stream")] * 2)
+    [mark] = {u for *_, u in rows}
+    assert mark.startswith("ledger_without_cost_processor:opentelemetry.instrumentation.")
+    assert f"tokentrail.unverified={mark}" in proc.stderr
+    unverified = sum(n for _, _, n, _ in rows)
+    assert unverified == 60_000 * 2 + 23_600 + 42_000_000 * 4
+    report = subprocess.run([sys.executable, "-m", "tokentrail.cli", "report", "--ledger", str(tmp_path / "ledger.db"),
+                             "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    total = json.loads(report.stdout)["total"]
+    assert (total["cost_nano_usd"], total["unverified_calls"], total["unverified_cost_nano_usd"]) == (
+        unverified, 7, unverified)
