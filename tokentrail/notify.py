@@ -82,7 +82,7 @@ def json_body(n: Notice) -> dict[str, Any]:
 def slack_text(n: Notice) -> str:
     limit = f"${n.limit_nano / _NANO:,.2f}"
     if n.plan_share is not None:
-        limit += f" ({n.plan_share * 100:g}% of plan {n.plan}'s ${(n.revenue_nano or 0) / _NANO:,.2f} this {n.window})"
+        limit += f" ({n.plan_share * 100:g}% of plan {n.plan}'s ${(n.revenue_nano or 0) / _NANO:,.2f} for this {n.window})"
     return (f"tokentrail: {n.scope} {n.owner} has used {n.fraction * 100:g}% of its {n.window} LLM budget "
             f"{n.limit_name} ({n.period}): ${n.spent_nano / _NANO:,.6f} of {limit}")
 
