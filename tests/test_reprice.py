@@ -5,7 +5,9 @@ change, a batch is undone by its opposite, the numbers per owner to the nano-dol
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from html.parser import HTMLParser
 
 import pytest
 
@@ -35,7 +37,7 @@ def _chat(client, model, **usage):
 @pytest.fixture
 def ledger(tmp_path, pipeline, openai_client) -> str:
     mini = {"prompt_tokens": 10_000, "cached_tokens": 2_000, "completion_tokens": 1_000}  # $0.00195
-    with tokentrail.attribute(tenant="acme"):
+    with tokentrail.attribute(tenant="acme"), tokentrail.task("digest", id="digest-1"):  # one trace, one task
         _chat(openai_client, "gpt-4o-mini", **mini)
         _chat(openai_client, "gpt-4o-mini", **mini)
     with tokentrail.attribute(tenant="globex"):
@@ -116,3 +118,72 @@ def test_errors_are_one_line(ledger, tmp_path, capsys):
                                        " shows them\n")
     assert main(["reprice", "--ledger", ledger]) == 2
     assert "--rate-card is required" in capsys.readouterr().err
+
+
+class _Cells(HTMLParser):
+    """data-testid -> [(the row's and the cell's attributes, text)] of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, list[tuple[dict, str]]] = {}
+        self.row: dict = {}
+        self.open: tuple[str, dict] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.row = attrs if tag == "tr" else self.row
+        self.open = (attrs["data-testid"], {**self.row, **attrs}) if "data-testid" in attrs else None
+
+    def handle_data(self, data):
+        if self.open and data.strip():
+            self.found.setdefault(self.open[0], []).append((self.open[1], data.strip()))
+            self.open = None
+
+
+def _page(ledger, tmp_path) -> dict[str, list[tuple[dict, str]]]:
+    out = tmp_path / "view.html"
+    assert main(["view", "--ledger", ledger, "--out", str(out)]) == 0
+    cells = _Cells()
+    cells.feed(out.read_text())
+    return cells.found
+
+
+def test_top_tenants_and_view_show_original_adjustments_and_net(ledger, tmp_path, capsys):
+    top = _json(capsys, "top", "--ledger", ledger)
+    assert not any("net_cost_nano_usd" in t for t in top["traces"] + top["tasks"])  # nothing re-priced yet
+    assert "tenant-net" not in _page(ledger, tmp_path)
+    capsys.readouterr()
+    _json(capsys, "reprice", "--ledger", ledger, "--rate-card", str(tmp_path / "corrected.yaml"))
+
+    top = _json(capsys, "top", "--ledger", ledger)
+    [task] = top["tasks"]
+    # acme's digest task: 2 x $0.00195, 10% off each
+    assert (task["task_id"], task["cost_nano_usd"], task["adjustment_nano_usd"], task["net_cost_nano_usd"]) == (
+        "digest-1", 3_900_000, -390_000, 3_510_000)
+    traces = {(t["owner"].get("tenant"), t["cost_nano_usd"]): t for t in top["traces"]}
+    assert traces[("acme", 3_900_000)]["net_cost_nano_usd"] == 3_510_000
+    assert traces[("globex", 1_950_000)]["net_cost_nano_usd"] == 1_755_000
+    private = traces[("globex", None)]  # the private model: no cost at first, priced by the new card
+    assert (private["adjustment_nano_usd"], private["net_cost_nano_usd"]) == (1_200_000, 1_200_000)
+    assert main(["top", "--ledger", ledger]) == 0
+    text = capsys.readouterr().out
+    assert "adjustment" in text and "$-0.000390" in text and "$0.003510" in text
+    assert re.search(r"no cost \(1 unpriced\) +\$0\.001200 +\$0\.001200", text)  # no cost, never $0; then priced
+
+    tenants = {t["tenant"]: t for t in _json(capsys, "tenants", "--ledger", ledger)["tenants"]}
+    assert (tenants["acme"]["cost_nano_usd"], tenants["acme"]["adjustment_nano_usd"],
+            tenants["acme"]["net_cost_nano_usd"]) == (3_900_000, -390_000, 3_510_000)
+    assert (tenants["globex"]["cost_nano_usd"], tenants["globex"]["adjustment_nano_usd"],
+            tenants["globex"]["net_cost_nano_usd"]) == (1_950_000, -195_000 + 1_200_000, 2_955_000)
+    assert main(["tenants", "--ledger", ledger]) == 0
+    header, _, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["adjustment", "net"]
+    assert any(r.startswith("acme") and r.endswith("$-0.000390  $0.003510") for r in rows)
+
+    page = _page(ledger, tmp_path)
+    assert page["card-total"][0][1] == "$0.005850"  # the original stays
+    assert page["card-net"][0][1] == "$0.006465"  # 5,850,000 - 585,000 + 1,200,000
+    assert {a["data-tenant"]: int(a["data-nano"]) for a, _ in page["tenant-net"]} == {"acme": 3_510_000,
+                                                                                       "globex": 2_955_000}
+    assert [text for _, text in page["tasks-net"]] == ["$0.003510"]
+    assert sorted(int(a["data-nano"]) for a, _ in page["traces-net"]) == [1_200_000, 1_755_000, 3_510_000]

@@ -27,11 +27,14 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         c.print_json({"ledger": ledger.path, "period": period.describe(), "tenants": rows})
     else:
+        adjusted = any("net_cost_nano_usd" in r for r in rows)  # re-priced: original, adjustments and net
         cells = [
             [r["tenant"], c.count(r["calls"]), c.pct(r["cache_hit_median"]), c.pct(r["cache_hit_p10"]),
              c.usd(r["cost_per_request_nano_usd"]), c.usd(r["cost_per_active_day_nano_usd"]), c.cost(r["cost_nano_usd"], r)]
+            + ([c.usd(r["adjustment_nano_usd"]), c.cost(r["net_cost_nano_usd"], r)] if adjusted else [])
             for r in rows
         ]
-        print(c.table(["tenant", "calls", "cache hit median", "cache hit p10", "cost/request", "cost/active day", "cost"],
-                      cells, [False] + [True] * 6))
+        headers = ["tenant", "calls", "cache hit median", "cache hit p10", "cost/request", "cost/active day", "cost"]
+        headers += ["adjustment", "net"] if adjusted else []
+        print(c.table(headers, cells, [False] + [True] * (len(headers) - 1)))
     return 0

@@ -45,24 +45,32 @@ def _owner(item: dict) -> str:
     return "/".join(owner[k] for k in ("tenant", "feature") if k in owner) or "(unattributed)"
 
 
+def _money(item: dict, adjusted: bool) -> list[str]:
+    """The cost cell, and when the period was re-priced the adjustment and net cells."""
+    out = [c.cost(item["cost_nano_usd"], item)]
+    return out + [c.usd(item["adjustment_nano_usd"]), c.cost(item["net_cost_nano_usd"], item)] if adjusted else out
+
+
 def render(data: dict) -> str:
     out = []
+    adjusted = any("net_cost_nano_usd" in t for t in (*data.get("traces", ()), *data.get("tasks", ())))
+    money = ["cost"] + (["adjustment", "net"] if adjusted else [])
+    right = [False, False, False, True] + [True] * len(money) + [False]
     if "traces" in data:
         rows = [
-            [t["trace_id"], t["root"] or "", _owner(t), c.count(t["calls"]), c.cost(t["cost_nano_usd"], t),
+            [t["trace_id"], t["root"] or "", _owner(t), c.count(t["calls"]), *_money(t, adjusted),
              "; ".join(t["reasons"]) or "-"]
             for t in data["traces"]
         ]
-        out += ["Most expensive traces", c.table(["trace", "root span", "owner", "calls", "cost", "why"], rows,
-                                                 [False, False, False, True, True, False]), ""]
+        out += ["Most expensive traces", c.table(["trace", "root span", "owner", "calls", *money, "why"], rows, right), ""]
     if "tasks" in data:
         rows = [
-            [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), c.cost(t["cost_nano_usd"], t),
+            [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), *_money(t, adjusted),
              "; ".join(t["reasons"]) or "-"]
             for t in data["tasks"]
         ]
         out += ["Most expensive tasks",
-                c.table(["task", "task id", "owner", "calls", "cost", "why"], rows, [False, False, False, True, True, False])
+                c.table(["task", "task id", "owner", "calls", *money, "why"], rows, right)
                 if rows else "(no agent tasks in this period)", ""]
     out.append("Open one with: tokentrail trace <trace id or a unique prefix>")
     return "\n".join(out)

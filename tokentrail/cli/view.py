@@ -74,7 +74,7 @@ def _e(value: Any) -> str:
 def _bars(rows: list[dict], key: str, what: str) -> str:
     """Horizontal bars of cost per row (rows without a cost say why, with no bar)."""
     top = max((r["cost_nano_usd"] or 0 for r in rows), default=0) or 1
-    out = []
+    out, net = [], _net_cell if any("net_cost_nano_usd" in r for r in rows) else None
     for r in rows[:10]:
         nano = r["cost_nano_usd"]
         width = 0 if nano is None else max(0.5, 100 * nano / top)
@@ -82,9 +82,18 @@ def _bars(rows: list[dict], key: str, what: str) -> str:
             f'<tr data-{what}="{_e(r[key])}"><th>{_e(r[key])}</th>'
             f'<td class="bar"><span style="width:{width:.1f}%"></span></td>'
             f'<td class="num" data-testid="{what}-cost" data-nano="{"" if nano is None else nano}">{_e(c.cost(nano, r))}</td>'
+            f'{net(r, what) if net else ""}'
             f'<td class="num">{_e(c.pct(r["share"], 1))}</td><td class="num">{_e(c.count(r["calls"]))}</td></tr>'
         )
-    return f'<table class="bars"><tr><th>{what}</th><th></th><th>cost</th><th>share</th><th>calls</th></tr>{"".join(out)}</table>'
+    return (f'<table class="bars"><tr><th>{what}</th><th></th><th>cost</th>{"<th>net</th>" if net else ""}<th>share</th>'
+            f'<th>calls</th></tr>{"".join(out)}</table>')
+
+
+def _net_cell(row: dict, what: str) -> str:
+    """A re-priced row's net cost (original + adjustments), beside its original cost."""
+    nano = row.get("net_cost_nano_usd")
+    return (f'<td class="num" data-testid="{what}-net" data-nano="{"" if nano is None else nano}"'
+            f' title="adjustments {_e(c.usd(row.get("adjustment_nano_usd", 0)))}">{_e(c.cost(nano, row))}</td>')
 
 
 def _spend_over_time(report: dict) -> str:
@@ -150,15 +159,16 @@ def _cache_dispersion(tenants: list[dict]) -> str:
 def _expensive(items: list[dict], kind: str) -> str:
     if not items:
         return f'<p class="empty">No {kind} in this period.</p>'
-    rows = []
+    rows, net = [], _net_cell if any("net_cost_nano_usd" in t for t in items) else None
     for t in items:
         owner = "/".join(t["owner"][k] for k in ("tenant", "feature") if k in t["owner"]) or "(unattributed)"
         name = t["trace_id"][:12] if kind == "traces" else f'{t["task"] or ""} {t["task_id"]}'
         rows.append(f'<tr><td class="mono">{_e(name)}</td><td>{_e(owner)}</td><td class="num">{_e(c.count(t["calls"]))}</td>'
                     f'<td class="num" data-testid="{kind}-cost">{_e(c.cost(t["cost_nano_usd"], t))}</td>'
-                    f'<td>{_e("; ".join(t["reasons"]) or "-")}</td></tr>')
+                    f'{net(t, kind) if net else ""}<td>{_e("; ".join(t["reasons"]) or "-")}</td></tr>')
     first = "trace" if kind == "traces" else "task"
-    return (f'<table class="list"><tr><th>{first}</th><th>owner</th><th>calls</th><th>cost</th><th>why</th></tr>'
+    return (f'<table class="list"><tr><th>{first}</th><th>owner</th><th>calls</th><th>cost</th>'
+            f'{"<th>net</th>" if net else ""}<th>why</th></tr>'
             f'{"".join(rows)}</table>')
 
 
@@ -166,7 +176,7 @@ _CSS = """
 *{box-sizing:border-box} body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#0f172a;
 margin:0;background:#f8fafc} main{max-width:1180px;margin:0 auto;padding:24px} h1{font-size:22px;margin:0 0 4px}
 h2{font-size:16px;margin:0 0 10px} .sub{color:#475569;margin-bottom:18px}
-.cards{display:grid;grid-template-columns:repeat(4,1fr);gap:12px;margin-bottom:16px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:12px;margin-bottom:16px}
 .card,section{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px 16px}
 .card b{display:block;font-size:22px;font-variant-numeric:tabular-nums} .card span{color:#475569}
 section{margin-bottom:16px} .two{display:grid;grid-template-columns:1fr 1fr;gap:16px} .two section{margin:0}
@@ -206,6 +216,9 @@ def render(data: dict) -> str:
          f'{c.usd(total["unattributed_cost_nano_usd"])} = {c.pct(total["unattributed_share"], 1)}'),
         ("no-cost", "calls without a cost" + (f': {c.no_cost_why(total)}' if no_cost else ""), c.count(no_cost)),
     ]
+    if "net_cost_nano_usd" in total:  # re-priced (tokentrail reprice): the net beside the original
+        cards.insert(1, ("net", f'net after re-pricing (adjustments {c.usd(total["adjustment_nano_usd"])})',
+                         c.cost(total["net_cost_nano_usd"], total)))
     card_html = "".join(f'<div class="card"><b data-testid="card-{k}">{_e(v)}</b><span>{_e(label)}</span></div>'
                         for k, label, v in cards)
     return f"""<!doctype html>

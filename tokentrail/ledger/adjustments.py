@@ -156,21 +156,43 @@ def batches(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(zip(keys, r)) for r in rows]
 
 
+def sums(conn: sqlite3.Connection, exprs: Sequence[str], period: Period, where: Where, extra: str = "",
+         params: Sequence[Any] = ()) -> dict[tuple, int]:
+    """The adjustments of the period's LLM calls per group of ``exprs`` (SQL over spans); {} when none."""
+    cond, cond_params = selection(period, where)
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}" if exprs else ""
+    sql = (f"SELECT {''.join(f'{e}, ' for e in exprs)}SUM(delta_nano) FROM adjustments"
+           f" JOIN spans ON spans.id = adjustments.span_row WHERE llm = 1 AND {cond}{extra}{group}")
+    try:
+        return {tuple(r[:-1]): r[-1] for r in conn.execute(sql, [*cond_params, *params]) if r[-1]}
+    except sqlite3.OperationalError:  # no adjustments table: nothing was ever re-priced
+        return {}
+
+
+def add_net(item: dict, delta: int) -> None:
+    """Original, adjustments and net on one row (``cost_nano_usd`` is the original): the one rule."""
+    original = item["cost_nano_usd"]
+    item["adjustment_nano_usd"] = delta
+    # a call no card priced, not re-priced either, is still no cost: never $0
+    item["net_cost_nano_usd"] = None if original is None and not delta else (original or 0) + delta
+
+
 def add_to_report(conn: sqlite3.Connection, rows: list[dict], totals: dict, by: Sequence[str], period: Period,
                   where: Where) -> None:
     """Original, adjustments and net on a report's rows and total, when the period has adjustments."""
-    cond, params = selection(period, where)
-    exprs = [FIELDS[f] for f in by]
-    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}" if exprs else ""
-    sql = (f"SELECT {''.join(f'{e}, ' for e in exprs)}SUM(delta_nano) FROM adjustments"
-           f" JOIN spans ON spans.id = adjustments.span_row WHERE llm = 1 AND {cond}{group}")
-    try:
-        found = {tuple(label(f, v) for f, v in zip(by, r[:-1])): r[-1] for r in conn.execute(sql, params)}
-    except sqlite3.OperationalError:  # no adjustments table: nothing was ever re-priced
+    found = sums(conn, [FIELDS[f] for f in by], period, where)
+    if not found:
         return
-    if not any(found.values()):
-        return
-    for row in [*rows, totals]:
-        delta = sum(found.values()) if row is totals else found.get(tuple(row[f] for f in by), 0)
-        row["adjustment_nano_usd"] = delta
-        row["net_cost_nano_usd"] = (row["cost_nano_usd"] or 0) + delta
+    labelled = by_label(found, by)
+    for row in rows:
+        add_net(row, labelled.get(tuple(row[f] for f in by), 0))
+    add_net(totals, sum(found.values()))
+
+
+def by_label(found: dict[tuple, int], by: Sequence[str]) -> dict[tuple, int]:
+    """``sums`` keyed as report rows show their fields (NULL and '' are one ``(no feature)`` row)."""
+    out: dict[tuple, int] = {}
+    for key, delta in found.items():
+        name = tuple(label(f, v) for f, v in zip(by, key))
+        out[name] = out.get(name, 0) + delta
+    return out

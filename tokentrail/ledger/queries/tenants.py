@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from tokentrail.ledger import adjustments
 from tokentrail.ledger.queries.common import (
     NO_COST_KIND, LedgerBase, Period, Where, label, no_cost_counts, percentile, ratio, selection, usd,
 )
@@ -51,5 +52,9 @@ class TenantsQuery(LedgerBase):
                 "cost_usd": None if cost is None else str(usd(cost)),
                 **no_cost_counts(t["no_cost"]),
             })
+        if found := adjustments.sums(self.conn, ["tenant"], period, where):  # re-priced: original, adjustments, net
+            deltas = adjustments.by_label(found, ["tenant"])
+            for row in rows:
+                adjustments.add_net(row, deltas.get((row["tenant"],), 0))
         rows.sort(key=lambda r: (-(r["cost_per_request_nano_usd"] or 0), r["cache_hit_median"] or 0, r["tenant"]))
         return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from tokentrail.ledger import adjustments
 from tokentrail.ledger.queries.common import (
     NO_COST_KIND, OWNER_FIELDS, STOPPED_ERROR_TYPE, LedgerBase, Period, Where, iso, ratio, selection, usd,
 )
@@ -104,6 +105,14 @@ class TopQuery(LedgerBase):
             item["median_task_cost_nano_usd"] = medians.get(name)
             item["tasks_of_this_name"] = len(costs_by_name.get(name, ()))
             tasks.append(item)
+        found = {column: adjustments.sums(self.conn, [column], period, where,
+                                          f" AND {column} IN ({', '.join('?' * len(ids))})", ids) if ids else {}
+                 for column, ids in (("trace_id", [t["trace_id"] for t in traces]),
+                                     ("task_id", [t["task_id"] for t in tasks]))}
+        if any(found.values()):  # re-priced: original, adjustments and net
+            for items, column in ((traces, "trace_id"), (tasks, "task_id")):
+                for item in items:
+                    adjustments.add_net(item, found[column].get((item[column],), 0))
         return {"ledger": self.path, "period": period.describe(), "traces": traces, "tasks": tasks}
 
     def _aggregates(self, key_sql: str, period: Period, where: Where, extra: str = "",
