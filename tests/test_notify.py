@@ -7,6 +7,7 @@ import datetime as dt
 import http.server
 import json
 import logging
+import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,40 @@ def test_a_refused_body_is_not_retried(pipeline, client, server, tmp_path, monke
 
 def notice(fraction: float) -> notify.Notice:
     return notify.Notice("tenant:acme/day", "tenant", "acme", "day", "2026-12-01", fraction, 1, 2)
+
+
+def test_a_margin_notice_in_slack_says_the_plan_and_its_revenue():
+    n = notify.Notice("tenant:acme/day", "tenant", "acme", "day", "2026-12-01", 0.8, 147_096_774, 183_870_967,
+                      "starter", 0.3, 612_903_225)
+    assert notify.slack_body(n) == {"text": "tokentrail: tenant acme has used 80% of its day LLM budget "
+                                            "tenant:acme/day (2026-12-01): $0.147097 of $0.18 (30% of plan "
+                                            "starter's $0.61 for this day)"}
+
+
+def _send_in_child(hook):
+    hook.send(notice(0.9))  # the child: its own queue, its own worker
+    sys.exit(0 if hook.flush(20) else 1)
+
+
+def test_a_forked_child_does_not_send_its_parents_queue(pipeline, webhook):
+    hook = notify.Notifier(notify.NotifyConfig(webhook.url))
+    try:
+        webhook.stall()
+        hook.send(notice(0.1))
+        webhook.wait_received()
+        hook.send(notice(0.2))  # queued behind the stalled post
+        child = multiprocessing.get_context("fork").Process(target=_send_in_child, args=(hook,))
+        child.start()
+        webhook.wait_received()  # the child's 0.9, while the parent's worker is still stalled
+        webhook.release()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+        assert hook.flush(30)
+    finally:
+        hook.close()
+    assert sorted(b["fraction"] for b in webhook.bodies) == [0.1, 0.2, 0.9]  # 0.2 once: the child did not resend it
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_it(pipeline, webhook):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -239,6 +240,20 @@ class Notifier:
 
 
 _live: "weakref.WeakSet[Notifier]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # a forked worker process (gunicorn, multiprocessing) has no worker thread and must not send
+    # its parent's queue again: each notifier starts empty and starts its own thread when needed
+    for notifier in list(_live):
+        notifier._cond = threading.Condition()
+        notifier._queue.clear()
+        notifier._pending = notifier._unreported_drops = 0
+        notifier._thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
