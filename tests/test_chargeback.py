@@ -421,7 +421,7 @@ def test_focus_export_validates_and_sums_to_the_invoice(reconciled, tmp_path, ca
         team = json.loads(r["Tags"])["team"] or "(no team)"
         per_team[team] = per_team.get(team, 0) + Decimal(r["BilledCost"])
     assert per_team == {k: Decimal(v) / 10**9 for k, v in statement.items()}
-    assert "1 call without any cost (unpriced, no usage or blocked) are not FOCUS rows" in result.err
+    assert "1 call without any cost (unpriced, no usage or blocked) is not a FOCUS row" in result.err
 
 
 def test_focus_residual_rows_when_kept_apart(reconciled, capsys):

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
-        data = c.query(chargeback, ledger, args.by, period, where, args.allocate, centres, args.month,
+        data = c.query(chargeback, ledger, args.by, period, where, args.allocate, centres, month,
                        lines=args.format == "focus")
     if args.format == "json":
         c.print_json(data)
@@ -104,7 +104,7 @@ def render(data: dict) -> str:
     headers = [by, "calls", "tokens", "measured"] + (["adjustment", "net"] if adjusted else [])
     headers += (["residual"] if residual else []) + ["total", "share"]
 
-    def cells(row: dict, name: str) -> list[str]:
+    def cells(row: dict, name: str, is_total: bool = False) -> list[str]:
         own = row.get("kind") != "residual"
         out = [name, c.count(row["calls"]) if own else "-",
                c.count(row["input_tokens"] + row["output_tokens"]) if own else "-",
@@ -112,11 +112,12 @@ def render(data: dict) -> str:
         if adjusted:
             out += [c.usd(row["adjustment_nano_usd"]) if own else "-", c.usd(row["net_cost_nano_usd"])]
         if residual:  # allocated to owners, or on the residual rows only
-            out.append(c.usd(row["residual_nano_usd"]) if not own or data["allocate"] != "none" else "-")
+            shown = not own or is_total or data["allocate"] != "none"
+            out.append(c.usd(row["residual_nano_usd"]) if shown else "-")
         return out + [c.cost(row["total_nano_usd"], row), c.pct(row.get("share"), 1)]
 
     table_rows = [cells(r, r[by]) for r in rows]
-    table_rows.append(cells({**total, "share": 1.0 if total["total_nano_usd"] else None}, "TOTAL"))
+    table_rows.append(cells({**total, "share": 1.0 if total["total_nano_usd"] else None}, "TOTAL", True))
     period = data["period"]
     when = (f"{data['month']} ({period['since'][:10]} .. {period['until'][:10]}, UTC)" if data["month"]
             else f"{period['since']} .. {period['until']}")
@@ -184,7 +185,8 @@ def _notes_to_stderr(data: dict) -> None:
     skipped = data.get("lines", {}).get("calls_without_cost")
     if skipped:
         notes.append(f"{skipped:,} call{'s' if skipped != 1 else ''} without any cost (unpriced, no usage or blocked)"
-                     " are not FOCUS rows: FOCUS has no row without a cost")
+                     f" {'are not FOCUS rows' if skipped != 1 else 'is not a FOCUS row'}: FOCUS has no row without"
+                     " a cost (a reconciled invoice bills them in the residual)")
     for note in notes + data["notes"]:
         print(f"tokentrail: note: {note}", file=sys.stderr)
 
@@ -244,7 +246,8 @@ def focus_rows(data: dict) -> list[dict]:
             "BilledCost": decimal(line["billed_nano_usd"]), "EffectiveCost": decimal(line["billed_nano_usd"]),
             "ContractedCost": decimal(line["net_nano_usd"]), "ListCost": decimal(line["list_nano_usd"]),
             "ChargeCategory": "Usage", "ChargeClass": None,
-            "ChargeDescription": f"{model}: {line['calls']:,} calls, {line['input_tokens']:,} input"
+            "ChargeDescription": f"{model}: {line['calls']:,} call{'s' if line['calls'] != 1 else ''},"
+                                 f" {line['input_tokens']:,} input"
                                  f" ({line['cache_read_tokens']:,} cached) and {line['output_tokens']:,} output tokens",
             "ConsumedQuantity": str(tokens), "ConsumedUnit": "Tokens", "PricingQuantity": str(tokens),
             "PricingUnit": "Tokens", "PricingCategory": "Standard", "SkuId": model, "SkuPriceId": model,
