@@ -10,11 +10,13 @@ import statistics
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tokentrail.cli import main
+from tokentrail import plans
+from tokentrail.cli import demo, main
 from tokentrail.cli.demo import workload
 from tokentrail.ledger.queries import Ledger, Period
 
@@ -35,6 +37,10 @@ def test_demo_as_a_new_user_runs_it(tmp_path):
     # a second run starts the demo ledger afresh instead of doubling it
     again = subprocess.run([exe, "demo", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout == ""
+    # `tokentrail margin` with nothing else finds the demo's plans beside its ledger
+    margin = subprocess.run([exe, "margin"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert margin.returncode == 0, margin.stderr
+    assert "plans tokentrail.plans.yaml" in margin.stdout and "1 losing money: initech (starter" in margin.stdout
     report = subprocess.run([exe, "report", "--format", "json"], cwd=tmp_path, capture_output=True, text=True)
     first_total = [line for line in out.splitlines() if line.startswith("TOTAL")][0]
     assert f"{json.loads(report.stdout)['total']['calls']:,}" in first_total
@@ -51,12 +57,28 @@ def test_demo_numbers_agree_with_each_other(tmp_path, capsys):
     breaker = re.search(r"  (\d+) calls: (\d+) sent, .* and 1 stopped", out)
     task_row = next(line for line in out.splitlines() if line.startswith("invoice-extractor"))
     assert int(breaker.group(1)) == int(breaker.group(2)) + 1 == int(task_row.split()[3])
-    assert "1 LLM calls" not in out
+    assert not re.search(r"(?<![\d,])1 LLM calls", out)  # a count, not a substring of 411
     # one dollar precision everywhere: six decimals
     assert set(len(d) for d in re.findall(r"\$[\d,]+\.(\d+)", out)) == {6}
     # the self-hosted tenant's spend is unknown, never $0
     [hooli] = [line for line in out.splitlines() if line.startswith("hooli")]
     assert "no cost (6 unpriced)" in hooli and "$0.000000" not in hooli
+    # the demo's plans beside its ledger: `tokentrail margin` shows the one tenant losing money
+    plans = tmp_path / "demo.plans.yaml"
+    assert f"Plans: {plans} (demo prices: $19/$49/$99 plans scaled down 50x" in out
+    assert main(["margin", "--ledger", path, "--format", "json"]) == 0
+    margin = json.loads(capsys.readouterr().out)
+    assert margin["plans_source"] == str(plans)
+    [losing] = [r for r in margin["tenants"] if r["losing_money"]]
+    assert (losing["tenant"], losing["plan"], margin["tenants"][0]["tenant"]) == ("initech", "starter", "initech")
+    assert losing["margin_nano_usd"] == losing["revenue_nano_usd"] - losing["cost_nano_usd"] < 0
+    with Ledger(path) as ledger:  # all the demo's spend is in the last 30 days
+        by_tenant = {r["tenant"]: r for r in ledger.report(["tenant"], Period.parse(None, None))["rows"]}
+    assert losing["cost_nano_usd"] == by_tenant["initech"]["cost_nano_usd"]
+    assert f"initech on starter cost ${Decimal(losing['cost_nano_usd']) / 10**9:,.6f} in LLM calls" in out
+    rows = {r["tenant"]: r for r in margin["tenants"]}
+    assert rows["hooli"]["margin_nano_usd"] is None and rows["stark"]["calls"] == 0
+    assert rows["(unattributed)"]["plan"] == "(no plan)"
 
 
 def test_demo_spreads_its_workload_over_past_weeks_and_keep_adds_to_it(tmp_path, capsys):
@@ -118,6 +140,18 @@ def test_demo_workload_shows_every_story_and_is_deterministic(tmp_path):
         fallback = conn.execute("SELECT fallback_from, request_model FROM spans WHERE fallback_from IS NOT NULL").fetchall()
         assert fallback and set(fallback) == {(workload.MODEL, workload.PRICIER_MODEL)}
         assert conn.execute("SELECT COUNT(*) FROM spans WHERE cost_status = 'priced' AND cost_nano IS NULL").fetchone()[0] == 0
+
+
+def test_demo_never_overwrites_a_plans_file_of_the_users(tmp_path):
+    ledger = str(tmp_path / "prod.db")
+    mine = tmp_path / "prod.plans.yaml"
+    mine.write_text("plans: {pro: 99}\ntenants: {acme: pro}\n")
+    assert demo._write_plans(ledger) == (str(mine), False)
+    assert mine.read_text() == "plans: {pro: 99}\ntenants: {acme: pro}\n"
+    assert "is not the demo's, left as it is" in demo.plans_lines(ledger, str(mine), False)
+    mine.write_text(demo.PLANS_MARK + " (an older run)\nplans: {}\n")  # the demo's own: rewritten
+    assert demo._write_plans(ledger) == (str(mine), True) and mine.read_text() == demo.PLANS
+    assert plans.load(str(mine)).plan_of("initech") == "starter"
 
 
 def test_demo_refuses_to_overwrite_a_real_ledger(tmp_path, capsys):

@@ -15,7 +15,7 @@ from tokentrail.ledger.queries import Period, parse_where
 from tokentrail.ledger.queries import margin as q
 
 DEFAULT_DAYS = 30  # no --month and no --since: the last 30 days
-#: the plans file ``tokentrail demo`` writes beside its ledger (named in the error when there are no plans)
+#: with no --plans and no $TOKENTRAIL_PLANS, the plans file beside the ledger (``tokentrail demo`` writes one)
 PLANS_SUFFIX = ".plans.yaml"
 
 
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--month", metavar="YYYY-MM", help="a calendar month (UTC), e.g. 2026-11: monthly revenue as is")
     c.add_period_options(p)
     p.add_argument("--plans", metavar="FILE",
-                   help=f"plans and revenue, YAML or a billing CSV (default: ${plans_mod.ENV_PLANS})")
+                   help=f"plans and revenue, YAML or a billing CSV (default: ${plans_mod.ENV_PLANS}, else the"
+                   f" ledger's name with {PLANS_SUFFIX} beside it, as the demo writes)")
     p.add_argument("--target-margin", metavar="FRACTION", default="0.7",
                    help="gross margin below which a tenant is listed first: 0.7 or 70%% (default: 0.7)")
     c.add_format_option(p, ("table", "json", "csv"))
@@ -71,25 +72,33 @@ def _period(args: argparse.Namespace) -> Period:
             raise c.CliError("give --month or --since/--until, not both")
         return c.query(q.month_period, args.month)
     period = c.query(Period.parse, args.since, args.until)
-    if period.since_ns is None:  # a margin needs a start: the DEFAULT_DAYS before --until
-        period = Period(max(0, period.until_ns - DEFAULT_DAYS * 86400 * c.NANO), period.until_ns)
-    return period
+    return default_period(period.until_ns) if period.since_ns is None else period
+
+
+def default_period(until_ns: int | None = None) -> Period:
+    """The ``DEFAULT_DAYS`` days before ``until_ns`` (default: now): a margin needs a start."""
+    until_ns = Period.parse(None, None).until_ns if until_ns is None else until_ns
+    return Period(max(0, until_ns - DEFAULT_DAYS * 86400 * c.NANO), until_ns)
+
+
+def plans_beside(ledger: str) -> str:
+    """The plans file that goes with a ledger: ``tokentrail.db`` -> ``tokentrail.plans.yaml`` (the demo writes one)."""
+    return os.path.splitext(ledger)[0] + PLANS_SUFFIX
 
 
 def _plans(args: argparse.Namespace) -> plans_mod.Plans:
+    """--plans, else $TOKENTRAIL_PLANS, else the plans file beside the ledger, else a one-line error."""
+    path = args.plans or os.environ.get(plans_mod.ENV_PLANS) or None
+    if path is None:
+        beside = plans_beside(args.ledger or c.default_path())
+        path = beside if os.path.exists(beside) else None
+    if path is None:
+        raise c.CliError(f"no plans: give --plans FILE or set {plans_mod.ENV_PLANS} (YAML or a billing CSV,"
+                         " see docs/margin.md)")
     try:
-        plans = plans_mod.load(args.plans)
+        return plans_mod.load(path)
     except plans_mod.PlansError as exc:
         raise c.CliError(str(exc)) from None
-    if not plans and not plans.source:
-        hint = ""
-        ledger = args.ledger or c.default_path()
-        beside = os.path.splitext(ledger)[0] + PLANS_SUFFIX
-        if os.path.exists(beside):
-            hint = f" (the demo wrote {beside}: --plans {beside})"
-        raise c.CliError(f"no plans: give --plans FILE or set {plans_mod.ENV_PLANS} (YAML or a billing CSV,"
-                         f" see docs/margin.md){hint}")
-    return plans
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -157,8 +166,8 @@ def render(data: dict) -> str:
     months = data["months"]
     revenue_rule = ("whole months: monthly revenue as billed" if data["whole_months"]
                     else f"{months:.3f} months: monthly revenue prorated by the share of each month covered")
-    lines = [f"Margin {period['since']} .. {period['until']} ({revenue_rule}); plans {data['plans_source']};"
-             f" target margin {c.pct(target)}", ""]
+    lines = [f"Margin {period['since']} .. {period['until']} ({revenue_rule})",
+             f"plans {data['plans_source']}; target margin {c.pct(target)}", ""]
     cells = [
         [r["tenant"], r["plan"], c.usd(r["revenue_nano_usd"]), c.cost(r["cost_nano_usd"], r),
          _signed(r["margin_nano_usd"]), c.pct(r["margin_pct"]), c.count(r["calls"]), c.count(r["active_days"]),

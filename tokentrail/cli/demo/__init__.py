@@ -1,5 +1,6 @@
 """``tokentrail demo``: a seeded multi-tenant workload through the real pipeline into a ledger, then
-the report, the most expensive traces and tasks, and the most expensive trace (``workload`` runs it)."""
+the report, the most expensive traces and tasks, and the most expensive trace (``workload`` runs it);
+beside the ledger, the demo tenants' plans, so ``tokentrail margin`` has revenue to set costs against."""
 
 from __future__ import annotations
 
@@ -11,14 +12,35 @@ import sys
 from typing import Any
 
 from tokentrail.cli import _common as c
+from tokentrail.cli import margin as margin_cmd
 from tokentrail.cli import report as report_cmd
 from tokentrail.cli import top as top_cmd
 from tokentrail.cli import trace as trace_cmd
 from tokentrail.ledger import default_path
 from tokentrail.ledger.queries import Ledger, Period
+from tokentrail.ledger.queries import margin as margin_q
+from tokentrail.plans import load as load_plans
 
 #: service.name of the demo's spans (a ledger holding any other service is never overwritten)
 SERVICE = "tokentrail-demo"
+#: The demo tenants' plans: $19/$49/$99 a month scaled down 50x, as the demo's spend is small (about
+#: $2 over four weeks). initech, whose agent runs away and whose contracts are long, is on the cheapest.
+PLANS_MARK = "# written by tokentrail demo"
+PLANS = f"""{PLANS_MARK} (rewritten on each run; a file without this line is never overwritten)
+# Demo prices: the usual $0 / $19 / $49 / $99 a month plans, scaled down 50x to the demo's small spend.
+plans:
+  free: 0
+  starter: 0.38
+  team: 0.98
+  pro: 1.98
+tenants:
+  acme: pro
+  globex: pro
+  umbrella: pro
+  initech: starter
+  hooli: team       # served by a self-hosted model: no cost, so no margin (never 100%)
+  stark: free       # signed up, no spend yet
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if seed != args.seed and not args.quiet:
         print(f"tokentrail demo: seed {args.seed} is already in {path}; --keep adds the seed {seed} workload")
     counts = workload.run_workload(path, seed)
+    plans_path, plans_written = _write_plans(path)
     if args.quiet:
         return 0
     out = sys.stdout
@@ -69,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(trace_cmd.render(led.trace(top["traces"][0]["trace_id"])) + "\n\n")
     if counts["breaker"]:
         out.write(breaker_lines(counts["breaker"]) + "\n")
+    out.write(plans_lines(path, plans_path, plans_written) + "\n")
     flag = f" --ledger {path}" if args.ledger else ""
     out.write(
         "Ask more:\n"
@@ -76,10 +100,40 @@ def run(args: argparse.Namespace) -> int:
         f"  tokentrail report --by day --since 14d{flag}  # spend per day, against the 14 days before\n"
         f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
         f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
+        f"  tokentrail margin{flag}                  # revenue against LLM cost per tenant and plan\n"
         f"  tokentrail view{flag}                    # all of it as one offline HTML page: tokentrail.html\n"
         f"  tokentrail price gpt-4o --input 2000 --output 500\n"
     )
     return 0
+
+
+def _write_plans(ledger: str) -> tuple[str, bool]:
+    """The demo's plans beside its ledger (where ``tokentrail margin`` looks); never over a file of the user's."""
+    path = margin_cmd.plans_beside(ledger)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            if not fh.readline().startswith(PLANS_MARK):
+                return path, False
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(PLANS)
+    return path, True
+
+
+def plans_lines(ledger: str, plans_path: str, written: bool) -> str:
+    """Where the demo's plans are and the tenant losing the most money, in two lines."""
+    if not written:
+        return (f"Plans: {plans_path} is not the demo's, left as it is; `tokentrail margin` reads it.\n")
+    with Ledger(ledger) as led:
+        data = margin_q.margin(led, margin_cmd.default_period(), load_plans(plans_path))
+    losing = [r for r in data["tenants"] if r["losing_money"]]
+    head = (f"Plans: {plans_path} (demo prices: $19/$49/$99 plans scaled down 50x to the demo's spend);"
+            " `tokentrail margin` reads it.\n")
+    if not losing:
+        return head
+    worst = losing[0]
+    return head + (f"  {worst['tenant']} on {worst['plan']} cost {c.usd(worst['cost_nano_usd'])} in LLM calls over the"
+                   f" last {margin_cmd.DEFAULT_DAYS} days for {c.usd(worst['revenue_nano_usd'])} of revenue:"
+                   f" a margin of {c.pct(worst['margin_pct'])}.\n")
 
 
 def _prepare(path: str, keep: bool) -> None:
