@@ -301,3 +301,15 @@ def test_bad_plans_and_options_are_one_line_errors(ledger, capsys, tmp_path, mon
                           (["--since", "yesterday"], "bad period 'yesterday'")]:
         assert message in _error(capsys, "margin", "--ledger", path, "--plans", ledger[1], *args), args
     assert "no ledger at" in _error(capsys, "margin", "--ledger", str(tmp_path / "x.db"), "--plans", ledger[1])
+
+
+def test_with_no_plans_option_the_plans_file_beside_the_ledger_is_read(ledger, capsys, tmp_path):
+    path, plans = ledger
+    copy = tmp_path / "books.db"
+    copy.write_bytes(open(path, "rb").read())
+    (tmp_path / "books.plans.yaml").write_text("plans: {trial: 0.10}\ntenants: {initech: trial}\n")
+    assert main(["margin", "--ledger", str(copy), "--month", "2026-11", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["plans_source"] == str(tmp_path / "books.plans.yaml")
+    rows = {r["tenant"]: r for r in data["tenants"]}
+    assert rows["initech"]["margin_nano_usd"] == 100_000_000 - 2 * MINI and rows["acme"]["plan"] == "(no plan)"
