@@ -271,3 +271,12 @@ def test_burn_gauge_keeps_the_most_burning_tenants_within_the_cardinality_limit(
 def test_margin_entries_are_validated(entry, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         budgets.parse_config({"budgets": [entry]}, plans_of=load_plans(tmp_path))
+
+
+def test_many_unpaid_tenants_of_a_plan_entry_make_one_line(tmp_path):
+    free = "".join(f"  f{i}: free\n" for i in range(7))
+    cfg = budgets.parse_config({"budgets": [{"tenants": "all", "limit": "30% of plan"}]},
+                               plans_of=load_plans(tmp_path, f"plans: {{free: 0, pro: 99}}\ntenants:\n  acme: pro\n{free}"))
+    assert [b.label for b in cfg.budgets] == ["tenant:acme/month"]
+    assert cfg.problems == ("budgets[0]: 7 tenants bring $0/month (f0, f1, f2, f3, f4 and 2 more); "
+                            "no '30% of plan' budget for them",)

@@ -135,7 +135,7 @@ class BudgetConfig:
 
 _SHARE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*of\s+plan\s*", re.IGNORECASE)
 _TARGETS = ("tenant", "team", "plan", "tenants")
-_TENANT_FIRST = {"tenant": 0, "plan": 1, "tenants": 2}  # for one tenant and window, the first wins
+_PRECEDENCE = {"tenant": 0, "plan": 1, "tenants": 2}  # for one tenant and window, the lowest wins
 
 
 def parse_config(data: Any, *, plans_of: plans.Plans | None = None, base_dir: str | None = None) -> BudgetConfig:
@@ -193,16 +193,21 @@ def parse_config(data: Any, *, plans_of: plans.Plans | None = None, base_dir: st
                 problems.append(f"budgets[{i}]: plan {name!r} is not in {plans_of.source or 'the plans'}; no budget")
         else:
             tenants = list(plans_of.tenants)
+        unpaid = []  # a plan: or tenants: all entry names its $0 tenants in one line
         for tenant in tenants:
-            budget = _margin_budget(tenant, window, share, enforce, warn, plans_of, f"budgets[{i}]", problems)
-            if budget is None:
+            revenue = plans_of.monthly_revenue_nano(tenant)
+            if not revenue:
+                unpaid.append(tenant)
                 continue
-            rank = _TENANT_FIRST[target]
+            budget = Budget("tenant", tenant, window, None, enforce, warn, plans_of.plan_of(tenant), share, revenue)
+            rank = _PRECEDENCE[target]
             found = margin.get((tenant, window))
             if found is None or rank < found[0]:
                 margin[(tenant, window)] = (rank, budget)
             elif rank == found[0] == 0:
                 budgets.append(budget)  # two explicit entries: both apply, as limit_usd ones do
+        if unpaid:
+            problems.append(_unpaid(f"budgets[{i}]", unpaid, share, plans_of))
     explicit = {(b.owner, b.window) for b in budgets if b.scope == "tenant"}
     budgets += [b for (tenant, window), (rank, b) in margin.items() if rank == 0 or (tenant, window) not in explicit]
     by_owner: dict[tuple[str, str], list[Budget]] = {}
@@ -231,18 +236,17 @@ def _limit(entry: Mapping[str, Any], where: str, target: str) -> float | Fractio
     return Fraction(match.group(1)) / 100
 
 
-def _margin_budget(tenant: str, window: str, share: Fraction, enforce: bool, warn: tuple[float, ...],
-                   plans_of: plans.Plans, where: str, problems: list[str]) -> Budget | None:
-    revenue, plan = plans_of.monthly_revenue_nano(tenant), plans_of.plan_of(tenant)
-    pct = f"{float(share) * 100:g}% of plan"
-    if revenue is None:
-        problems.append(f"{where}: tenant {tenant!r} has no plan in {plans_of.source or 'the plans'}; "
-                        f"no '{pct}' budget for it")
-        return None
-    if revenue == 0:
-        problems.append(f"{where}: tenant {tenant!r} brings $0/month (plan {plan}); no '{pct}' budget for it")
-        return None
-    return Budget("tenant", tenant, window, None, enforce, warn, plan, share, revenue)
+def _unpaid(where: str, tenants: list[str], share: Fraction, plans_of: plans.Plans) -> str:
+    """The one line for tenants with no plan or no revenue: they get no budget, never a $0 one."""
+    pct = f"'{float(share) * 100:g}% of plan'"
+    if len(tenants) == 1:
+        [tenant] = tenants
+        plan = plans_of.plan_of(tenant)
+        if plan is None and plans_of.monthly_revenue_nano(tenant) is None:
+            return f"{where}: tenant {tenant!r} has no plan in {plans_of.source or 'the plans'}; no {pct} budget for it"
+        return f"{where}: tenant {tenant!r} brings $0/month (plan {plan}); no {pct} budget for it"
+    shown = ", ".join(tenants[:5]) + (f" and {len(tenants) - 5} more" if len(tenants) > 5 else "")
+    return f"{where}: {len(tenants)} tenants bring $0/month ({shown}); no {pct} budget for them"
 
 
 def _plans_path(value: Any, base_dir: str | None) -> str | None:
