@@ -170,22 +170,22 @@ def render(data: dict) -> str:
              f"plans {data['plans_source']}; target margin {c.pct(target)}", ""]
     cells = [
         [r["tenant"], r["plan"], c.usd(r["revenue_nano_usd"]), c.cost(r["cost_nano_usd"], r),
-         _signed(r["margin_nano_usd"]), c.pct(r["margin_pct"]), c.count(r["calls"]), c.count(r["active_days"]),
+         _signed(r["margin_nano_usd"]), c.pct(r["margin_pct"], 1), c.count(r["calls"]), c.count(r["active_days"]),
          c.usd(r["cost_per_active_day_nano_usd"]), f"{r['ok_tasks']}/{r['tasks']}",
          c.usd(r["cost_per_successful_task_nano_usd"]), c.count(r["calls_per_task_p95"]), _status(r)]
         for r in data["tenants"]
     ]
     t = data["total"]
     cells.append(["TOTAL", "", c.usd(t["revenue_nano_usd"]), c.usd(t["cost_nano_usd"]), _signed(t["margin_nano_usd"]),
-                  c.pct(t["margin_pct"]), c.count(t["calls"]), "", "", "", "", "", ""])
+                  c.pct(t["margin_pct"], 1), c.count(t["calls"]), "", "", "", "", "", ""])
     lines.append(c.table(["tenant", "plan", "revenue", "LLM cost", "margin", "margin %", "calls", "active days",
                           "cost/active day", "ok/tasks", "cost/ok task", "calls/task p95", ""],
                          cells, [False, False] + [True] * 10 + [False]))
     lines += ["", "Per plan (nearest rank over the plan's tenants; margin p10: 90% of them do better):"]
     plan_cells = [
         [p["plan"], c.count(p["tenants"]), c.usd(p["revenue_nano_usd"]), c.usd(p["cost_nano_usd"]),
-         _signed(p["margin_nano_usd"]), c.pct(p["margin_pct"]), c.usd(p["cost_median_nano_usd"]),
-         c.usd(p["cost_p90_nano_usd"]), c.pct(p["margin_pct_median"]), c.pct(p["margin_pct_p10"])]
+         _signed(p["margin_nano_usd"]), c.pct(p["margin_pct"], 1), c.usd(p["cost_median_nano_usd"]),
+         c.usd(p["cost_p90_nano_usd"]), c.pct(p["margin_pct_median"], 1), c.pct(p["margin_pct_p10"], 1)]
         for p in data["plans"]
     ]
     lines.append(c.table(["plan", "tenants", "revenue", "LLM cost", "margin", "margin %", "cost median", "cost p90",

@@ -133,7 +133,7 @@ def plans_lines(ledger: str, plans_path: str, written: bool) -> str:
     worst = losing[0]
     return head + (f"  {worst['tenant']} on {worst['plan']} cost {c.usd(worst['cost_nano_usd'])} in LLM calls over the"
                    f" last {margin_cmd.DEFAULT_DAYS} days for {c.usd(worst['revenue_nano_usd'])} of revenue:"
-                   f" a margin of {c.pct(worst['margin_pct'])}.\n")
+                   f" a margin of {c.pct(worst['margin_pct'], 1)}.\n")
 
 
 def _prepare(path: str, keep: bool) -> None:
