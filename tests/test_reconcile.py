@@ -480,6 +480,12 @@ def test_a_tier_the_ledger_did_not_price_is_explained_as_tier_not_as_a_discount(
     # the priority call meets the provider's priority bucket; the flex one is "different tier", not "different price"
     assert [(x["category"], x["nano"], x.get("tokens")) for x in cell["explained"]] == [("tier", -975_000, 11_000)]
     assert result["suggestions"] == []  # no rate-card discount from a tier difference
+    assert cell["tiers"] == {
+        "flex": {"provider_tokens": 11_000, "provider_cost_nano": 975_000, "ledger_tokens": 0, "ledger_cost_nano": 0},
+        "priority": {"provider_tokens": 11_000, "provider_cost_nano": 3_250_000, "ledger_tokens": 11_000,
+                     "ledger_cost_nano": 3_250_000},
+        "standard": {"provider_tokens": 11_000, "provider_cost_nano": 1_950_000, "ledger_tokens": 22_000,
+                     "ledger_cost_nano": 3_900_000}}
     assert sum(x["nano"] for x in cell["explained"]) == cell["residual_nano"]
 
 

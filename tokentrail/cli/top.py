@@ -62,7 +62,8 @@ def render(data: dict) -> str:
              "; ".join(t["reasons"]) or "-"]
             for t in data["traces"]
         ]
-        out += ["Most expensive traces", c.table(["trace", "root span", "owner", "calls", *money, "why"], rows, right), ""]
+        out += ["Most expensive traces",
+                c.table(["trace", "root span", "owner", "calls", *money, "why"], rows, right), ""]
     if "tasks" in data:
         rows = [
             [t["task"] or "", t["task_id"], _owner(t), c.count(t["calls"]), *_money(t, adjusted),

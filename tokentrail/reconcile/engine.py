@@ -347,7 +347,14 @@ def _sides_json(cell: Cell) -> dict:
 
 
 def _cell_json(cell: Cell, grain: Sequence[str]) -> dict:
-    return {**dict(zip(grain, cell.key)), **_sides_json(cell), "explained": cell.explain()}
+    out = {**dict(zip(grain, cell.key)), **_sides_json(cell), "explained": cell.explain()}
+    if len(cell.parts) > 1:  # both sides per service tier (the ledger's: the tier it priced)
+        out["tiers"] = {tier: {"provider_tokens": sum(p.provider.tokens.values()),
+                               "provider_cost_nano": p.provider.total(),
+                               "ledger_tokens": sum(p.ledger_tokens(c) for c in CLASSES),
+                               "ledger_cost_nano": p.ledger.total()}
+                        for tier, p in sorted(cell.parts.items())}
+    return out
 
 
 def capture_rate(ledger_nano: int, provider_nano: int) -> float | None:

@@ -44,7 +44,7 @@ _TIER_ALIASES = {"": STANDARD, "default": STANDARD, "auto": STANDARD, "standard_
 
 
 def tier_name(value: Any, batch: Any = False) -> str:
-    """One name per service tier on both sides: ``standard`` (OpenAI's ``default``), ``batch``, ``flex``, ``priority``..."""
+    """One name per service tier on both sides: ``standard`` (OpenAI's ``default``), ``batch``, ``flex``..."""
     if batch is True:
         return "batch"
     text = str(value or "").strip().lower()
