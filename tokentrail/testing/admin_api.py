@@ -13,7 +13,8 @@ pagination and errors follow the API references (read 2026-12):
   (``model``, ``project_id``, ``api_key_id``, ``batch``, ``service_tier``, null when not
   grouped); cost results ``organization.costs.result`` with ``amount: {"value", "currency"}``
   (USD, a JSON number), ``line_item`` (``"gpt-4o-mini-2024-07-18, cached input"``) and
-  ``project_id``; ``page`` is the cursor of the previous ``next_page``; auth ``Authorization:
+  ``project_id``; the costs report has no tier grouping and the reference does not say how a line
+  item names a tier: the book writes ``"flex | gpt-4o-mini-2024-07-18, input"``, the form the client reads; ``page`` is the cursor of the previous ``next_page``; auth ``Authorization:
   Bearer``; errors ``{"error": {"message", "type", "code"}}``.
 - Anthropic ``GET /v1/organizations/usage_report/messages`` and ``GET /v1/organizations/cost_report``
   (docs.anthropic.com/en/api/admin-api/usage-cost): ``{"data": [{"starting_at", "ending_at",
