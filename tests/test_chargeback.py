@@ -5,6 +5,7 @@ residual allocated to the nano-dollar, cost centres, and the FOCUS 1.2 CSV check
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -19,6 +20,8 @@ from fractions import Fraction
 from math import floor
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tokentrail
 from tokentrail.cli import main
@@ -469,6 +472,37 @@ def test_other_bad_input_is_one_line_exit_2(workload, tmp_path, capsys, monkeypa
     monkeypatch.setenv("TOKENTRAIL_COST_CENTRES", str(tmp_path / "nope.yaml"))  # from the environment too
     assert main(["chargeback", "--ledger", workload, "--month", "2026-11"]) == 2
     assert "tokentrail: error: cost centres file" in capsys.readouterr().err
+
+
+_WORDS = st.sampled_from(["2026-11", "2026-13", "9999-12", "0001-01", "2262-03", "7d", "0001-01-01", "2300-01-01",
+                          "now", "", " ", "tenant=", "team=support", "colour=red", "=x", "team", "cost_centre",
+                          "proportional", "none", "focus", "csv", "json", "table", "\x00", "nan", "∞"])
+_CHARGEBACK = ["--month", "--since", "--until", "--where", "--by", "--allocate", "--format", "--cost-centres"]
+_FILES = {"good.yaml": CENTRES, "binary.yaml": b"\xff\xfe\x00teams", "unhashable.yaml": "teams:\n  ? [a, b]\n  : x\n",
+          "alias.yaml": "teams: &a\n  support: *a\n", "number.yaml": "teams:\n  4100: 4100\n  x: 1.5\n"}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=st.lists(st.tuples(st.sampled_from(_CHARGEBACK), st.one_of(_WORDS, st.text(max_size=10),
+                                                                        st.sampled_from(sorted(_FILES)))),
+                        max_size=5))
+def test_every_command_line_is_exit_0_or_2_and_one_line(workload, tmp_path, options):
+    for name, content in _FILES.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    argv = ["chargeback", "--ledger", workload]
+    for option, value in options:
+        argv += [option, str(tmp_path / value) if option == "--cost-centres" and value in _FILES else value]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    except SystemExit as exc:  # argparse's own usage error (an unknown --by choice)
+        code = exc.code
+        assert code == 2 and "usage:" in err.getvalue()
+        return
+    assert code in (0, 2), (argv, err.getvalue())
+    if code == 2:
+        assert err.getvalue().startswith("tokentrail: error: ") and err.getvalue().count("\n") == 1, (argv, err)
 
 
 @pytest.mark.slow

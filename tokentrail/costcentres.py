@@ -68,9 +68,12 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise _Duplicate(key, key_node.start_mark.line + 1)
-        seen.add(key)
+        try:
+            if key in seen:
+                raise _Duplicate(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping says so
+            break
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -84,6 +87,8 @@ def load(path: str) -> CostCentres:
             text = fh.read()
     except OSError as exc:
         raise CostCentreError(f"cost centres file {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not UTF-8 text, or a NUL in the path
+        raise CostCentreError(f"cost centres file {path!r}: cannot read it as text ({exc})") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except _Duplicate as exc:

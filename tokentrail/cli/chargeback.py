@@ -170,8 +170,9 @@ def invoice_lines(data: dict) -> list[str]:
                        f" #{', #'.join(map(str, p['runs']))}), measured {c.usd(p['measured_nano_usd'])}, residual"
                        f" {c.usd(p['residual_nano_usd'])}")
         elif p["status"] == "partial":
+            cut = "" if invoice["whole_days"] else ", the period starting or ending inside a day"
             out.append(f"  {p['provider']}: reconciled on {p['reconciled_days']} of {p['period_days']} whole days"
-                       f" ({p['first_day']} .. {p['last_day']}): the residual of those days is included, the rest"
+                       f" ({p['first_day']} .. {p['last_day']}){cut}: the residual of those days is included, the rest"
                        " is measured cost only")
         else:
             hint = (f": `tokentrail reconcile {p['provider']} --since {since} --until {until}`"

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Sequence
 
 from tokentrail.costcentres import CostCentres
 from tokentrail.ledger.queries.common import (
-    NO_COST_FIELDS, NO_COST_KIND, LedgerBase, Period, QueryError, Where, label, ratio, selection, usd,
+    MAX_NS, MIN_NS, NO_COST_FIELDS, NO_COST_KIND, LedgerBase, Period, QueryError, Where, label, ratio, selection,
+    usd,
 )
 
 BY = ("team", "tenant", "feature", "cost_centre")
@@ -46,9 +47,11 @@ def month_period(text: str) -> Period:
     """``2026-11``: that UTC calendar month, [first day, first day of the next month)."""
     try:
         first = datetime.strptime(text.strip(), "%Y-%m").replace(tzinfo=timezone.utc)
+        after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
     except ValueError:
         raise QueryError(f"bad --month {text!r}: use a year and month, e.g. 2026-11") from None
-    after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+    if not MIN_NS <= first.timestamp() * 10**9 < after.timestamp() * 10**9 <= MAX_NS:
+        raise QueryError(f"bad --month {text!r}: the ledger holds 1970-01 to 2262-03")
     return Period(int(first.timestamp()) * 10**9, int(after.timestamp()) * 10**9)
 
 
@@ -331,7 +334,7 @@ def _invoice(providers: Sequence[str], coverage: dict[str, _Coverage], residuals
                          residual_nano_usd=residuals[provider])
         entries.append(entry)
     matched = not filtered and bool(entries) and all(e["status"] == "reconciled" for e in entries)
-    return {"matched": matched, "providers": entries}
+    return {"matched": matched, "whole_days": aligned, "providers": entries}
 
 
 def _lines(cells: Sequence[_Cell], residuals: dict[str, int], coverage: dict[str, _Coverage],
