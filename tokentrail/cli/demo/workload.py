@@ -7,14 +7,18 @@ instrumentation makes the spans; the attribution and cost processors own and pri
 people pay for: cache-hit dispersion between tenants on the same model, a long-prompt feature,
 an agent loop with a runaway tail, a retry storm, a silent fallback to a pricier model, spend
 nobody owns, a self-hosted model no rate card prices, and a runaway retry loop stopped by a task
-budget before it is paid for. Each request is placed on the workload's own clock, spread over the
-past ``DAYS`` days (before today's UTC midnight, so a rerun on the same day writes the same times):
-``--since`` comparisons and ``--by day`` have something to show.
+budget before it is paid for. Then what ``tokentrail savings`` finds: an agent run that fails, a
+stream billed before it broke, answers with no ``max_tokens`` that run on, a prompt that grows week
+after week, and a nightly job the savings config beside the ledger marks batch-eligible. Each
+request is placed on the workload's own clock, spread over the past ``DAYS`` days (before today's
+UTC midnight, so a rerun on the same day writes the same times): ``--since`` comparisons and
+``--by day`` have something to show.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -34,6 +38,7 @@ from tokentrail import telemetry
 from tokentrail.cli.demo import SERVICE
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.ledger.exporter import LedgerSpanExporter
+from tokentrail.ledger.queries.savings import CONFIG_SUFFIX as SAVINGS_SUFFIX
 from tokentrail.processor.attribution import AttributionSpanProcessor
 from tokentrail.processor.cost import CostSpanProcessor
 from tokentrail.testing import fake_provider
@@ -49,6 +54,10 @@ RUNAWAY_BUDGET_USD = 0.05
 INVOICE_PROMPT = "Extract the invoice fields as JSON. " + "Line item, qty 1. " * 400
 NOT_JSON = "Sure! Here is the data you asked for: {invoice: 42"
 SELF_HOSTED_MODEL = "hooli-llama-70b"  # on no rate card: its calls are counted, never $0
+BATCH_TASK = "nightly-summaries"  # needs no interactive answer: batch-eligible in the savings config
+#: The savings config written beside the ledger (``tokentrail.db`` -> ``tokentrail.savings.yaml``).
+SAVINGS_CONFIG = (f"# tokentrail savings: written by tokentrail demo\nbatch_eligible: [{BATCH_TASK}]"
+                  "  # features or tasks that need no interactive answer\n")
 DAYS = 28
 _DAY_NS = 86400 * 10**9
 
@@ -122,6 +131,7 @@ class Workload:
         self.client = client
         self.tracer = tracer
         self.rng = random.Random(seed)
+        self.more = random.Random(seed ^ 0x5A71)  # the savings stories' own stream
         self.clock = random.Random(seed ^ 0xC10C)  # apart from rng: placing requests changes no usage
         today = time.time_ns() // _DAY_NS * _DAY_NS
         self.first_day_ns = today - DAYS * _DAY_NS
@@ -156,11 +166,11 @@ class Workload:
         return int(prompt * self.rng.uniform(*BY_NAME[tenant].cache_hit)) // 128 * 128
 
     @contextmanager
-    def request(self, name: str, kind: SpanKind = SpanKind.SERVER) -> Iterator[Any]:
-        """A request's root span, placed on a day of the past ``DAYS``, in working hours."""
+    def request(self, name: str, kind: SpanKind = SpanKind.SERVER, day: int | None = None) -> Iterator[Any]:
+        """A request's root span, placed on a day of the past ``DAYS`` (``day``: that one), in working hours."""
         with self.tracer.start_as_current_span(name, kind=kind) as span:
-            when = (self.first_day_ns + self.clock.randrange(DAYS) * _DAY_NS
-                    + self.clock.randrange(7 * 3600, 20 * 3600) * 10**9)
+            day = self.clock.randrange(DAYS) if day is None else day
+            when = self.first_day_ns + day * _DAY_NS + self.clock.randrange(7 * 3600, 20 * 3600) * 10**9
             self.offsets[span.get_span_context().trace_id] = when - span.start_time
             yield span
 
@@ -281,6 +291,87 @@ class Workload:
                             "limit_usd": exc.limit, "spent_nano_usd": state.spent_nano if state else None,
                             "calls": state.calls if state else None, "outcome": state.outcome if state else None}
 
+    # --- what `tokentrail savings` finds (placed in the last two weeks, its default period) -------
+    def recent_day(self) -> int:
+        return DAYS - 1 - self.more.randrange(14)
+
+    def more_cached(self, tenant: str, prompt: int) -> int:
+        """``cached`` on the savings stories' own stream: each tenant keeps its cache-hit range."""
+        return int(prompt * self.more.uniform(*BY_NAME[tenant].cache_hit)) // 128 * 128
+
+    def ticket_triage(self) -> None:
+        """An agent whose tool fails on some tickets: the runs end in an error, their calls paid for nothing."""
+        for run in range(6):
+            tenant = TENANTS[run % 4].name
+            try:
+                with self.request("POST /api/tickets/triage", day=self.recent_day()), tokentrail.attribute(
+                    tenant=tenant, feature="ticket-triage", team="support", user=f"{tenant}-u{run % 3}"
+                ), tokentrail.task("ticket-triage", id=f"triage-{run:03d}"):
+                    for _ in range(2 + run % 2):
+                        prompt = self.more.randint(2500, 4000)
+                        self.chat(prompt=prompt, output=self.more.randint(150, 300), max_tokens=500,
+                                  cached=self.more_cached(tenant, prompt))
+                    if run % 2 == 0:
+                        raise LookupError("the CRM lookup tool timed out")
+            except LookupError:
+                pass
+
+    def live_answers(self) -> None:
+        """Streamed answers; a few streams break after the usage arrived: an error, yet billed."""
+        for i in range(8):
+            tenant = TENANTS[i % 4].name
+            broken = i % 3 == 0
+            with self.request("POST /api/answers/stream", day=self.recent_day()), tokentrail.attribute(
+                tenant=tenant, feature="live-answers", team="support", user=f"{tenant}-u{i % 5}"
+            ):
+                prompt = self.more.randint(1500, 2500)
+                script = {"prompt_tokens": prompt, "completion_tokens": self.more.randint(200, 400),
+                          "cached_tokens": self.more_cached(tenant, prompt)}
+                if broken:
+                    script["fail_after"] = 6  # every chunk, the usage one included, then the API's in-stream error
+                self.calls += 1
+                try:
+                    for _ in self.client.chat.completions.create(
+                            model=MODEL, messages=[{"role": "user", "content": "..."}], stream=True,
+                            stream_options={"include_usage": True}, max_tokens=600,
+                            extra_headers={"x-fake-openai": json.dumps(script)}):
+                        pass
+                except openai.APIError:
+                    pass
+
+    def release_notes(self) -> None:
+        """Release notes with no ``max_tokens``: most answers are short, a few run on for pages."""
+        for i in range(14):
+            tenant = TENANTS[i % 4].name
+            with self.request("POST /api/release-notes", day=self.recent_day()), tokentrail.attribute(
+                tenant=tenant, feature="release-notes", team="product", user=f"{tenant}-u{i % 2}"
+            ):
+                long = i in (4, 9)
+                prompt = self.more.randint(1500, 2500)
+                self.chat(prompt=prompt, cached=self.more_cached(tenant, prompt),
+                          output=self.more.randint(9000, 12000) if long else self.more.randint(250, 450))
+
+    def sales_assistant(self) -> None:
+        """Prompt inflation: history and retrieved blocks added week after week."""
+        for day in range(DAYS):
+            with self.request("POST /api/sales/assist", day=day), tokentrail.attribute(
+                tenant="umbrella", feature="sales-assistant", team="sales", user=f"umbrella-u{day % 4}"
+            ):
+                prompt = 1800 + 220 * day + self.more.randint(0, 200)
+                self.chat(prompt=prompt, output=self.more.randint(250, 400), max_tokens=600,
+                          cached=self.more_cached("umbrella", prompt))
+
+    def nightly_summaries(self) -> None:
+        """A nightly job no one waits for, sent at interactive prices (batch-eligible in the savings config)."""
+        for night in range(14):
+            tenant = TENANTS[night % 4].name
+            with self.request("cron nightly-summaries", SpanKind.INTERNAL, day=DAYS - 14 + night), \
+                    tokentrail.attribute(tenant=tenant, feature="account-summaries", team="platform"), \
+                    tokentrail.task(BATCH_TASK, id=f"summaries-{night:03d}"):
+                prompt = self.more.randint(8000, 12000)
+                self.chat(prompt=prompt, output=self.more.randint(600, 900), max_tokens=1200,
+                          cached=self.more_cached(tenant, prompt))
+
     def run(self) -> None:
         self.support_chat()
         self.doc_review()
@@ -290,12 +381,19 @@ class Workload:
         self.unattributed()
         self.self_hosted()
         self.runaway_loop()
+        # after every other story, on their own random stream (``more``): the stories above keep their numbers
+        self.ticket_triage()
+        self.live_answers()
+        self.release_notes()
+        self.sales_assistant()
+        self.nightly_summaries()
 
 
 def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
     """Run the workload into the ledger at ``path``; returns call and drop counts, and what the
     runaway loop's circuit breaker stopped (``breaker``)."""
     exporter = LedgerSpanExporter(path)
+    _write_savings_config(path)
     offsets: dict[int, int] = {}
     tracer_provider = TracerProvider(resource=Resource.create({SERVICE_NAME: SERVICE}), id_generator=SeededIds(seed),
                                      shutdown_on_exit=False)
@@ -324,3 +422,15 @@ def run_workload(path: str, seed: int = 7) -> dict[str, Any]:
         meter_provider.shutdown()
     return {"calls": workload.calls, "blocked": 1 if workload.breaker else 0, "written": exporter.written,
             "dropped": exporter.dropped, "breaker": workload.breaker, "days": DAYS}
+
+
+def _write_savings_config(ledger_path: str) -> None:
+    """The savings config beside the ledger (what ``tokentrail savings`` reads when none is named); a
+    file the demo did not write is left alone."""
+    path = os.path.splitext(ledger_path)[0] + SAVINGS_SUFFIX
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if not f.read().startswith(SAVINGS_CONFIG.splitlines()[0]):
+                return
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(SAVINGS_CONFIG)
