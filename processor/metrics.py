@@ -4,22 +4,30 @@ limit) and ``record_llm_call``, the one function that turns a finished LLM call 
 Metric attributes are an allowlist enforced twice: ``metric_attributes`` only copies allowed
 keys, and the SDK ``View``s (``metric_views``) keep only those keys and cap each stream with
 the SDK's aggregation cardinality limit, so one noisy dimension cannot explode a backend.
+
+The token and USD counters are ``Totals``: tokentrail's own sums per attribute set, reported
+through ObservableCounters when a reader collects (a dict update per call instead of a full SDK
+measurement). The histograms stay synchronous: the cost point's exemplar links the trace.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+import threading
+import weakref
+from typing import Any, Iterable, Mapping
 
 from opentelemetry import context as context_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from tokentrail import config
-from tokentrail.processor.sdk import NO_EXEMPLAR
+from tokentrail.processor.sdk import NO_EXEMPLAR, counter_temporalities
 from tokentrail.processor.usage import InvalidUsage, Usage, is_attributed
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
@@ -98,6 +106,116 @@ def metric_views(cardinality_limit: int | None = None) -> list[View]:
     return views
 
 
+#: The SDK's default cap on attribute sets per stream (no view, no reader setting).
+_SDK_DEFAULT_CARDINALITY_LIMIT = 2000
+_OVERFLOW = {"otel.metric.overflow": True}
+
+
+class Totals:
+    """A monotonic counter summed by tokentrail per attribute set and handed to the SDK by an
+    ObservableCounter callback when a reader collects (cumulative totals: the reader sees what
+    a synchronous counter would report). ``add`` has ``Counter.add``'s signature.
+
+    The SDK still applies the views and the cardinality limit to what it is handed; attribute
+    sets come in the order they were first seen, as a synchronous counter meets them, so the
+    same sets get a series of their own and the rest land in the SDK's overflow series. Past
+    ``cap`` sets (never below the SDK's limit) new ones are summed here as that overflow series,
+    so the memory stays bounded.
+    """
+
+    __slots__ = ("_sums", "_lock", "_cap")
+
+    def __init__(self, cap: int) -> None:
+        self._sums: dict[Any, list] = {}  # key -> [attributes, total]
+        self._lock = threading.Lock()
+        self._cap = cap
+
+    def add(self, amount: int | float, attributes: Mapping[str, Any], context: Any = None) -> None:
+        key = _key(attributes)
+        with self._lock:
+            found = self._sums.get(key)
+            if found is not None:
+                found[1] += amount
+                return
+            if len(self._sums) >= self._cap:
+                key, attributes = _OVERFLOW_KEY, _OVERFLOW
+                found = self._sums.get(key)
+                if found is not None:
+                    found[1] += amount
+                    return
+            self._sums[key] = [dict(attributes), amount]  # a copy: callers reuse their dict
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            found = [(attributes, total) for attributes, total in self._sums.values()]
+        # NO_EXEMPLAR: a collection inside a request span must not sample it as an exemplar
+        return [Observation(total, attributes, NO_EXEMPLAR) for attributes, total in found]
+
+
+def _key(attributes: Mapping[str, Any]) -> Any:
+    try:
+        return frozenset(attributes.items())
+    except TypeError:  # a list value (the SDK turns it into a tuple)
+        return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
+
+
+_OVERFLOW_KEY = _key(_OVERFLOW)
+
+
+#: The counters (Instruments attribute, name, unit, description): Totals where they can be.
+_COUNTERS = (
+    ("tokens", names.TOKENTRAIL_TOKENS, "{token}", "Tokens by tokentrail.token.type"),
+    # The share of spend that was retries, fallbacks and cache savings (dashboards), without
+    # the retry attempt or fallback model as metric labels.
+    ("retries", names.TOKENTRAIL_COST_RETRIES, "USD", "USD of LLM calls that were retries"),
+    ("fallbacks", names.TOKENTRAIL_COST_FALLBACKS, "USD", "USD of fallback LLM calls"),
+    ("cache_savings", names.TOKENTRAIL_CACHE_SAVINGS, "USD", "USD saved by prompt-cache reads"),
+)
+
+
+def _observed_counters(meter: metrics_api.Meter) -> dict[str, Totals]:
+    cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
+    return {key: _observed(meter, cap, name, unit, description) for key, name, unit, description in _COUNTERS}
+
+
+def _sync_counters(meter: metrics_api.Meter) -> dict[str, Any]:
+    """The same counters as synchronous SDK instruments (delta readers, other providers)."""
+    return {key: meter.create_counter(name, unit=unit, description=description)
+            for key, name, unit, description in _COUNTERS}
+
+
+def _observed(meter: metrics_api.Meter, cap: int, name: str, unit: str, description: str) -> Totals:
+    totals = Totals(cap)
+    meter.create_observable_counter(name, callbacks=[totals.observe], unit=unit, description=description)
+    return totals
+
+
+# By MeterProvider, for as long as it lives; not forgotten by tokentrail.state.reset(): its
+# ObservableCounters keep reporting these totals (a second registration would double them).
+# False: the provider keeps synchronous counters.
+_counters: "weakref.WeakKeyDictionary[Any, dict[str, Totals] | bool]" = weakref.WeakKeyDictionary()
+_counters_lock = threading.Lock()
+
+
+def _counters_for(meter_provider: Any, meter: metrics_api.Meter) -> dict[str, Totals] | None:
+    """The provider's Totals, when every reader of it collects cumulative counters; None for a
+    reader asking for delta (a synchronous counter reports only the series that changed, an
+    observable one every series) and for a provider that is not the SDK's."""
+    try:
+        found = _counters.get(meter_provider)
+    except TypeError:  # not weakly referenceable
+        return None
+    if found is None:
+        with _counters_lock:
+            found = _counters.get(meter_provider)
+            if found is None:
+                temporalities = counter_temporalities(meter_provider)
+                eligible = temporalities is not None and all(
+                    t is AggregationTemporality.CUMULATIVE for t in temporalities)
+                found = _counters[meter_provider] = _observed_counters(meter) if eligible else False
+    return found or None
+
+
 class Instruments:
     """The instruments of one MeterProvider."""
 
@@ -113,8 +231,6 @@ class Instruments:
         self.cost = meter.create_histogram(
             names.TOKENTRAIL_COST, unit="USD", description="Cost of one LLM call in USD",
             explicit_bucket_boundaries_advisory=COST_BUCKETS_USD)
-        self.tokens = meter.create_counter(
-            names.TOKENTRAIL_TOKENS, unit="{token}", description="Tokens by tokentrail.token.type")
         self.unpriced = meter.create_counter(
             names.TOKENTRAIL_CALLS_UNPRICED, unit="{call}",
             description="LLM calls whose model is not on the rate card")
@@ -133,14 +249,13 @@ class Instruments:
         else:
             self.token_usage = _tokens(meter, names.GEN_AI_CLIENT_TOKEN_USAGE, "Number of input and output tokens used")
             self.duration = _duration(meter, names.GEN_AI_CLIENT_OPERATION_DURATION, "GenAI operation duration")
-        # The share of spend that was retries and fallbacks (dashboards), without the retry
-        # attempt or fallback model as metric labels.
-        self.retries = meter.create_counter(
-            names.TOKENTRAIL_COST_RETRIES, unit="USD", description="USD of LLM calls that were retries")
-        self.fallbacks = meter.create_counter(
-            names.TOKENTRAIL_COST_FALLBACKS, unit="USD", description="USD of fallback LLM calls")
-        self.cache_savings = meter.create_counter(
-            names.TOKENTRAIL_CACHE_SAVINGS, unit="USD", description="USD saved by prompt-cache reads")
+        counters: Any = _counters_for(meter_provider, meter) if meter_provider is not None else None
+        if counters is None:
+            counters = _sync_counters(meter)
+        self.tokens = counters["tokens"]
+        self.retries = counters["retries"]
+        self.fallbacks = counters["fallbacks"]
+        self.cache_savings = counters["cache_savings"]
 
 
 def gen_ai_latest() -> bool:

@@ -3,7 +3,8 @@
 The processors need a few things the SDK has no public API for: the processors installed on
 a TracerProvider (read, and wrapped in place), a copy of an ended (immutable) span with
 attributes added or another parent, the name of the instrumentation scope of a span, the
-processors' ``_on_ending`` hook, and a context that makes a metric measurement take no exemplar.
+processors' ``_on_ending`` hook, the temporality each reader of a MeterProvider asks for, and a
+context that makes a metric measurement take no exemplar.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Callable, Mapping
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics._internal.instrument import _Counter, _ObservableCounter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 
@@ -87,6 +89,19 @@ def _bounded_copy(items: Any) -> Any:
         copy.dropped = items.dropped
         return copy
     return tuple(items or ())
+
+
+def counter_temporalities(meter_provider: Any) -> tuple[Any, ...] | None:
+    """The aggregation temporalities the readers of an SDK MeterProvider use for counters and
+    observable counters (two per reader); None for any other provider or when unknown."""
+    storages = getattr(getattr(meter_provider, "_measurement_consumer", None), "_reader_storages", None)
+    if storages is None:
+        return None
+    try:
+        return tuple(reader._instrument_class_temporality[kind] for reader in tuple(storages)
+                     for kind in (_Counter, _ObservableCounter))
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 #: For measurements that must take no exemplar. Not an empty Context: the SDK replaces a falsy

@@ -414,3 +414,16 @@ def test_a_reset_keeps_the_counters_of_a_running_meter_provider(server, make_pip
     assert tokens == {"input": 16_000, "cache_read": 4_000, "output": 2_400}
     [cost] = [v for k, v in got.items() if k[0] == m.TOKENTRAIL_COST]
     assert cost["count"] == 2 and cost["sum"] == 0.01155 + 0.01155
+
+
+def test_the_sdk_read_of_reader_temporalities_holds():
+    """processor/sdk.py reads which temporality each reader asks for (Totals or synchronous
+    counters); pinned here against the installed SDK."""
+    from tokentrail.processor.sdk import counter_temporalities
+
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    readers = [InMemoryMetricReader(), InMemoryMetricReader(preferred_temporality={Counter: delta})]
+    provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
+    assert counter_temporalities(provider) == (cumulative, cumulative, delta, cumulative)
+    assert counter_temporalities(object()) is None
+    provider.shutdown()

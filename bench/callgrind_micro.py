@@ -1,0 +1,126 @@
+"""CPU instructions of single pipeline steps (valgrind callgrind), for finding where a call's
+instructions go: one metric point, a whole ``record_llm_call``, ``price_span``, the
+CostSpanProcessor's pass over a priced span, a span's start and end.
+
+    python bench/callgrind_micro.py [--n 200]
+
+Runs itself under ``valgrind --tool=callgrind --instr-atstart=no`` and prints instructions per
+step (the same client-request helper as bench_callgrind.py switches counting on around each
+block of ``--n`` repetitions, after as many uncounted ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_callgrind import Callgrind, build_helper, read_dumps  # noqa: E402
+
+ATTRS = {
+    "gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5.4-mini",
+    "server.address": "127.0.0.1", "server.port": 8080, "gen_ai.response.model": "gpt-5.4-mini",
+    "gen_ai.response.id": "chatcmpl-1", "gen_ai.response.finish_reasons": ("stop",),
+    "gen_ai.usage.input_tokens": 2000, "gen_ai.usage.output_tokens": 200,
+    "gen_ai.usage.cache_read.input_tokens": 500,
+    "tokentrail.tenant": "acme", "tokentrail.feature": "summarize", "tokentrail.attributed": True,
+}
+
+
+def steps(n: int):
+    """(label, function run n times) for each step."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tokentrail.processor.cost import CostSpanProcessor
+    from tokentrail.processor.metrics import instruments_for, metric_attributes, metric_views, record_llm_call
+    from tokentrail.processor.pricing import price_span
+    from tokentrail.processor.sdk import NO_EXEMPLAR
+
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], views=metric_views(), shutdown_on_exit=False)
+    tp = TracerProvider(shutdown_on_exit=False)
+    cost = CostSpanProcessor(None, meter_provider=mp)
+    tp.add_span_processor(cost)
+    tracer = tp.get_tracer("tokentrail.instrumentation.bench")
+    priced = {**ATTRS, **price_span(ATTRS, 1_780_000_000_000_000_000)}
+    inst = instruments_for(mp)
+    point = metric_attributes(priced, {})
+    with tracer.start_as_current_span("chat") as span:
+        ctx = trace.set_span_in_context(span)
+    meter = mp.get_meter("bench")
+    plain_hist = meter.create_histogram("bench.h")
+    plain_counter = meter.create_counter("bench.c")
+    small = {"a": "x"}
+
+    def span_start_end():
+        s = tracer.start_span("chat gpt-5.4-mini", attributes=dict(ATTRS))
+        s.set_attributes({"gen_ai.usage.output_tokens": 200})
+        s.end()
+
+    cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
+    ended = tracer.start_span("chat", attributes=priced)
+    ended.end()
+    return [
+        ("histogram.record, our 10 attributes, exemplar", lambda: inst.cost.record(0.002, point, context=ctx)),
+        ("histogram.record, our 10 attributes, no exemplar", lambda: inst.cost.record(0.002, point,
+                                                                                      context=NO_EXEMPLAR)),
+        ("histogram.record, 1 attribute, no view", lambda: plain_hist.record(1.0, small, context=NO_EXEMPLAR)),
+        ("counter.add, our 10 attributes, no exemplar", lambda: inst.retries.add(0.002, point, context=NO_EXEMPLAR)),
+        ("counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
+        ("record_llm_call (every point of one call)", lambda: record_llm_call(priced, 0.5, meter_provider=mp,
+                                                                              context=ctx, resource_attributes={})),
+        ("metric_attributes", lambda: metric_attributes(priced, {})),
+        ("price_span", lambda: price_span(ATTRS, 1_780_000_000_000_000_000)),
+        ("span start, set_attributes, end (CostSpanProcessor, metrics)", span_start_end),
+        ("CostSpanProcessor.on_end, priced span, no metrics", lambda: cost_only.on_end(ended)),
+    ]
+
+
+def child(args: argparse.Namespace) -> None:
+    cg = Callgrind(args.helper)
+    for label, fn in steps(args.n):
+        for _ in range(args.n):
+            fn()
+        with cg.measure(label):
+            for _ in range(args.n):
+                fn()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--helper", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    helper = build_helper()
+    with tempfile.TemporaryDirectory() as folder:
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=no", "--dump-line=no",
+               f"--callgrind-out-file={folder}/micro.%p.out", sys.executable, __file__, "--child",
+               "--helper", str(helper), "--n", str(args.n)]
+        subprocess.run(cmd, check=True, capture_output=True, env={"PYTHONHASHSEED": "0", **_env()})
+        counts = read_dumps(Path(folder), "micro")
+    width = max(len(label) for label in counts)
+    for label, total in counts.items():
+        print(f"{label:<{width}}  {total / args.n / 1e3:9.1f} k instructions")
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not re.match(r"PYTHONHASHSEED$", k)}
+
+
+if __name__ == "__main__":
+    main()
