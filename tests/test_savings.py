@@ -210,6 +210,11 @@ def test_savings_table_csv_and_where(ledger, capsys):
     assert any(x.startswith("1,") for x in lines[1:])
     data = _savings(capsys, ledger, "--where", "feature=notes")
     assert [o["kind"] for o in data["opportunities"]] == ["output_cap"]
+    every = _savings(capsys, ledger)["opportunities"]
+    waste = _savings(capsys, ledger, "--kind", "waste", "-n", "2")["opportunities"]
+    assert waste == [o for o in every if o["kind"] == "waste"][:2]  # the global ranks kept
+    assert main(["savings", "--kind", "cheap", "--ledger", ledger]) == 2
+    assert "unknown kind 'cheap' in --kind" in capsys.readouterr().err
 
 
 def test_savings_without_config_says_how_and_bad_config_is_one_line(ledger, tmp_path, capsys, monkeypatch):

@@ -8,7 +8,7 @@ import sys
 
 from tokentrail.cli import _common as c
 from tokentrail.ledger import default_path
-from tokentrail.ledger.queries.savings import CONFIG_SUFFIX, ENV_CONFIG, load_config, savings
+from tokentrail.ledger.queries.savings import CONFIG_SUFFIX, ENV_CONFIG, KINDS, load_config, savings
 
 DEFAULT_SINCE = "14d"
 
@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_period_options(p)
     p.set_defaults(since=DEFAULT_SINCE)  # and the 14 days before it, for prompt growth
+    p.add_argument("-n", "--limit", type=int, help="show only the N largest (default: every one)")
+    p.add_argument("--kind", metavar="KINDS", help=f"comma-separated kinds to show, of: {', '.join(KINDS)}")
     p.add_argument("--config", metavar="YAML", help=f"the savings config (default: ${ENV_CONFIG}, else the"
                    f" ledger's {CONFIG_SUFFIX} beside it: tokentrail.db -> tokentrail{CONFIG_SUFFIX})")
     c.add_format_option(p, ("table", "csv", "json"))
@@ -34,10 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise c.CliError("--limit must be 1 or more")
+    kinds = [k.strip().lower() for k in (args.kind or "").split(",") if k.strip()]
+    if unknown := [k for k in kinds if k not in KINDS]:
+        raise c.CliError(f"unknown kind {unknown[0]!r} in --kind: choose from {', '.join(KINDS)}")
     period, where = c.period_and_where(args)
     config = c.query(load_config, args.config, args.ledger or default_path())
     with c.open_ledger(args) as ledger:
         data = c.query(savings, ledger.conn, period, config, where)
+    if kinds:
+        data["opportunities"] = [o for o in data["opportunities"] if o["kind"] in kinds]
+    if args.limit is not None:
+        data["found"] = len(data["opportunities"])
+        data["opportunities"] = data["opportunities"][: args.limit]
     if args.format == "json":
         c.print_json(data)
     elif args.format == "csv":
@@ -71,7 +83,9 @@ def render(data: dict) -> str:
     out.append(c.table(["#", "KIND", "WHAT", "OWNER", "CALLS", "SAVING", "HOW"], rows,
                        [True, False, False, False, True, True, False]) if rows else "no opportunity found")
     why = c.no_cost_why(data)
-    notes = [f"{c.count(data['calls'])} calls read" + (f"; {why} left out (no cost, never $0)" if why else "")]
+    more = data.get("found", len(data["opportunities"])) - len(data["opportunities"])
+    notes = [f"{c.count(data['calls'])} calls read" + (f"; {why} left out (no cost, never $0)" if why else "")
+             + (f"; {more:,} smaller opportunities not shown (--limit)" if more else "")]
     if not data["config"]:
         notes.append(f"no batch_eligible features or tasks: name them in a YAML file (--config, ${ENV_CONFIG}"
                      f" or the ledger's {CONFIG_SUFFIX}): batch_eligible: [nightly-summaries]")
