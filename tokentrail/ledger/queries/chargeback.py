@@ -32,9 +32,14 @@ _TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_to
 _CELLS = """
 SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
        date(start_ns / 1000000000, 'unixepoch'), COUNT(*), SUM(input_tokens), SUM(cache_read_tokens),
-       SUM(cache_write_tokens), SUM(output_tokens), SUM(cost_nano), COUNT(cost_nano),
-       SUM(({kind}) = 'unpriced'), SUM(({kind}) = 'no_usage'), SUM(({kind}) = 'blocked')
+       SUM(cache_write_tokens), SUM(output_tokens), SUM(cost_nano), COUNT(cost_nano)
 FROM spans WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
+"""
+# Why calls have no cost: only those rows are read beyond the covering report index.
+_NO_COST = """
+SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
+       date(start_ns / 1000000000, 'unixepoch'), {kind}, COUNT(*)
+FROM spans WHERE llm = 1 AND {cond} AND cost_nano IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 _ADJUSTMENTS = """
 SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
@@ -130,17 +135,22 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
         coverage = _coverage(ledger.conn, days, notes)
     owner = _owner_of(by, centres)
     rows = _owner_rows(cells, owner, by, centres)
-    residuals = _residuals(cells, coverage)
+    billed = _reconciled(cells, owner, coverage)
+    residuals = {p: sum(cov.invoice.values()) - sum(c.net for group in billed[p].values() for c in group)
+                 for p, cov in coverage.items()}
     residual_rows = []
     for provider, residual in sorted(residuals.items()):
         if not residual:
             continue
-        weights = _weights(cells, owner, provider, coverage[provider].invoice)
+        weights = {key: sum(c.net for c in group) for key, group in billed[provider].items()}
         if allocate == "proportional" and sum(weights.values()) > 0 and min(weights.values()) >= 0:
             keys = sorted(k for k, w in weights.items() if w > 0)
             for key, share in zip(keys, largest_remainder(residual, [weights[k] for k in keys])):
                 rows[key]["residual_nano_usd"] += share
-                _split(cells, owner, key, provider, coverage[provider].invoice, share)
+                # the owner's share over its lines, by the same rule: FOCUS rows add up to the statement's
+                mine = [c for c in billed[provider][key] if c.net > 0]
+                for c, part in zip(mine, largest_remainder(share, [c.net for c in mine])):
+                    c.allocated += part
         else:
             if allocate == "proportional":
                 notes.append(f"{provider}: nothing measured on the reconciled days to allocate its residual over:"
@@ -170,7 +180,7 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
         "notes": notes,
     }
     if lines:
-        data["lines"] = _lines(cells, residuals, coverage, [r["provider"] for r in residual_rows], centres)
+        data["lines"] = _lines(cells, billed, coverage, [r["provider"] for r in residual_rows], centres)
     return data
 
 
@@ -178,11 +188,12 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
 def _cells(conn: sqlite3.Connection, period: Period, where: Where) -> list[_Cell]:
     cond, params = selection(period, where)
     cells: dict[tuple, _Cell] = {}
-    for row in conn.execute(_CELLS.format(kind=NO_COST_KIND, cond=cond), params):
+    for row in conn.execute(_CELLS.format(cond=cond), params):
         key = tuple(row[:6])
         cells[key] = _Cell(*key, calls=row[6], tokens={t: int(v or 0) for t, v in zip(_TOKENS, row[7:11])},
-                           cost=row[11] if row[12] else None,
-                           no_cost={f: int(v or 0) for f, v in zip(NO_COST_FIELDS, row[13:16])})
+                           cost=row[11] if row[12] else None, no_cost=dict.fromkeys(NO_COST_FIELDS, 0))
+    for row in conn.execute(_NO_COST.format(kind=NO_COST_KIND, cond=cond), params):
+        cells[tuple(row[:6])].no_cost[f"{row[6]}_calls"] = row[7]
     try:
         for row in conn.execute(_ADJUSTMENTS.format(cond=cond), params):
             if tuple(row[:6]) in cells:
@@ -289,29 +300,14 @@ def _coverage(conn: sqlite3.Connection, days: list[str], notes: list[str]) -> di
     return {p: c for p, c in out.items() if c.invoice}
 
 
-def _residuals(cells: Sequence[_Cell], coverage: dict[str, _Coverage]) -> dict[str, int]:
-    """Per provider: its invoice on the reconciled days minus the ledger's net cost on those days."""
-    out = {}
-    for provider, cov in coverage.items():
-        measured = sum(c.net or 0 for c in cells if c.provider == provider and c.day in cov.invoice)
-        out[provider] = sum(cov.invoice.values()) - measured
-    return out
-
-
-def _weights(cells: Sequence[_Cell], owner, provider: str, days: dict[str, int]) -> dict[str, int]:
-    """Per owner: net cost of its calls to ``provider`` on the reconciled ``days`` (what a residual is shared by)."""
-    out: dict[str, int] = {}
+def _reconciled(cells: Sequence[_Cell], owner, coverage: dict[str, _Coverage]) -> dict[str, dict[str, list[_Cell]]]:
+    """Per reconciled provider, per owner: its lines with a cost on the provider's reconciled days."""
+    out: dict[str, dict[str, list[_Cell]]] = {p: {} for p in coverage}
     for c in cells:
-        if c.provider == provider and c.day in days and c.net is not None:
-            out[owner(c)] = out.get(owner(c), 0) + c.net
+        cov = coverage.get(c.provider or "")
+        if cov is not None and c.day in cov.invoice and c.net is not None:
+            out[cov.provider].setdefault(owner(c), []).append(c)
     return out
-
-
-def _split(cells: Sequence[_Cell], owner, key: str, provider: str, days: dict[str, int], share: int) -> None:
-    """An owner's share of a provider's residual over its lines of the reconciled days, by the same rule."""
-    mine = [c for c in cells if c.provider == provider and c.day in days and (c.net or 0) > 0 and owner(c) == key]
-    for c, part in zip(mine, largest_remainder(share, [c.net for c in mine])):
-        c.allocated += part
 
 
 def _invoice(providers: Sequence[str], coverage: dict[str, _Coverage], residuals: dict[str, int],
@@ -337,7 +333,7 @@ def _invoice(providers: Sequence[str], coverage: dict[str, _Coverage], residuals
     return {"matched": matched, "whole_days": aligned, "providers": entries}
 
 
-def _lines(cells: Sequence[_Cell], residuals: dict[str, int], coverage: dict[str, _Coverage],
+def _lines(cells: Sequence[_Cell], billed: dict[str, dict[str, list[_Cell]]], coverage: dict[str, _Coverage],
            kept: Iterable[str], centres: CostCentres | None) -> dict:
     """The FOCUS grain: a usage line per day x provider x model x owner with a cost, a residual line per
     provider x reconciled day when the residual is kept apart; calls without any cost are only counted."""
@@ -353,8 +349,11 @@ def _lines(cells: Sequence[_Cell], residuals: dict[str, int], coverage: dict[str
                       "net_nano_usd": c.net, "billed_nano_usd": c.net + c.allocated})
     residual = []
     for provider in sorted(kept):
+        measured: dict[str, int] = {}
+        for group in billed[provider].values():
+            for c in group:
+                measured[c.day] = measured.get(c.day, 0) + c.net
         for day, invoiced in sorted(coverage[provider].invoice.items()):
-            measured = sum(c.net or 0 for c in cells if c.provider == provider and c.day == day)
-            if invoiced != measured:
-                residual.append({"day": day, "provider": provider, "residual_nano_usd": invoiced - measured})
+            if invoiced != measured.get(day, 0):
+                residual.append({"day": day, "provider": provider, "residual_nano_usd": invoiced - measured.get(day, 0)})
     return {"usage": usage, "residual": residual, "calls_without_cost": left_out}
