@@ -272,6 +272,26 @@ def test_rule_units():
     assert dedup.is_duplicate(object()) is False  # never raises
 
 
+def test_unverified_is_one_rule_with_a_fixed_vocabulary():
+    from tokentrail.processor import exactness
+    from tokentrail.processor.attribution import owner_stamp
+
+    chat = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_PROVIDER_NAME: "openai"}
+    assert exactness.reason() is None and attr.TOKENTRAIL_UNVERIFIED not in owner_stamp(chat)
+    assert exactness.note(exactness.DEFER_SHARED_SDK, "openai") == "defer_shared_sdk:openai"
+    exactness.note(exactness.DEFER_SHARED_SDK, "openai")  # found again: counted once
+    exactness.note(exactness.FOREIGN_TRACER_PROVIDER, "VendorTracerProvider")
+    both = "defer_shared_sdk:openai;foreign_tracer_provider:VendorTracerProvider"
+    assert exactness.reason() == both
+    assert owner_stamp(chat)[attr.TOKENTRAIL_UNVERIFIED] == both
+    assert attr.TOKENTRAIL_UNVERIFIED not in owner_stamp({"http.request.method": "POST"})  # only LLM calls
+    assert exactness.mark({attr.TOKENTRAIL_UNVERIFIED: "x"}) == {}  # a span marked already keeps its mark
+    with pytest.raises(ValueError, match="unknown unverified kind"):
+        exactness.note("something_else", "x")
+    state.reset()
+    assert exactness.reason() is None
+
+
 def test_async_official_openai_beside_ours(server):
     import openai
 
