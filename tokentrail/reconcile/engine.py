@@ -146,7 +146,10 @@ class Cell:
         untracked = tier = tier_tokens = unpriced = 0
         for cls in CLASSES:
             # per tier: tokens the provider billed beyond the ledger's (or short of them), at the tier's rate
-            gaps = [(d, p.at_rate(cls, d)) for p in parts for d in [p.provider.tokens[cls] - p.ledger_tokens(cls)]]
+            gaps = []
+            for p in parts:
+                d = p.provider.tokens[cls] - p.ledger_tokens(cls)
+                gaps.append((d, p.at_rate(cls, d)))
             more, less = sum(d for d, _ in gaps if d > 0), -sum(d for d, _ in gaps if d < 0)
             moved = min(more, less)  # the same tokens, on the provider's side at another tier
             tier_tokens += moved
