@@ -280,3 +280,39 @@ def test_many_unpaid_tenants_of_a_plan_entry_make_one_line(tmp_path):
     assert [b.label for b in cfg.budgets] == ["tenant:acme/month"]
     assert cfg.problems == ("budgets[0]: 7 tenants bring $0/month (f0, f1, f2, f3, f4 and 2 more); "
                             "no '30% of plan' budget for them",)
+
+
+@pytest.mark.parametrize("store", ["ledger", "redis"])
+def test_a_restarted_process_does_not_warn_again_for_what_was_already_crossed(
+        pipeline, client, server, tmp_path, monkeypatch, plans_file, webhook, store, request):
+    """Once per window across processes: the second process starts from the spend the ledger or the shared
+    Redis counter already holds, so it only sends the crossings that are new."""
+    from tokentrail.ledger import LedgerSpanExporter
+
+    if store == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        spec = url
+    else:
+        spec = f"ledger:{tmp_path / 'ledger.db'}"
+    text = f"""
+        store: {spec}
+        notify:
+          webhook: {webhook.url}
+        budgets:
+          - tenant: acme
+            limit: 30% of plan
+    """
+    write_budgets(tmp_path, monkeypatch, text)
+    calls(client, server, "acme", 7, 100_000, 25_000)  # $3.50 of $5.70: past 50%
+    assert budgets.notifier().flush(30)
+    if store == "ledger":  # what the ledger exporter wrote for the first process
+        exporter = LedgerSpanExporter(str(tmp_path / "ledger.db"))
+        exporter.export(pipeline.spans())
+        exporter.shutdown()
+    budgets.reload()  # the next process: nothing in memory
+    calls(client, server, "acme", 3, 100_000, 25_000)  # $5.00: past 80%
+    assert budgets.notifier().flush(30)
+    assert [(b["fraction"], b["spent_nano"]) for b in webhook.bodies] == [(0.5, 3_000_000_000), (0.8, 5_000_000_000)]
