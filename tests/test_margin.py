@@ -16,6 +16,8 @@ from fractions import Fraction
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
 import tokentrail
@@ -294,6 +296,8 @@ def test_bad_plans_and_options_are_one_line_errors(ledger, capsys, tmp_path, mon
     err = _error(capsys, "margin", "--ledger", path, "--plans", str(tmp_path / "none.yaml"))
     assert "none.yaml: cannot read" in err
     for args, message in [(["--month", "2026-13"], "bad --month '2026-13': use YYYY-MM"),
+                          (["--month", "0000-01"], "bad --month '0000-01'"),
+                          (["--month", "9999-12"], "bad --month '9999-12'"),
                           (["--month", "2026-11", "--since", "7d"], "give --month or --since/--until, not both"),
                           (["--target-margin", "1.5"], "bad --target-margin '1.5'"),
                           (["--target-margin", "lots"], "bad --target-margin 'lots'"),
@@ -313,3 +317,23 @@ def test_with_no_plans_option_the_plans_file_beside_the_ledger_is_read(ledger, c
     assert data["plans_source"] == str(tmp_path / "books.plans.yaml")
     rows = {r["tenant"]: r for r in data["tenants"]}
     assert rows["initech"]["margin_nano_usd"] == 100_000_000 - 2 * MINI and rows["acme"]["plan"] == "(no plan)"
+
+
+_WORDS = st.sampled_from(["2026-11", "2026-13", "0000-01", "9999-12", "1969-12", "2262-04", "7d", "0d", "now", "",
+                          "2300-01-01", "0001-01-01", "1970-01-01", "tenant=", "tenant=acme", "plan=pro", "0.7",
+                          "70%", "1", "-5", "nan", "inf", "1e309", "%", "json", "csv", "\x00"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=st.lists(st.tuples(st.sampled_from(["--month", "--since", "--until", "--where", "--target-margin",
+                                                  "--format"]), st.one_of(_WORDS, st.text(max_size=8))), max_size=3))
+def test_whatever_the_options_one_line_and_exit_0_or_2(ledger, capsys, options):
+    argv = ["margin", "--ledger", ledger[0], "--plans", ledger[1]] + [x for pair in options for x in pair]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: a usage error
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, err)
+    if code == 2 and "usage:" not in err:
+        assert err.startswith("tokentrail: error: ") and err.count("\n") == 1, (argv, err)

@@ -119,3 +119,9 @@ def test_a_missing_or_binary_file_is_a_plans_error(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00tenant")
     with pytest.raises(PlansError, match="not UTF-8 text"):
         plans.load(str(binary))
+
+
+def test_a_file_the_csv_reader_refuses_is_a_plans_error_with_its_line(tmp_path):
+    path = _write(tmp_path, "b.csv", "tenant,plan,monthly_revenue\nacme,pro,99\n" + "x" * 200_000 + ",pro,1\n")
+    with pytest.raises(PlansError, match=r"b\.csv line 3: not CSV \(field larger than field limit"):
+        plans.load(path)

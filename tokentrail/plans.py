@@ -158,9 +158,16 @@ def _from_yaml(path: str, text: str) -> Plans:
     return Plans(prices, assignments, revenue, path)
 
 
+def _rows(path: str, reader: Any) -> Any:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise PlansError(f"{path} line {reader.line_num}: not CSV ({exc})") from None
+
+
 def _from_csv(path: str, text: str) -> Plans:
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    header = next(_rows(path, reader), None)
     if header is None:
         return Plans(source=path)
     columns = [c.strip().lower() for c in header]
@@ -171,7 +178,7 @@ def _from_csv(path: str, text: str) -> Plans:
     assignments: dict[str, str] = {}
     revenue: dict[str, int] = {}
     first_line: dict[str, int] = {}
-    for row in reader:
+    for row in _rows(path, reader):
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue

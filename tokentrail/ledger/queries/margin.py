@@ -29,7 +29,8 @@ _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 def month_period(text: str) -> Period:
     """``2026-11`` -> the calendar month, UTC: [2026-11-01, 2026-12-01)."""
     match = _MONTH.match(text.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12:
+    # the ledger's times are nanoseconds in SQLite's INTEGER: 1970 to 2262
+    if not match or not 1 <= int(match.group(2)) <= 12 or not 1970 <= int(match.group(1)) <= 2261:
         raise QueryError(f"bad --month {text!r}: use YYYY-MM, e.g. 2026-11")
     year, month = int(match.group(1)), int(match.group(2))
     return Period(_month_start(year, month), _month_start(year + month // 12, month % 12 + 1))
