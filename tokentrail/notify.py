@@ -246,6 +246,9 @@ def _after_fork_in_child() -> None:
     # a forked worker process (gunicorn, multiprocessing) has no worker thread and must not send
     # its parent's queue again: each notifier starts empty and starts its own thread when needed
     for notifier in list(_live):
+        closed, notifier._closed = notifier._closed.is_set(), threading.Event()
+        if closed:
+            notifier._closed.set()
         notifier._cond = threading.Condition()
         notifier._queue.clear()
         notifier._pending = notifier._unreported_drops = 0
