@@ -6,6 +6,7 @@ the rows each one stands on selected again with SQL; and the demo showing every 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -256,3 +257,13 @@ def test_the_demo_shows_every_kind_of_opportunity(tmp_path, capsys):
                      ("caching", "low cache hits"), ("caching", "prompt growth"), ("batch", "batch tier"),
                      ("output_cap", "output cap"), ("tiering", "cheaper model")}
     assert all(o["saving_nano_usd"] > 0 and o["calls"] > 0 for o in data["opportunities"])
+
+
+def test_the_html_view_shows_the_largest_opportunities(ledger, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TOKENTRAIL_SAVINGS", str(tmp_path / "savings.yaml"))
+    top = _savings(capsys, ledger)["opportunities"][:8]
+    assert main(["view", "--since", "7d", "--ledger", ledger, "--out", str(tmp_path / "v.html")]) == 0
+    page = (tmp_path / "v.html").read_text()
+    shown = re.findall(r'data-testid="savings-saving">([^<]+)<', page)
+    assert shown == [f"${Decimal(o['saving_nano_usd']) / 10**9:,.6f}" for o in top] and len(shown) == 8
+    assert "Alternatives that overlap, not a sum" in page

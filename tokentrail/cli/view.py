@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tokentrail.cli import _common as c
+from tokentrail.ledger import LedgerError
 from tokentrail.ledger.queries import Period
+from tokentrail.ledger.queries.savings import load_config, savings
 
 TOP_TENANTS_IN_CHART = 6
 PALETTE = ("#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#ca8a04", "#94a3b8")
@@ -63,6 +65,7 @@ def collect(ledger: Any, period: Period, where: Sequence = ()) -> dict:
         "by_day_tenant": ledger.report(["day", "tenant"], period, where),
         "tenants": ledger.tenants(period, where),
         "top": ledger.top(period, where, 8),
+        "savings": _savings_data(ledger, period, where),
     }
 
 
@@ -172,6 +175,31 @@ def _expensive(items: list[dict], kind: str) -> str:
             f'{"".join(rows)}</table>')
 
 
+def _savings_data(ledger: Any, period: Period, where: Sequence) -> dict:
+    """``tokentrail savings`` for the page's period (its config as the command finds it); a bad config is said."""
+    try:
+        return savings(ledger.conn, period, load_config(None, ledger.path), where)
+    except LedgerError as exc:
+        return {"error": str(exc), "opportunities": []}
+
+
+def _savings_section(data: dict, limit: int = 8) -> str:
+    """The largest savings opportunities (tokentrail savings), each a what-if: alternatives, not a sum."""
+    if data.get("error"):
+        body = f'<p class="warn">{_e(data["error"])}</p>'
+    elif not data["opportunities"]:
+        body = '<p class="empty">No savings opportunity in this period.</p>'
+    else:
+        rows = "".join(
+            f'<tr><td class="num">{o["rank"]}</td><td>{_e(o["kind"])}: {_e(o["what"])}</td><td>{_e(" ".join(o["where"]))}</td>'
+            f'<td class="num">{_e(c.count(o["calls"]))}</td><td class="num" data-testid="savings-saving">'
+            f'{_e(c.usd(o["saving_nano_usd"]))}</td><td>{_e(o["detail"])}</td></tr>' for o in data["opportunities"][:limit])
+        body = ('<table class="list"><tr><th>#</th><th>opportunity</th><th>owner</th><th>calls</th><th>saving</th>'
+                f'<th>how</th></tr>{rows}</table><p class="empty">Alternatives that overlap, not a sum;'
+                ' every figure and its rows: <code>tokentrail savings --format json</code>.</p>')
+    return f'<section><h2>Savings opportunities</h2>{body}</section>'
+
+
 _CSS = """
 *{box-sizing:border-box} body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#0f172a;
 margin:0;background:#f8fafc} main{max-width:1180px;margin:0 auto;padding:24px} h1{font-size:22px;margin:0 0 4px}
@@ -235,6 +263,7 @@ def render(data: dict) -> str:
 <section style="margin-top:16px"><h2>Cache hits across tenants</h2>{_cache_dispersion(data["tenants"])}</section>
 <section><h2>Most expensive traces</h2>{_expensive(data["top"]["traces"], "traces")}</section>
 <section><h2>Most expensive tasks</h2>{_expensive(data["top"]["tasks"], "tasks")}</section>
+{_savings_section(data["savings"])}
 <footer>tokentrail {_e(_version())} · costs in USD from the ledger's integer nano-dollars · "no cost" = could not be
 priced (unpriced, no usage or blocked), never $0 · open a trace: <code>tokentrail trace &lt;id&gt;</code></footer>
 </main>
