@@ -513,7 +513,8 @@ def test_the_command_in_a_real_process(reconciled, tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert [r["cost_centre"] for r in rows][-1] in {"CC-4100", "CC-4200", "CC-4300", "(no cost centre)"}
+    assert {r["cost_centre"]: r["kind"] for r in rows} == {"CC-4100": "owner", "CC-4200": "owner", "CC-4300": "owner",
+                                                          "(no cost centre)": "owner"}
     assert sum(int(r["total_nano_usd"]) for r in rows) == INVOICE_OPENAI + INVOICE_ANTHROPIC
     assert done.stderr == ""  # the total is the invoice: nothing to warn about
     bad = tmp_path / "bad.yaml"
