@@ -4,6 +4,7 @@ to the nano-dollar against the published per-million prices written here."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 
 import tokentrail
@@ -174,6 +177,7 @@ def test_whatif_prices_each_call_at_the_price_in_force_at_its_time(tmp_path, pip
     (["--model", "claude-haiku-4-5", "--tier", "flex"], "no flex price for 'claude-haiku-4-5'"),
     (["--tier", "cheap"], "unknown tier 'cheap'"),
     ([], "say what to price with"),
+    (["--provider", "nowhere"], "the rate card prices none of the 4 calls on provider nowhere"),
     (["--model", "gpt-4o", "--by", "colour"], "unknown field 'colour' in --by"),
 ])
 def test_whatif_bad_input_is_one_line(ledger, capsys, args, message):
@@ -193,3 +197,38 @@ def test_whatif_as_a_real_command_csv(ledger):
                                                                                              2000)
     assert rows["onprem"]["current_nano_usd"] == "" and rows["onprem"]["unpriced_calls"] == "1"
     assert int(rows["TOTAL"]["calls"]) == 7
+
+
+_WORDS = st.sampled_from(["gpt-4o", "gpt-4.1-mini", "claude-haiku-4-5", "hooli-llama-70b", "gpt-9", "batch", "flex",
+                          "priority", "standard", "cheap", "openai", "azure", "anthropic", "nowhere", "feature",
+                          "tenant,feature", ",", "colour", "7d", "0001-01-01", "9999-12-31", "", " ", "tenant=",
+                          "feature=answers", "=x", "∞", "\x00", "-1", "0", "waste,batch", "tiering", "json", "csv"])
+_TEXT = st.one_of(_WORDS, st.text(max_size=10))
+_OPTIONS = {"whatif": ["--by", "--model", "--tier", "--provider", "--since", "--until", "--where", "--format"],
+            "savings": ["--since", "--until", "--where", "--config", "--kind", "-n", "--format"]}
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return code, err.getvalue()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_whatif_and_savings_command_line_is_exit_0_or_2_in_one_line(ledger, data):
+    command = data.draw(st.sampled_from(sorted(_OPTIONS)))
+    argv = [command]
+    for option in data.draw(st.lists(st.sampled_from(_OPTIONS[command]), max_size=4)):
+        argv += [option, data.draw(_TEXT)]
+    try:
+        code, err = _run([*argv, "--ledger", ledger])
+    except Exception as exc:  # a traceback the user would have seen
+        pytest.fail(f"tokentrail {argv!r} raised {exc!r}")
+    assert code in (0, 2), (argv, code, err)
+    if code == 2 and "usage:" not in err:
+        assert err.startswith("tokentrail: error: ") and err.count("\n") == 1, (argv, err)

@@ -197,6 +197,9 @@ def whatif(conn: Any, by: Sequence[str], period: Period, target: Target, where: 
     for call in load_calls(conn, period, where, by):
         for g in (groups.setdefault(call["key"], _new_group()), total):
             _add(g, call, target)
+    if total["target_unpriced_calls"] and not total["compared_calls"]:
+        on = ", ".join(f"{k} {v}" for k, v in target.describe().items() if v)
+        raise QueryError(f"the rate card prices none of the {total['target_unpriced_calls']:,} calls on {on}")
     rows = []
     for key, g in groups.items():
         rows.append({**{f: label(f, v) for f, v in zip(by, key)}, **_finish(g)})
