@@ -69,38 +69,52 @@ def prorated(monthly_nano: int | None, share: Fraction) -> int | None:
 
 
 # --- the query ---------------------------------------------------------------------------------
-_ROWS = f"""SELECT tenant, cost_nano, adj.delta, start_ns / {_DAY_NS}, task_id, {NO_COST_KIND}, error_type
- FROM spans LEFT JOIN (SELECT span_row, SUM(delta_nano) AS delta FROM adjustments GROUP BY span_row) AS adj
- ON adj.span_row = spans.id WHERE llm = 1 AND """
+# Each query reads as little as it can: the tenant totals come from the report index alone; only the
+# calls with no cost, the re-priced calls and the task calls are read from the table itself.
+_TOTALS = (f"SELECT tenant, COUNT(*), COUNT(cost_nano), SUM(cost_nano), COUNT(DISTINCT start_ns / {_DAY_NS})"
+           " FROM spans WHERE llm = 1 AND {cond} GROUP BY tenant")
+_ADJUSTMENT = "COALESCE((SELECT SUM(delta_nano) FROM adjustments WHERE span_row = spans.id), 0)"
+_NO_COST = (f"SELECT tenant, {NO_COST_KIND}, COUNT(*) FROM spans WHERE llm = 1 AND cost_nano IS NULL"
+            f" AND {_ADJUSTMENT} = 0 AND {{cond}} GROUP BY 1, 2")
+# per call its adjustments' sum (CROSS JOIN: from the few adjustments to their calls, never the other way);
+# a call with no price that a re-price priced counts as priced
+_ADJUSTED = ("SELECT tenant, task_id, SUM(delta), SUM(cost_nano IS NULL AND delta != 0) FROM ("
+             "SELECT spans.tenant AS tenant, spans.task_id AS task_id, spans.cost_nano AS cost_nano,"
+             " SUM(delta_nano) AS delta FROM adjustments CROSS JOIN spans ON spans.id = adjustments.span_row"
+             " WHERE llm = 1 AND {cond} GROUP BY spans.id) GROUP BY 1, 2")
+_TASKS = (f"SELECT tenant, task_id, SUM(CASE WHEN error_type = '{STOPPED_ERROR_TYPE}' THEN 0 ELSE 1 END),"
+          " COUNT(cost_nano), SUM(cost_nano), GROUP_CONCAT(DISTINCT trace_id) FROM spans"
+          " WHERE llm = 1 AND task_id IS NOT NULL AND {cond} GROUP BY 1, 2")
+_CHUNK = 500  # trace ids per query (SQLite's host parameters are limited)
 
 
 def margin(ledger: LedgerBase, period: Period, plans: Plans, where: Where = (), target: float = 0.7) -> dict:
     """Per tenant revenue, cost, margin and unit costs, below ``target`` first; per plan the spread."""
     share = month_share(period)
     cond, params = selection(period, where)
+    run = lambda sql: ledger.conn.execute(sql.format(cond=cond), params)  # noqa: E731
     per: dict[str | None, dict[str, Any]] = {}
-    tasks: dict[tuple[str | None, str], list] = {}  # (tenant, task id) -> [sent calls, cost, priced]
-    for tenant, cost, delta, day, task_id, no_cost, error_type in ledger.conn.execute(_ROWS + cond, params):
-        t = per.setdefault(tenant, _fresh())
-        priced = cost is not None or bool(delta)  # a re-price may price a call that had no price
-        net = (cost or 0) + (delta or 0)
-        t["calls"] += 1
-        t["days"].add(day)
-        t["adjustment"] += delta or 0
-        if priced:
-            t["priced"] += 1
-            t["cost"] += net
-        elif no_cost:
-            t["no_cost"][no_cost] = t["no_cost"].get(no_cost, 0) + 1
-        if task_id is not None:
-            run = tasks.setdefault((tenant, task_id), [0, 0, False])
-            run[0] += error_type != STOPPED_ERROR_TYPE  # a stopped call was never sent
-            run[1] += net if priced else 0
-            run[2] = run[2] or priced
-    outcomes = _outcomes(ledger, period, {task_id for _, task_id in tasks})
-    for (tenant, task_id), (calls, cost, priced) in tasks.items():
+    for tenant, calls, priced, cost, days in run(_TOTALS):
+        per[tenant] = {**_fresh(), "calls": calls, "priced": priced, "cost": cost or 0, "days": days}
+    for tenant, kind, calls in run(_NO_COST):
+        per[tenant]["no_cost"][kind] = calls
+    tasks: dict[tuple[str | None, str], list] = {}  # (tenant, task id) -> [calls sent, priced calls, cost]
+    traces: set[str] = set()  # a task span is in the trace of its calls
+    for tenant, task_id, sent, priced, cost, trace_ids in run(_TASKS):
+        tasks[(tenant, task_id)] = [sent, priced, cost or 0]
+        traces.update(trace_ids.split(","))
+    for tenant, task_id, delta, priced in run(_ADJUSTED):
         t = per[tenant]
-        t["task_calls"].append(calls)
+        t["adjustment"] += delta
+        t["cost"] += delta
+        t["priced"] += priced
+        if task_id is not None:
+            tasks[(tenant, task_id)][1] += priced
+            tasks[(tenant, task_id)][2] += delta
+    outcomes = _outcomes(ledger, traces)
+    for (tenant, task_id), (sent, priced, cost) in tasks.items():
+        t = per[tenant]
+        t["task_calls"].append(sent)
         t["ok_tasks"] += outcomes.get(task_id) == OK
         if priced:
             t["task_cost"] += cost
@@ -125,21 +139,22 @@ def margin(ledger: LedgerBase, period: Period, plans: Plans, where: Where = (), 
 
 
 def _fresh() -> dict[str, Any]:
-    return {"calls": 0, "priced": 0, "cost": 0, "adjustment": 0, "days": set(), "no_cost": {},
+    return {"calls": 0, "priced": 0, "cost": 0, "adjustment": 0, "days": 0, "no_cost": {},
             "task_calls": [], "ok_tasks": 0, "task_cost": 0, "task_priced": False}
 
 
-def _outcomes(ledger: LedgerBase, period: Period, task_ids: set[str]) -> dict[str, str]:
-    """task id -> the outcome of its latest task span overlapping the period (one scan)."""
-    if not task_ids:
-        return {}
-    found: dict[str, str] = {}
-    sql = ("SELECT task_id, task_outcome FROM spans WHERE task_outcome IS NOT NULL AND task_id IS NOT NULL"
-           " AND start_ns < ? AND (end_ns IS NULL OR end_ns >= ?) ORDER BY end_ns")
-    for task_id, outcome in ledger.conn.execute(sql, (period.until_ns, period.since_ns or 0)):
-        if task_id in task_ids:
-            found[task_id] = outcome
-    return found
+def _outcomes(ledger: LedgerBase, traces: set[str]) -> dict[str, str]:
+    """task id -> the outcome of its latest task span, found in its calls' traces (by the trace index)."""
+    found: dict[str, tuple[int, str]] = {}
+    traces_list = sorted(traces)
+    for i in range(0, len(traces_list), _CHUNK):
+        chunk = traces_list[i:i + _CHUNK]
+        sql = (f"SELECT task_id, task_outcome, COALESCE(end_ns, start_ns) FROM spans WHERE trace_id IN"
+               f" ({', '.join('?' * len(chunk))}) AND task_outcome IS NOT NULL AND task_id IS NOT NULL")
+        for task_id, outcome, end in ledger.conn.execute(sql, chunk):
+            if task_id not in found or end >= found[task_id][0]:
+                found[task_id] = (end, outcome)
+    return {task_id: outcome for task_id, (_, outcome) in found.items()}
 
 
 def _tenant_filter(where: Where) -> set[str | None] | None:
@@ -167,8 +182,8 @@ def _tenant_row(tenant: str | None, t: dict[str, Any], plans: Plans, share: Frac
         "below_target": below,
         "losing_money": margin_nano is not None and margin_nano < 0,
         "calls": t["calls"],
-        "active_days": len(t["days"]),
-        "cost_per_active_day_nano_usd": cost // len(t["days"]) if cost is not None and t["days"] else None,
+        "active_days": t["days"],
+        "cost_per_active_day_nano_usd": cost // t["days"] if cost is not None and t["days"] else None,
         "tasks": len(task_calls),
         "ok_tasks": ok_tasks,
         # every task run's cost, failed and stopped runs too, over the runs that succeeded
