@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import json
 import shutil
@@ -153,11 +154,10 @@ def test_whatif_prices_each_call_at_the_price_in_force_at_its_time(tmp_path, pip
     moved = [_moved(s, 10 * DAY_NS) if s.context.trace_id in early else s for s in spans]
     path = str(tmp_path / "l.db")
     LedgerSpanExporter(path).export(moved)
-    import datetime as dt
     change = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=5)).date().isoformat()
     card = tmp_path / "card.yaml"
-    card.write_text(f"models:\n  - provider: openai\n    model: gpt-4.1-mini\n    prices: {{input: 0.20, output: 0.80}}\n"
-                    f"    effective_from: {change}\n    source: a price cut\n")
+    card.write_text(f"models:\n  - provider: openai\n    model: gpt-4.1-mini\n"
+                    f"    prices: {{input: 0.20, output: 0.80}}\n    effective_from: {change}\n    source: a price cut\n")
     monkeypatch.setenv(pricing.ENV_RATE_CARD, str(card))
     pricing.reload()
     try:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     period, where = c.period_and_where(args)
     config = c.query(load_config, args.config, args.ledger or default_path())
     with c.open_ledger(args) as ledger:
-        data = c.query(savings, ledger.conn, period, config, where)
+        data = c.query(savings, ledger, period, config, where)
     if kinds:
         data["opportunities"] = [o for o in data["opportunities"] if o["kind"] in kinds]
     if args.limit is not None:

@@ -178,7 +178,7 @@ def _expensive(items: list[dict], kind: str) -> str:
 def _savings_data(ledger: Any, period: Period, where: Sequence) -> dict:
     """``tokentrail savings`` for the page's period (its config as the command finds it); a bad config is said."""
     try:
-        return savings(ledger.conn, period, load_config(None, ledger.path), where)
+        return savings(ledger, period, load_config(None, ledger.path), where)
     except LedgerError as exc:
         return {"error": str(exc), "opportunities": []}
 
@@ -191,9 +191,10 @@ def _savings_section(data: dict, limit: int = 8) -> str:
         body = '<p class="empty">No savings opportunity in this period.</p>'
     else:
         rows = "".join(
-            f'<tr><td class="num">{o["rank"]}</td><td>{_e(o["kind"])}: {_e(o["what"])}</td><td>{_e(" ".join(o["where"]))}</td>'
-            f'<td class="num">{_e(c.count(o["calls"]))}</td><td class="num" data-testid="savings-saving">'
-            f'{_e(c.usd(o["saving_nano_usd"]))}</td><td>{_e(o["detail"])}</td></tr>' for o in data["opportunities"][:limit])
+            f'<tr><td class="num">{o["rank"]}</td><td>{_e(o["kind"])}: {_e(o["what"])}</td>'
+            f'<td>{_e(" ".join(o["where"]))}</td><td class="num">{_e(c.count(o["calls"]))}</td>'
+            f'<td class="num" data-testid="savings-saving">{_e(c.usd(o["saving_nano_usd"]))}</td>'
+            f'<td>{_e(o["detail"])}</td></tr>' for o in data["opportunities"][:limit])
         body = ('<table class="list"><tr><th>#</th><th>opportunity</th><th>owner</th><th>calls</th><th>saving</th>'
                 f'<th>how</th></tr>{rows}</table><p class="empty">Alternatives that overlap, not a sum;'
                 ' every figure and its rows: <code>tokentrail savings --format json</code>.</p>')

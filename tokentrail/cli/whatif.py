@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--by", default="feature", metavar="FIELDS",
                    help=f"comma-separated fields to group by (default: feature); any of: {', '.join(FIELDS)}")
     p.add_argument("--model", help="the model to price with, e.g. gpt-4.1-mini (default: each call's own)")
-    p.add_argument("--tier", help="the service tier to price at: standard, batch, flex, priority (default: each call's)")
+    p.add_argument("--tier", help="the service tier to price at: standard, batch, flex, priority"
+                   " (default: each call's)")
     p.add_argument("--provider", help="the provider to price at, e.g. openai, anthropic, azure (default: each call's)")
     c.add_period_options(p)
     c.add_format_option(p, ("table", "csv", "json"))
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     period, where = c.period_and_where(args)
     target = Target(args.model, args.tier.lower() if args.tier else None, args.provider)
     with c.open_ledger(args) as ledger:
-        data = c.query(whatif, ledger.conn, by, period, target, where)
+        data = c.query(whatif, ledger, by, period, target, where)
     if args.format == "json":
         c.print_json(data)
     elif args.format == "csv":

@@ -95,8 +95,8 @@ def load_config(path: str | None, ledger_path: str | None = None) -> Config:
     cheaper = data.get("cheaper_models") or {}
     if not isinstance(eligible, list) or not all(isinstance(n, str) and n for n in eligible):
         raise QueryError(f"savings config {path}: batch_eligible must be a list of feature or task names")
-    if not isinstance(cheaper, dict) or not all(
-            isinstance(k, str) and isinstance(v, list) and all(isinstance(m, str) for m in v) for k, v in cheaper.items()):
+    if not isinstance(cheaper, dict) or not all(isinstance(k, str) and isinstance(v, list)
+                                                and all(isinstance(m, str) for m in v) for k, v in cheaper.items()):
         raise QueryError(f"savings config {path}: cheaper_models must map a model to a list of models")
     return Config(tuple(eligible), {k.lower(): tuple(v) for k, v in cheaper.items()}, path)
 
@@ -141,13 +141,9 @@ class Opportunity:
                 "rows": sorted(self.rows)[:MAX_ROWS], "rows_listed": min(len(self.rows), MAX_ROWS)}
 
 
-class SavingsQuery(LedgerBase):
-    def savings(self, period: Period, config: Config = Config(), where: Where = ()) -> dict[str, Any]:
-        return savings(self.conn, period, config, where)
-
-
-def savings(conn: Any, period: Period, config: Config = Config(), where: Where = ()) -> dict[str, Any]:
-    """Every opportunity of the period, largest saving first."""
+def savings(ledger: LedgerBase, period: Period, config: Config = Config(), where: Where = ()) -> dict[str, Any]:
+    """Every opportunity of the period in the opened ``ledger``, largest saving first."""
+    conn = ledger.conn
     calls = load_calls(conn, period, where)
     previous = period.previous()
     earlier = load_calls(conn, previous, where) if previous is not None else []

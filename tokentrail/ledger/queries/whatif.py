@@ -183,18 +183,13 @@ def _finish(g: dict[str, Any]) -> dict[str, Any]:
     return g
 
 
-class WhatIfQuery(LedgerBase):
-    def whatif(self, by: Sequence[str], period: Period, target: Target, where: Where = ()) -> dict[str, Any]:
-        """Per group of ``by``: the calls' current cost and their cost on ``target``."""
-        return whatif(self.conn, by, period, target, where)
-
-
-def whatif(conn: Any, by: Sequence[str], period: Period, target: Target, where: Where = ()) -> dict[str, Any]:
+def whatif(ledger: LedgerBase, by: Sequence[str], period: Period, target: Target, where: Where = ()) -> dict[str, Any]:
+    """Per group of ``by``: the calls' cost in the opened ``ledger`` and their cost on ``target``."""
     by = check_fields(by)
     target.check()
     groups: dict[tuple, dict[str, Any]] = {}
     total = _new_group()
-    for call in load_calls(conn, period, where, by):
+    for call in load_calls(ledger.conn, period, where, by):
         for g in (groups.setdefault(call["key"], _new_group()), total):
             _add(g, call, target)
     if total["target_unpriced_calls"] and not total["compared_calls"]:
