@@ -115,7 +115,7 @@ def margin(ledger: LedgerBase, period: Period, plans: Plans, where: Where = (), 
     for (tenant, task_id), (sent, priced, cost) in tasks.items():
         t = per[tenant]
         t["task_calls"].append(sent)
-        t["ok_tasks"] += outcomes.get(task_id) == OK
+        t["ok_tasks"] += outcomes.get((tenant, task_id)) == OK
         if priced:
             t["task_cost"] += cost
             t["task_priced"] = True
@@ -143,18 +143,18 @@ def _fresh() -> dict[str, Any]:
             "task_calls": [], "ok_tasks": 0, "task_cost": 0, "task_priced": False}
 
 
-def _outcomes(ledger: LedgerBase, traces: set[str]) -> dict[str, str]:
-    """task id -> the outcome of its latest task span, found in its calls' traces (by the trace index)."""
-    found: dict[str, tuple[int, str]] = {}
-    traces_list = sorted(traces)
-    for i in range(0, len(traces_list), _CHUNK):
-        chunk = traces_list[i:i + _CHUNK]
-        sql = (f"SELECT task_id, task_outcome, COALESCE(end_ns, start_ns) FROM spans WHERE trace_id IN"
+def _outcomes(ledger: LedgerBase, traces: set[str]) -> dict[tuple[str | None, str], str]:
+    """(tenant, task id) -> the outcome of its latest task span, found in its calls' traces (the trace index)."""
+    found: dict[tuple[str | None, str], tuple[int, str]] = {}
+    ordered = sorted(traces)
+    for i in range(0, len(ordered), _CHUNK):
+        chunk = ordered[i:i + _CHUNK]
+        sql = (f"SELECT tenant, task_id, task_outcome, COALESCE(end_ns, start_ns) FROM spans WHERE trace_id IN"
                f" ({', '.join('?' * len(chunk))}) AND task_outcome IS NOT NULL AND task_id IS NOT NULL")
-        for task_id, outcome, end in ledger.conn.execute(sql, chunk):
-            if task_id not in found or end >= found[task_id][0]:
-                found[task_id] = (end, outcome)
-    return {task_id: outcome for task_id, (_, outcome) in found.items()}
+        for tenant, task_id, outcome, end in ledger.conn.execute(sql, chunk):
+            if (tenant, task_id) not in found or end >= found[(tenant, task_id)][0]:
+                found[(tenant, task_id)] = (end, outcome)
+    return {key: outcome for key, (_, outcome) in found.items()}
 
 
 def _tenant_filter(where: Where) -> set[str | None] | None:
