@@ -182,10 +182,21 @@ def test_every_opportunity_to_the_nano_dollar_on_its_rows(ledger, capsys):
     expected["tiering", "cheaper model", ("feature=legal", "model=claude-sonnet-4-5")] = (
         cost(CLAUDE_SONNET_45, 8000, 1200) - cost(CLAUDE_HAIKU_45, 8000, 1200), _ids(ledger, "feature = 'legal'"))
 
+    # what the calls each stands on cost: waste is that spend; a lever's spend is its calls as recorded
+    spend = {key: saving for key, (saving, _) in expected.items() if key[0] == "waste"}
+    spend["caching", "low cache hits", ("tenant=globex", "feature=support", "model=gpt-4o-mini")] = \
+        2 * cost(GPT_4O_MINI, 10_000, 200, 1000)
+    spend["caching", "prompt growth", ("feature=assistant",)] = 5 * cost(GPT_4O_MINI, 4000, 300)
+    spend["batch", "batch tier", ("task=nightly-summaries",)] = 3 * cost(GPT_4O_MINI, 6000, 800)
+    spend["output_cap", "output cap", ("feature=notes", "model=gpt-4o-mini")] = cost(GPT_4O_MINI, 500, 5000)
+    spend["tiering", "cheaper model", ("feature=answers", "model=gpt-4o")] = cost(GPT_4O, 2000, 500)
+    spend["tiering", "cheaper model", ("feature=legal", "model=claude-sonnet-4-5")] = 42_000_000  # $0.042
+
     assert set(found) == set(expected)
     for key, (saving, rows) in expected.items():
         o = found[key]
-        assert (o["saving_nano_usd"], o["rows"], o["calls"]) == (saving, rows, len(rows)), key
+        assert (o["saving_nano_usd"], o["spend_nano_usd"], o["rows"], o["calls"]) == (
+            saving, spend[key], rows, len(rows)), key
     assert found["tiering", "cheaper model", ("feature=legal", "model=claude-sonnet-4-5")]["detail"].startswith(
         "on claude-haiku-4-5: $0.014000 instead of $0.042000 (same tokenizer)")
     assert "not a quality claim" in found["tiering", "cheaper model", ("feature=answers", "model=gpt-4o")]["detail"]
