@@ -88,7 +88,7 @@ def render(data: dict) -> str:
              + (f"; {more:,} smaller opportunities not shown (--limit)" if more else "")]
     if not data["config"]:
         notes.append(f"no batch_eligible features or tasks: name them in a YAML file (--config, ${ENV_CONFIG}"
-                     f" or the ledger's {CONFIG_SUFFIX}): batch_eligible: [nightly-summaries]")
+                     f" or NAME{CONFIG_SUFFIX} beside the ledger NAME.db): batch_eligible: [nightly-summaries]")
     notes.append("The kinds are alternatives (they overlap): not a sum. Each figure's rows: --format json.")
     return "\n".join(out + [""] + notes)
 
