@@ -66,6 +66,50 @@ def steps(n: int):
         s.set_attributes({"gen_ai.usage.output_tokens": 200})
         s.end()
 
+    import tokentrail
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from bench_callgrind import SCHEDULE_DELAY_MS, _exporter
+    from tokentrail.instrumentation.base import Instruments
+    from tokentrail.instrumentation.genai_span import start_llm_call
+    from tokentrail.processor.attribution import AttributionSpanProcessor, owner_stamp
+    from tokentrail.processor.usage import Usage
+
+    def pipeline(metrics: bool, processors: str = "attribution,cost,batch") -> Instruments:
+        """The bench's whole pipeline: attribution, cost around a batch export, metrics or not."""
+        provider = TracerProvider(shutdown_on_exit=False)
+        if "attribution" in processors:
+            provider.add_span_processor(AttributionSpanProcessor())
+        batch = BatchSpanProcessor(_exporter(), schedule_delay_millis=SCHEDULE_DELAY_MS) if "batch" in processors else None
+        if "cost" in processors:
+            provider.add_span_processor(CostSpanProcessor(batch, meter_provider=mp, record_metrics=metrics))
+        return Instruments(provider.get_tracer("tokentrail.instrumentation.openai"), tracer_provider=provider,
+                           meter_provider=mp)
+
+    scope = tokentrail.attribute(tenant="acme", feature="summarize")
+    usage = Usage(input_tokens=2000, output_tokens=200, cache_read_tokens=500)
+
+    def lifecycle(instruments: Instruments):
+        def run():
+            with scope:
+                call = start_llm_call(instruments, provider="openai", operation="chat", request_model="gpt-5.4-mini",
+                                      server_address="127.0.0.1", server_port=8080, estimated_input_tokens=2700)
+                call.set_response(model="gpt-5.4-mini", response_id="chatcmpl-1", finish_reasons=["stop"])
+                call.set_usage(usage)
+                call.end()
+        return run
+
+    bare_tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bench")
+
+    def bare_span():
+        s = bare_tracer.start_span("chat gpt-5.4-mini", attributes=dict(list(ATTRS.items())[:12]))
+        s.set_attributes(dict(list(priced.items())[12:20]))
+        s.end()
+
+    def stamp():
+        with scope:
+            owner_stamp(ATTRS)
+
     cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
     ended = tracer.start_span("chat", attributes=priced)
     ended.end()
@@ -74,6 +118,7 @@ def steps(n: int):
         ("histogram.record, our 10 attributes, no exemplar", lambda: inst.cost.record(0.002, point,
                                                                                       context=NO_EXEMPLAR)),
         ("histogram.record, 1 attribute, no view", lambda: plain_hist.record(1.0, small, context=NO_EXEMPLAR)),
+        ("Totals.add, our 10 attributes", lambda: inst.tokens.add(200, point)),
         ("counter.add, our 10 attributes, no exemplar", lambda: inst.retries.add(0.002, point, context=NO_EXEMPLAR)),
         ("counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
         ("record_llm_call (every point of one call)", lambda: record_llm_call(priced, 0.5, meter_provider=mp,
@@ -82,6 +127,14 @@ def steps(n: int):
         ("price_span", lambda: price_span(ATTRS, 1_780_000_000_000_000_000)),
         ("span start, set_attributes, end (CostSpanProcessor, metrics)", span_start_end),
         ("CostSpanProcessor.on_end, priced span, no metrics", lambda: cost_only.on_end(ended)),
+        ("LLM call without the SDK call (start_llm_call .. end), whole pipeline", lifecycle(pipeline(True))),
+        ("the same, no metrics", lifecycle(pipeline(False))),
+        ("the same, no metrics, no batch export", lifecycle(pipeline(False, "attribution,cost"))),
+        ("the same, no metrics, no export, no AttributionSpanProcessor", lifecycle(pipeline(False, "cost"))),
+        ("the same, no processor at all (metrics from the instrumentation)", lifecycle(pipeline(False, ""))),
+        ("SDK span alone: start 12 attributes, set 8, end, no processor", bare_span),
+        ("attribute() scope + owner_stamp", stamp),
+        ("attribute() scope alone", lambda: scope.__enter__() and scope.__exit__(None, None, None)),
     ]
 
 

@@ -93,7 +93,7 @@ class CostSpanProcessor(SpanProcessor):
             self._next.on_end(out)
 
     def _process(self, span: ReadableSpan) -> ReadableSpan:
-        attributes = span.attributes
+        attributes = sdk.plain_attributes(span)
         if not is_genai_call(attributes):
             return span
         plain, extra = ensure_priced(attributes, span.start_time)

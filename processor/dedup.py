@@ -31,7 +31,7 @@ from opentelemetry import trace
 from tokentrail.processor.sdk import enriched_copy, scope_name
 from tokentrail.processor.usage import is_genai_call, normalise_model_id
 from tokentrail.semconv import attributes as attr
-from tokentrail.state import BoundedSet, register_reset
+from tokentrail.state import BoundedMemo, BoundedSet, register_reset
 
 _log = logging.getLogger(__name__)
 
@@ -126,10 +126,15 @@ def _forget_oldest(table: dict) -> None:
                 table.pop(next(iter(table)), None)
 
 
+_model_keys: BoundedMemo[Any, str] = BoundedMemo(1024)  # a model id's normal form (a regex), once
+
+
 def _model_key(attributes: Any) -> str | None:
     # Other instrumentations spell Bedrock ids without the region and vendor prefixes.
     model = attributes.get(attr.GEN_AI_REQUEST_MODEL) or attributes.get(attr.GEN_AI_RESPONSE_MODEL)
-    return normalise_model_id(model) or None
+    if not isinstance(model, str):
+        return normalise_model_id(model) or None
+    return _model_keys.get(model, normalise_model_id) or None
 
 
 _remembered = BoundedSet(_CAPACITY)  # our span ids already in _recent (several exporters)

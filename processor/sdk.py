@@ -1,7 +1,7 @@
 """Every read of OpenTelemetry SDK internals, in one module; tests/test_processor.py pins each.
 
 The processors need a few things the SDK has no public API for: the processors installed on
-a TracerProvider (read, and wrapped in place), a copy of an ended (immutable) span with
+a TracerProvider (read, and wrapped in place), a span's attributes as a plain dict, a copy of an ended (immutable) span with
 attributes added or another parent, the name of the instrumentation scope of a span, the
 processors' ``_on_ending`` hook, the temporality each reader of a MeterProvider asks for, and a
 context that makes a metric measurement take no exemplar.
@@ -36,6 +36,15 @@ def wrap_span_processors(tracer_provider: Any, wrap: Callable[[SpanProcessor], S
     with lock:
         multi._span_processors = tuple(wrap(p) for p in multi._span_processors)
     return True
+
+
+def plain_attributes(span: Any) -> dict[str, Any]:
+    """A span's attributes as a new plain dict. ``span.attributes`` is a read-only view of the
+    SDK's BoundedAttributes: every key read through it is two Python-level calls."""
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(inner) is dict:
+        return dict(inner)
+    return dict(getattr(span, "attributes", None) or {})
 
 
 def scope_name(span: Any) -> str:
