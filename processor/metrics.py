@@ -145,6 +145,25 @@ class Totals:
                     return
             self._sums[key] = [dict(attributes), amount]  # a copy: callers reuse their dict
 
+    def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]]) -> None:
+        """``add(amount, {**attributes, name: value})`` for each (value, amount): the attribute
+        set is hashed once and the lock taken once (the token types of one call)."""
+        base = _key(attributes)
+        with self._lock:
+            for value, amount in amounts:
+                key = (base, value)
+                found = self._sums.get(key)
+                if found is None and len(self._sums) >= self._cap:
+                    key = _OVERFLOW_KEY
+                    found = self._sums.get(key)
+                    if found is None:
+                        self._sums[key] = [dict(_OVERFLOW), amount]
+                        continue
+                if found is not None:
+                    found[1] += amount
+                else:
+                    self._sums[key] = [{**attributes, name: value}, amount]
+
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
             found = [(attributes, total) for attributes, total in self._sums.values()]
@@ -399,14 +418,17 @@ def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) ->
         ("reasoning", usage.reasoning_tokens),
     )
     tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
+    recorded = [(token_type, count) for token_type, count in by_type if count or token_type in ("input", "output")]
+    type_key = attr.TOKENTRAIL_TOKEN_TYPE
+    tokens = inst.tokens
+    if isinstance(tokens, Totals):
+        tokens.add_each(tokens_point, type_key, recorded)
+        return
     # One dict for all token points: the SDK copies a point's attributes when it takes the
     # measurement, so changing the token type afterwards cannot touch a recorded point.
-    type_key = attr.TOKENTRAIL_TOKEN_TYPE
-    add = inst.tokens.add
-    for token_type, count in by_type:
-        if count or token_type in ("input", "output"):
-            tokens_point[type_key] = token_type
-            add(count, tokens_point, context=NO_EXEMPLAR)
+    for token_type, count in recorded:
+        tokens_point[type_key] = token_type
+        tokens.add(count, tokens_point, context=NO_EXEMPLAR)
 
 
 def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Usage | None,
