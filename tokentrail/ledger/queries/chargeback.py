@@ -29,22 +29,21 @@ ALLOCATE = ("none", "proportional")
 _DAY_NS = 86400 * 10**9
 _TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 
+# One row per line: the owner fields and model a statement needs (NULL for the others, so a statement by
+# tenant groups far fewer lines than the FOCUS grain), provider, and the UTC day number.
+_KEY = "{team}, {feature}, {tenant}, provider, {model}, start_ns / 86400000000000"
 _CELLS = """
-SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
-       date(start_ns / 1000000000, 'unixepoch'), COUNT(*), SUM(input_tokens), SUM(cache_read_tokens),
-       SUM(cache_write_tokens), SUM(output_tokens), SUM(cost_nano), COUNT(cost_nano)
+SELECT {key}, COUNT(*), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(output_tokens),
+       SUM(cost_nano), COUNT(cost_nano)
 FROM spans WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
 """
 # Why calls have no cost: only those rows are read beyond the covering report index.
 _NO_COST = """
-SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
-       date(start_ns / 1000000000, 'unixepoch'), {kind}, COUNT(*)
-FROM spans WHERE llm = 1 AND {cond} AND cost_nano IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7
+SELECT {key}, {kind}, COUNT(*) FROM spans WHERE llm = 1 AND {cond} AND cost_nano IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 _ADJUSTMENTS = """
-SELECT team, feature, tenant, provider, COALESCE(response_model, request_model),
-       date(start_ns / 1000000000, 'unixepoch'), SUM(delta_nano)
-FROM adjustments JOIN spans ON spans.id = adjustments.span_row WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
+SELECT {key}, SUM(delta_nano) FROM adjustments JOIN spans ON spans.id = adjustments.span_row
+WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 
@@ -124,7 +123,8 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
         raise QueryError("--by cost_centre needs a cost centres file: --cost-centres FILE or TOKENTRAIL_COST_CENTRES")
     if period.since_ns is None:
         raise QueryError("a chargeback needs a start: --month 2026-11 or --since 2026-11-01")
-    cells = _cells(ledger.conn, period, where)
+    fields = ("team", "feature", "tenant") if by == "cost_centre" or lines else (by,)
+    cells = _cells(ledger.conn, period, where, (*fields, "model") if lines else fields)
     days = _whole_days(period)
     notes: list[str] = []
     coverage: dict[str, _Coverage] = {}
@@ -185,17 +185,25 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
 
 
 # --- the ledger's side ---------------------------------------------------------------------------------
-def _cells(conn: sqlite3.Connection, period: Period, where: Where) -> list[_Cell]:
+def _cells(conn: sqlite3.Connection, period: Period, where: Where, fields: Iterable[str]) -> list[_Cell]:
+    """The ledger's lines, keyed by ``fields`` (of team, feature, tenant, model), provider and day."""
+    fields = set(fields)
+    key = _KEY.format(**{f: expr if f in fields else "NULL" for f, expr in (
+        ("team", "team"), ("feature", "feature"), ("tenant", "tenant"),
+        ("model", "COALESCE(response_model, request_model)"))})
     cond, params = selection(period, where)
     cells: dict[tuple, _Cell] = {}
-    for row in conn.execute(_CELLS.format(cond=cond), params):
-        key = tuple(row[:6])
-        cells[key] = _Cell(*key, calls=row[6], tokens={t: int(v or 0) for t, v in zip(_TOKENS, row[7:11])},
-                           cost=row[11] if row[12] else None, no_cost=dict.fromkeys(NO_COST_FIELDS, 0))
-    for row in conn.execute(_NO_COST.format(kind=NO_COST_KIND, cond=cond), params):
+    epoch = date(1970, 1, 1).toordinal()
+    days: dict[int, str] = {}
+    for row in conn.execute(_CELLS.format(key=key, cond=cond), params):
+        k = tuple(row[:6])
+        day = days.get(k[5]) or days.setdefault(k[5], date.fromordinal(epoch + k[5]).isoformat())
+        cells[k] = _Cell(*k[:5], day, calls=row[6], tokens={t: int(v or 0) for t, v in zip(_TOKENS, row[7:11])},
+                         cost=row[11] if row[12] else None, no_cost=dict.fromkeys(NO_COST_FIELDS, 0))
+    for row in conn.execute(_NO_COST.format(key=key, kind=NO_COST_KIND, cond=cond), params):
         cells[tuple(row[:6])].no_cost[f"{row[6]}_calls"] = row[7]
     try:
-        for row in conn.execute(_ADJUSTMENTS.format(cond=cond), params):
+        for row in conn.execute(_ADJUSTMENTS.format(key=key, cond=cond), params):
             if tuple(row[:6]) in cells:
                 cells[tuple(row[:6])].adjustment = int(row[6] or 0)
     except sqlite3.OperationalError:  # no adjustments table: nothing was ever re-priced
@@ -227,13 +235,11 @@ def _owner_rows(cells: Iterable[_Cell], owner, by: str, centres: CostCentres | N
         if c.net is not None:
             row["net_cost_nano_usd"] = (row["net_cost_nano_usd"] or 0) + c.net
         if by == "cost_centre":
-            who = {"team": label("team", c.team), "feature": label("feature", c.feature),
-                   "tenant": label("tenant", c.tenant)}
-            if who not in row.setdefault("owners", []):
-                row["owners"].append(who)
+            row.setdefault("owners", set()).add((label("team", c.team), label("feature", c.feature),
+                                                 label("tenant", c.tenant)))
     for row in rows.values():
         if "owners" in row:
-            row["owners"].sort(key=lambda o: (o["team"], o["feature"], o["tenant"]))
+            row["owners"] = [dict(zip(("team", "feature", "tenant"), o)) for o in sorted(row["owners"])]
     return rows
 
 
