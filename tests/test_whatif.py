@@ -143,6 +143,20 @@ def test_whatif_at_the_batch_tier_and_on_another_family(ledger, capsys):
     assert row["approximate_calls"] == 2  # OpenAI's tokens on Claude
 
 
+def test_whatif_compares_with_the_net_cost_after_a_reprice(ledger, tmp_path, capsys):
+    card = tmp_path / "discount.yaml"
+    card.write_text("discounts:\n  - provider: openai\n    model: gpt-4o\n    percent: 10\n    source: negotiated\n")
+    assert main(["reprice", "--rate-card", str(card), "--ledger", ledger]) == 0
+    capsys.readouterr()
+    data = _json(capsys, "whatif", "--by", "feature", "--model", "gpt-4.1-mini", "--where", "feature=answers",
+                 "--ledger", ledger)
+    [row] = data["rows"]
+    net = (cost((Fraction("2.25"), Fraction("1.125"), Fraction(9)), 2000, 500)
+           + cost((Fraction("2.25"), Fraction("1.125"), Fraction(9)), 10_000, 1200, cached=2000))  # 10% off gpt-4o
+    assert net == 40_050_000 and row["current_nano_usd"] == net
+    assert row["whatif_nano_usd"] == cost(GPT_41_MINI, 2000, 500) + cost(GPT_41_MINI, 10_000, 1200, cached=2000)
+
+
 def test_whatif_prices_each_call_at_the_price_in_force_at_its_time(tmp_path, pipeline, openai_client, capsys,
                                                                   monkeypatch):
     """A price change of the target model between two calls: each is priced at its own time's price."""
