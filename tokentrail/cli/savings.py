@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " below their peers' cache hits, prompt growth against the previous period), batch (features and tasks the"
         f" config marks batch_eligible), output caps and model tiering (a what-if, not a quality claim). The"
         f" config is a YAML file (--config or ${ENV_CONFIG}): batch_eligible: [nightly-summaries]. The kinds are"
-        " alternatives: they overlap and are not summed. Definitions: docs/savings.md.",
+        " alternatives: they overlap and are not summed. The period: the last 14 days unless --since says"
+        " otherwise (and the period of equal length before it, for prompt growth). Definitions: docs/savings.md.",
     )
     c.add_period_options(p)
     p.set_defaults(since=DEFAULT_SINCE)  # and the 14 days before it, for prompt growth
