@@ -190,8 +190,10 @@ def whatif(ledger: LedgerBase, by: Sequence[str], period: Period, target: Target
     groups: dict[tuple, dict[str, Any]] = {}
     total = _new_group()
     for call in load_calls(ledger.conn, period, where, by):
+        changes = None if call["kind"] in (BLOCKED, NO_USAGE) else target.changes(call)
+        new = None if changes is None else price(call, **changes)
         for g in (groups.setdefault(call["key"], _new_group()), total):
-            _add(g, call, target)
+            _add(g, call, changes, new)
     if total["target_unpriced_calls"] and not total["compared_calls"]:
         on = ", ".join(f"{k} {v}" for k, v in target.describe().items() if v)
         raise QueryError(f"the rate card prices none of the {total['target_unpriced_calls']:,} calls on {on}")
@@ -204,24 +206,21 @@ def whatif(ledger: LedgerBase, by: Sequence[str], period: Period, target: Target
             "rate_card_version": pricing.rate_card_version(), "rows": rows, "total": _finish(total)}
 
 
-def _add(g: dict[str, Any], call: dict[str, Any], target: Target) -> None:
+def _add(g: dict[str, Any], call: dict[str, Any], changes: dict[str, Any] | None, new: int | None) -> None:
+    """Count ``call`` into group ``g``: ``new`` is its price on the target (None: not priced there)."""
     g["calls"] += 1
     kind = call["kind"]
     if kind in (BLOCKED, NO_USAGE):
         g[kind + "_calls"] += 1
-        return
-    changes = target.changes(call)
-    new = None if changes is None else price(call, **changes)
-    if kind == UNPRICED:  # its tokens on the target, beside the comparison (no current cost to compare)
+    elif kind == UNPRICED:  # its tokens on the target, beside the comparison (no current cost to compare)
         g[UNPRICED + "_calls"] += 1
         if new is not None:
             g["whatif_of_unpriced_nano_usd"] = (g["whatif_of_unpriced_nano_usd"] or 0) + new
-        return
-    if new is None:
+    elif new is None:
         g["target_unpriced_calls"] += 1
-        return
-    g["compared_calls"] += 1
-    g["current_nano_usd"] += call["net"]
-    g["whatif_nano_usd"] += new
-    if tokenizer(call["pricing_model"]) != tokenizer(changes["pricing_model"]):
-        g["approximate_calls"] += 1
+    else:
+        g["compared_calls"] += 1
+        g["current_nano_usd"] += call["net"]
+        g["whatif_nano_usd"] += new
+        if tokenizer(call["pricing_model"]) != tokenizer(changes["pricing_model"]):
+            g["approximate_calls"] += 1
