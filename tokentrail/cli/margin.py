@@ -190,11 +190,11 @@ def render(data: dict) -> str:
     ]
     lines.append(c.table(["plan", "tenants", "revenue", "LLM cost", "margin", "margin %", "cost median", "cost p90",
                           "margin median", "margin p10"], plan_cells, [False] + [True] * 9))
-    losing = [r for r in data["tenants"] if r["losing_money"]]
+    losing = ", ".join(f"{r['tenant']} ({r['plan']}: {c.usd(r['cost_nano_usd'])} of LLM cost on"
+                       f" {c.usd(r['revenue_nano_usd'])} of revenue)" for r in data["tenants"] if r["losing_money"])
     lines += ["", f"{t['below_target']} of {t['tenants']} tenants below the {c.pct(target)} target margin;"
-              f" {len(losing)} losing money" + (": " + ", ".join(
-                  f"{r['tenant']} ({r['plan']}: {c.usd(r['cost_nano_usd'])} of LLM cost on {c.usd(r['revenue_nano_usd'])}"
-                  " of revenue)" for r in losing) if losing else "") + "."]
+              f" {t['losing_money']} losing money" + (f": {losing}." if losing else ".")]
     if t["unknown_cost_tenants"]:
-        lines.append(f"{t['unknown_cost_tenants']} tenant(s) with no cost (calls not priced): margin unknown, not 100%.")
+        lines.append(f"{t['unknown_cost_tenants']} tenant(s) with no cost (calls not priced):"
+                     " margin unknown, not 100%.")
     return "\n".join(lines)
