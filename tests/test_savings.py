@@ -16,6 +16,7 @@ from fractions import Fraction
 from math import floor
 from pathlib import Path
 
+import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -120,6 +121,15 @@ def ledger(tmp_path, pipeline, openai_client, anthropic_client, server) -> str:
                                                                usage=anthropic_api.usage_block(8000, 1200))))
         anthropic_client.messages.create(model="claude-sonnet-4-5", max_tokens=2000,
                                          messages=[{"role": "user", "content": "Review this contract."}])
+    with tokentrail.attribute(tenant="acme", feature="agent"), tracer.start_as_current_span("POST /agent"):
+        _chat(openai_client, mini, prompt_tokens=1500, completion_tokens=100)  # step 1: never retried
+        sdk = openai.OpenAI(base_url=openai_api.base_url(server), api_key="k", max_retries=2)
+        for status in (500, 429):
+            failed = openai_api.error(status)
+            failed.headers["retry-after-ms"] = "5"  # keep the SDK's backoff short
+            server.enqueue(failed)
+        _chat(sdk, mini, prompt_tokens=1600, completion_tokens=100)  # step 2: the SDK retried it twice
+        sdk.close()
     _chat(openai_client, "hooli-llama-70b", prompt_tokens=1000, completion_tokens=100)  # unpriced: left out
     spans = [_moved(s, 10 * DAY_NS) if s.context.trace_id in earlier else s for s in pipeline.spans()]
     path = str(tmp_path / "ledger.db")
@@ -192,6 +202,9 @@ def test_every_opportunity_to_the_nano_dollar_on_its_rows(ledger, capsys):
     spend["tiering", "cheaper model", ("feature=answers", "model=gpt-4o")] = cost(GPT_4O, 2000, 500)
     spend["tiering", "cheaper model", ("feature=legal", "model=claude-sonnet-4-5")] = 42_000_000  # $0.042
 
+    with sqlite3.connect(ledger) as conn:  # the SDK's retries are on its call's span: attempt 2 of nothing before
+        assert conn.execute("SELECT retry_attempt FROM spans WHERE feature = 'agent' AND llm = 1 ORDER BY start_ns"
+                            ).fetchall() == [(None,), (2,)]
     assert set(found) == set(expected)
     for key, (saving, rows) in expected.items():
         o = found[key]

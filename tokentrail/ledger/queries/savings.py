@@ -261,15 +261,17 @@ def _failed_runs(conn: Any, runs: set[tuple]) -> dict[tuple, str]:
 def retried_attempts(calls: Sequence[dict]) -> list[dict]:
     """The calls a later attempt of the same request followed.
 
-    A request's attempts: the calls of one trace, task run and owner in start order, from a first try
-    (``retry_attempt`` NULL or 0) through the calls marked ``retry_attempt > 0`` that follow it.
-    Every attempt but a request's last was retried.
+    A request's attempts: calls of one trace, task run and owner in start order, each numbered one more
+    than the one before (``retry_attempt`` NULL or 0, then 1, 2...). Every attempt but a request's last
+    was retried. Consecutive numbers, because an SDK's own retries raise the number of the call they
+    happen in (one span per call): a call the SDK retried twice is attempt 2 of nothing before it.
     """
     out = []
     for group in _group(calls, "trace_id", "task_id", "tenant", "feature").values():
         chain: list[dict] = []
         for c in group:  # start order (load_calls)
-            if not c["retry_attempt"]:
+            attempt = c["retry_attempt"] or 0
+            if not (chain and attempt == (chain[-1]["retry_attempt"] or 0) + 1):
                 out += chain[:-1]
                 chain = []
             chain.append(c)
