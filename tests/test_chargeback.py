@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import tokentrail
 from tokentrail.cli import main
 from tokentrail.ledger import LedgerSpanExporter
+from tokentrail.ledger.queries.chargeback import largest_remainder
 from tokentrail.testing import admin_api, anthropic_api, openai_api
 from tokentrail.testing.server import FakeResponse
 
@@ -173,6 +174,18 @@ def _largest_remainder(total: int, weights: dict[str, int]) -> dict[str, int]:
     for k in sorted(quotas, key=lambda k: (-(quotas[k] - shares[k]), -weights[k], k))[:total - sum(shares.values())]:
         shares[k] += 1
     return shares
+
+
+@settings(max_examples=300, deadline=None)
+@given(total=st.integers(-10**12, 10**12), weights=st.lists(st.integers(0, 10**12), min_size=1, max_size=12)
+       .filter(lambda w: sum(w) > 0))
+def test_largest_remainder_sums_exactly_and_each_share_is_its_quota_within_a_nano(total, weights):
+    shares = largest_remainder(total, weights)
+    assert sum(shares) == total
+    for share, weight in zip(shares, weights):
+        quota = Fraction(total * weight, sum(weights))
+        assert floor(quota) <= share <= floor(quota) + 1 and (weight or share == 0)
+    assert shares == list(_largest_remainder(total, dict(enumerate(weights))).values())
 
 
 # --- the statement ---------------------------------------------------------------------------------------
