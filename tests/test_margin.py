@@ -295,7 +295,7 @@ def test_bad_plans_and_options_are_one_line_errors(ledger, capsys, tmp_path, mon
     assert f"{billing} line 3: monthly_revenue='n/a'" in err
     err = _error(capsys, "margin", "--ledger", path, "--plans", str(tmp_path / "none.yaml"))
     assert "none.yaml: cannot read" in err
-    for args, message in [(["--month", "2026-13"], "bad --month '2026-13': use YYYY-MM"),
+    for args, message in [(["--month", "2026-13"], "bad --month '2026-13': use a year and month"),
                           (["--month", "0000-01"], "bad --month '0000-01'"),
                           (["--month", "9999-12"], "bad --month '9999-12'"),
                           (["--month", "2026-11", "--since", "7d"], "give --month or --since/--until, not both"),

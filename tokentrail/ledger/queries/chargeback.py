@@ -20,8 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from tokentrail.costcentres import CostCentres
 from tokentrail.ledger.queries.common import (
-    MAX_NS, MIN_NS, NO_COST_FIELDS, NO_COST_KIND, LedgerBase, Period, QueryError, Where, label, ratio, selection,
-    usd,
+    NO_COST_FIELDS, NO_COST_KIND, LedgerBase, Period, QueryError, Where, label, month_period, ratio, selection, usd,
 )
 
 BY = ("team", "tenant", "feature", "cost_centre")
@@ -45,18 +44,6 @@ _ADJUSTMENTS = """
 SELECT {key}, SUM(delta_nano) FROM adjustments JOIN spans ON spans.id = adjustments.span_row
 WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
 """
-
-
-def month_period(text: str) -> Period:
-    """``2026-11``: that UTC calendar month, [first day, first day of the next month)."""
-    try:
-        first = datetime.strptime(text.strip(), "%Y-%m").replace(tzinfo=timezone.utc)
-        after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
-    except ValueError:
-        raise QueryError(f"bad --month {text!r}: use a year and month, e.g. 2026-11") from None
-    if not MIN_NS <= first.timestamp() * 10**9 < after.timestamp() * 10**9 <= MAX_NS:
-        raise QueryError(f"bad --month {text!r}: the ledger holds 1970-01 to 2262-03")
-    return Period(int(first.timestamp()) * 10**9, int(after.timestamp()) * 10**9)
 
 
 def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:

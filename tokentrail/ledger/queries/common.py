@@ -187,6 +187,18 @@ class Period:
 
 
 # --- fields ------------------------------------------------------------------------------------
+def month_period(text: str) -> Period:
+    """``2026-11``: that UTC calendar month, [first day, first day of the next month)."""
+    try:
+        first = datetime.strptime(text.strip(), "%Y-%m").replace(tzinfo=timezone.utc)
+        after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+    except ValueError:
+        raise QueryError(f"bad --month {text!r}: use a year and month, e.g. 2026-11") from None
+    if not MIN_NS <= first.timestamp() * 10**9 < after.timestamp() * 10**9 <= MAX_NS:
+        raise QueryError(f"bad --month {text!r}: the ledger holds 1970-01 to 2262-03")
+    return Period(int(first.timestamp()) * 10**9, int(after.timestamp()) * 10**9)
+
+
 def check_fields(names: Iterable[str], option: str = "--by") -> list[str]:
     out = []
     for name in names:

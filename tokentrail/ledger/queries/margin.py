@@ -8,13 +8,12 @@ spend, are both listed; a cost that could not be priced is unknown, so is its ma
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
 from tokentrail.ledger.queries.common import (
-    NANO, NO_COST_KIND, STOPPED_ERROR_TYPE, LedgerBase, Period, QueryError, Where, label, no_cost_counts,
+    NANO, NO_COST_KIND, STOPPED_ERROR_TYPE, LedgerBase, Period, QueryError, Where, label, month_period, no_cost_counts,
     percentile, selection,
 )
 from tokentrail.plans import Plans
@@ -22,20 +21,9 @@ from tokentrail.plans import Plans
 NO_PLAN = "(no plan)"
 OK = "ok"  # tokentrail.tasks' outcome of a task run that finished without an exception
 _DAY_NS = 86400 * NANO
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 # --- the period and its revenue ----------------------------------------------------------------
-def month_period(text: str) -> Period:
-    """``2026-11`` -> the calendar month, UTC: [2026-11-01, 2026-12-01)."""
-    match = _MONTH.match(text.strip())
-    # the ledger's times are nanoseconds in SQLite's INTEGER: 1970 to 2262
-    if not match or not 1 <= int(match.group(2)) <= 12 or not 1970 <= int(match.group(1)) <= 2261:
-        raise QueryError(f"bad --month {text!r}: use YYYY-MM, e.g. 2026-11")
-    year, month = int(match.group(1)), int(match.group(2))
-    return Period(_month_start(year, month), _month_start(year + month // 12, month % 12 + 1))
-
-
 def _month_start(year: int, month: int) -> int:
     return int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp()) * NANO
 
