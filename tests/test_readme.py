@@ -101,3 +101,15 @@ def test_every_code_block_runs_as_written(tmp_path):
 def test_no_install_line_anywhere_points_at_an_index():
     for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
         assert not re.search(r"pip install tokentrail\[", page.read_text()), page.name
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_configuration_reference():
+    # a TOKENTRAIL_* name assigned to a constant or read from os.environ (semconv constants are attribute names)
+    read = re.compile(r"""(?:= |environ\.get\(|getenv\()["'](TOKENTRAIL_[A-Z0-9_]+)["']""")
+    names = set()
+    for folder in ("tokentrail", "processor", "instrumentation"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names.update(read.findall(path.read_text()))
+    assert len(names) > 15
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    assert sorted(n for n in names if n not in documented) == []
