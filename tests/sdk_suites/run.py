@@ -258,7 +258,7 @@ def judge(name: str, tree: Path, workdir: Path) -> tuple[list[str], list[str]]:
     lines.extend(f"  flaky (failed once instrumented, then passed): {test}" for test in verdict.flaky)
     for prefix in KNOWN_ISSUES[name]:
         if not any(t.startswith(prefix) for t in verdict.allowed) and any(t.startswith(prefix) for t in on):
-            lines.append(f"  known tokentrail issue no longer seen (remove it from KNOWN_ISSUES?): {prefix}")
+            lines.append(f"  known tokentrail issue, passed this run (fixed, or not hit in this order?): {prefix}")
     if verdict.lost and reruns:
         summaries = failure_summaries(reruns[1].report)
         problems.extend(f"{name}: passes bare, not with tokentrail: {node_id(t, tree)}\n"
