@@ -119,7 +119,7 @@ def steps(n: int):
                                                                                       context=NO_EXEMPLAR)),
         ("histogram.record, 1 attribute, no view", lambda: plain_hist.record(1.0, small, context=NO_EXEMPLAR)),
         ("Totals.add, our 10 attributes", lambda: inst.tokens.add(200, point)),
-        ("counter.add, our 10 attributes, no exemplar", lambda: inst.retries.add(0.002, point, context=NO_EXEMPLAR)),
+        ("counter.add, our 10 attributes, no exemplar", lambda: plain_counter.add(1, point, context=NO_EXEMPLAR)),
         ("counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
         ("record_llm_call (every point of one call)", lambda: record_llm_call(priced, 0.5, meter_provider=mp,
                                                                               context=ctx, resource_attributes={})),
@@ -164,8 +164,9 @@ def main() -> None:
                "--helper", str(helper), "--n", str(args.n)]
         subprocess.run(cmd, check=True, capture_output=True, env={"PYTHONHASHSEED": "0", **_env()})
         counts = read_dumps(Path(folder), "micro")
+    order = [label for label, _ in steps(1)]
     width = max(len(label) for label in counts)
-    for label, total in counts.items():
+    for label, total in sorted(counts.items(), key=lambda item: order.index(item[0])):
         print(f"{label:<{width}}  {total / args.n / 1e3:9.1f} k instructions")
 
 

@@ -427,3 +427,19 @@ def test_the_sdk_read_of_reader_temporalities_holds():
     assert counter_temporalities(provider) == (cumulative, cumulative, delta, cumulative)
     assert counter_temporalities(object()) is None
     provider.shutdown()
+
+
+def test_totals_stay_bounded_past_their_cap_and_lose_nothing():
+    """Past its cap (never below the SDK's cardinality limit) a Totals sums new attribute sets
+    as the SDK's overflow series, so a noisy dimension cannot grow the process's memory."""
+    from opentelemetry.metrics import CallbackOptions
+
+    from tokentrail.processor.metrics import Totals
+
+    totals = Totals(cap=3)
+    for i in range(10):
+        totals.add(i + 1, {attr.TOKENTRAIL_TENANT: f"t{i}"})
+    totals.add(100, {attr.TOKENTRAIL_TENANT: "t0"})  # a set with a series of its own keeps it
+    observed = {tuple(sorted(o.attributes.items())): o.value for o in totals.observe(CallbackOptions())}
+    assert observed == {((attr.TOKENTRAIL_TENANT, "t0"),): 101, ((attr.TOKENTRAIL_TENANT, "t1"),): 2,
+                        ((attr.TOKENTRAIL_TENANT, "t2"),): 3, (("otel.metric.overflow", True),): sum(range(4, 11))}
