@@ -258,6 +258,8 @@ def test_savings_without_config_says_how_and_bad_config_is_one_line(ledger, tmp_
         assert err.startswith("tokentrail: error: savings config") and message in err and err.count("\n") == 1
     assert main(["savings", "--config", str(tmp_path / "none.yaml"), "--ledger", ledger]) == 2
     assert "cannot read savings config" in capsys.readouterr().err
+    assert main(["savings", "--config", "\x00", "--ledger", ledger]) == 2  # a NUL in the path: one line too
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -81,10 +81,10 @@ def load_config(path: str | None, ledger_path: str | None = None) -> Config:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except OSError as exc:
-        raise QueryError(f"cannot read savings config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise QueryError(f"savings config {path} is not UTF-8 text") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL in it
+        raise QueryError(f"cannot read savings config {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         raise QueryError(f"savings config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     data = {} if data is None else data
