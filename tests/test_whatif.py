@@ -143,6 +143,18 @@ def test_whatif_at_the_batch_tier_and_on_another_family(ledger, capsys):
     assert row["approximate_calls"] == 2  # OpenAI's tokens on Claude
 
 
+def test_whatif_on_another_provider(ledger, capsys):
+    data = _json(capsys, "whatif", "--by", "model", "--provider", "azure", "--ledger", ledger)
+    rows = {r["model"]: r for r in data["rows"]}
+    gpt_4o = cost(GPT_4O, 2000, 500) + cost(GPT_4O, 10_000, 1200, cached=2000)  # Azure OpenAI: OpenAI's prices
+    assert (rows["gpt-4o"]["current_nano_usd"], rows["gpt-4o"]["whatif_nano_usd"]) == (gpt_4o, gpt_4o)
+    claude = rows["claude-sonnet-4-20250514"]  # the card bills Claude there at Anthropic's list price
+    assert (claude["current_nano_usd"], claude["whatif_nano_usd"], claude["approximate"]) == (42_000_000, 42_000_000,
+                                                                                            False)
+    onprem = rows["hooli-llama-70b"]  # priced nowhere: counted, never $0
+    assert (onprem["unpriced_calls"], onprem["whatif_of_unpriced_nano_usd"]) == (1, None)
+
+
 def test_whatif_compares_with_the_net_cost_after_a_reprice(ledger, tmp_path, capsys):
     card = tmp_path / "discount.yaml"
     card.write_text("discounts:\n  - provider: openai\n    model: gpt-4o\n    percent: 10\n    source: negotiated\n")
