@@ -133,17 +133,7 @@ class Totals:
     def add(self, amount: int | float, attributes: Mapping[str, Any], context: Any = None) -> None:
         key = _key(attributes)
         with self._lock:
-            found = self._sums.get(key)
-            if found is not None:
-                found[1] += amount
-                return
-            if len(self._sums) >= self._cap:
-                key, attributes = _OVERFLOW_KEY, _OVERFLOW
-                found = self._sums.get(key)
-                if found is not None:
-                    found[1] += amount
-                    return
-            self._sums[key] = [dict(attributes), amount]  # a copy: callers reuse their dict
+            self._add(key, amount, attributes)
 
     def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]]) -> None:
         """``add(amount, {**attributes, name: value})`` for each (value, amount): the attribute
@@ -151,18 +141,25 @@ class Totals:
         base = _key(attributes)
         with self._lock:
             for value, amount in amounts:
-                key = (base, value)
-                found = self._sums.get(key)
-                if found is None and len(self._sums) >= self._cap:
-                    key = _OVERFLOW_KEY
-                    found = self._sums.get(key)
-                    if found is None:
-                        self._sums[key] = [dict(_OVERFLOW), amount]
-                        continue
-                if found is not None:
-                    found[1] += amount
-                else:
-                    self._sums[key] = [{**attributes, name: value}, amount]
+                self._add((base, value), amount, attributes, name, value)
+
+    def _add(self, key: Any, amount: int | float, attributes: Mapping[str, Any], name: str | None = None,
+             value: Any = None) -> None:
+        """With the lock held: add to the set's total, or start it (``attributes`` plus
+        ``name: value``, copied: callers reuse their dict), or past the cap add to the overflow."""
+        found = self._sums.get(key)
+        if found is None:
+            if len(self._sums) < self._cap:
+                started = dict(attributes)
+                if name is not None:
+                    started[name] = value
+                self._sums[key] = [started, amount]
+                return
+            found = self._sums.get(_OVERFLOW_KEY)
+            if found is None:
+                self._sums[_OVERFLOW_KEY] = [dict(_OVERFLOW), amount]
+                return
+        found[1] += amount
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
