@@ -130,7 +130,9 @@ def sdist(name: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     archive = CACHE / f"{name}-{wanted}.tar.gz"
     if not archive.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+        # --no-binary for this package only: with :all: its build backend (pip prepares the metadata) and
+        # the backend's own dependencies would be built from source too, minutes on a cold pip cache
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", name, "--no-deps",
                         f"{name}=={wanted}", "-d", str(CACHE)], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(CACHE, filter="data")
