@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         f"  tokentrail report --by task,model{flag}  # any of tenant,feature,team,user,task,provider,model,day\n"
         f"  tokentrail top --only tasks{flag}        # the runaway agent runs\n"
         f"  tokentrail margin{flag}                  # revenue against LLM cost per tenant and plan\n"
+        f"  tokentrail savings{flag}                 # waste, caching, batch, output caps, cheaper models, in dollars\n"
+        f"  tokentrail whatif --model gpt-4.1-mini{flag}  # every feature's real tokens on another model\n"
         f"  tokentrail view{flag}                    # all of it as one offline HTML page: tokentrail.html\n"
         f"  tokentrail price gpt-4o --input 2000 --output 500\n"
     )
