@@ -187,3 +187,16 @@ def test_top_tenants_and_view_show_original_adjustments_and_net(ledger, tmp_path
                                                                                        "globex": 2_955_000}
     assert [text for _, text in page["tasks-net"]] == ["$0.003510"]
     assert sorted(int(a["data-nano"]) for a, _ in page["traces-net"]) == [1_200_000, 1_755_000, 3_510_000]
+
+
+def test_a_batch_call_over_the_context_tier_is_repriced_at_batch():
+    """The ledger's pricing_tier is 'batch,context>200k': the service tier priced is its first part."""
+    from tokentrail.ledger.adjustments import price_row
+
+    row = dict(id=1, start_ns=1_790_000_000 * 10**9, provider="anthropic", operation="chat",
+               request_model="claude-sonnet-4-20250514", response_model=None, pricing_tier="batch,context>200k",
+               input_tokens=250_000, output_tokens=1_000, cache_read_tokens=0, cache_write_tokens=0,
+               cache_write_1h_tokens=0, reasoning_tokens=None, cost_nano=None, cost_fees_nano=None)
+    # Sonnet 4 over 200k input: $6 / $22.50 per million, batch half: 250k x $3 + 1k x $11.25 per million
+    assert price_row(row) == 750_000_000 + 11_250_000
+    assert price_row({**row, "pricing_tier": "standard,context>200k"}) == 1_500_000_000 + 22_500_000

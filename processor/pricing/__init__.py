@@ -33,8 +33,15 @@ __all__ = [
     "quote",
     "rate_card_version",
     "reload",
+    "service_tier_of",
     "user_overlay_error",
 ]
+
+
+def service_tier_of(pricing_tier: str | None) -> str | None:
+    """The service tier a priced tier names: ``batch`` of ``batch,context>200k`` (the context tier follows
+    from the tokens whenever they are priced again)."""
+    return pricing_tier.split(",")[0] or None if pricing_tier else None
 
 
 def rate_card_version() -> str:

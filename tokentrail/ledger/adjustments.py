@@ -79,7 +79,7 @@ def price_row(row: dict[str, Any]) -> int | None:
         attr.GEN_AI_OPERATION_NAME: row["operation"] or "chat",
         attr.GEN_AI_REQUEST_MODEL: row["request_model"],
         attr.GEN_AI_RESPONSE_MODEL: row["response_model"],
-        attr.TOKENTRAIL_SERVICE_TIER: row["pricing_tier"],
+        attr.TOKENTRAIL_SERVICE_TIER: pricing.service_tier_of(row["pricing_tier"]),
     }
     attributes.update((name, row[column]) for column, name in _USAGE.items() if row[column] is not None)
     priced = pricing.price_span({k: v for k, v in attributes.items() if v is not None}, row["start_ns"])

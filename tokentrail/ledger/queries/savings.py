@@ -389,7 +389,7 @@ def tiering(calls: Sequence[dict], config: Config) -> list[Opportunity]:
         best = None
         for sibling in cheaper_siblings(pricing_model, config):  # the nearest one that saves: one step down
             def on(c: dict, sibling: str = sibling) -> dict | None:
-                tier = (c["pricing_tier"] or "standard").split(",")[0]
+                tier = pricing.service_tier_of(c["pricing_tier"]) or "standard"
                 if rate_card.card().lookup(c["provider"], sibling, tier) is None:
                     return None
                 return {"request_model": sibling, "response_model": sibling}

@@ -73,8 +73,7 @@ def kind_of(call: dict[str, Any]) -> str | None:
 
 def base_tier(call: dict[str, Any]) -> str | None:
     """The service tier a call was priced at (``batch`` of ``batch,context>200k``)."""
-    tier = call.get("pricing_tier") or call.get("service_tier")
-    return tier.split(",")[0] if tier else None
+    return pricing.service_tier_of(call.get("pricing_tier") or call.get("service_tier"))
 
 
 def price(call: dict[str, Any], **changes: Any) -> int | None:
@@ -108,7 +107,7 @@ def offers_tier(provider: str | None, model: str, tier: str | None) -> bool:
     if not tier or tier == "standard":
         return True
     quote = pricing.quote(model, Usage(input_tokens=1000, output_tokens=100), provider=provider, service_tier=tier)
-    return quote.priced and (quote.tier or "").split(",")[0] == tier
+    return quote.priced and pricing.service_tier_of(quote.tier) == tier
 
 
 @dataclass(frozen=True)
