@@ -42,6 +42,7 @@ _COMPLETIONS = "openai.resources.completions"
 _EMBEDDINGS = "openai.resources.embeddings"
 _FILES = "openai.resources.files"
 _CHAT_HELPER = "openai.lib.streaming.chat._completions"
+_RESPONSE_PARSING = "openai.lib._response_resources"
 
 
 class OpenAIInstrumentor(TokentrailInstrumentor):
@@ -57,7 +58,9 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
         *sync_and_async(_RESPONSES, "Responses.create", "AsyncResponses.create",
                         partial(patch.wrapper, patch.RESPONSES), optional=True),
         *sync_and_async(_RESPONSES, "Responses.parse", "AsyncResponses.parse",
-                        partial(patch.wrapper, patch.RESPONSES), optional=True),
+                        partial(patch.wrapper, patch.RESPONSES, parses=True), optional=True),
+        # the Response responses.parse hands its text_format: priced should parsing it fail
+        Target(_RESPONSE_PARSING, "parse_response", patch.parse_response_wrapper, optional=True),
         *sync_and_async(_BETA_RESPONSES, "Responses.create", "AsyncResponses.create",
                         partial(patch.wrapper, patch.RESPONSES), optional=True),
         *sync_and_async(_COMPLETIONS, "Completions.create", "AsyncCompletions.create",

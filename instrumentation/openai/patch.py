@@ -8,11 +8,17 @@ Patched at the resource methods (``Completions.create``, ``.parse``, ``Responses
 Rules: our failures are swallowed (debug log) and the call goes through untouched; the
 SDK's exceptions and return values reach the caller unchanged (streams are proxies that
 pass ``isinstance``); only the pre-flight ``BudgetExceeded`` is ours to raise.
+
+Billed errors: ``parse`` raises after a 200 the provider billed (``LengthFinishReasonError``,
+``ContentFilterFinishReasonError``, a ``text_format`` failing on a Responses answer cut at
+``max_output_tokens``). The answer is handed to ``_finish`` as a ``_Billed`` result (priced, with
+``error.type``), then the same exception is raised again to the caller.
 """
 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
@@ -180,7 +186,7 @@ def _begin(kind: str) -> genai_span.Begin:
 # results
 # --------------------------------------------------------------------------------------------
 def _sdk_types(_: str) -> dict[str, Any]:
-    from openai import AsyncStream, Stream
+    from openai import AsyncStream, ContentFilterFinishReasonError, LengthFinishReasonError, Stream
     from openai._legacy_response import LegacyAPIResponse
     from openai._response import APIResponse, AsyncAPIResponse
 
@@ -190,6 +196,7 @@ def _sdk_types(_: str) -> dict[str, Any]:
         "legacy": LegacyAPIResponse,
         "api_response": APIResponse,
         "async_api_response": AsyncAPIResponse,
+        "finish_reason_errors": (LengthFinishReasonError, ContentFilterFinishReasonError),
     }
 
 
@@ -237,6 +244,10 @@ def _finish(call: genai_span.LLMCall, plan: _Plan, result: Any) -> Any:
         return _handle_legacy_raw(call, plan, result)
     if isinstance(result, (types["api_response"], types["async_api_response"])):
         return _handle_streamed_raw(call, plan, result)
+    if type(result) is _Billed:
+        _record_parsed(call, plan.kind, result.answer)
+        call.end(error=result.error)
+        return result
     _record_parsed(call, plan.kind, result)
     call.end()
     return result
@@ -335,6 +346,82 @@ class _AsyncRawProxy(_SyncRawProxy):
             self._self_call.end()
 
 
+# --------------------------------------------------------------------------------------------
+# billed errors
+# --------------------------------------------------------------------------------------------
+class _Billed:
+    """The SDK raised ``error`` over an answer the provider billed: the call's result for ``_finish``."""
+
+    __slots__ = ("error", "answer")
+
+    def __init__(self, error: Exception, answer: Any) -> None:
+        self.error = error
+        self.answer = answer
+
+
+def billed_answer(exc: BaseException) -> Any:
+    """The billed completion a chat ``parse`` error carries (None: not such an error)."""
+    if isinstance(exc, _types()["finish_reason_errors"]):
+        return getattr(exc, "completion", None)
+    return None
+
+
+# The Responses answers the SDK parsed in this call (a list while a ``responses.parse`` runs).
+_PARSED_RESPONSES: ContextVar[list[Any] | None] = ContextVar("tokentrail_openai_parsed", default=None)
+
+
+def parse_response_wrapper(instruments: Instruments) -> Any:
+    """wrapt wrapper of the SDK's ``parse_response``: keeps the ``Response`` it is given, so
+    that a ``text_format`` failing on it (an answer cut short) still prices the call."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        kept = _PARSED_RESPONSES.get()
+        if kept is not None:
+            kept.append(kwargs.get("response"))
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def _keeping_response(wrapped: Any, is_async: bool) -> Any:
+    """``wrapped`` (``responses.parse``) returning a ``_Billed`` when parsing its answer fails."""
+
+    def billed(exc: Exception, kept: list[Any]) -> _Billed | None:
+        answer = next((r for r in kept if r is not None), None)
+        return _Billed(exc, answer) if answer is not None else None
+
+    if is_async:
+        async def send_async(*args: Any, **kwargs: Any) -> Any:
+            kept: list[Any] = []
+            token = _PARSED_RESPONSES.set(kept)
+            try:
+                return await wrapped(*args, **kwargs)
+            except Exception as exc:
+                result = billed(exc, kept)
+                if result is None:
+                    raise
+                return result
+            finally:
+                _PARSED_RESPONSES.reset(token)
+
+        return send_async
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        kept: list[Any] = []
+        token = _PARSED_RESPONSES.set(kept)
+        try:
+            return wrapped(*args, **kwargs)
+        except Exception as exc:
+            result = billed(exc, kept)
+            if result is None:
+                raise
+            return result
+        finally:
+            _PARSED_RESPONSES.reset(token)
+
+    return send
+
+
 def _injection_rejected(exc: BaseException, sent: dict[str, Any], asked: dict[str, Any]) -> bool:
     """A strict server's 400 for the stream_options we added (``Unrecognized request argument
     supplied: stream_options``)."""
@@ -351,7 +438,8 @@ def _uninjected(sent: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
 
 def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool) -> Any:
     """``wrapped``, sent once more without our stream_options when the server rejects them (the
-    endpoint is then remembered), so the injection never breaks a call."""
+    endpoint is then remembered), so the injection never breaks a call; a billed parse error
+    comes back as a ``_Billed`` result."""
 
     def rejected(exc: BaseException, sent: dict[str, Any]) -> bool:
         if not _injection_rejected(exc, sent, asked):
@@ -364,6 +452,9 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
             try:
                 return await wrapped(*args, **sent)
             except Exception as exc:
+                answer = billed_answer(exc)
+                if answer is not None:
+                    return _Billed(exc, answer)
                 if not rejected(exc, sent):
                     raise
             return await wrapped(*args, **_uninjected(sent, asked))
@@ -374,6 +465,9 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
         try:
             return wrapped(*args, **sent)
         except Exception as exc:
+            answer = billed_answer(exc)
+            if answer is not None:
+                return _Billed(exc, answer)
             if not rejected(exc, sent):
                 raise
         return wrapped(*args, **_uninjected(sent, asked))
@@ -381,14 +475,36 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
     return send
 
 
-def wrapper(kind: str, *, is_async: bool = False):
-    """Wrapper factory (taking the instruments) of one resource method."""
+def wrapper(kind: str, *, is_async: bool = False, parses: bool = False):
+    """Wrapper factory (taking the instruments) of one resource method (``parses``: a Responses
+    ``parse``, whose answer is kept for a failing ``text_format``)."""
 
     def factory(instruments: Instruments) -> Any:
         traced = genai_span.llm_call_wrapper(instruments, _begin(kind), _finish, is_async=is_async)
-        if kind not in (CHAT, COMPLETIONS):
+        if kind in (CHAT, COMPLETIONS):
+            def sending(wrapped: Any, instance: Any, kwargs: dict) -> Any:
+                return _retrying(wrapped, instance, kwargs, is_async)
+        elif parses:
+            def sending(wrapped: Any, instance: Any, kwargs: dict) -> Any:
+                return _keeping_response(wrapped, is_async)
+        else:
             return traced
-        return lambda wrapped, instance, args, kwargs: traced(
-            _retrying(wrapped, instance, kwargs, is_async), instance, args, kwargs)
+
+        if is_async:
+            async def async_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+                result = await traced(sending(wrapped, instance, kwargs), instance, args, kwargs)
+                if type(result) is _Billed:
+                    raise result.error  # the SDK's own exception, after the call was priced
+                return result
+
+            return async_wrapper
+
+        def sync_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+            result = traced(sending(wrapped, instance, kwargs), instance, args, kwargs)
+            if type(result) is _Billed:
+                raise result.error  # the SDK's own exception, after the call was priced
+            return result
+
+        return sync_wrapper
 
     return factory

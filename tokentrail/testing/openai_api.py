@@ -23,6 +23,9 @@ Scripting one call (any of):
 - ``reply(fail_after=N)`` - a stream that fails after N events (chat: the in-stream error the
   SDK raises as ``APIError``; Responses: a ``response.failed`` event), ``reply(abort_after=N)``
   - a stream whose connection just ends after N events.
+- ``reply(finish_reason="length")`` - a chat answer cut at max_tokens (billed: usage is sent);
+  ``reply(incomplete_reason="max_output_tokens")`` - a Responses answer with status
+  ``incomplete`` and its usage (a stream ends with ``response.incomplete``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Reply:
     chunk_count: int = 3  # content deltas in a stream
     abort_after: int | None = None  # close a stream after this many SSE events
     fail_after: int | None = None  # a stream reports a server error after this many events
+    incomplete_reason: str | None = None  # Responses: status "incomplete" (e.g. "max_output_tokens"), still billed
 
 
 def reply(**kwargs: Any) -> Callable[[FakeRequest], FakeResponse]:
@@ -245,6 +249,10 @@ def _message_item(r: Reply, status: str = "completed") -> dict[str, Any]:
     }
 
 
+def _item_status(r: Reply) -> str:
+    return "incomplete" if r.incomplete_reason else "completed"
+
+
 def _search_items(r: Reply) -> list[dict[str, Any]]:
     return [
         {"id": f"ws_fake{i:04d}", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "fake"}}
@@ -255,6 +263,8 @@ def _search_items(r: Reply) -> list[dict[str, Any]]:
 def response_json(r: Reply, model: str, request: dict[str, Any] | None = None, *, status: str = "completed",
                   output: list[dict] | None = None, usage: bool = True) -> dict[str, Any]:
     request = request or {}
+    if status == "completed" and r.incomplete_reason:
+        status = "incomplete"
     body: dict[str, Any] = {
         "id": "resp_fake0001",
         "object": "response",
@@ -262,11 +272,11 @@ def response_json(r: Reply, model: str, request: dict[str, Any] | None = None, *
         "status": status,
         "background": False,
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": r.incomplete_reason} if status == "incomplete" else None,
         "instructions": request.get("instructions"),
         "max_output_tokens": request.get("max_output_tokens"),
         "model": r.model or model,
-        "output": output if output is not None else [*_search_items(r), _message_item(r)],
+        "output": output if output is not None else [*_search_items(r), _message_item(r, _item_status(r))],
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
@@ -315,9 +325,9 @@ def response_events(r: Reply, model: str, request: dict[str, Any] | None = None)
     emit("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=r.content, logprobs=[])
     emit("response.content_part.done", item_id=item_id, output_index=index, content_index=0,
          part={**empty_part, "text": r.content})
-    emit("response.output_item.done", output_index=index, item=_message_item(r))
+    emit("response.output_item.done", output_index=index, item=_message_item(r, _item_status(r)))
     final = response_json(r, model, request)
-    emit("response.completed", response=final)
+    emit(f"response.{final['status']}", response=final)
     return events
 
 
