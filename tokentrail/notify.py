@@ -126,8 +126,9 @@ def parse_config(data: Any) -> NotifyConfig:
 class Notifier:
     """A webhook, its bounded queue and its one worker thread (started by the first ``send``)."""
 
-    def __init__(self, cfg: NotifyConfig, *, capacity: int = QUEUE_SIZE, timeout_s: float = TIMEOUT_S) -> None:
-        self.cfg, self.capacity, self.timeout_s = cfg, capacity, timeout_s
+    def __init__(self, cfg: NotifyConfig, *, capacity: int = QUEUE_SIZE, timeout_s: float | None = None) -> None:
+        self.cfg, self.capacity = cfg, capacity
+        self.timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
         self._queue: deque[Notice] = deque()
         self._cond = threading.Condition()
         self._pending = 0  # queued + being delivered
