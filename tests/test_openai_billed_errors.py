@@ -199,3 +199,29 @@ def test_responses_incomplete_without_a_format_is_priced_and_not_an_error(pipeli
     assert attr.ERROR_TYPE not in a
     assert a[attr.TOKENTRAIL_COST_NANO_USD] == nano_usd(PROMPT, COMPLETION)
     assert tuple(a[attr.GEN_AI_RESPONSE_FINISH_REASONS]) == ("incomplete",)
+
+
+def test_responses_stream_cut_at_max_output_tokens_is_priced(pipeline, client):
+    """The stream helper parses the terminal response.incomplete and raises: the call is priced."""
+    with tokentrail.attribute(tenant="acme"):
+        with pytest.raises(pydantic.ValidationError):
+            with client.responses.stream(model="gpt-4o", input="Weather in Paris?", text_format=Answer,
+                                         max_output_tokens=COMPLETION, extra_headers=scripted(**INCOMPLETE)) as stream:
+                for _ in stream:
+                    pass
+
+    span = only_llm_span(pipeline)
+    assert_billed(span, "ValidationError")
+    assert tuple(span.attributes[attr.GEN_AI_RESPONSE_FINISH_REASONS]) == ("incomplete",)
+
+
+async def test_async_responses_stream_cut_at_max_output_tokens_is_priced(pipeline, aclient):
+    with tokentrail.attribute(tenant="acme"):
+        with pytest.raises(pydantic.ValidationError):
+            async with aclient.responses.stream(model="gpt-4o", input="Weather in Paris?", text_format=Answer,
+                                                max_output_tokens=COMPLETION,
+                                                extra_headers=scripted(**INCOMPLETE)) as stream:
+                async for _ in stream:
+                    pass
+
+    assert_billed(only_llm_span(pipeline), "ValidationError")

@@ -43,6 +43,7 @@ _EMBEDDINGS = "openai.resources.embeddings"
 _FILES = "openai.resources.files"
 _CHAT_HELPER = "openai.lib.streaming.chat._completions"
 _RESPONSE_PARSING = "openai.lib._response_resources"
+_RESPONSES_HELPER = "openai.lib.streaming.responses._responses"
 
 
 class OpenAIInstrumentor(TokentrailInstrumentor):
@@ -70,6 +71,9 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
         # chat.completions.stream(): the SDK's helper sees every chunk (its final completion keeps usage)
         Target(_CHAT_HELPER, "ChatCompletionStream.__init__", streaming.stream_helper_wrapper, optional=True),
         Target(_CHAT_HELPER, "AsyncChatCompletionStream.__init__", streaming.stream_helper_wrapper, optional=True),
+        # responses.stream(text_format=...): the helper parses the terminal response (may raise on it)
+        Target(_RESPONSES_HELPER, "ResponseStream.__init__", streaming.responses_helper_wrapper, optional=True),
+        Target(_RESPONSES_HELPER, "AsyncResponseStream.__init__", streaming.responses_helper_wrapper, optional=True),
         # Batch API results are priced (batch tier) when their output file is downloaded.
         *sync_and_async(_FILES, "Files.content", "AsyncFiles.content", batch.files_content_wrapper),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it

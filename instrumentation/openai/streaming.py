@@ -7,12 +7,15 @@ everything is translated once, when the stream ends.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tokentrail.instrumentation.fields import field, items
 from tokentrail.instrumentation.openai import content
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.instrumentation.streams import StreamState
+
+_log = logging.getLogger(__name__)
 
 _RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -192,17 +195,105 @@ def record_embeddings(call: Any, result: Any) -> None:
     call.read_usage(openai_usage.embeddings_usage, field(result, "usage"))
 
 
+# Items read past a helper's parse error for the usage (chat: the usage chunk follows the
+# finish chunk; more only with n > 1 choices still streaming); past them the call ends without.
+_USAGE_READ_LIMIT = 64
+
+
 def stream_helper_wrapper(instruments: Any) -> Any:
     """wrapt wrapper of ``ChatCompletionStream.__init__`` (and async): the SDK's stream helper
-    accumulates every chunk into ``get_final_completion()``, so nothing is hidden from it."""
+    accumulates every chunk into ``get_final_completion()``, so nothing is hidden from it.
 
+    With a format to parse, the helper raises ``LengthFinishReasonError`` /
+    ``ContentFilterFinishReasonError`` on the finish chunk of a cut answer, before the usage
+    chunk that follows it: see ``_priced``."""
+    from openai.lib._parsing import has_parseable_input
+
+    def parses(kwargs: dict) -> bool:
+        return has_parseable_input(response_format=kwargs.get("response_format"), input_tools=kwargs.get("input_tools"))
+
+    return _helper_wrapper(parses)
+
+
+def responses_helper_wrapper(instruments: Any) -> Any:
+    """wrapt wrapper of ``ResponseStream.__init__`` (and async): with a ``text_format`` (or tools)
+    the helper parses the terminal response and may raise on it (an answer cut at
+    ``max_output_tokens``): see ``_priced``."""
+    from openai._utils import is_given
+
+    def parses(kwargs: dict) -> bool:
+        return any(kwargs.get(k) is not None and is_given(kwargs.get(k)) for k in ("text_format", "input_tools"))
+
+    return _helper_wrapper(parses)
+
+
+def _helper_wrapper(parses: Any) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        raw = kwargs.get("raw_stream")
+        hooks = getattr(raw, "_self_hooks", None)
         try:
-            state = getattr(getattr(kwargs.get("raw_stream"), "_self_hooks", None), "state", None)
+            state = getattr(hooks, "state", None)
             if isinstance(state, ChatStreamState):
                 state.hide_usage_chunk = False
         except Exception:
             pass
-        return wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
+        try:
+            if isinstance(getattr(hooks, "state", None), StreamState) and parses(kwargs):
+                iterator = instance._iterator
+                priced = _priced_async if hasattr(iterator, "__anext__") else _priced
+                instance._iterator = priced(iterator, raw, hooks.call)
+        except Exception:
+            _log.debug("tokentrail: observing the stream helper failed", exc_info=True)
+        return result
 
     return wrapper
+
+
+def _priced(iterator: Any, raw: Any, call: Any) -> Any:
+    """The helper's events. Should the helper raise while our call is open (it failed to parse
+    an answer the provider billed), the call takes ``error.type`` and the rest of ``raw`` is
+    read for its usage (the call then ends priced); the caller gets the same exception."""
+    try:
+        yield from iterator
+    except Exception as exc:
+        if not call.ended:
+            call.set_error(exc)
+            try:
+                for _, _item in zip(range(_USAGE_READ_LIMIT), raw):
+                    pass
+            except Exception:
+                _log.debug("tokentrail: reading the usage after a parse error failed", exc_info=True)
+            finally:
+                _close(raw)
+        raise
+
+
+async def _priced_async(iterator: Any, raw: Any, call: Any) -> Any:
+    try:
+        async for event in iterator:
+            yield event
+    except Exception as exc:
+        if not call.ended:
+            call.set_error(exc)
+            try:
+                read = 0
+                async for _item in raw:
+                    read += 1
+                    if read >= _USAGE_READ_LIMIT:
+                        break
+            except Exception:
+                _log.debug("tokentrail: reading the usage after a parse error failed", exc_info=True)
+            finally:
+                try:
+                    await raw.close()
+                except Exception:
+                    _log.debug("tokentrail: closing the stream failed", exc_info=True)
+        raise
+
+
+def _close(raw: Any) -> None:
+    try:
+        raw.close()
+    except Exception:
+        _log.debug("tokentrail: closing the stream failed", exc_info=True)
