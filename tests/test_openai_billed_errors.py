@@ -13,6 +13,7 @@ from decimal import Decimal
 import openai
 import pydantic
 import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pydantic import BaseModel
 
 import tokentrail
@@ -110,15 +111,9 @@ async def test_async_parse_cut_at_max_tokens_is_priced(pipeline, aclient, tmp_pa
 
 def test_uninstrumented_parse_raises_the_same(pipeline, client):
     """Our wrapper changes nothing the caller sees: with instrumentation suppressed, same error."""
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-
-    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-    try:
-        with pytest.raises(openai.LengthFinishReasonError) as raised:
-            client.chat.completions.parse(model="gpt-4o", messages=user_message(), response_format=Answer,
-                                          extra_headers=scripted(**CUT))
-    finally:
-        detach(token)
+    with suppress_instrumentation(), pytest.raises(openai.LengthFinishReasonError) as raised:
+        client.chat.completions.parse(model="gpt-4o", messages=user_message(), response_format=Answer,
+                                      extra_headers=scripted(**CUT))
     assert raised.value.completion.usage.prompt_tokens == PROMPT
     assert pipeline.llm_spans() == []
 

@@ -10,7 +10,9 @@ Modules: ``patch`` (wrappers, request planning), ``usage`` (pure usage extractio
 ``streaming`` (stream states, result recording), ``providers`` (base_url -> provider),
 ``content`` (opt-in message content), ``batch`` (Batch API results).
 Batch API results are priced at the batch tier when their output file is read
-(``files.content``; see ``batch``).
+(``files.content``; see ``batch``). A billed answer the SDK raises over (``parse`` and the
+stream helpers, on an answer cut at max tokens or by the content filter) is priced, with
+``error.type`` (see ``patch`` and ``streaming``).
 
 Environment:
 - ``TOKENTRAIL_OPENAI_INJECT_STREAM_USAGE=false`` (read by ``instrument()``): do not add

@@ -8,6 +8,7 @@ everything is translated once, when the stream ends.
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Any
 
 from tokentrail.instrumentation.fields import field, items
@@ -260,7 +261,7 @@ def _priced(iterator: Any, raw: Any, call: Any) -> Any:
         if not call.ended:
             call.set_error(exc)
             try:
-                for _, _item in zip(range(_USAGE_READ_LIMIT), raw):
+                for _item in islice(raw, _USAGE_READ_LIMIT):
                     pass
             except Exception:
                 _log.debug("tokentrail: reading the usage after a parse error failed", exc_info=True)
