@@ -2,7 +2,7 @@
 instructions go: one metric point, a whole ``record_llm_call``, ``price_span``, the
 CostSpanProcessor's pass over a priced span, a span's start and end.
 
-    python bench/callgrind_micro.py [--n 200]
+    python bench/callgrind_micro.py [--n 200] [--only SUBSTRING]
 
 Runs itself under ``valgrind --tool=callgrind --instr-atstart=no`` and prints instructions per
 step (the same client-request helper as bench_callgrind.py switches counting on around each
@@ -66,6 +66,8 @@ def steps(n: int):
         s.set_attributes({"gen_ai.usage.output_tokens": 200})
         s.end()
 
+    import os
+
     import tokentrail
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -110,6 +112,56 @@ def steps(n: int):
         with scope:
             owner_stamp(ATTRS)
 
+    from tokentrail import breakers, preflight, tasks
+    from tokentrail.attribution import owner_span_attributes
+    from tokentrail.instrumentation.fields import prompt_chars
+    from tokentrail.instrumentation.genai_span import should_skip
+
+    from bench_callgrind import MESSAGES
+
+    breakers.install()  # as every instrumentor's instrument() does: the breakers' hooks run on each call
+    planned = preflight.PlannedCall(provider="openai", model="gpt-5.4-mini", estimated_input_tokens=2700,
+                                    max_output_tokens=None)
+    cost_pipeline = pipeline(False, "cost")
+
+    def preflight_block():
+        with scope:
+            call = start_llm_call(cost_pipeline, provider="openai", operation="chat", request_model="gpt-5.4-mini",
+                                  check_budget=False)
+            with call.activate():
+                preflight.check(planned)
+            call.end()
+
+    def start_end_no_check():
+        with scope:
+            start_llm_call(cost_pipeline, provider="openai", operation="chat", request_model="gpt-5.4-mini",
+                           check_budget=False).end()
+
+    def start_end():
+        with scope:
+            start_llm_call(cost_pipeline, provider="openai", operation="chat", request_model="gpt-5.4-mini",
+                           estimated_input_tokens=2700).end()
+
+    import wrapt
+
+    class Sdk:
+        def create(self, **kwargs):
+            return kwargs
+
+    Wrapped = type("Wrapped", (Sdk,), {})
+    wrapt.wrap_function_wrapper(Wrapped, "create", lambda wrapped, instance, args, kwargs: wrapped(*args, **kwargs))
+    plain_sdk, wrapped_sdk = Sdk(), Wrapped()
+    ended_span = tracer.start_span("chat")
+    ended_span.end()
+
+    def fresh_scope():
+        with tokentrail.attribute(tenant="acme", feature="summarize"):
+            pass
+
+    def owner_in_scope():
+        with scope:
+            owner_span_attributes()
+
     cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
     ended = tracer.start_span("chat", attributes=priced)
     ended.end()
@@ -135,12 +187,27 @@ def steps(n: int):
         ("SDK span alone: start 12 attributes, set 8, end, no processor", bare_span),
         ("attribute() scope + owner_stamp", stamp),
         ("attribute() scope alone", lambda: scope.__enter__() and scope.__exit__(None, None, None)),
+        ("attribute(tenant, feature) built, entered, left (the bench's scope per call)", fresh_scope),
+        ("owner_span_attributes in an attribute() scope (less the scope)", owner_in_scope),
+        ("start_llm_call .. end, CostSpanProcessor only, no pre-flight", start_end_no_check),
+        ("start_llm_call .. end, CostSpanProcessor only, pre-flight (no budget or task)", start_end),
+        ("the same by hand: PlannedCall, activate, preflight.check", preflight_block),
+        ("os.environ.get of a variable not set", lambda: os.environ.get("TOKENTRAIL_BENCH_UNSET")),
+        ("the same, of a variable set", lambda: os.environ.get("PATH")),
+        ("preflight.armed(), breakers installed, no budget or task", preflight.armed),
+        ("should_skip", should_skip),
+        ("prompt_chars, the bench's 8 KB message", lambda: prompt_chars((MESSAGES, None))),
+        ("tasks.on_llm_call_end, no task or budget", lambda: tasks.on_llm_call_end(ended_span, priced)),
+        ("method call through a pass-through wrapt wrapper", lambda: wrapped_sdk.create(model="m")),
+        ("the same method unwrapped", lambda: plain_sdk.create(model="m")),
     ]
 
 
 def child(args: argparse.Namespace) -> None:
     cg = Callgrind(args.helper)
     for label, fn in steps(args.n):
+        if args.only and args.only not in label:
+            continue
         for _ in range(args.n):
             fn()
         with cg.measure(label):
@@ -151,6 +218,7 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--only", default="", help="measure only the steps whose label contains this")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--helper", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -161,7 +229,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=no", "--dump-line=no",
                f"--callgrind-out-file={folder}/micro.%p.out", sys.executable, __file__, "--child",
-               "--helper", str(helper), "--n", str(args.n)]
+               "--helper", str(helper), "--n", str(args.n), "--only", args.only]
         subprocess.run(cmd, check=True, capture_output=True, env={"PYTHONHASHSEED": "0", **_env()})
         counts = read_dumps(Path(folder), "micro")
     order = [label for label, _ in steps(1)]

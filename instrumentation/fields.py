@@ -139,22 +139,51 @@ def _chars(value: Any, budget: list[int], depth: int) -> int:
     if value is None or budget[0] <= 0 or depth < 0:
         return 0
     budget[0] -= 1
-    if isinstance(value, (str, bytes, bytearray)):
+    kind = type(value)
+    # Runs on every call's whole prompt: the plain JSON types first, without the ABC checks.
+    if kind is str or kind is bytes:
         return len(value)
-    if isinstance(value, (list, tuple)):
-        return sum(_chars(item, budget, depth - 1) for item in value)
-    if isinstance(value, Mapping):
+    if kind is list or kind is tuple:
+        mapping = None
+    elif kind is dict:
         mapping = value
-    elif hasattr(type(value), "model_fields"):  # a pydantic model: its declared fields
+    elif isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    elif isinstance(value, (list, tuple)):
+        mapping = None
+    elif isinstance(value, Mapping):
+        mapping = value
+    elif hasattr(kind, "model_fields"):  # a pydantic model: its declared fields
         mapping = vars(value)
     else:
         return 0
-    kind = mapping.get("type")
-    if isinstance(kind, str) and any(media in kind for media in _MEDIA_TYPES):
-        return MEDIA_CHARS
     total = 0
+    if mapping is None:
+        for item in value:
+            total += _chars(item, budget, depth - 1)
+        return total
+    part = mapping.get("type")
+    if isinstance(part, str) and _is_media(part):
+        return MEDIA_CHARS
     for key, item in mapping.items():
         if item is None or key in _NOT_TEXT:
             continue
-        total += MEDIA_CHARS if key in _MEDIA_KEYS else _chars(item, budget, depth - 1)
+        if key in _MEDIA_KEYS:
+            total += MEDIA_CHARS
+        elif type(item) is str and budget[0] > 0 and depth > 0:  # _chars(item, ...) of a string, inline
+            budget[0] -= 1
+            total += len(item)
+        else:
+            total += _chars(item, budget, depth - 1)
     return total
+
+
+def _media_kind(kind: str) -> bool:
+    return any(media in kind for media in _MEDIA_TYPES)
+
+
+_media_kinds: BoundedMemo[str, bool] = BoundedMemo(256)
+
+
+def _is_media(kind: str) -> bool:
+    return _media_kinds.get(kind, _media_kind)

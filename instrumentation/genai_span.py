@@ -355,7 +355,7 @@ def start_llm_call(
     max_tokens: int | None = None,
     stream: bool | None = None,
     service_tier: str | None = None,
-    estimated_input_tokens: int = 0,
+    estimated_input_tokens: int | Callable[[], int] = 0,
     attributes: Mapping[str, Any] | None = None,
     check_budget: bool = True,
     choices: Any = 1,
@@ -367,6 +367,7 @@ def start_llm_call(
     ``check_budget=False`` records a call that was already paid for (e.g. a batch result being
     read), where stopping it would save nothing.
     ``choices``: completions generated per request (OpenAI ``n``), for the worst-case output.
+    ``estimated_input_tokens`` may be a function: it is called only when a breaker applies.
     """
     try:
         model = request_model if isinstance(request_model, str) and request_model else None
@@ -403,13 +404,15 @@ def start_llm_call(
     except Exception:
         _log.debug("tokentrail: could not start the LLM span", exc_info=True)
         return _NoOpCall()
-    if not check_budget:
-        return call
     try:
+        # With no budget configured and no task open nothing can stop the call: no estimate, no check.
+        if not check_budget or not preflight.armed():
+            return call
+        estimate = estimated_input_tokens() if callable(estimated_input_tokens) else estimated_input_tokens
         planned = preflight.PlannedCall(
             provider=provider,
             model=model or "",
-            estimated_input_tokens=max(0, int(estimated_input_tokens)),
+            estimated_input_tokens=max(0, int(estimate)),
             max_output_tokens=attrs.get(attr.GEN_AI_REQUEST_MAX_TOKENS),
             operation=operation,
             service_tier=service_tier if isinstance(service_tier, str) else None,

@@ -13,8 +13,8 @@ from tokentrail import budgets, preflight, tasks, trust
 def install() -> None:
     """Register the breakers with the pre-flight hooks (idempotent)."""
     # tenant/team budgets first: a call they stop is never admitted into its task
-    preflight.register(budgets.check)
-    preflight.register(tasks.check)
+    preflight.register(budgets.check, budgets.enforcing)
+    preflight.register(tasks.check, tasks.in_task)
     preflight.register_end(budgets.record_spend)
     trust.install_baggage_guard()
 

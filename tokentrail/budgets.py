@@ -552,6 +552,11 @@ def _owner_of(attributes: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(scope, attributes[name]) for scope, name in _SCOPES.items() if attributes.get(name)]
 
 
+def enforcing() -> bool:
+    """Whether ``check`` could stop a call: some budget is configured (one env lookup)."""
+    return bool(config().budgets)
+
+
 def check(planned: preflight.PlannedCall) -> None:
     """Pre-flight: raise BudgetExceeded if the call would cross an enforced tenant/team budget."""
     cfg = config()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tokentrail import telemetry
 from tokentrail.errors import BudgetExceeded
@@ -56,11 +56,37 @@ class _Hooks(list):
 # so tokentrail.state.reset() leaves them alone.
 _checks = _Hooks()
 _end_listeners = _Hooks()
+# check -> its cheap "could I act on a call now?" test (none: always)
+_applies: dict[Any, Callable[[], bool]] = {}
 
-#: ``register(check)``: run ``check(planned)`` before every LLM call, after the ones before it.
-register, unregister = _checks.add, _checks.discard
+
+def register(check: Callable[[PlannedCall], None], applies: Callable[[], bool] | None = None) -> None:
+    """Run ``check(planned)`` before every LLM call, after the ones before it. ``applies()``, when
+    given, says cheaply whether the check could act now (a budget configured, a task open): when
+    no check applies, a call skips the pre-flight (its estimate, its worst-case quote) entirely."""
+    _checks.add(check)
+    if applies is not None:
+        _applies[check] = applies
+    else:
+        _applies.pop(check, None)
+
+
+def unregister(check: Callable[[PlannedCall], None]) -> None:
+    _checks.discard(check)
+    _applies.pop(check, None)
+
+
 #: ``register_end(listener)``: call ``listener(span, attributes, cost_nano_usd)`` after every LLM call.
 register_end, unregister_end = _end_listeners.add, _end_listeners.discard
+
+
+def armed() -> bool:
+    """Whether any registered check could act on a call started now."""
+    for registered in _checks:
+        applies = _applies.get(registered)
+        if applies is None or applies():
+            return True
+    return False
 
 
 def check(planned: PlannedCall) -> None:

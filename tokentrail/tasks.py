@@ -369,6 +369,11 @@ def _crossed_limit(state: TaskState, estimate: int, now: float) -> BudgetExceede
     return None
 
 
+def in_task() -> bool:
+    """Whether ``check`` has a task to check a call against (one context lookup)."""
+    return otel_context.get_value(_TASK_KEY) is not None
+
+
 def check(planned: preflight.PlannedCall) -> None:
     """Pre-flight: raise BudgetExceeded if the call would cross a limit of its task (or of an
     enclosing one); otherwise admit it into the task. Nothing to do outside a task."""
@@ -451,7 +456,7 @@ def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:
     nano = 0
     try:
         nano = _cost_nano(attributes)
-        entry = _admitted.pop(_key(span), None)
+        entry = _admitted.pop(_key(span), None) if _admitted else None  # none outside tasks
         if entry is not None:
             _account(entry, attributes, nano)
     except Exception:

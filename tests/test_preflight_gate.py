@@ -1,0 +1,102 @@
+"""The pre-flight runs only when a breaker could act: with no budget configured and no task open a
+call makes no estimate and runs no check (issue 11), and with one it is checked exactly as before."""
+
+from __future__ import annotations
+
+import pytest
+
+import tokentrail
+from tokentrail import breakers, preflight
+from tokentrail.instrumentation.base import Instruments
+from tokentrail.instrumentation.genai_span import start_llm_call
+from tokentrail.semconv import attributes as attr
+from tokentrail.testing import openai_api
+
+from helpers import only_llm_span, user_message
+
+# gpt-4o: $2.50 in, $10.00 out per million tokens = 2,500 and 10,000 nano-USD per token
+GPT_4O_NANO = 2000 * 2_500 + 500 * 10_000
+
+
+@pytest.fixture
+def gated():
+    """A check registered with a switchable ``applies``; yields (calls seen, switch)."""
+    seen: list[preflight.PlannedCall] = []
+    switch = {"on": False}
+    preflight.register(seen.append, lambda: switch["on"])
+    yield seen, switch
+    preflight.unregister(seen.append)
+
+
+def test_a_check_that_does_not_apply_is_not_run_and_the_call_is_priced(pipeline, client, server, gated):
+    seen, _ = gated
+    server.enqueue(openai_api.reply(prompt_tokens=2000, completion_tokens=500))
+    with tokentrail.attribute(tenant="acme"):
+        client.chat.completions.create(model="gpt-4o", messages=user_message("x" * 3000))
+
+    assert seen == []
+    span = only_llm_span(pipeline)
+    assert span.attributes[attr.TOKENTRAIL_COST_NANO_USD] == GPT_4O_NANO
+    assert span.attributes[attr.TOKENTRAIL_TENANT] == "acme"
+
+
+def test_a_check_that_applies_sees_the_same_plan_as_before(pipeline, client, server, gated):
+    seen, switch = gated
+    switch["on"] = True
+    client.chat.completions.create(model="gpt-4o", messages=user_message("x" * 3000), max_completion_tokens=256)
+
+    (planned,) = seen
+    # role "user" + 3,000 characters of content, 3 characters a token, plus 4 tokens per message
+    assert planned.estimated_input_tokens == (4 + 3000) // 3 + 1 + 4
+    assert planned.max_output_tokens == 256 and planned.model == "gpt-4o" and planned.provider == "openai"
+
+
+def test_armed_only_when_a_registered_check_applies(gated):
+    seen, switch = gated
+    others = [check for check in preflight._checks if check != seen.append]
+    for check in others:  # the breakers: nothing configured, no task open
+        preflight.unregister(check)
+    try:
+        assert not preflight.armed()
+        switch["on"] = True
+        assert preflight.armed()
+        switch["on"] = False
+        always = []
+        preflight.register(always.append)  # no applies: always armed
+        assert preflight.armed()
+        preflight.unregister(always.append)
+        assert not preflight.armed()
+    finally:
+        breakers.install()
+
+
+def test_a_task_budget_still_stops_the_call_before_it_is_sent(pipeline, client, server):
+    # the worst case of a gpt-4o call (default 16,384 output tokens) is far over a micro-dollar
+    with pytest.raises(tokentrail.BudgetExceeded):
+        with tokentrail.task("triage", budget_usd=0.000001):
+            client.chat.completions.create(model="gpt-4o", messages=user_message())
+    assert server.requests == []
+    assert only_llm_span(pipeline).attributes[attr.ERROR_TYPE] == "BudgetExceeded"
+
+    client.chat.completions.create(model="gpt-4o", messages=user_message())  # outside the task: sent
+    assert len(server.requests) == 1
+
+
+def test_a_lazy_estimate_is_computed_only_when_a_breaker_applies(pipeline):
+    instruments = Instruments(pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.test"),
+                              tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider)
+    asked: list[int] = []
+
+    def estimate() -> int:
+        asked.append(1)
+        return 10_000_000  # ten million input tokens: over any small budget
+
+    start_llm_call(instruments, provider="openai", operation="chat", request_model="gpt-4o",
+                   estimated_input_tokens=estimate).end()
+    assert asked == []
+
+    with pytest.raises(tokentrail.BudgetExceeded):
+        with tokentrail.task("triage", budget_usd=1.0):
+            start_llm_call(instruments, provider="openai", operation="chat", request_model="gpt-4o",
+                           max_tokens=1, estimated_input_tokens=estimate)
+    assert asked == [1]
