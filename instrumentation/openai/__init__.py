@@ -56,8 +56,8 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
     switches = {patch.INJECT_STREAM_USAGE_ENV: True}
     targets = (
         *sync_and_async(_CHAT, "Completions.create", "AsyncCompletions.create", partial(patch.wrapper, patch.CHAT)),
-        *sync_and_async(_CHAT, "Completions.parse", "AsyncCompletions.parse", partial(patch.wrapper, patch.CHAT),
-                        optional=True),
+        *sync_and_async(_CHAT, "Completions.parse", "AsyncCompletions.parse",
+                        partial(patch.wrapper, patch.CHAT, parses=True), optional=True),
         *sync_and_async(_RESPONSES, "Responses.create", "AsyncResponses.create",
                         partial(patch.wrapper, patch.RESPONSES), optional=True),
         *sync_and_async(_RESPONSES, "Responses.parse", "AsyncResponses.parse",

@@ -359,14 +359,20 @@ class _Billed:
         self.answer = answer
 
 
-def billed_answer(exc: BaseException) -> Any:
-    """The billed completion a chat ``parse`` error carries (None: not such an error)."""
-    if isinstance(exc, _types()["finish_reason_errors"]):
-        return getattr(exc, "completion", None)
-    return None
+def _billed(exc: Exception, kept: list[Any]) -> _Billed | None:
+    """What ``parse`` was raising over: the completion a chat finish-reason error carries, else
+    the Response the SDK was parsing (None: the call got no answer, or we failed to tell)."""
+    try:
+        answer = getattr(exc, "completion", None) if isinstance(exc, _types()["finish_reason_errors"]) else None
+        if answer is None:
+            answer = next((r for r in kept if r is not None), None)
+    except Exception:
+        _log.debug("tokentrail: reading a parse error's answer failed", exc_info=True)
+        return None
+    return _Billed(exc, answer) if answer is not None else None
 
 
-# The Responses answers the SDK parsed in this call (a list while a ``responses.parse`` runs).
+# The Responses answers the SDK parsed in this call (a list while a ``parse`` runs).
 _PARSED_RESPONSES: ContextVar[list[Any] | None] = ContextVar("tokentrail_openai_parsed", default=None)
 
 
@@ -383,13 +389,8 @@ def parse_response_wrapper(instruments: Instruments) -> Any:
     return wrapper
 
 
-def _keeping_response(wrapped: Any, is_async: bool) -> Any:
-    """``wrapped`` (``responses.parse``) returning a ``_Billed`` when parsing its answer fails."""
-
-    def billed(exc: Exception, kept: list[Any]) -> _Billed | None:
-        answer = next((r for r in kept if r is not None), None)
-        return _Billed(exc, answer) if answer is not None else None
-
+def _keeping_answer(wrapped: Any, is_async: bool) -> Any:
+    """``wrapped`` (a ``parse``) returning a ``_Billed`` when it raises over a billed answer."""
     if is_async:
         async def send_async(*args: Any, **kwargs: Any) -> Any:
             kept: list[Any] = []
@@ -397,7 +398,7 @@ def _keeping_response(wrapped: Any, is_async: bool) -> Any:
             try:
                 return await wrapped(*args, **kwargs)
             except Exception as exc:
-                result = billed(exc, kept)
+                result = _billed(exc, kept)
                 if result is None:
                     raise
                 return result
@@ -412,7 +413,7 @@ def _keeping_response(wrapped: Any, is_async: bool) -> Any:
         try:
             return wrapped(*args, **kwargs)
         except Exception as exc:
-            result = billed(exc, kept)
+            result = _billed(exc, kept)
             if result is None:
                 raise
             return result
@@ -438,8 +439,7 @@ def _uninjected(sent: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
 
 def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool) -> Any:
     """``wrapped``, sent once more without our stream_options when the server rejects them (the
-    endpoint is then remembered), so the injection never breaks a call; a billed parse error
-    comes back as a ``_Billed`` result."""
+    endpoint is then remembered), so the injection never breaks a call."""
 
     def rejected(exc: BaseException, sent: dict[str, Any]) -> bool:
         if not _injection_rejected(exc, sent, asked):
@@ -452,9 +452,6 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
             try:
                 return await wrapped(*args, **sent)
             except Exception as exc:
-                answer = billed_answer(exc)
-                if answer is not None:
-                    return _Billed(exc, answer)
                 if not rejected(exc, sent):
                     raise
             return await wrapped(*args, **_uninjected(sent, asked))
@@ -465,9 +462,6 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
         try:
             return wrapped(*args, **sent)
         except Exception as exc:
-            answer = billed_answer(exc)
-            if answer is not None:
-                return _Billed(exc, answer)
             if not rejected(exc, sent):
                 raise
         return wrapped(*args, **_uninjected(sent, asked))
@@ -476,23 +470,20 @@ def _retrying(wrapped: Any, instance: Any, asked: dict[str, Any], is_async: bool
 
 
 def wrapper(kind: str, *, is_async: bool = False, parses: bool = False):
-    """Wrapper factory (taking the instruments) of one resource method (``parses``: a Responses
-    ``parse``, whose answer is kept for a failing ``text_format``)."""
+    """Wrapper factory (taking the instruments) of one resource method (``parses``: a ``parse``,
+    which may raise over a billed answer)."""
 
     def factory(instruments: Instruments) -> Any:
         traced = genai_span.llm_call_wrapper(instruments, _begin(kind), _finish, is_async=is_async)
-        if kind in (CHAT, COMPLETIONS):
-            def sending(wrapped: Any, instance: Any, kwargs: dict) -> Any:
-                return _retrying(wrapped, instance, kwargs, is_async)
-        elif parses:
-            def sending(wrapped: Any, instance: Any, kwargs: dict) -> Any:
-                return _keeping_response(wrapped, is_async)
-        else:
-            return traced
+        if not parses:
+            if kind not in (CHAT, COMPLETIONS):
+                return traced
+            return lambda wrapped, instance, args, kwargs: traced(
+                _retrying(wrapped, instance, kwargs, is_async), instance, args, kwargs)
 
         if is_async:
             async def async_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-                result = await traced(sending(wrapped, instance, kwargs), instance, args, kwargs)
+                result = await traced(_keeping_answer(wrapped, True), instance, args, kwargs)
                 if type(result) is _Billed:
                     raise result.error  # the SDK's own exception, after the call was priced
                 return result
@@ -500,7 +491,7 @@ def wrapper(kind: str, *, is_async: bool = False, parses: bool = False):
             return async_wrapper
 
         def sync_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-            result = traced(sending(wrapped, instance, kwargs), instance, args, kwargs)
+            result = traced(_keeping_answer(wrapped, False), instance, args, kwargs)
             if type(result) is _Billed:
                 raise result.error  # the SDK's own exception, after the call was priced
             return result
