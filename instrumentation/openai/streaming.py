@@ -229,6 +229,9 @@ def responses_helper_wrapper(instruments: Any) -> Any:
 
 
 def _helper_wrapper(parses: Any) -> Any:
+    """The ``__init__`` wrapper of an SDK stream helper over our proxy (``raw_stream``): its usage
+    chunk is shown to the helper; when ``parses(kwargs)``, its events go through ``_priced``."""
+
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         raw = kwargs.get("raw_stream")
         hooks = getattr(raw, "_self_hooks", None)
