@@ -82,7 +82,7 @@ KNOWN_ISSUES: dict[str, dict[str, str]] = {
 
 @dataclass
 class Run:
-    """One pytest run in progress: its command, where its report goes, its process."""
+    """One pytest run: its process, and where its JUnit report, log and span counts go."""
 
     name: str
     label: str
