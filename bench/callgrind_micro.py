@@ -112,7 +112,9 @@ def steps(n: int):
         with scope:
             owner_stamp(ATTRS)
 
-    from tokentrail import breakers, preflight, tasks
+    from opentelemetry import context as otel_context
+
+    from tokentrail import breakers, preflight, tasks, trust
     from tokentrail.attribution import owner_span_attributes
     from tokentrail.instrumentation.fields import prompt_chars
     from tokentrail.instrumentation.genai_span import should_skip
@@ -162,6 +164,8 @@ def steps(n: int):
         with scope:
             owner_span_attributes()
 
+    empty_ctx = otel_context.Context()
+    identity_2 = {"tokentrail.tenant": "acme", "tokentrail.feature": "summarize"}
     cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
     ended = tracer.start_span("chat", attributes=priced)
     ended.end()
@@ -192,6 +196,8 @@ def steps(n: int):
         ("start_llm_call .. end, CostSpanProcessor only, no pre-flight", start_end_no_check),
         ("start_llm_call .. end, CostSpanProcessor only, pre-flight (no budget or task)", start_end),
         ("the same by hand: PlannedCall, activate, preflight.check", preflight_block),
+        ("trust.baggage_with_identity, tenant and feature", lambda: trust.baggage_with_identity(empty_ctx, identity_2)),
+        ("attach + detach of a context", lambda: otel_context.detach(otel_context.attach(empty_ctx))),
         ("os.environ.get of a variable not set", lambda: os.environ.get("TOKENTRAIL_BENCH_UNSET")),
         ("the same, of a variable set", lambda: os.environ.get("PATH")),
         ("preflight.armed(), breakers installed, no budget or task", preflight.armed),

@@ -45,7 +45,10 @@ def pipeline_active(tracer_provider: Any = None) -> bool:
     processors = sdk.span_processors(provider)
     if processors is None:
         return tracer_provider is None and bool(_running)
-    return any(isinstance(p, CostSpanProcessor) for p in processors)
+    for processor in processors:  # every call without an exporter of ours asks: a loop, not any(<genexpr>)
+        if isinstance(processor, CostSpanProcessor):
+            return True
+    return False
 
 
 class CostSpanProcessor(SpanProcessor):

@@ -53,15 +53,16 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
     except Exception:
         out = {}
     try:
-        owner, rejection = current_identity(context)
+        ctx = context if context is not None else otel_context.get_current()  # looked up once, read thrice
+        owner, rejection = current_identity(ctx)
         if owner:
             out.update(owner)
         if rejection is not None:
             out[attr.TOKENTRAIL_ATTRIBUTION_REJECTION] = rejection
-        attempt = identity.retry_attempt(context)
+        attempt = identity.retry_attempt(ctx)
         if attempt:  # 0 = the first try: nothing to mark
             out[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
-        from_model = identity.fallback_from(context)
+        from_model = identity.fallback_from(ctx)
         if from_model:
             out[attr.TOKENTRAIL_FALLBACK_FROM] = from_model
     except Exception:  # never hurt the app

@@ -53,11 +53,13 @@ class Scope:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack = _ENTRIES.get()
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i][0] is self:
-                break
-        else:
-            return  # not entered in this context (or already left)
+        i = len(stack) - 1
+        if i < 0 or stack[i][0] is not self:  # the usual case, the innermost scope leaving, needs no search
+            for i in range(i - 1, -1, -1):
+                if stack[i][0] is self:
+                    break
+            else:
+                return  # not entered in this context (or already left)
         _ENTRIES.set(stack[:i])
         later = stack[i + 1:]
         try:
