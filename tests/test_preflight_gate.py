@@ -8,6 +8,7 @@ import pytest
 import tokentrail
 from tokentrail import breakers, preflight
 from tokentrail.instrumentation.base import Instruments
+from tokentrail.instrumentation.fields import MEDIA_CHARS, prompt_chars
 from tokentrail.instrumentation.genai_span import start_llm_call
 from tokentrail.semconv import attributes as attr
 from tokentrail.testing import openai_api
@@ -100,3 +101,16 @@ def test_a_lazy_estimate_is_computed_only_when_a_breaker_applies(pipeline):
             start_llm_call(instruments, provider="openai", operation="chat", request_model="gpt-4o",
                            max_tokens=1, estimated_input_tokens=estimate)
     assert asked == [1]
+
+
+def test_prompt_chars_counts_text_with_media_at_a_flat_allowance_within_its_bounds():
+    class Text(str):
+        pass
+
+    parts = [{"type": "text", "text": "abc"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    # "user" + "abc" + one media part at 3,000 characters; the "type" keys are not text
+    assert prompt_chars([{"role": "user", "content": parts}]) == 4 + 3 + MEDIA_CHARS
+    assert prompt_chars((Text("hello"), bytearray(b"xy"), b"z", 7, None)) == 5 + 2 + 1
+    assert prompt_chars(["ab", "cd", "ef"], max_nodes=3) == 4  # the list and two strings fit in 3 nodes
+    assert prompt_chars({"a": {"b": "xyz"}}, max_depth=1) == 0  # the string is 2 levels down
+    assert prompt_chars({"a": {"b": "xyz"}}, max_depth=2) == 3
