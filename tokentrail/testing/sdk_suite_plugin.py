@@ -37,6 +37,7 @@ def pytest_configure(config: Any) -> None:
         _counts["instrumentors"] = sorted(type(i).__name__ for i in _pipeline.instrumentors)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist installed, pytest must not refuse the plugin
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: a worker's counts (sent back in its ``workeroutput``)."""
     worker = getattr(node, "workeroutput", {}).get(_KEY)
