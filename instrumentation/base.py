@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from tokentrail import breakers
 from tokentrail.instrumentation import coexistence
+from tokentrail.processor.pricing import card as rate_card
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class TokentrailInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         breakers.install()
+        rate_card.card()  # read the rate-card files now: the first call may run on an async app's event loop
         self._patches: list[_Patch] = []
         if not coexistence.should_instrument(self.provider):
             _log.info("tokentrail: TOKENTRAIL_COEXISTENCE=defer; not patching the %s SDK", self.provider)

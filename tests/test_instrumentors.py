@@ -338,3 +338,46 @@ def test_malformed_token_counts_raise_one_error(raw):
         fields.count(raw)
     with pytest.raises(InvalidUsage):
         fields.count(None, required=True)
+
+
+RATE_CARD_AT_SET_UP = """
+import builtins, io, json, pathlib, sys
+import openai
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+OpenAIInstrumentor().instrument(tracer_provider=provider)
+client = openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+with suppress_instrumentation():  # the SDK's own lazy imports happen here, before files are watched
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+reads = []
+real_read_bytes, real_open = pathlib.Path.read_bytes, io.open
+pathlib.Path.read_bytes = lambda self: reads.append(str(self)) or real_read_bytes(self)
+builtins.open = lambda file, *a, **k: reads.append(str(file)) or real_open(file, *a, **k)
+client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+[span] = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
+print(json.dumps({"reads": [r for r in reads if r.endswith((".yaml", ".json"))],
+                  "nano": span.attributes.get("tokentrail.cost.nano_usd")}))
+"""
+
+
+def test_the_rate_card_is_loaded_at_set_up_not_on_the_first_call(server, tmp_path):
+    """An async app's first call must not read the rate-card files on its event loop."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "app.py"
+    script.write_text(RATE_CARD_AT_SET_UP)
+    out = subprocess.run([sys.executable, str(script), openai_api.base_url(server)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"reads": [], "nano": 9_000}  # gpt-4o-mini 20 in / 10 out at $0.15 / $0.60 per M
