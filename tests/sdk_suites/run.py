@@ -70,14 +70,7 @@ NATIVE_SPAN_TESTS: dict[str, dict[str, str]] = {
 
 # Tests that fail with tokentrail on because of a tokentrail issue that is reported and not yet fixed
 # (outside the instrumentation): allowed while listed, reported at every run, and flagged once they pass.
-KNOWN_ISSUES: dict[str, dict[str, str]] = {
-    "openai": {},
-    "anthropic": {
-        "tests.lib.streaming.test_messages.TestAsyncMessages::test_file_input_is_read_when_the_stream_is_entered":
-            "the process's first priced call loads the rate card (the bundled overlay files, Path.read_bytes) on "
-            "the caller's thread, here the event loop; it fails when it is the first LLM call of its worker",
-    },
-}
+KNOWN_ISSUES: dict[str, dict[str, str]] = {"openai": {}, "anthropic": {}}
 
 
 @dataclass
