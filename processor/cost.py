@@ -103,8 +103,8 @@ class CostSpanProcessor(SpanProcessor):
         out = span
         if extra:
             # A span that met no AttributionSpanProcessor, or did not look like a call at start.
-            if attr.TOKENTRAIL_ATTRIBUTED not in plain:
-                extra[attr.TOKENTRAIL_ATTRIBUTED] = plain[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(plain)
+            if attr.TOKENTRAIL_ATTRIBUTED not in plain:  # on the copy only: metrics see the span was not stamped
+                extra[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(plain)
             out = sdk.enriched_copy(span, extra)
         if self._record_metrics:
             self._record(out, plain, foreign=bool(extra))

@@ -310,10 +310,12 @@ def metric_attributes(attributes: Mapping[str, Any], resource_attributes: Mappin
         env = resource_attributes.get(attr.DEPLOYMENT_ENVIRONMENT_NAME)
         if env is not None:
             out[attr.DEPLOYMENT_ENVIRONMENT_NAME] = env
-    # TOKENTRAIL_ATTRIBUTES defaults, for calls whose span never met AttributionSpanProcessor.
-    for key, value in config.static_attributes().items():
-        if key in _ALLOWED and key not in out:
-            out[key] = value
+    # TOKENTRAIL_ATTRIBUTES defaults, for calls whose span never met AttributionSpanProcessor. A span
+    # stamped at start (tokentrail.attributed) carries them already: no environment read per call.
+    if attr.TOKENTRAIL_ATTRIBUTED not in attributes:
+        for key, value in config.static_attributes().items():
+            if key in _ALLOWED and key not in out:
+                out[key] = value
     out[attr.TOKENTRAIL_ATTRIBUTED] = is_attributed(out)
     return out
 

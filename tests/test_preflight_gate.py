@@ -114,3 +114,37 @@ def test_prompt_chars_counts_text_with_media_at_a_flat_allowance_within_its_boun
     assert prompt_chars(["ab", "cd", "ef"], max_nodes=3) == 4  # the list and two strings fit in 3 nodes
     assert prompt_chars({"a": {"b": "xyz"}}, max_depth=1) == 0  # the string is 2 levels down
     assert prompt_chars({"a": {"b": "xyz"}}, max_depth=2) == 3
+
+
+def test_static_defaults_reach_the_metrics_of_stamped_and_unstamped_spans(monkeypatch):
+    """The TOKENTRAIL_ATTRIBUTES defaults on a cost point: read from the span when it was stamped at start,
+    from the environment when it never met AttributionSpanProcessor (a bare CostSpanProcessor pipeline)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tokentrail.processor.attribution import AttributionSpanProcessor
+    from tokentrail.processor.cost import CostSpanProcessor
+    from tokentrail.processor.metrics import metric_views
+    from tokentrail.semconv import metrics as m
+
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=support")
+    call = {attr.GEN_AI_PROVIDER_NAME: "openai", attr.GEN_AI_OPERATION_NAME: "chat",
+            attr.GEN_AI_REQUEST_MODEL: "gpt-4o", attr.GEN_AI_USAGE_INPUT_TOKENS: 2000,
+            attr.GEN_AI_USAGE_OUTPUT_TOKENS: 500}
+    for stamped in (True, False):
+        reader = InMemoryMetricReader()
+        meters = MeterProvider(metric_readers=[reader], views=metric_views())
+        tracers = TracerProvider()
+        if stamped:
+            tracers.add_span_processor(AttributionSpanProcessor())
+        tracers.add_span_processor(CostSpanProcessor(None, meter_provider=meters))
+        with tracers.get_tracer("foreign").start_as_current_span("chat gpt-4o", attributes=call):
+            pass
+        [point] = [pt for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+                   for mt in sm.metrics if mt.name == m.TOKENTRAIL_COST for pt in mt.data.data_points]
+        assert point.attributes[attr.TOKENTRAIL_TEAM] == "support", stamped
+        assert point.sum == GPT_4O_NANO / 1e9
+        assert point.attributes[attr.TOKENTRAIL_ATTRIBUTED] is False  # a team, no tenant
+        tracers.shutdown()
+        meters.shutdown()
