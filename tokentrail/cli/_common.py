@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tokentrail.ledger import LedgerError, default_path
 from tokentrail.ledger.queries import Ledger, Period, parse_where
@@ -118,3 +118,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def emit(fmt: str, data: Any, render: Callable[[Any], str], write_csv: Callable[[Any], None] | None = None) -> int:
+    """A command's answer in its ``--format``: JSON, CSV (when the command has it) or the table."""
+    if fmt == "json":
+        print_json(data)
+    elif fmt == "csv" and write_csv is not None:
+        write_csv(data)
+    else:
+        print(render(data))
+    return 0

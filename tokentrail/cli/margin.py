@@ -46,13 +46,7 @@ def run(args: argparse.Namespace) -> int:
     plans = _plans(args)
     with c.open_ledger(args) as ledger:
         data = c.query(q.margin, ledger, period, plans, where, target)
-    if args.format == "json":
-        c.print_json(_with_usd(data))
-    elif args.format == "csv":
-        write_csv(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, _with_usd(data) if args.format == "json" else data, render, write_csv)
 
 
 def _target(text: str) -> float:

@@ -38,13 +38,7 @@ def run(args: argparse.Namespace) -> int:
     period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
         data = c.query(ledger.report, by, period, where)
-    if args.format == "json":
-        c.print_json(data)
-    elif args.format == "csv":
-        write_csv(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, data, render, write_csv)
 
 
 _CSV_COLUMNS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",

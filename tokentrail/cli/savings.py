@@ -51,13 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         data["found"] = len(data["opportunities"])
         data["opportunities"] = data["opportunities"][: args.limit]
-    if args.format == "json":
-        c.print_json(data)
-    elif args.format == "csv":
-        write_csv(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, data, render, write_csv)
 
 
 _CSV_COLUMNS = ("rank", "kind", "what", "owner", "calls", "saving_usd", "saving_nano_usd", "spend_nano_usd", "detail")

@@ -33,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
         data = c.query(ledger.top, period, where, args.limit)
     if args.only:
         data.pop("tasks" if args.only == "traces" else "traces")
-    if args.format == "json":
-        c.print_json(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, data, render)
 
 
 def _owner(item: dict) -> str:

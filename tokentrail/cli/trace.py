@@ -23,11 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     with c.open_ledger(args) as ledger:
         data = c.query(ledger.trace, args.trace_id)
-    if args.format == "json":
-        c.print_json(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, data, render)
 
 
 def render(data: dict) -> str:

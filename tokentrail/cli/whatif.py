@@ -41,13 +41,7 @@ def run(args: argparse.Namespace) -> int:
     target = Target(args.model, args.tier.lower() if args.tier else None, args.provider)
     with c.open_ledger(args) as ledger:
         data = c.query(whatif, ledger, by, period, target, where)
-    if args.format == "json":
-        c.print_json(data)
-    elif args.format == "csv":
-        write_csv(data)
-    else:
-        print(render(data))
-    return 0
+    return c.emit(args.format, data, render, write_csv)
 
 
 _CSV_COLUMNS = ("calls", "compared_calls", "current_nano_usd", "whatif_nano_usd", "change_nano_usd", "change",
