@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 from tokentrail.ledger import LedgerError, default_path
-from tokentrail.ledger.queries import Ledger, Period, parse_where
+from tokentrail.ledger.queries import FIELDS, Ledger, Period, check_fields, parse_where
 
 USAGE_ERROR = 2
 NANO = 10**9
@@ -41,6 +41,19 @@ def add_period_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="keep only matching calls, e.g. tenant=acme (repeatable; an empty value selects unattributed)",
     )
+
+
+def add_by_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--by", default=default, metavar="FIELDS", help=f"comma-separated fields to group by"
+                        f" (default: {default}); any of: {', '.join(FIELDS)}")
+
+
+def by_fields(args: argparse.Namespace, example: str) -> list[str]:
+    """The checked ``--by`` fields, at least one."""
+    by = query(check_fields, args.by.split(","))
+    if not by:
+        raise CliError(f"--by needs at least one field, e.g. --by {example}")
+    return by
 
 
 def add_format_option(parser: argparse.ArgumentParser, choices: Sequence[str] = ("table", "json")) -> None:

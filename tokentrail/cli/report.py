@@ -7,7 +7,6 @@ import csv
 import sys
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import FIELDS, check_fields
 from tokentrail.ledger.queries.common import MISSING, UNATTRIBUTED
 
 
@@ -19,12 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " cost, share of the total and the change against the previous period of equal length."
         " Calls with no tenant are their own (unattributed) row.",
     )
-    p.add_argument(
-        "--by",
-        default="tenant",
-        metavar="FIELDS",
-        help=f"comma-separated fields to group by (default: tenant); any of: {', '.join(FIELDS)}",
-    )
+    c.add_by_option(p, "tenant")
     c.add_period_options(p)
     c.add_format_option(p, ("table", "csv", "json"))
     c.add_ledger_option(p)
@@ -32,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    by = c.query(check_fields, args.by.split(","))
-    if not by:
-        raise c.CliError("--by needs at least one field, e.g. --by tenant,feature")
+    by = c.by_fields(args, "tenant,feature")
     period, where = c.period_and_where(args)
     with c.open_ledger(args) as ledger:
         data = c.query(ledger.report, by, period, where)

@@ -7,7 +7,6 @@ import csv
 import sys
 
 from tokentrail.cli import _common as c
-from tokentrail.ledger.queries import FIELDS, check_fields
 from tokentrail.ledger.queries.whatif import Target, whatif
 
 
@@ -21,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " differ are flagged approximate (the same text is another number of tokens). Calls with no cost"
         " (unpriced, no usage, stopped by a breaker) are counted, never compared as $0.",
     )
-    p.add_argument("--by", default="feature", metavar="FIELDS",
-                   help=f"comma-separated fields to group by (default: feature); any of: {', '.join(FIELDS)}")
+    c.add_by_option(p, "feature")
     p.add_argument("--model", help="the model to price with, e.g. gpt-4.1-mini (default: each call's own)")
     p.add_argument("--tier", help="the service tier to price at: standard, batch, flex, priority"
                    " (default: each call's)")
@@ -34,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    by = c.query(check_fields, args.by.split(","))
-    if not by:
-        raise c.CliError("--by needs at least one field, e.g. --by feature")
+    by = c.by_fields(args, "feature")
     period, where = c.period_and_where(args)
     target = Target(args.model, args.tier.lower() if args.tier else None, args.provider)
     with c.open_ledger(args) as ledger:
