@@ -362,31 +362,34 @@ def owner() -> db.Dashboard:
     d = d.with_row(db.Row("Budget"))
     budget_by = f"{q.TENANT},{q.TEAM},{q.BUDGET_WINDOW}"
     bv = {q.TENANT: "$tenant", q.TEAM: "$team"}
-    d = d.with_panel(
-        bargauge.Panel().title("Budget burn against budget")
-        .description("Spend counted against each tenant/team budget in its current window (day or month), as a "
-                     "percentage of the budget. Yellow at 50%, orange at 80%, red at 100% (the breaker blocks "
-                     "further calls when hard limits are on): raise the budget or find the spender in "
-                     "'Spend over time'.")
-        .datasource(PROMETHEUS).unit(PERCENT).min(0).max(100).span(24).height(8)
-        .thresholds(thresholds((None, GREEN), (50, YELLOW), (80, ORANGE), (100, RED)))
-        .orientation(cm.VizOrientation.HORIZONTAL)
-        .with_target(promq(f"100 * max by ({budget_by}) ({q.BUDGET_SPENT}{q.matchers(bv)})"
-                           f" / max by ({budget_by}) ({q.BUDGET_LIMIT}{q.matchers(bv)})", instant=True,
-                           legend=f"{{{{{q.TENANT}}}}}{{{{{q.TEAM}}}}} ({{{{{q.BUDGET_WINDOW}}}}})")))
+    d = d.with_panel(_burn_gauge(
+        "Budget burn against budget",
+        "Spend counted against each tenant/team budget in its current window (day or month), as a "
+        "percentage of the budget. Yellow at 50%, orange at 80%, red at 100% (the breaker blocks "
+        "further calls when hard limits are on): raise the budget or find the spender in "
+        "'Spend over time'.",
+        promq(f"100 * max by ({budget_by}) ({q.BUDGET_SPENT}{q.matchers(bv)})"
+              f" / max by ({budget_by}) ({q.BUDGET_LIMIT}{q.matchers(bv)})", instant=True,
+              legend=f"{{{{{q.TENANT}}}}}{{{{{q.TEAM}}}}} ({{{{{q.BUDGET_WINDOW}}}}})")))
     burn_by = f"{q.TENANT},{q.BUDGET_WINDOW}"
-    d = d.with_panel(
-        bargauge.Panel().title("Burn against plan revenue")
-        .description("LLM spend of each tenant with a margin budget (limit: N% of plan) in its current window, as "
-                     "a percentage of what its plan brings in for that window (the monthly revenue, or a day's "
-                     "part of it). Yellow at 50%, orange at 80%: the tenant's AI gross margin is shrinking; red at "
-                     "100%: the tenant costs more than it pays. Compare plans with `tokentrail margin`.")
-        .datasource(PROMETHEUS).unit(PERCENT).min(0).max(100).span(24).height(8)
-        .thresholds(thresholds((None, GREEN), (50, YELLOW), (80, ORANGE), (100, RED)))
-        .orientation(cm.VizOrientation.HORIZONTAL)
-        .with_target(promq(f"100 * max by ({burn_by}) ({q.PLAN_BURN}{q.matchers({q.TENANT: '$tenant'})})",
-                           instant=True, legend=f"{{{{{q.TENANT}}}}} ({{{{{q.BUDGET_WINDOW}}}}})")))
+    d = d.with_panel(_burn_gauge(
+        "Burn against plan revenue",
+        "LLM spend of each tenant with a margin budget (limit: N% of plan) in its current window, as "
+        "a percentage of what its plan brings in for that window (the monthly revenue, or a day's "
+        "part of it). Yellow at 50%, orange at 80%: the tenant's AI gross margin is shrinking; red at "
+        "100%: the tenant costs more than it pays. Compare plans with `tokentrail margin`.",
+        promq(f"100 * max by ({burn_by}) ({q.PLAN_BURN}{q.matchers({q.TENANT: '$tenant'})})",
+              instant=True, legend=f"{{{{{q.TENANT}}}}} ({{{{{q.BUDGET_WINDOW}}}}})")))
     return d
+
+
+def _burn_gauge(title: str, description: str, target: prometheus.Dataquery) -> bargauge.Panel:
+    """A full-width bar gauge of percent burned, yellow at 50%, orange at 80%, red at 100%."""
+    return (bargauge.Panel().title(title).description(description)
+            .datasource(PROMETHEUS).unit(PERCENT).min(0).max(100).span(24).height(8)
+            .thresholds(thresholds((None, GREEN), (50, YELLOW), (80, ORANGE), (100, RED)))
+            .orientation(cm.VizOrientation.HORIZONTAL)
+            .with_target(target))
 
 
 def _calls_per_task_panel() -> table.Panel:
