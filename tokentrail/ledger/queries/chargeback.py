@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from tokentrail.costcentres import CostCentres
+from tokentrail.ledger import adjustments
 from tokentrail.ledger.queries.common import (
     NO_COST_FIELDS, NO_COST_KIND, LedgerBase, Period, QueryError, Where, label, month_period, ratio, selection, usd,
 )
@@ -30,7 +31,7 @@ _TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_to
 
 # One row per line: the owner fields and model a statement needs (NULL for the others, so a statement by
 # tenant groups far fewer lines than the FOCUS grain), provider, and the UTC day number.
-_KEY = "{team}, {feature}, {tenant}, provider, {model}, start_ns / 86400000000000"
+_KEY = ("{team}", "{feature}", "{tenant}", "provider", "{model}", "start_ns / 86400000000000")
 _CELLS = """
 SELECT {key}, COUNT(*), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(output_tokens),
        SUM(cost_nano), COUNT(cost_nano)
@@ -39,10 +40,6 @@ FROM spans WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
 # Why calls have no cost: only those rows are read beyond the covering report index.
 _NO_COST = """
 SELECT {key}, {kind}, COUNT(*) FROM spans WHERE llm = 1 AND {cond} AND cost_nano IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7
-"""
-_ADJUSTMENTS = """
-SELECT {key}, SUM(delta_nano) FROM adjustments JOIN spans ON spans.id = adjustments.span_row
-WHERE llm = 1 AND {cond} GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 
@@ -175,9 +172,11 @@ def chargeback(ledger: LedgerBase, by: str, period: Period, where: Where = (), a
 def _cells(conn: sqlite3.Connection, period: Period, where: Where, fields: Iterable[str]) -> list[_Cell]:
     """The ledger's lines, keyed by ``fields`` (of team, feature, tenant, model), provider and day."""
     fields = set(fields)
-    key = _KEY.format(**{f: expr if f in fields else "NULL" for f, expr in (
+    exprs = {f: expr if f in fields else "NULL" for f, expr in (
         ("team", "team"), ("feature", "feature"), ("tenant", "tenant"),
-        ("model", "COALESCE(response_model, request_model)"))})
+        ("model", "COALESCE(response_model, request_model)"))}
+    key_exprs = [part.format(**exprs) for part in _KEY]
+    key = ", ".join(key_exprs)
     cond, params = selection(period, where)
     cells: dict[tuple, _Cell] = {}
     epoch = date(1970, 1, 1).toordinal()
@@ -189,12 +188,9 @@ def _cells(conn: sqlite3.Connection, period: Period, where: Where, fields: Itera
                          cost=row[11] if row[12] else None, no_cost=dict.fromkeys(NO_COST_FIELDS, 0))
     for row in conn.execute(_NO_COST.format(key=key, kind=NO_COST_KIND, cond=cond), params):
         cells[tuple(row[:6])].no_cost[f"{row[6]}_calls"] = row[7]
-    try:
-        for row in conn.execute(_ADJUSTMENTS.format(key=key, cond=cond), params):
-            if tuple(row[:6]) in cells:
-                cells[tuple(row[:6])].adjustment = int(row[6] or 0)
-    except sqlite3.OperationalError:  # no adjustments table: nothing was ever re-priced
-        pass
+    for k, delta in adjustments.sums(conn, key_exprs, period, where).items():
+        if k in cells:
+            cells[k].adjustment = delta
     return list(cells.values())
 
 
