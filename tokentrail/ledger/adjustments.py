@@ -21,8 +21,9 @@ from tokentrail.ledger.queries.common import FIELDS, STOPPED_ERROR_TYPE, Period,
 from tokentrail.ledger.schema import LedgerError
 from tokentrail.semconv import attributes as attr
 
-#: A call's current net cost: the original plus every adjustment so far.
-NET = "COALESCE(spans.cost_nano, 0) + COALESCE((SELECT SUM(delta_nano) FROM adjustments WHERE span_row = spans.id), 0)"
+#: A call's adjustments so far (0 when none), and its current net cost: the original plus them.
+DELTA = "COALESCE((SELECT SUM(delta_nano) FROM adjustments WHERE span_row = spans.id), 0)"
+NET = f"COALESCE(spans.cost_nano, 0) + {DELTA}"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from tokentrail.ledger.queries.common import (
     NANO, NO_COST_KIND, STOPPED_ERROR_TYPE, LedgerBase, Period, QueryError, Where, label, month_period, no_cost_counts,
     percentile, selection,
 )
+from tokentrail.ledger import adjustments
 from tokentrail.plans import Plans
 
 NO_PLAN = "(no plan)"
@@ -61,9 +62,8 @@ def prorated(monthly_nano: int | None, share: Fraction) -> int | None:
 # calls with no cost, the re-priced calls and the task calls are read from the table itself.
 _TOTALS = (f"SELECT tenant, COUNT(*), COUNT(cost_nano), SUM(cost_nano), COUNT(DISTINCT start_ns / {_DAY_NS})"
            " FROM spans WHERE llm = 1 AND {cond} GROUP BY tenant")
-_ADJUSTMENT = "COALESCE((SELECT SUM(delta_nano) FROM adjustments WHERE span_row = spans.id), 0)"
 _NO_COST = (f"SELECT tenant, {NO_COST_KIND}, COUNT(*) FROM spans WHERE llm = 1 AND cost_nano IS NULL"
-            f" AND {_ADJUSTMENT} = 0 AND {{cond}} GROUP BY 1, 2")
+            f" AND {adjustments.DELTA} = 0 AND {{cond}} GROUP BY 1, 2")
 # per call its adjustments' sum (CROSS JOIN: from the few adjustments to their calls, never the other way);
 # a call with no price that a re-price priced counts as priced
 _ADJUSTED = ("SELECT tenant, task_id, SUM(delta), SUM(cost_nano IS NULL AND delta != 0) FROM ("
