@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from tokentrail.identity import OWNER_FIELDS, value_problem
 from tokentrail.state import BoundedMemo
@@ -20,6 +21,35 @@ ENV_ATTRIBUTES = "TOKENTRAIL_ATTRIBUTES"
 ENV_CARDINALITY_LIMIT = "TOKENTRAIL_METRICS_CARDINALITY_LIMIT"
 
 DEFAULT_CARDINALITY_LIMIT = 2000
+
+_ENVIRON_TYPE = type(os.environ)
+_ENCODING = sys.getfilesystemencoding()
+# encoded names of the variables read per call (a handful of constants)
+_encoded: dict[str, bytes] = {}
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """``os.environ.get(name, default)`` for the per-call path, about a fifth of its cost.
+
+    On POSIX ``os.environ`` keeps every change made through it (``monkeypatch.setenv`` too)
+    in its ``_data`` dict of encoded names and values: one C-level lookup there sees exactly
+    what ``os.environ.get`` would, without its Mapping and encode/decode layers. Anything else
+    (Windows, an ``os.environ`` replaced by another mapping) asks ``os.environ.get``.
+    """
+    environ = os.environ
+    if type(environ) is not _ENVIRON_TYPE or not _POSIX:
+        return environ.get(name, default)
+    key = _encoded.get(name)
+    if key is None:
+        key = name.encode(_ENCODING, "surrogateescape")
+        if len(_encoded) < 256:
+            _encoded[name] = key
+    raw = environ._data.get(key)  # type: ignore[attr-defined]
+    return default if raw is None else raw.decode(_ENCODING, "surrogateescape")
+
+
+# os.environ's own encoding on POSIX: names and values are bytes in _data
+_POSIX = os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict)
 
 
 def parse_attributes(raw: str | None) -> dict[str, str]:
@@ -62,7 +92,7 @@ def _parsed(raw: str | None) -> tuple[tuple[str, str], ...]:
 
 def static_attributes() -> dict[str, str]:
     """The TOKENTRAIL_ATTRIBUTES defaults, as a new dict the caller may change."""
-    return dict(_static.get(os.environ.get(ENV_ATTRIBUTES), _parsed))
+    return dict(_static.get(env(ENV_ATTRIBUTES), _parsed))
 
 
 def cardinality_limit() -> int:

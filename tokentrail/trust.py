@@ -31,9 +31,11 @@ import threading
 from typing import Mapping
 
 from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from tokentrail import telemetry
+from tokentrail.config import env
 from tokentrail.identity import IDENTITY_KEYS, OWNER_FIELDS, is_valid_value
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import BoundedMemo, BoundedSet, register_reset
@@ -62,12 +64,12 @@ _EMPTY: Mapping[str, str] = {}
 
 
 def _secret() -> bytes | None:
-    raw = os.environ.get(ENV_SECRET)
+    raw = env(ENV_SECRET)
     return raw.encode() if raw else None
 
 
 def _trust_unsigned() -> bool:
-    return os.environ.get(ENV_TRUST, "").strip().lower() in ("true", "1", "yes")
+    return (env(ENV_TRUST) or "").strip().lower() in ("true", "1", "yes")
 
 
 def _canonical(identity: Mapping[str, str]) -> bytes:
@@ -82,15 +84,34 @@ def sign(identity: Mapping[str, str], secret: bytes) -> str:
 
 def baggage_with_identity(ctx: Context, identity: Mapping[str, str]) -> Context:
     """``ctx`` with our baggage entries replaced by ``identity`` (signed when a secret is set)."""
-    for key in (*IDENTITY_KEYS, SIGNATURE_KEY):
-        if baggage.get_baggage(key, ctx) is not None:
-            ctx = baggage.remove_baggage(key, ctx)
-    for key, value in identity.items():
-        ctx = baggage.set_baggage(key, value, ctx)
+    entries = identity_baggage(ctx, identity)
+    return ctx if entries is None else otel_context.set_value(_BAGGAGE_KEY, entries, ctx)
+
+
+def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[str, object] | None:
+    """The baggage entries of ``baggage_with_identity(ctx, identity)`` (None: ``ctx``'s, unchanged).
+
+    One pass, one new dict: the same entries in the same order as removing ours one by one
+    and setting the new ones one by one would leave (an entry of ours holding None, which
+    ``get_baggage`` cannot tell from absent, was never removed: it keeps its place).
+    """
+    current = otel_context.get_value(_BAGGAGE_KEY, ctx)
+    if not isinstance(current, dict):
+        current = _EMPTY_DICT
+    entries = {k: v for k, v in current.items() if k not in _OURS or v is None}
+    if not identity and len(entries) == len(current):
+        return None  # nothing of ours to drop, nothing to add
+    entries.update(identity)
     secret = _secret()
     if secret and identity:
-        ctx = baggage.set_baggage(SIGNATURE_KEY, sign(identity, secret), ctx)
-    return ctx
+        entries[SIGNATURE_KEY] = sign(identity, secret)
+    return entries
+
+
+# the context key baggage lives under, found through the public API
+_BAGGAGE_KEY = next(iter(baggage.clear(Context())))
+_OURS = frozenset((*IDENTITY_KEYS, SIGNATURE_KEY))
+_EMPTY_DICT: dict[str, object] = {}
 
 
 _VerifyKey = tuple[tuple[tuple[str, str], ...], "str | None", "bytes | None", bool]
