@@ -289,7 +289,7 @@ register_reset(_loaded.forget)
 def config() -> BudgetConfig:
     """The budgets of ``TOKENTRAIL_BUDGETS`` (loaded once per path; a bad file is logged and
     ignored, never fatal)."""
-    path = os.environ.get(ENV_BUDGETS) or None
+    path = tt_config.env(ENV_BUDGETS) or None  # read twice per LLM call: the cheap reader
     if path != _loaded.path:
         with _loaded.lock:
             if path != _loaded.path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from tokentrail.identity import OWNER_FIELDS, value_problem
 from tokentrail.state import BoundedMemo
@@ -28,7 +29,7 @@ _ENCODING = sys.getfilesystemencoding()
 _encoded: dict[str, bytes] = {}
 
 
-def env(name: str, default: str | None = None) -> str | None:
+def env(name: str, default: Any = None) -> Any:
     """``os.environ.get(name, default)`` for the per-call path, about a fifth of its cost.
 
     On POSIX ``os.environ`` keeps every change made through it (``monkeypatch.setenv`` too)

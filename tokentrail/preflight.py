@@ -11,11 +11,11 @@ Nothing is registered by importing a module: ``tokentrail.breakers.install()`` d
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from tokentrail import telemetry
+from tokentrail.config import env
 from tokentrail.errors import BudgetExceeded
 from tokentrail.processor.pricing import PRICED, quote
 from tokentrail.processor.usage import Usage
@@ -122,7 +122,7 @@ def estimate_tokens(text_chars: int) -> int:
 
 def default_output_tokens() -> int:
     try:
-        return max(1, int(os.environ.get(ENV_DEFAULT_OUTPUT, DEFAULT_OUTPUT_TOKENS)))
+        return max(1, int(env(ENV_DEFAULT_OUTPUT, DEFAULT_OUTPUT_TOKENS)))
     except ValueError:
         return DEFAULT_OUTPUT_TOKENS
 

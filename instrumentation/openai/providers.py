@@ -16,10 +16,10 @@ Overrides, in order:
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from tokentrail.config import env
 from tokentrail.instrumentation import genai_span
 from tokentrail.state import BoundedMemo
 
@@ -101,7 +101,7 @@ _endpoints: BoundedMemo[str, Endpoint] = BoundedMemo(256)
 def detect(base_url: object) -> Endpoint:
     """The provider and server address for a client's base URL (cheap: memoised)."""
     endpoint = _endpoints.get(str(base_url or ""), _from_url)
-    forced = os.environ.get(PROVIDER_ENV)
+    forced = env(PROVIDER_ENV)
     if forced:
         return Endpoint(normalise(forced) or forced.strip().lower(), endpoint.server_address, endpoint.server_port)
     return endpoint

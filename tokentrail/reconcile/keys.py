@@ -3,14 +3,15 @@
 What the admin APIs group by and the client knows: OpenAI project and organization (when the
 client sets them), the Anthropic workspace (``TOKENTRAIL_ANTHROPIC_WORKSPACE``: a key cannot tell
 it), and the key's hint in the redacted form the admin APIs list it (never the key). Off with
-``TOKENTRAIL_JOIN_KEYS=false``. Imports nothing heavier than ``os``: instrumentation calls it.
+``TOKENTRAIL_JOIN_KEYS=false``. Imports nothing heavier than ``tokentrail.config`` (its cheap
+environment reader): instrumentation calls it on every call.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from tokentrail.config import env
 from tokentrail.semconv import attributes as attr
 
 ENV = "TOKENTRAIL_JOIN_KEYS"
@@ -20,7 +21,7 @@ MIN_KEY_CHARS = 24
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV, "true").strip().lower() not in ("false", "0", "no", "off")
+    return env(ENV, "true").strip().lower() not in ("false", "0", "no", "off")
 
 
 def key_hint(key: Any, head: int) -> str | None:
@@ -47,7 +48,7 @@ def anthropic(client: Any) -> dict[str, str]:
     if client is None or not enabled():
         return {}
     found = {
-        attr.TOKENTRAIL_PROVIDER_WORKSPACE: os.environ.get(WORKSPACE_ENV, "").strip() or None,
+        attr.TOKENTRAIL_PROVIDER_WORKSPACE: env(WORKSPACE_ENV, "").strip() or None,
         attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(getattr(client, "api_key", None), 16),
     }
     return {k: v for k, v in found.items() if v}
