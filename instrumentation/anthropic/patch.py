@@ -61,13 +61,16 @@ def _begin(is_async: bool) -> genai_span.Begin:
             server_port=port,
             max_tokens=body.get("max_tokens"),
             stream=stream,
-            estimated_input_tokens=preflight.estimate_tokens(
-                prompt_chars((body.get("messages"), body.get("system"), body.get("tools")))),
+            estimated_input_tokens=lambda: _estimate(body),  # measured only when a pre-flight check applies
             attributes=join_keys.anthropic(client),  # what the provider's bill groups by
         )
         return genai_span.Begun(call, kwargs, (stream, is_async))
 
     return begin
+
+
+def _estimate(body: dict) -> int:
+    return preflight.estimate_tokens(prompt_chars((body.get("messages"), body.get("system"), body.get("tools"))))
 
 
 # --- response side ------------------------------------------------------------------------

@@ -151,15 +151,16 @@ def _begin(instruments: Instruments, client: Any, args: tuple, kwargs: dict) -> 
     params = (args[1] if len(args) > 1 else kwargs.get("api_params")) or {}
     if operation in (CONVERSE, CONVERSE_STREAM):
         max_tokens = (params.get("inferenceConfig") or {}).get("maxTokens")
-        chars = prompt_chars((params.get("messages"), params.get("system")))
+        prompt = (params.get("messages"), params.get("system"))
     else:
-        max_tokens, chars = _invoke_max_tokens(params.get("body")), prompt_chars(params.get("body"))
+        max_tokens, prompt = _invoke_max_tokens(params.get("body")), params.get("body")
     host, port = genai_span.server_of(getattr(getattr(client, "meta", None), "endpoint_url", None))
     call = genai_span.start_llm_call(
         instruments, provider=PROVIDER, operation=OPERATION, request_model=params.get("modelId"),
         server_address=host, server_port=port, max_tokens=max_tokens,
         stream=operation in (CONVERSE_STREAM, INVOKE_STREAM),
-        estimated_input_tokens=preflight.estimate_tokens(chars),
+        # measured only when a pre-flight check applies
+        estimated_input_tokens=lambda: preflight.estimate_tokens(prompt_chars(prompt)),
     )
     return genai_span.Begun(call, kwargs, operation)
 

@@ -52,7 +52,8 @@ def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
             max_tokens=field(config, "max_output_tokens"),
             stream=stream,
             service_tier=_service_tier(config),
-            estimated_input_tokens=preflight.estimate_tokens(prompt_chars(kwargs.get("contents"))),
+            # measured only when a pre-flight check applies
+            estimated_input_tokens=lambda: preflight.estimate_tokens(prompt_chars(kwargs.get("contents"))),
         )
         return genai_span.Begun(call, kwargs)
 

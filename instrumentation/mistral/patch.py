@@ -27,7 +27,7 @@ def _server(instance: Any, kwargs: dict) -> tuple[str | None, int | None]:
 def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
     def begin(instruments: Instruments, instance: Any, args: tuple, kwargs: dict) -> genai_span.Begun:
         tier = kwargs.get("service_tier")
-        chars = prompt_chars(kwargs.get("messages") if operation == CHAT else kwargs.get("inputs"))
+        prompt = kwargs.get("messages") if operation == CHAT else kwargs.get("inputs")
         host, port = _server(instance, kwargs)
         call = genai_span.start_llm_call(
             instruments,
@@ -39,7 +39,8 @@ def _begin(operation: str, stream: bool | None) -> genai_span.Begin:
             max_tokens=kwargs.get("max_tokens"),
             stream=stream,
             service_tier=tier if isinstance(tier, str) else None,
-            estimated_input_tokens=preflight.estimate_tokens(chars),
+            # measured only when a pre-flight check applies
+            estimated_input_tokens=lambda: preflight.estimate_tokens(prompt_chars(prompt)),
         )
         return genai_span.Begun(call, kwargs)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field as dc_field
-from typing import Any
+from typing import Any, Callable
 
 import wrapt
 
@@ -69,7 +69,7 @@ class _Plan:
     stream: bool
     max_tokens: int | None
     service_tier: str | None
-    estimated_input_tokens: int
+    estimated_input_tokens: Callable[[], int]  # measured only when a pre-flight check applies
     kwargs: dict[str, Any]
     hide_usage_chunk: bool = False
     extra: dict[str, Any] = dc_field(default_factory=dict)
@@ -129,7 +129,7 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
         stream=stream,
         max_tokens=max_tokens,
         service_tier=tier if isinstance(tier, str) and tier != "auto" else None,
-        estimated_input_tokens=_estimate(kind, kwargs),
+        estimated_input_tokens=lambda: _estimate(kind, kwargs),
         kwargs=kwargs,
         base_url=base_url,
     )
