@@ -61,12 +61,15 @@ class Instruments:
 class Target(NamedTuple):
     """One thing to patch: ``path`` ("Class.method" or "function") in ``module`` (the first of
     several module names that imports), replaced by ``factory(instruments)``, a wrapt wrapper.
-    ``optional``: absent from some SDK versions, skipped at debug level."""
+    ``optional``: absent from some SDK versions, skipped at debug level. ``plain``:
+    ``factory(instruments)(original)`` is the replacement itself, a plain function, for a method
+    every call goes through where a wrapt wrapper's own cost would be most of the work."""
 
     module: str | tuple[str, ...]
     path: str
     factory: Callable[[Instruments], Callable[..., Any]]
     optional: bool = False
+    plain: bool = False
 
 
 def sync_and_async(module: str | tuple[str, ...], sync_path: str, async_path: str,
@@ -101,7 +104,10 @@ def _patch(target: Target, instruments: Instruments) -> _Patch:
     original = vars(owner).get(name, _MISSING)
     if original is _MISSING:
         getattr(owner, name)  # an AttributeError for a method this SDK version lacks
-    wrapt.wrap_function_wrapper(owner, name, target.factory(instruments))
+    if target.plain:
+        setattr(owner, name, target.factory(instruments)(getattr(owner, name)))
+    else:
+        wrapt.wrap_function_wrapper(owner, name, target.factory(instruments))
     return _Patch(owner, name, original, vars(owner)[name])
 
 

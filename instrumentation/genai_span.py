@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation import utils as instrumentation_utils
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -45,9 +46,19 @@ _log = logging.getLogger(__name__)
 _IN_LLM_CALL: ContextVar[bool] = ContextVar("tokentrail_in_llm_call", default=False)
 
 
+# The keys is_instrumentation_enabled() reads, so a call looks the current context up once, not twice.
+_SUPPRESS_KEYS = tuple(getattr(instrumentation_utils, name, None) for name in (
+    "_SUPPRESS_INSTRUMENTATION_KEY", "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN"))
+
+
 def should_skip() -> bool:
     """True when a wrapper must pass the call straight through (nested call or suppression)."""
-    return _IN_LLM_CALL.get() or not is_instrumentation_enabled()
+    if _IN_LLM_CALL.get():
+        return True
+    if None in _SUPPRESS_KEYS:  # an opentelemetry-instrumentation without them: ask it
+        return not is_instrumentation_enabled()
+    ctx = otel_context.get_current()
+    return bool(ctx.get(_SUPPRESS_KEYS[0]) or ctx.get(_SUPPRESS_KEYS[1]))
 
 
 def in_llm_call() -> bool:

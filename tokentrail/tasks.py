@@ -25,13 +25,14 @@ outside any task carry them too; inside a task they also count as its retry/fall
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -440,14 +441,21 @@ def note_sdk_retry(retries_taken: int) -> None:
         _log.debug("tokentrail: could not note an SDK retry", exc_info=True)
 
 
-def stainless_retry_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    """wrapt wrapper for ``BaseClient._build_request(options, retries_taken=n)`` of the
+def stainless_retry_method(build_request: Callable[..., Any]) -> Callable[..., Any]:
+    """The replacement of ``BaseClient._build_request(options, retries_taken=n)`` of the
     Stainless-generated SDKs (openai, anthropic): called once per HTTP try, so the LLM span
-    stays one per user call and counts the SDK's internal retries in tokentrail.retry.attempt."""
-    retries_taken = kwargs.get("retries_taken", 0)
-    if isinstance(retries_taken, int) and retries_taken > 0:
-        note_sdk_retry(retries_taken)
-    return wrapped(*args, **kwargs)
+    stays one per user call and counts the SDK's internal retries in tokentrail.retry.attempt.
+
+    A plain method, not a wrapt wrapper: it runs on every call and acts only on a retry."""
+
+    @functools.wraps(build_request)
+    def _build_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        retries_taken = kwargs.get("retries_taken", 0)
+        if isinstance(retries_taken, int) and retries_taken > 0:
+            note_sdk_retry(retries_taken)
+        return build_request(self, *args, **kwargs)
+
+    return _build_request
 
 
 def on_llm_call_end(span: Any, attributes: Mapping[str, Any]) -> None:

@@ -49,7 +49,8 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
         Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
-        Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper, optional=True),
+        Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_method, optional=True,
+               plain=True),
     )
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -79,8 +79,8 @@ class OpenAIInstrumentor(TokentrailInstrumentor):
         # Batch API results are priced (batch tier) when their output file is downloaded.
         *sync_and_async(_FILES, "Files.content", "AsyncFiles.content", batch.files_content_wrapper),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
-        Target("openai._base_client", "BaseClient._build_request", lambda instruments: tasks.stainless_retry_wrapper,
-               optional=True),
+        Target("openai._base_client", "BaseClient._build_request", lambda instruments: tasks.stainless_retry_method,
+               optional=True, plain=True),
     )
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -1,0 +1,46 @@
+"""The per-call path's shortcuts in the instrumentation behave as what they replace.
+
+``should_skip`` reads the suppression keys from one lookup of the context (it used to ask
+``is_instrumentation_enabled``); the SDKs' ``_build_request`` is replaced by a plain method
+(not a wrapt wrapper), which ``uninstrument()`` must take away again exactly.
+"""
+
+from __future__ import annotations
+
+import anthropic._base_client
+import openai._base_client
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
+
+from tokentrail.instrumentation.anthropic import AnthropicInstrumentor
+from tokentrail.instrumentation.genai_span import should_skip
+from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+
+def test_should_skip_follows_every_suppression():
+    assert should_skip() is (not is_instrumentation_enabled()) is False
+    with suppress_instrumentation():
+        assert should_skip() is (not is_instrumentation_enabled()) is True
+    token = otel_context.attach(otel_context.set_value("suppress_instrumentation", True))  # the older plain key
+    try:
+        assert should_skip() is (not is_instrumentation_enabled()) is True
+    finally:
+        otel_context.detach(token)
+    assert should_skip() is False
+
+
+@pytest.mark.parametrize("instrumentor, module", [(OpenAIInstrumentor, openai._base_client),
+                                                  (AnthropicInstrumentor, anthropic._base_client)])
+def test_the_plain_build_request_patch_is_undone_exactly(instrumentor, module):
+    inst = instrumentor()
+    if inst.is_instrumented_by_opentelemetry:
+        pytest.skip("instrumented by an earlier test")
+    original = vars(module.BaseClient)["_build_request"]
+    inst.instrument(skip_dep_check=True)
+    try:
+        patched = vars(module.BaseClient)["_build_request"]
+        assert patched is not original and patched.__wrapped__ is original
+    finally:
+        inst.uninstrument()
+    assert vars(module.BaseClient)["_build_request"] is original
