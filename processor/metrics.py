@@ -7,15 +7,20 @@ the SDK's aggregation cardinality limit, so one noisy dimension cannot explode a
 
 The token and USD counters are ``Totals``: tokentrail's own sums per attribute set, reported
 through ObservableCounters when a reader collects (a dict update per call instead of a full SDK
-measurement). The histograms stay synchronous: the cost point's exemplar links the trace.
+measurement). The histograms are ``Histogram``: bucket counts, sums and exemplars summed by
+tokentrail per attribute set and added to the SDK's own aggregations as a reader collects.
 """
 
 from __future__ import annotations
 
 import logging
+import itertools
+import math
 import os
 import threading
 import weakref
+from bisect import bisect_left
+from time import time_ns
 from typing import Any, Iterable, Mapping
 
 from opentelemetry import context as context_api
@@ -27,6 +32,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from tokentrail import config
+from tokentrail.processor import sdk
 from tokentrail.processor.sdk import NO_EXEMPLAR, counter_temporalities
 from tokentrail.processor.usage import InvalidUsage, Usage, is_attributed
 from tokentrail.semconv import attributes as attr
@@ -178,6 +184,173 @@ def _key(attributes: Mapping[str, Any]) -> Any:
 _OVERFLOW_KEY = _key(_OVERFLOW)
 
 
+class Histogram:
+    """An SDK histogram whose measurements tokentrail sums itself, per attribute set: bucket
+    counts, sum, min, max and the exemplar offers, added to the SDK's own aggregations when a
+    reader collects (``flush``, called back by the provider's collection). ``record`` has
+    ``Histogram.record``'s signature and costs a dict update instead of a full SDK measurement.
+
+    The SDK creates each series itself (views, cardinality limit and overflow, start time) when
+    its first measurement comes, under the provider's collection lock, so no collection sees a
+    series without it. Each SDK series gets the sum of its own measurements in their order, so
+    a reader gets the same float sums. Anything the SDK would aggregate otherwise goes to its own
+    ``record``: a value it refuses (negative, not finite), a disabled meter, another aggregation
+    or exemplar reservoir, a view that merges attribute sets.
+    """
+
+    __slots__ = ("_instrument", "_consumer", "_lock", "_collecting", "_sample", "_enabled", "_series",
+                 "_bounds", "_cap", "_sync", "_order")
+
+    def __init__(self, instrument: Any, consumer: Any, sample: Any, cap: int) -> None:
+        self._instrument = instrument
+        self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
+        self._lock = threading.Lock()
+        self._collecting = sdk.collection_lock(consumer)
+        self._sample = sample
+        self._enabled = sdk.instrument_enabled(instrument)
+        self._series: dict[Any, _Series] = {}
+        self._bounds: tuple[float, ...] = ()
+        self._cap = cap
+        self._sync = self._enabled is None
+        self._order = itertools.count()  # exemplar offers, in the order they were made
+
+    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
+        # ``not 0 <= amount < inf`` is also true of nan: the SDK warns and drops such values
+        if self._sync or not 0 <= amount < math.inf or not self._enabled():
+            self._instrument.record(amount, attributes, context=context)
+            return
+        if attributes is None:
+            attributes = {}
+        if context is None:
+            context = context_api.get_current()
+        now = time_ns()
+        order = next(self._order) if self._sample(amount, now, attributes, context) else None
+        key = _key(attributes)
+        with self._lock:
+            series = self._series.get(key)
+            if series is not None:
+                series.add(amount, bisect_left(self._bounds, amount), context, now, order, attributes)
+                return
+        self._open(key, amount, attributes, context, now, order)
+
+    def _open(self, key: Any, amount: int | float, attributes: Mapping[str, Any], context: Any, now: int,
+              order: int | None) -> None:
+        with self._collecting, self._lock:
+            series = self._series.get(key)
+            if series is None and not self._sync:
+                series = self._start(key, attributes)
+            if series is not None:
+                series.add(amount, bisect_left(self._bounds, amount), context, now, order, attributes)
+                return
+        self._instrument.record(amount, attributes, context=context)
+
+    def _start(self, key: Any, attributes: Mapping[str, Any]) -> "_Series | None":
+        """With both locks held: the series of a new attribute set, created in the SDK; None to
+        leave it to the SDK's own ``record`` (no reader yet, or not summable here)."""
+        cleaned = sdk.clean_attributes(attributes)
+        found = None
+        if len(self._series) < self._cap:
+            found = sdk.histogram_aggregations(self._consumer, self._instrument, cleaned)
+            if found is sdk.UNSUMMABLE:
+                self._sync = True
+                return None
+        if found is None or found[1]:  # past our cap, or the SDK's: its overflow series
+            series = self._series.get(_OVERFLOW_KEY)
+            if series is None:
+                series = self._new(_OVERFLOW_KEY, _OVERFLOW,
+                                   sdk.histogram_aggregations(self._consumer, self._instrument, _OVERFLOW), overflow=True)
+            if series is not None and found is not None:  # past our cap, no more keys: memory stays bounded
+                self._series[key] = series
+            return series
+        return self._new(key, cleaned, found)
+
+    def _new(self, key: Any, attributes: Mapping[str, Any], found: Any, overflow: bool = False) -> "_Series | None":
+        if found is None or found is sdk.UNSUMMABLE:
+            self._sync = True
+            return None
+        aggregations, _ = found
+        bounds = {sdk.histogram_bounds(aggregation) for aggregation in aggregations}
+        if len(bounds) != 1 or (self._bounds and bounds != {self._bounds}):
+            self._sync = bool(bounds)  # no reader yet: the SDK drops it too
+            return None
+        self._bounds = bounds.pop()
+        series = self._series[key] = _Series(attributes, len(self._bounds) + 1, overflow)
+        return series
+
+    def flush(self) -> None:
+        """Add what was recorded since the last flush to the SDK's aggregations (every reader's)."""
+        with self._lock:
+            due = [(series.attributes, series.take()) for series in dict.fromkeys(self._series.values()) if series.count]
+        offers = []
+        for attributes, (counts, total, low, high, exemplars) in due:
+            found = sdk.histogram_aggregations(self._consumer, self._instrument, attributes)
+            if found is sdk.UNSUMMABLE:  # a reader added since, with another aggregation
+                self._sync = True
+                _logger.warning("tokentrail: %s changed aggregation; its points since the last collection "
+                                "are lost, later ones are recorded by the SDK", self._instrument.name)
+                continue
+            for aggregation in found[0]:
+                sdk.add_to_histogram(aggregation, counts, total, low, high)
+                offers.extend((offer, aggregation) for offer in exemplars)
+        # in the order made, as the SDK's reservoirs met them
+        offers.sort(key=_first_of_first)
+        for (_, *offer), aggregation in offers:
+            sdk.offer_exemplar(aggregation, *offer)
+
+
+def _first_of_first(item: tuple) -> Any:
+    return item[0][0]
+
+
+class _Series:
+    """One SDK series of a Histogram, since the last flush."""
+
+    __slots__ = ("attributes", "size", "overflow", "counts", "sum", "min", "max", "count", "exemplars")
+
+    def __init__(self, attributes: Mapping[str, Any], size: int, overflow: bool) -> None:
+        self.attributes = attributes
+        self.size = size
+        self.overflow = overflow  # many attribute sets: each exemplar keeps its own
+        self._reset()
+
+    def _reset(self) -> None:
+        self.counts = [0] * self.size
+        self.sum: int | float = 0  # as the SDK sums: exact ints stay ints
+        self.min: int | float = math.inf
+        self.max: int | float = -math.inf
+        self.count = 0
+        self.exemplars: dict[int, tuple] = {}
+
+    def add(self, amount: int | float, bucket: int, context: Any, now: int, order: int | None,
+            attributes: Mapping[str, Any]) -> None:
+        self.counts[bucket] += 1
+        self.sum += amount
+        self.count += 1
+        if amount < self.min:
+            self.min = amount
+        if amount > self.max:
+            self.max = amount
+        if order is not None:
+            offered = sdk.clean_attributes(attributes) if self.overflow else self.attributes
+            offer = (order, amount, now, offered, context)
+            # The SDK's reservoir keeps the last offer of each bucket, but the trace and span of
+            # the last one in a span when the last offer is in none (an always-on filter).
+            spanned = offer if trace_api.get_current_span(context) is not trace_api.INVALID_SPAN else None
+            if spanned is None:
+                spanned = self.exemplars.get(bucket, (None, None))[1]
+            self.exemplars[bucket] = (offer, spanned)
+
+    def take(self) -> tuple:
+        offers = []
+        for offer, spanned in self.exemplars.values():
+            if spanned is not None and spanned is not offer:
+                offers.append(spanned)
+            offers.append(offer)
+        taken = (self.counts, self.sum, self.min, self.max, offers)
+        self._reset()
+        return taken
+
+
 #: The counters (Instruments attribute, name, unit, description): Totals where they can be.
 _COUNTERS = (
     ("tokens", names.TOKENTRAIL_TOKENS, "{token}", "Tokens by tokentrail.token.type"),
@@ -232,6 +405,52 @@ def _counters_for(meter_provider: Any, meter: metrics_api.Meter) -> dict[str, To
     return found or None
 
 
+# By MeterProvider, for as long as it lives (not forgotten by tokentrail.state.reset(), like the
+# counters): its Histograms by SDK instrument, flushed by one callback registered on it.
+_histograms: "weakref.WeakKeyDictionary[Any, dict[Any, Histogram]]" = weakref.WeakKeyDictionary()
+
+
+def _histograms_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
+    """A function giving the Histogram of each SDK histogram of this provider (the instrument
+    itself for a provider that is not the SDK's)."""
+    consumer = sdk.measurement_consumer(meter_provider)
+    sample = sdk.exemplar_filter(meter_provider)
+    if consumer is None or sample is None:
+        return _same
+    try:
+        book = _histograms.get(meter_provider)
+    except TypeError:  # not weakly referenceable
+        return _same
+    if book is None:
+        with _counters_lock:
+            book = _histograms.get(meter_provider)
+            if book is None:
+                book = _histograms[meter_provider] = {}
+                meter.create_observable_gauge(names.TOKENTRAIL_HISTOGRAMS_COLLECT, callbacks=[_flusher(book)],
+                                              unit="1", description="Never reports a point")
+    cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
+
+    def summed(instrument: Any) -> Any:
+        with _counters_lock:
+            found = book.get(instrument)
+            if found is None:
+                found = book[instrument] = Histogram(instrument, consumer, sample, cap)
+        return found
+    return summed
+
+
+def _same(instrument: Any) -> Any:
+    return instrument
+
+
+def _flusher(book: dict[Any, Histogram]) -> Any:
+    def flush(options: CallbackOptions) -> Iterable[Observation]:
+        for histogram in tuple(book.values()):
+            histogram.flush()
+        return ()
+    return flush
+
+
 class Instruments:
     """The instruments of one MeterProvider."""
 
@@ -241,30 +460,32 @@ class Instruments:
 
     def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
         meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
+        summed = _histograms_for(meter_provider, meter)
         self.latest = gen_ai_latest()
         # Bucket advice too, so the buckets are right even when another configurator built
         # the MeterProvider without our views.
-        self.cost = meter.create_histogram(
+        self.cost = summed(meter.create_histogram(
             names.TOKENTRAIL_COST, unit="USD", description="Cost of one LLM call in USD",
-            explicit_bucket_boundaries_advisory=COST_BUCKETS_USD)
+            explicit_bucket_boundaries_advisory=COST_BUCKETS_USD))
         self.unpriced = meter.create_counter(
             names.TOKENTRAIL_CALLS_UNPRICED, unit="{call}",
             description="LLM calls whose model is not on the rate card")
         # One generation of the upstream GenAI metrics, never both (no extra points per call).
         if self.latest:
-            self.inference_duration = _duration(meter, names.GEN_AI_CLIENT_INFERENCE_DURATION,
-                                                "GenAI client inference operation duration")
-            self.inference_input = _tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
-                                           "Input tokens used per inference operation")
-            self.inference_output = _tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
-                                            "Output tokens used per inference operation")
-            self.embeddings_duration = _duration(meter, names.GEN_AI_CLIENT_EMBEDDINGS_DURATION,
-                                                 "GenAI client embeddings operation duration")
-            self.embeddings_input = _tokens(meter, names.GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS,
-                                            "Input tokens used per embeddings operation")
+            self.inference_duration = summed(_duration(meter, names.GEN_AI_CLIENT_INFERENCE_DURATION,
+                                                       "GenAI client inference operation duration"))
+            self.inference_input = summed(_tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+                                                  "Input tokens used per inference operation"))
+            self.inference_output = summed(_tokens(meter, names.GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+                                                   "Output tokens used per inference operation"))
+            self.embeddings_duration = summed(_duration(meter, names.GEN_AI_CLIENT_EMBEDDINGS_DURATION,
+                                                        "GenAI client embeddings operation duration"))
+            self.embeddings_input = summed(_tokens(meter, names.GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS,
+                                                   "Input tokens used per embeddings operation"))
         else:
-            self.token_usage = _tokens(meter, names.GEN_AI_CLIENT_TOKEN_USAGE, "Number of input and output tokens used")
-            self.duration = _duration(meter, names.GEN_AI_CLIENT_OPERATION_DURATION, "GenAI operation duration")
+            self.token_usage = summed(_tokens(meter, names.GEN_AI_CLIENT_TOKEN_USAGE,
+                                              "Number of input and output tokens used"))
+            self.duration = summed(_duration(meter, names.GEN_AI_CLIENT_OPERATION_DURATION, "GenAI operation duration"))
         counters: Any = _counters_for(meter_provider, meter) if meter_provider is not None else None
         if counters is None:
             counters = _sync_counters(meter)

@@ -3,18 +3,23 @@
 The processors need a few things the SDK has no public API for: the processors installed on
 a TracerProvider (read, and wrapped in place), a span's attributes as a plain dict, a copy of an ended (immutable) span with
 attributes added or another parent, the name of the instrumentation scope of a span, the
-processors' ``_on_ending`` hook, the temporality each reader of a MeterProvider asks for, and a
-context that makes a metric measurement take no exemplar.
+processors' ``_on_ending`` hook, the temporality each reader of a MeterProvider asks for, a
+context that makes a metric measurement take no exemplar, and the aggregations of a histogram
+(for tokentrail's own histogram sums, handed to the SDK when a reader collects).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics._internal.instrument import _Counter, _ObservableCounter
+from opentelemetry.attributes import _clean_attribute_value
+from opentelemetry.sdk.metrics._internal._view_instrument_match import _OVERFLOW_ATTRIBUTES, _hash_attributes
+from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
+from opentelemetry.sdk.metrics._internal.exemplar import AlignedHistogramBucketExemplarReservoir
+from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram, _ObservableCounter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 
@@ -117,3 +122,99 @@ def counter_temporalities(meter_provider: Any) -> tuple[Any, ...] | None:
 #: one by the current context (``context or get_current()``), which would sample the exemplar
 #: from whatever span is current; an invalid span makes the trace-based filter skip it.
 NO_EXEMPLAR = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
+
+
+# --- histograms: tokentrail sums a call's measurements itself and adds the sums to the SDK's own
+# aggregations when a reader collects (processor/metrics.py, Histogram) -------------------------
+
+def measurement_consumer(meter_provider: Any) -> Any:
+    """The object of an SDK MeterProvider that takes measurements and runs collections (it holds
+    no reference to the provider); None for any other provider."""
+    consumer = getattr(meter_provider, "_measurement_consumer", None)
+    return consumer if hasattr(consumer, "_reader_storages") and hasattr(consumer, "_lock") else None
+
+
+def collection_lock(consumer: Any) -> Any:
+    """The lock held through each reader's collection (callbacks, then the aggregations)."""
+    return consumer._lock
+
+
+def exemplar_filter(meter_provider: Any) -> Callable[..., bool] | None:
+    """The ``should_sample(value, time_unix_nano, attributes, context)`` of an SDK
+    MeterProvider's exemplar filter."""
+    return getattr(getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None),
+                   "should_sample", None)
+
+
+def instrument_enabled(instrument: Any) -> Callable[[], bool] | None:
+    """An SDK histogram's ``_is_enabled`` (False while its meter is disabled); None for any other
+    instrument."""
+    return instrument._is_enabled if type(instrument) is _Histogram else None
+
+
+def clean_attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Attributes as the SDK cleans those of a measurement."""
+    return _clean_attribute_value(attributes, None)
+
+
+#: histogram_aggregations: a configuration whose sums tokentrail cannot add for the SDK.
+UNSUMMABLE = None
+
+
+def histogram_aggregations(consumer: Any, instrument: Any, attributes: Mapping[str, Any]
+                           ) -> tuple[list[Any], bool] | None:
+    """The aggregations a measurement of an SDK histogram with these (cleaned) attributes goes
+    to, one per reader and matching view, found or created as the SDK does it for a measurement
+    (the cardinality limit and its overflow series, the start time), and whether they are the
+    overflow series of a reader. UNSUMMABLE (None) when one is not an explicit-bucket histogram
+    with the SDK's aligned exemplar reservoir, when a view's attribute keys drop one of these
+    attributes (several attribute sets in one aggregation), or when some readers overflow and
+    others do not."""
+    if type(instrument) is not _Histogram:
+        return UNSUMMABLE
+    found, overflowed = [], set()
+    for storage in tuple(consumer._reader_storages.values()):
+        for match in storage._get_or_init_view_instrument_match(instrument):
+            keys = match._view._attribute_keys
+            if keys is not None and not keys.issuperset(attributes):
+                return UNSUMMABLE
+            key = _hash_attributes(attributes)
+            aggregation = match._attributes_aggregation.get(key)
+            if aggregation is None:
+                with match._lock:
+                    aggregation = match._get_or_create_aggregation(key, dict(attributes))
+            if (type(aggregation) is not _ExplicitBucketHistogramAggregation
+                    or type(aggregation._reservoir) is not AlignedHistogramBucketExemplarReservoir):
+                return UNSUMMABLE
+            overflowed.add(aggregation._attributes == _OVERFLOW_ATTRIBUTES != attributes)
+            found.append(aggregation)
+    if len(overflowed) > 1:
+        return UNSUMMABLE
+    return found, overflowed == {True}
+
+
+def histogram_bounds(aggregation: Any) -> tuple[float, ...]:
+    return aggregation._boundaries
+
+
+def add_to_histogram(aggregation: Any, counts: list[int], total: int | float, low: int | float,
+                     high: int | float) -> None:
+    """Add measurements summed elsewhere to an SDK explicit-bucket aggregation, as its
+    ``aggregate`` adds them one by one: bucket counts, sum, min and max."""
+    with aggregation._lock:
+        if aggregation._value is None:
+            aggregation._value = aggregation._get_empty_bucket_counts()
+        value = aggregation._value
+        for index, count in enumerate(counts):
+            if count:
+                value[index] += count
+        aggregation._sum += total
+        if aggregation._record_min_max:
+            aggregation._min = min(aggregation._min, low)
+            aggregation._max = max(aggregation._max, high)
+
+
+def offer_exemplar(aggregation: Any, value: int | float, time_unix_nano: int, attributes: Mapping[str, Any],
+                   context: Context) -> None:
+    """Offer a measurement to the aggregation's exemplar reservoir, as its ``aggregate`` does."""
+    aggregation._reservoir.offer(value, time_unix_nano, attributes, context)
