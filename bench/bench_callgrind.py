@@ -10,8 +10,9 @@ compare. The fake provider runs in a child process NOT under valgrind; each mode
 with instrumentation off. Around the measured calls only, a small C helper (callgrind client
 requests, compiled into bench/.cache/ on first use, loaded with ctypes) switches it on, zeroes
 the counters and dumps them; warm-up calls are not counted. Callgrind counts every thread of
-the process (``--separate-threads=no``) and each measured block ends with ``force_flush``, so
-the BatchSpanProcessor worker's export to the no-op exporter is included. The batch schedule
+the process (``--separate-threads=no``) and each measured block ends with ``force_flush`` and a
+metric collection, so the BatchSpanProcessor worker's export to the no-op exporter and the
+reader's collection are included. The batch schedule
 delay is raised so that, as at real speed, the measured spans leave in one export at the flush
 rather than in batches cut by valgrind's slowdown.
 
@@ -241,6 +242,10 @@ class Setup:
     def flush(self) -> None:
         if self.tp is not None:
             self.tp.force_flush()
+        # A collection too, so work a mode defers to the reader's collection (tokentrail's
+        # histogram and counter sums) is counted, as a periodic reader would run it.
+        if self.reader is not None:
+            self.reader.get_metrics_data()
 
     def metric_points(self) -> int:
         """Data points the reader holds (checks that an ablation really records no metrics)."""
