@@ -74,7 +74,7 @@ STARTS = {
                                    ("tokentrail.sig", "stale"), ("tokentrail.task.name", "t"), ("c", "3")]),
     "ours only": _with([("tokentrail.feature", "f"), ("user.id", "u-1")]),
     "one of ours holding None": _with([("x", "1"), ("tokentrail.team", None), ("y", "2")]),
-    "not a dict under the key": otel_context.set_value(trust._BAGGAGE_KEY, "not-a-dict", Context()),
+    "not a dict under the key": otel_context.set_value(trust.BAGGAGE_KEY, "not-a-dict", Context()),
     "other context values": otel_context.set_value("unrelated", 7, _with([("tokentrail.tenant", "old")])),
 }
 IDENTITIES = {
@@ -98,6 +98,6 @@ def test_baggage_with_identity_is_the_entry_by_entry_result(monkeypatch, start, 
     want = _reference(ctx, IDENTITIES[identity])
     assert list(baggage.get_all(got).items()) == list(baggage.get_all(want).items())
     assert dict(got).keys() == dict(want).keys()
-    assert {k: v for k, v in got.items() if k != trust._BAGGAGE_KEY} == {
-        k: v for k, v in want.items() if k != trust._BAGGAGE_KEY}
-    assert otel_context.get_value(trust._BAGGAGE_KEY, got) == otel_context.get_value(trust._BAGGAGE_KEY, want)
+    assert {k: v for k, v in got.items() if k != trust.BAGGAGE_KEY} == {
+        k: v for k, v in want.items() if k != trust.BAGGAGE_KEY}
+    assert otel_context.get_value(trust.BAGGAGE_KEY, got) == otel_context.get_value(trust.BAGGAGE_KEY, want)

@@ -36,8 +36,9 @@ def enter_identity(updates: Mapping[str, str]) -> object:
     ctx = otel_context.get_current()
     base, _ = current_identity(ctx)
     updated = MappingProxyType({**base, **updates})
-    ctx = trust.baggage_with_identity(ctx, updated)
-    return otel_context.attach(identity.with_identity(updated, ctx))
+    entries = trust.identity_baggage(ctx, updated)  # the baggage_with_identity entries, in the same copy
+    return otel_context.attach(identity.with_identity(
+        updated, ctx, None if entries is None else (trust.BAGGAGE_KEY, entries)))
 
 
 def owner_span_attributes(context: otel_context.Context | None = None) -> dict[str, Any]:
@@ -54,15 +55,16 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
         out = {}
     try:
         ctx = context if context is not None else otel_context.get_current()  # looked up once, read thrice
-        owner, rejection = current_identity(ctx)
+        owner, attempt, from_model = identity.marks(ctx)
+        rejection = None
+        if owner is None:
+            owner, rejection = trust.inbound_identity(ctx)
         if owner:
             out.update(owner)
         if rejection is not None:
             out[attr.TOKENTRAIL_ATTRIBUTION_REJECTION] = rejection
-        attempt = identity.retry_attempt(ctx)
         if attempt:  # 0 = the first try: nothing to mark
             out[attr.TOKENTRAIL_RETRY_ATTEMPT] = attempt
-        from_model = identity.fallback_from(ctx)
         if from_model:
             out[attr.TOKENTRAIL_FALLBACK_FROM] = from_model
     except Exception:  # never hurt the app

@@ -69,12 +69,25 @@ def validate_value(field: str, value: Any, *, api: str) -> str:
 
 def local_identity(ctx: otel_context.Context | None = None) -> Mapping[str, str] | None:
     """The identity set by ``attribute()``/``task()`` in this process, or None."""
-    return otel_context.get_value(_IDENTITY_KEY, ctx)
+    return (ctx if ctx is not None else otel_context.get_current()).get(_IDENTITY_KEY)  # get_value, one call less
 
 
-def with_identity(identity: Mapping[str, str], ctx: otel_context.Context) -> otel_context.Context:
-    """``ctx`` with ``identity`` (a read-only mapping, shared by every context that holds it)."""
-    return otel_context.set_value(_IDENTITY_KEY, identity, ctx)
+def with_identity(identity: Mapping[str, str], ctx: otel_context.Context,
+                  first: tuple[str, object] | None = None) -> otel_context.Context:
+    """``ctx`` with ``identity`` (a read-only mapping, shared by every context that holds it).
+
+    ``first``: one more (context key, value) set before it, in the same copy of the context
+    (``set_value`` twice would copy it twice)."""
+    values = dict(ctx)
+    if first is not None:
+        values[first[0]] = first[1]
+    values[_IDENTITY_KEY] = identity
+    return otel_context.Context(values)
+
+
+def marks(ctx: otel_context.Context) -> tuple[Mapping[str, str] | None, int | None, str | None]:
+    """(``local_identity``, ``retry_attempt``, ``fallback_from``) of ``ctx``, read in one go."""
+    return ctx.get(_IDENTITY_KEY), ctx.get(_RETRY_KEY), ctx.get(_FALLBACK_KEY)
 
 
 def retry_attempt(ctx: otel_context.Context | None = None) -> int | None:

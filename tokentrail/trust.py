@@ -85,7 +85,7 @@ def sign(identity: Mapping[str, str], secret: bytes) -> str:
 def baggage_with_identity(ctx: Context, identity: Mapping[str, str]) -> Context:
     """``ctx`` with our baggage entries replaced by ``identity`` (signed when a secret is set)."""
     entries = identity_baggage(ctx, identity)
-    return ctx if entries is None else otel_context.set_value(_BAGGAGE_KEY, entries, ctx)
+    return ctx if entries is None else otel_context.set_value(BAGGAGE_KEY, entries, ctx)
 
 
 def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[str, object] | None:
@@ -95,10 +95,10 @@ def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[s
     and setting the new ones one by one would leave (an entry of ours holding None, which
     ``get_baggage`` cannot tell from absent, was never removed: it keeps its place).
     """
-    current = otel_context.get_value(_BAGGAGE_KEY, ctx)
+    current = (ctx if ctx is not None else otel_context.get_current()).get(BAGGAGE_KEY)
     if not isinstance(current, dict):
         current = _EMPTY_DICT
-    entries = {k: v for k, v in current.items() if k not in _OURS or v is None}
+    entries = {k: v for k, v in current.items() if k not in _OURS or v is None} if current else {}
     if not identity and len(entries) == len(current):
         return None  # nothing of ours to drop, nothing to add
     entries.update(identity)
@@ -108,8 +108,8 @@ def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[s
     return entries
 
 
-# the context key baggage lives under, found through the public API
-_BAGGAGE_KEY = next(iter(baggage.clear(Context())))
+#: The context key baggage lives under, found through the public API.
+BAGGAGE_KEY = next(iter(baggage.clear(Context())))
 _OURS = frozenset((*IDENTITY_KEYS, SIGNATURE_KEY))
 _EMPTY_DICT: dict[str, object] = {}
 
@@ -183,8 +183,9 @@ def _admit(key: str, value: str) -> bool:
 
 def inbound_identity(ctx: Context | None = None) -> tuple[Mapping[str, str], str | None]:
     """(trusted identity, rejection reason or None) from the baggage of a context from outside."""
-    entries = baggage.get_all(ctx)
-    if not entries:
+    # what baggage.get_all(ctx) reads, without its read-only copy: the common case has none
+    entries = (ctx if ctx is not None else otel_context.get_current()).get(BAGGAGE_KEY)
+    if not entries or not isinstance(entries, dict):
         return _EMPTY, None
     found = tuple((k, str(entries[k])) for k in IDENTITY_KEYS if k in entries)
     if not found:
