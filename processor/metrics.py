@@ -28,6 +28,7 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
@@ -136,8 +137,9 @@ class Totals:
         self._lock = threading.Lock()
         self._cap = cap
 
-    def add(self, amount: int | float, attributes: Mapping[str, Any], context: Any = None) -> None:
-        key = _key(attributes)
+    def add(self, amount: int | float, attributes: Mapping[str, Any], context: Any = None, key: Any = None) -> None:
+        if key is None:
+            key = _key(attributes)
         with self._lock:
             self._add(key, amount, attributes)
 
@@ -206,15 +208,20 @@ class Histogram:
         self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
         self._lock = threading.Lock()
         self._collecting = sdk.collection_lock(consumer)
-        self._sample = sample
         self._enabled = sdk.instrument_enabled(instrument)
         self._series: dict[Any, _Series] = {}
         self._bounds: tuple[float, ...] = ()
         self._cap = cap
-        self._sync = self._enabled is None
+        self._sync = self._enabled is None or sample is None
+        if isinstance(sample, TraceBasedExemplarFilter):
+            self._sample = None  # its answer depends on the context only: _in_sampled_span
+        else:
+            self._sample = sample.should_sample if sample is not None else None
         self._order = itertools.count()  # exemplar offers, in the order they were made
 
-    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
+    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
+               key: Any = None) -> None:
+        """``key``: ``_key(attributes)``, when the caller has it."""
         # ``not 0 <= amount < inf`` is also true of nan: the SDK warns and drops such values
         if self._sync or not 0 <= amount < math.inf or not self._enabled():
             self._instrument.record(amount, attributes, context=context)
@@ -223,9 +230,16 @@ class Histogram:
             attributes = {}
         if context is None:
             context = context_api.get_current()
-        now = time_ns()
-        order = next(self._order) if self._sample(amount, now, attributes, context) else None
-        key = _key(attributes)
+        if self._sample is None:  # the SDK's default, trace-based filter
+            now = 0
+            order = None
+            if _in_sampled_span(context):
+                now, order = time_ns(), next(self._order)
+        else:
+            now = time_ns()
+            order = next(self._order) if self._sample(amount, now, attributes, context) else None
+        if key is None:
+            key = _key(attributes)
         with self._lock:
             series = self._series.get(key)
             if series is not None:
@@ -248,24 +262,28 @@ class Histogram:
         """With both locks held: the series of a new attribute set, created in the SDK; None to
         leave it to the SDK's own ``record`` (no reader yet, or not summable here)."""
         cleaned = sdk.clean_attributes(attributes)
-        found = None
+        found = targets = None
         if len(self._series) < self._cap:
-            found = sdk.histogram_aggregations(self._consumer, self._instrument, cleaned)
+            targets = sdk.histogram_targets(self._consumer, self._instrument, cleaned)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
             if found is sdk.UNSUMMABLE:
                 self._sync = True
                 return None
         if found is None or found[1]:  # past our cap, or the SDK's: its overflow series
             series = self._series.get(_OVERFLOW_KEY)
             if series is None:
-                series = self._new(_OVERFLOW_KEY, _OVERFLOW,
-                                   sdk.histogram_aggregations(self._consumer, self._instrument, _OVERFLOW), overflow=True)
+                series = self._new(_OVERFLOW_KEY, _OVERFLOW, overflow=True)
             if series is not None and found is not None:  # past our cap, no more keys: memory stays bounded
                 self._series[key] = series
             return series
-        return self._new(key, cleaned, found)
+        return self._new(key, cleaned, targets, found)
 
-    def _new(self, key: Any, attributes: Mapping[str, Any], found: Any, overflow: bool = False) -> "_Series | None":
-        if found is None or found is sdk.UNSUMMABLE:
+    def _new(self, key: Any, attributes: Mapping[str, Any], targets: Any = None, found: Any = None,
+             overflow: bool = False) -> "_Series | None":
+        if targets is None:
+            targets = sdk.histogram_targets(self._consumer, self._instrument, attributes)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
+        if found is sdk.UNSUMMABLE:
             self._sync = True
             return None
         aggregations, _ = found
@@ -274,16 +292,19 @@ class Histogram:
             self._sync = bool(bounds)  # no reader yet: the SDK drops it too
             return None
         self._bounds = bounds.pop()
-        series = self._series[key] = _Series(attributes, len(self._bounds) + 1, overflow)
+        series = self._series[key] = _Series(attributes, targets, len(self._bounds) + 1, overflow, self._sample is None)
         return series
 
     def flush(self) -> None:
         """Add what was recorded since the last flush to the SDK's aggregations (every reader's)."""
         with self._lock:
-            due = [(series.attributes, series.take()) for series in dict.fromkeys(self._series.values()) if series.count]
+            due = [(series, series.take()) for series in dict.fromkeys(self._series.values()) if series.count]
         offers = []
-        for attributes, (counts, total, low, high, exemplars) in due:
-            found = sdk.histogram_aggregations(self._consumer, self._instrument, attributes)
+        for series, (counts, total, low, high, exemplars) in due:
+            targets = series.targets
+            if not sdk.targets_current(self._consumer, targets):  # readers added or removed since
+                targets = series.targets = sdk.histogram_targets(self._consumer, self._instrument, series.attributes)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
             if found is sdk.UNSUMMABLE:  # a reader added since, with another aggregation
                 self._sync = True
                 _logger.warning("tokentrail: %s changed aggregation; its points since the last collection "
@@ -298,6 +319,24 @@ class Histogram:
             sdk.offer_exemplar(aggregation, *offer)
 
 
+_last_context: tuple[Any, bool] = (None, False)
+
+
+def _in_sampled_span(context: Context) -> bool:
+    """The SDK's trace-based exemplar filter, for a context; the last answer is kept (a call's
+    cost and duration points are taken in one context)."""
+    global _last_context
+    last = _last_context
+    if last[0] is context:
+        return last[1]
+    if context is NO_EXEMPLAR:
+        return False
+    span = trace_api.get_current_span(context)
+    sampled = span is not trace_api.INVALID_SPAN and span.get_span_context().trace_flags.sampled
+    _last_context = (context, sampled)
+    return sampled
+
+
 def _first_of_first(item: tuple) -> Any:
     return item[0][0]
 
@@ -305,12 +344,15 @@ def _first_of_first(item: tuple) -> Any:
 class _Series:
     """One SDK series of a Histogram, since the last flush."""
 
-    __slots__ = ("attributes", "size", "overflow", "counts", "sum", "min", "max", "count", "exemplars")
+    __slots__ = ("attributes", "targets", "size", "overflow", "traced", "counts", "sum", "min", "max", "count",
+                 "exemplars")
 
-    def __init__(self, attributes: Mapping[str, Any], size: int, overflow: bool) -> None:
+    def __init__(self, attributes: Mapping[str, Any], targets: Any, size: int, overflow: bool, traced: bool) -> None:
         self.attributes = attributes
+        self.targets = targets  # where the SDK takes them: found once (sdk.histogram_targets)
         self.size = size
         self.overflow = overflow  # many attribute sets: each exemplar keeps its own
+        self.traced = traced  # offers only from sampled spans (the trace-based filter)
         self._reset()
 
     def _reset(self) -> None:
@@ -335,7 +377,7 @@ class _Series:
             offer = (order, amount, now, offered, context)
             # The SDK's reservoir keeps the last offer of each bucket, but the trace and span of
             # the last one in a span when the last offer is in none (an always-on filter).
-            spanned = offer if trace_api.get_current_span(context) is not trace_api.INVALID_SPAN else None
+            spanned = offer if self.traced or trace_api.get_current_span(context) is not trace_api.INVALID_SPAN else None
             if spanned is None:
                 spanned = self.exemplars.get(bucket, (None, None))[1]
             self.exemplars[bucket] = (offer, spanned)
@@ -369,8 +411,25 @@ def _observed_counters(meter: metrics_api.Meter) -> dict[str, Totals]:
 
 def _sync_counters(meter: metrics_api.Meter) -> dict[str, Any]:
     """The same counters as synchronous SDK instruments (delta readers, other providers)."""
-    return {key: meter.create_counter(name, unit=unit, description=description)
+    return {key: _Plain(meter.create_counter(name, unit=unit, description=description))
             for key, name, unit, description in _COUNTERS}
+
+
+class _Plain:
+    """An instrument of the API as such, with the ``key`` argument of Histogram and Totals."""
+
+    __slots__ = ("_instrument",)
+
+    def __init__(self, instrument: Any) -> None:
+        self._instrument = instrument
+
+    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
+               key: Any = None) -> None:
+        self._instrument.record(amount, attributes, context=context)
+
+    def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
+            key: Any = None) -> None:
+        self._instrument.add(amount, attributes, context=context)
 
 
 def _observed(meter: metrics_api.Meter, cap: int, name: str, unit: str, description: str) -> Totals:
@@ -416,11 +475,11 @@ def _histograms_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
     consumer = sdk.measurement_consumer(meter_provider)
     sample = sdk.exemplar_filter(meter_provider)
     if consumer is None or sample is None:
-        return _same
+        return _Plain
     try:
         book = _histograms.get(meter_provider)
     except TypeError:  # not weakly referenceable
-        return _same
+        return _Plain
     if book is None:
         with _counters_lock:
             book = _histograms.get(meter_provider)
@@ -437,10 +496,6 @@ def _histograms_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
                 found = book[instrument] = Histogram(instrument, consumer, sample, cap)
         return found
     return summed
-
-
-def _same(instrument: Any) -> Any:
-    return instrument
 
 
 def _flusher(book: dict[Any, Histogram]) -> Any:
@@ -618,15 +673,16 @@ def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[s
     usd = cost_usd(attributes) if status == "priced" else None
     if usd is None:
         return
-    inst.cost.record(usd, point, context=context)
+    key = _key(point)  # one hash of the point for all its instruments
+    inst.cost.record(usd, point, context, key)
     attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
     if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
-        inst.retries.add(usd, point, context=NO_EXEMPLAR)
+        inst.retries.add(usd, point, NO_EXEMPLAR, key)
     if attributes.get(attr.TOKENTRAIL_FALLBACK_FROM):
-        inst.fallbacks.add(usd, point, context=NO_EXEMPLAR)
+        inst.fallbacks.add(usd, point, NO_EXEMPLAR, key)
     saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
     if isinstance(saved, float) and _plausible_usd(saved):
-        inst.cache_savings.add(saved, point, context=NO_EXEMPLAR)
+        inst.cache_savings.add(saved, point, NO_EXEMPLAR, key)
 
 
 def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) -> None:
@@ -676,14 +732,15 @@ def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Us
 
 def _record_latest(inst: Instruments, usage: Usage | None, duration_s: float | None, up: Mapping[str, Any],
                    context: Context) -> None:
+    key = _key(up)
     if up.get(attr.GEN_AI_OPERATION_NAME) == _EMBEDDINGS:
         if usage is not None:
-            inst.embeddings_input.record(usage.input_tokens, up, context=NO_EXEMPLAR)
+            inst.embeddings_input.record(usage.input_tokens, up, NO_EXEMPLAR, key)
         if duration_s is not None:
-            inst.embeddings_duration.record(duration_s, up, context=context)
+            inst.embeddings_duration.record(duration_s, up, context, key)
         return
     if usage is not None:
-        inst.inference_input.record(usage.input_tokens, up, context=NO_EXEMPLAR)
-        inst.inference_output.record(usage.output_tokens, up, context=NO_EXEMPLAR)
+        inst.inference_input.record(usage.input_tokens, up, NO_EXEMPLAR, key)
+        inst.inference_output.record(usage.output_tokens, up, NO_EXEMPLAR, key)
     if duration_s is not None:
-        inst.inference_duration.record(duration_s, up, context=context)
+        inst.inference_duration.record(duration_s, up, context, key)

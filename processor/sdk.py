@@ -10,7 +10,7 @@ context that makes a metric measurement take no exemplar, and the aggregations o
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
@@ -139,11 +139,9 @@ def collection_lock(consumer: Any) -> Any:
     return consumer._lock
 
 
-def exemplar_filter(meter_provider: Any) -> Callable[..., bool] | None:
-    """The ``should_sample(value, time_unix_nano, attributes, context)`` of an SDK
-    MeterProvider's exemplar filter."""
-    return getattr(getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None),
-                   "should_sample", None)
+def exemplar_filter(meter_provider: Any) -> Any:
+    """The exemplar filter of an SDK MeterProvider (None when unknown)."""
+    return getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None)
 
 
 def instrument_enabled(instrument: Any) -> Callable[[], bool] | None:
@@ -157,37 +155,56 @@ def clean_attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     return _clean_attribute_value(attributes, None)
 
 
-#: histogram_aggregations: a configuration whose sums tokentrail cannot add for the SDK.
+#: A configuration whose sums tokentrail cannot add for the SDK.
 UNSUMMABLE = None
 
 
-def histogram_aggregations(consumer: Any, instrument: Any, attributes: Mapping[str, Any]
-                           ) -> tuple[list[Any], bool] | None:
-    """The aggregations a measurement of an SDK histogram with these (cleaned) attributes goes
-    to, one per reader and matching view, found or created as the SDK does it for a measurement
-    (the cardinality limit and its overflow series, the start time), and whether they are the
-    overflow series of a reader. UNSUMMABLE (None) when one is not an explicit-bucket histogram
-    with the SDK's aligned exemplar reservoir, when a view's attribute keys drop one of these
-    attributes (several attribute sets in one aggregation), or when some readers overflow and
-    others do not."""
+class HistogramTargets(NamedTuple):
+    """Where the measurements of one attribute set of an SDK histogram go: per reader and
+    matching view, the SDK's aggregation key (for the readers the provider had then)."""
+
+    storages: Any
+    matches: tuple[tuple[Any, Any, dict[str, Any]], ...]
+
+
+def histogram_targets(consumer: Any, instrument: Any, attributes: Mapping[str, Any]) -> HistogramTargets | None:
+    """The targets of an SDK histogram's measurements with these (cleaned) attributes;
+    UNSUMMABLE when a view's attribute keys drop one of them (several attribute sets in one
+    aggregation) or the instrument is not the SDK's."""
     if type(instrument) is not _Histogram:
         return UNSUMMABLE
-    found, overflowed = [], set()
-    for storage in tuple(consumer._reader_storages.values()):
+    storages = consumer._reader_storages
+    matches = []
+    for storage in tuple(storages.values()):
         for match in storage._get_or_init_view_instrument_match(instrument):
             keys = match._view._attribute_keys
             if keys is not None and not keys.issuperset(attributes):
                 return UNSUMMABLE
-            key = _hash_attributes(attributes)
-            aggregation = match._attributes_aggregation.get(key)
-            if aggregation is None:
-                with match._lock:
-                    aggregation = match._get_or_create_aggregation(key, dict(attributes))
-            if (type(aggregation) is not _ExplicitBucketHistogramAggregation
-                    or type(aggregation._reservoir) is not AlignedHistogramBucketExemplarReservoir):
-                return UNSUMMABLE
-            overflowed.add(aggregation._attributes == _OVERFLOW_ATTRIBUTES != attributes)
-            found.append(aggregation)
+            matches.append((match, _hash_attributes(attributes), dict(attributes)))
+    return HistogramTargets(storages, tuple(matches))
+
+
+def targets_current(consumer: Any, targets: HistogramTargets) -> bool:
+    """Whether the provider has the same readers as when the targets were found."""
+    return targets.storages is consumer._reader_storages
+
+
+def histogram_aggregations(targets: HistogramTargets) -> tuple[list[Any], bool] | None:
+    """The targets' aggregations, found or created as the SDK does it for a measurement (the
+    cardinality limit and its overflow series, the start time), and whether they are a reader's
+    overflow series. UNSUMMABLE when one is not an explicit-bucket histogram with the SDK's
+    aligned exemplar reservoir, or when some readers overflow and others do not."""
+    found, overflowed = [], set()
+    for match, key, attributes in targets.matches:
+        aggregation = match._attributes_aggregation.get(key)
+        if aggregation is None:
+            with match._lock:
+                aggregation = match._get_or_create_aggregation(key, dict(attributes))
+        if (type(aggregation) is not _ExplicitBucketHistogramAggregation
+                or type(aggregation._reservoir) is not AlignedHistogramBucketExemplarReservoir):
+            return UNSUMMABLE
+        overflowed.add(aggregation._attributes == _OVERFLOW_ATTRIBUTES != attributes)
+        found.append(aggregation)
     if len(overflowed) > 1:
         return UNSUMMABLE
     return found, overflowed == {True}

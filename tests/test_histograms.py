@@ -173,7 +173,8 @@ def test_other_meter_providers_keep_the_sdk_instrument():
 
     provider = NoOpMeterProvider()
     instrument = provider.get_meter("tokentrail").create_histogram("tokentrail.cost")
-    assert _histograms_for(provider, provider.get_meter("tokentrail"))(instrument) is instrument
+    plain = _histograms_for(provider, provider.get_meter("tokentrail"))(instrument)
+    assert not isinstance(plain, Histogram) and plain._instrument is instrument
 
 
 # --- the SDK internals the path reads, pinned against the installed SDK -----------------------
@@ -185,14 +186,23 @@ def test_the_sdk_internals_of_the_histogram_path_hold():
     lock = sdk.collection_lock(consumer)
     assert lock.acquire(blocking=False)
     lock.release()
-    should_sample = sdk.exemplar_filter(provider)
+    should_sample = sdk.exemplar_filter(provider).should_sample
     assert should_sample(1, 0, {}, CONTEXTS[0]) is True and should_sample(1, 0, {}, NO_EXEMPLAR) is False
     instrument = provider.get_meter("m").create_histogram("h", explicit_bucket_boundaries_advisory=(1.0, 10.0))
     assert sdk.instrument_enabled(instrument)() is True
     assert sdk.clean_attributes({"a": ["x", "y"]}) == {"a": ("x", "y")}
-    [aggregation], overflowed = sdk.histogram_aggregations(consumer, instrument, {"a": "x"})
+    targets = sdk.histogram_targets(consumer, instrument, {"a": "x"})
+    assert sdk.targets_current(consumer, targets)
+    [aggregation], overflowed = sdk.histogram_aggregations(targets)
     assert not overflowed
-    assert sdk.histogram_aggregations(consumer, instrument, {"a": "x"}) == ([aggregation], False)  # found again
+    assert sdk.histogram_aggregations(targets) == ([aggregation], False)  # found again
+    provider.add_metric_reader(InMemoryMetricReader())
+    assert not sdk.targets_current(consumer, targets)
+    assert len(sdk.histogram_aggregations(sdk.histogram_targets(consumer, instrument, {"a": "x"}))[0]) == 2
+    merged = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
+        View(instrument_name="h", attribute_keys={"b"})])
+    assert sdk.histogram_targets(sdk.measurement_consumer(merged), merged.get_meter("m").create_histogram("h"),
+                                 {"a": "x"}) is sdk.UNSUMMABLE
     assert sdk.histogram_bounds(aggregation) == (1.0, 10.0)
     sdk.add_to_histogram(aggregation, [1, 0, 2], 25.5, 0.5, 20)
     sdk.offer_exemplar(aggregation, 20, 123, {"a": "x"}, CONTEXTS[1])
@@ -204,11 +214,12 @@ def test_the_sdk_internals_of_the_histogram_path_hold():
     exponential = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
         View(instrument_name="h", aggregation=ExponentialBucketHistogramAggregation())])
     other = exponential.get_meter("m").create_histogram("h")
-    assert sdk.histogram_aggregations(sdk.measurement_consumer(exponential), other, {}) is sdk.UNSUMMABLE
+    targets_of = lambda provider, instrument, attributes: sdk.histogram_targets(  # noqa: E731
+        sdk.measurement_consumer(provider), instrument, attributes)
+    assert sdk.histogram_aggregations(targets_of(exponential, other, {})) is sdk.UNSUMMABLE
     limited = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
         View(instrument_name="h", aggregation_cardinality_limit=1)])
-    [third] = [limited.get_meter("m").create_histogram("h")]
-    consumer = sdk.measurement_consumer(limited)
-    assert sdk.histogram_aggregations(consumer, third, {"a": "x"})[1] is False
-    [overflow], overflowed = sdk.histogram_aggregations(consumer, third, {"a": "y"})
+    third = limited.get_meter("m").create_histogram("h")
+    assert sdk.histogram_aggregations(targets_of(limited, third, {"a": "x"}))[1] is False
+    [overflow], overflowed = sdk.histogram_aggregations(targets_of(limited, third, {"a": "y"}))
     assert overflowed and overflow._attributes == {"otel.metric.overflow": True}
