@@ -15,7 +15,6 @@ import os
 import sys
 from typing import Any, Iterator
 
-from opentelemetry import context as otel_context
 from opentelemetry.util._importlib_metadata import entry_points
 
 from tokentrail.processor import exactness
@@ -46,9 +45,9 @@ def should_instrument(provider: str) -> bool:
     return not deferring()
 
 
-def call_context(ctx: otel_context.Context) -> otel_context.Context:
-    """``ctx`` as our wrapped SDK call runs in: OpenLLMetry makes no duplicate span inside it."""
-    return otel_context.set_value(TRACELOOP_SUPPRESS_KEY, True, ctx)
+#: What our wrapped SDK call's context holds beside its span: OpenLLMetry makes no duplicate
+#: span inside it. (key, value) pairs, so the call's context is built in one copy.
+CALL_CONTEXT_VALUES: tuple[tuple[str, object], ...] = ((TRACELOOP_SUPPRESS_KEY, True),)
 
 
 def _sdk_names(instrumentor: Any) -> set[str]:

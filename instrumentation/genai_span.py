@@ -298,8 +298,11 @@ class _Activation:
 
     def __enter__(self) -> None:
         try:
-            ctx = coexistence.call_context(trace.set_span_in_context(self.span))
-            self.tokens = (otel_context.attach(ctx), _IN_LLM_CALL.set(True))
+            # trace.set_span_in_context(span) and the coexistence values, in one copy of the context
+            values = dict(otel_context.get_current())
+            values[_SPAN_KEY] = self.span
+            values.update(coexistence.CALL_CONTEXT_VALUES)
+            self.tokens = (otel_context.attach(otel_context.Context(values)), _IN_LLM_CALL.set(True))
         except Exception:
             _log.debug("tokentrail: could not activate span", exc_info=True)
 
@@ -312,6 +315,10 @@ class _Activation:
                 otel_context.detach(tokens[0])
             except Exception:
                 _log.debug("tokentrail: could not detach span context", exc_info=True)
+
+
+# the context key of the current span, found through the public API
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 
 
 class _NoActivation:

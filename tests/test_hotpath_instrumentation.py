@@ -44,3 +44,25 @@ def test_the_plain_build_request_patch_is_undone_exactly(instrumentor, module):
     finally:
         inst.uninstrument()
     assert vars(module.BaseClient)["_build_request"] is original
+
+
+def test_the_sdk_call_runs_in_our_span_with_openllmetry_suppressed(pipeline, server):
+    import httpx
+    import openai
+    from opentelemetry import trace
+
+    from tokentrail.testing import openai_api
+
+    seen = []
+
+    def hook(request):  # runs inside the SDK call, in the context our wrapper made current
+        seen.append((trace.get_current_span(), otel_context.get_value("suppress_language_model_instrumentation")))
+
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key="k", max_retries=0,
+                       http_client=httpx.Client(event_hooks={"request": [hook]})) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+    [span] = pipeline.llm_spans()
+    [(current, suppressed)] = seen
+    assert current.get_span_context() == span.get_span_context()
+    assert suppressed is True
+    assert trace.get_current_span() is trace.INVALID_SPAN  # and nothing is left attached
