@@ -5,16 +5,15 @@ Metric attributes are an allowlist enforced twice: ``metric_attributes`` only co
 keys, and the SDK ``View``s (``metric_views``) keep only those keys and cap each stream with
 the SDK's aggregation cardinality limit, so one noisy dimension cannot explode a backend.
 
-The token and USD counters are ``Totals``: tokentrail's own sums per attribute set, reported
-through ObservableCounters when a reader collects (a dict update per call instead of a full SDK
-measurement). The histograms are ``Histogram``: bucket counts, sums and exemplars summed by
-tokentrail per attribute set and added to the SDK's own aggregations as a reader collects.
+The counters and histograms are ``Sum`` and ``Histogram``: tokentrail sums each call's
+measurements per attribute set itself (a dict update, where a full SDK measurement costs ten
+times more) and adds the sums to the SDK's own aggregations when a reader collects.
 """
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import math
 import os
 import threading
@@ -28,13 +27,12 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
-from opentelemetry.sdk.metrics.export import AggregationTemporality
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from tokentrail import config
 from tokentrail.processor import sdk
-from tokentrail.processor.sdk import NO_EXEMPLAR, counter_temporalities
+from tokentrail.processor.sdk import NO_EXEMPLAR
 from tokentrail.processor.usage import InvalidUsage, Usage, is_attributed
 from tokentrail.semconv import attributes as attr
 from tokentrail.semconv import metrics as names
@@ -118,64 +116,6 @@ _SDK_DEFAULT_CARDINALITY_LIMIT = 2000
 _OVERFLOW = {"otel.metric.overflow": True}
 
 
-class Totals:
-    """A monotonic counter summed by tokentrail per attribute set and handed to the SDK by an
-    ObservableCounter callback when a reader collects (cumulative totals: the reader sees what
-    a synchronous counter would report). ``add`` has ``Counter.add``'s signature.
-
-    The SDK still applies the views and the cardinality limit to what it is handed; attribute
-    sets come in the order they were first seen, as a synchronous counter meets them, so the
-    same sets get a series of their own and the rest land in the SDK's overflow series. Past
-    ``cap`` sets (never below the SDK's limit) new ones are summed here as that overflow series,
-    so the memory stays bounded.
-    """
-
-    __slots__ = ("_sums", "_lock", "_cap")
-
-    def __init__(self, cap: int) -> None:
-        self._sums: dict[Any, list] = {}  # key -> [attributes, total]
-        self._lock = threading.Lock()
-        self._cap = cap
-
-    def add(self, amount: int | float, attributes: Mapping[str, Any], context: Any = None, key: Any = None) -> None:
-        if key is None:
-            key = _key(attributes)
-        with self._lock:
-            self._add(key, amount, attributes)
-
-    def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]]) -> None:
-        """``add(amount, {**attributes, name: value})`` for each (value, amount): the attribute
-        set is hashed once and the lock taken once (the token types of one call)."""
-        base = _key(attributes)
-        with self._lock:
-            for value, amount in amounts:
-                self._add((base, value), amount, attributes, name, value)
-
-    def _add(self, key: Any, amount: int | float, attributes: Mapping[str, Any], name: str | None = None,
-             value: Any = None) -> None:
-        """With the lock held: add to the set's total, or start it (``attributes`` plus
-        ``name: value``, copied: callers reuse their dict), or past the cap add to the overflow."""
-        found = self._sums.get(key)
-        if found is None:
-            if len(self._sums) < self._cap:
-                started = dict(attributes)
-                if name is not None:
-                    started[name] = value
-                self._sums[key] = [started, amount]
-                return
-            found = self._sums.get(_OVERFLOW_KEY)
-            if found is None:
-                self._sums[_OVERFLOW_KEY] = [dict(_OVERFLOW), amount]
-                return
-        found[1] += amount
-
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            found = [(attributes, total) for attributes, total in self._sums.values()]
-        # NO_EXEMPLAR: a collection inside a request span must not sample it as an exemplar
-        return [Observation(total, attributes, NO_EXEMPLAR) for attributes, total in found]
-
-
 def _key(attributes: Mapping[str, Any]) -> Any:
     try:
         return frozenset(attributes.items())
@@ -186,86 +126,66 @@ def _key(attributes: Mapping[str, Any]) -> Any:
 _OVERFLOW_KEY = _key(_OVERFLOW)
 
 
-class Histogram:
-    """An SDK histogram whose measurements tokentrail sums itself, per attribute set: bucket
-    counts, sum, min, max and the exemplar offers, added to the SDK's own aggregations when a
-    reader collects (``flush``, called back by the provider's collection). ``record`` has
-    ``Histogram.record``'s signature and costs a dict update instead of a full SDK measurement.
+class _Summed:
+    """An SDK synchronous instrument whose measurements tokentrail sums itself, per attribute set,
+    and adds to the SDK's own aggregations when a reader collects (``flush``, called back by the
+    provider's collection): a dict update per measurement instead of a full SDK measurement
+    (attribute cleaning, hashing, view matching, exemplar filter and reservoir, per reader).
 
-    The SDK creates each series itself (views, cardinality limit and overflow, start time) when
+    The SDK still creates each series (views, cardinality limit and overflow, start time) when
     its first measurement comes, under the provider's collection lock, so no collection sees a
-    series without it. Each SDK series gets the sum of its own measurements in their order, so
-    a reader gets the same float sums. Anything the SDK would aggregate otherwise goes to its own
-    ``record``: a value it refuses (negative, not finite), a disabled meter, another aggregation
-    or exemplar reservoir, a view that merges attribute sets.
+    series without it; each SDK series gets the sum of its own measurements in their order, so
+    a reader sees the same values, to the float bit. Anything the SDK would take otherwise goes
+    to the SDK's own method: a value it refuses (negative, not finite), a disabled meter,
+    another aggregation or exemplar reservoir, a view that merges attribute sets.
     """
 
-    __slots__ = ("_instrument", "_consumer", "_lock", "_collecting", "_sample", "_enabled", "_series",
-                 "_bounds", "_cap", "_sync", "_order")
+    __slots__ = ("_instrument", "_consumer", "_lock", "_collecting", "_enabled", "_series", "_cap", "_sync",
+                 "_traced", "_sample", "_order")
+    _kind = ""  # sdk.HISTOGRAM or sdk.SUM
 
-    def __init__(self, instrument: Any, consumer: Any, sample: Any, cap: int) -> None:
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
         self._instrument = instrument
         self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
         self._lock = threading.Lock()
         self._collecting = sdk.collection_lock(consumer)
         self._enabled = sdk.instrument_enabled(instrument)
-        self._series: dict[Any, _Series] = {}
-        self._bounds: tuple[float, ...] = ()
+        self._series: dict[Any, Any] = {}
         self._cap = cap
-        self._sync = self._enabled is None or sample is None
-        if isinstance(sample, TraceBasedExemplarFilter):
-            self._sample = None  # its answer depends on the context only: _in_sampled_span
-        else:
-            self._sample = sample.should_sample if sample is not None else None
+        # the trace-based filter's answer depends on the context only (_in_sampled_span)
+        self._traced = isinstance(exemplar_filter, TraceBasedExemplarFilter)
+        self._sample = getattr(exemplar_filter, "should_sample", None)
+        self._sync = self._enabled is None or self._sample is None
         self._order = itertools.count()  # exemplar offers, in the order they were made
 
-    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
-               key: Any = None) -> None:
-        """``key``: ``_key(attributes)``, when the caller has it."""
-        # ``not 0 <= amount < inf`` is also true of nan: the SDK warns and drops such values
-        if self._sync or not 0 <= amount < math.inf or not self._enabled():
-            self._instrument.record(amount, attributes, context=context)
-            return
-        if attributes is None:
-            attributes = {}
-        if context is None:
-            context = context_api.get_current()
-        if self._sample is None:  # the SDK's default, trace-based filter
-            now = 0
-            order = None
-            if _in_sampled_span(context):
-                now, order = time_ns(), next(self._order)
-        else:
-            now = time_ns()
-            order = next(self._order) if self._sample(amount, now, attributes, context) else None
-        if key is None:
-            key = _key(attributes)
+    def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
+        raise NotImplementedError
+
+    def _take(self, key: Any, amount: int | float, attributes: Mapping[str, Any], context: Any, now: int,
+              order: int | None, extra: tuple | None = None) -> None:
+        """Add one measurement to its series, opening the series first if it is new."""
         with self._lock:
             series = self._series.get(key)
             if series is not None:
-                series.add(amount, bisect_left(self._bounds, amount), context, now, order, attributes)
+                series.add(amount, context, now, order, attributes)
                 return
-        self._open(key, amount, attributes, context, now, order)
-
-    def _open(self, key: Any, amount: int | float, attributes: Mapping[str, Any], context: Any, now: int,
-              order: int | None) -> None:
         with self._collecting, self._lock:
             series = self._series.get(key)
             if series is None and not self._sync:
-                series = self._start(key, attributes)
+                series = self._start(key, attributes if extra is None else {**attributes, extra[0]: extra[1]})
             if series is not None:
-                series.add(amount, bisect_left(self._bounds, amount), context, now, order, attributes)
+                series.add(amount, context, now, order, attributes)
                 return
-        self._instrument.record(amount, attributes, context=context)
+        self._sdk(amount, attributes if extra is None else {**attributes, extra[0]: extra[1]}, context)
 
-    def _start(self, key: Any, attributes: Mapping[str, Any]) -> "_Series | None":
+    def _start(self, key: Any, attributes: Mapping[str, Any]) -> Any:
         """With both locks held: the series of a new attribute set, created in the SDK; None to
-        leave it to the SDK's own ``record`` (no reader yet, or not summable here)."""
+        leave it to the SDK's own method (no reader yet, or not summable here)."""
         cleaned = sdk.clean_attributes(attributes)
         found = targets = None
         if len(self._series) < self._cap:
-            targets = sdk.histogram_targets(self._consumer, self._instrument, cleaned)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
+            targets = sdk.aggregation_targets(self._consumer, self._instrument, cleaned)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
             if found is sdk.UNSUMMABLE:
                 self._sync = True
                 return None
@@ -279,44 +199,132 @@ class Histogram:
         return self._new(key, cleaned, targets, found)
 
     def _new(self, key: Any, attributes: Mapping[str, Any], targets: Any = None, found: Any = None,
-             overflow: bool = False) -> "_Series | None":
+             overflow: bool = False) -> Any:
         if targets is None:
-            targets = sdk.histogram_targets(self._consumer, self._instrument, attributes)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
+            targets = sdk.aggregation_targets(self._consumer, self._instrument, attributes)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
         if found is sdk.UNSUMMABLE:
             self._sync = True
             return None
-        aggregations, _ = found
-        bounds = {sdk.histogram_bounds(aggregation) for aggregation in aggregations}
-        if len(bounds) != 1 or (self._bounds and bounds != {self._bounds}):
-            self._sync = bool(bounds)  # no reader yet: the SDK drops it too
+        if not found[0]:  # no reader yet: the SDK drops it too
             return None
-        self._bounds = bounds.pop()
-        series = self._series[key] = _Series(attributes, targets, len(self._bounds) + 1, overflow, self._sample is None)
+        series = self._series_for(attributes, targets, found[0], overflow)
+        if series is not None:
+            self._series[key] = series
         return series
+
+    def _series_for(self, attributes: Mapping[str, Any], targets: Any, aggregations: list, overflow: bool) -> Any:
+        raise NotImplementedError
 
     def flush(self) -> None:
         """Add what was recorded since the last flush to the SDK's aggregations (every reader's)."""
         with self._lock:
             due = [(series, series.take()) for series in dict.fromkeys(self._series.values()) if series.count]
         offers = []
-        for series, (counts, total, low, high, exemplars) in due:
+        for series, taken in due:
             targets = series.targets
             if not sdk.targets_current(self._consumer, targets):  # readers added or removed since
-                targets = series.targets = sdk.histogram_targets(self._consumer, self._instrument, series.attributes)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.histogram_aggregations(targets)
+                targets = series.targets = sdk.aggregation_targets(self._consumer, self._instrument, series.attributes)
+            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
             if found is sdk.UNSUMMABLE:  # a reader added since, with another aggregation
                 self._sync = True
                 _logger.warning("tokentrail: %s changed aggregation; its points since the last collection "
                                 "are lost, later ones are recorded by the SDK", self._instrument.name)
                 continue
             for aggregation in found[0]:
-                sdk.add_to_histogram(aggregation, counts, total, low, high)
-                offers.extend((offer, aggregation) for offer in exemplars)
+                offers.extend((offer, aggregation) for offer in series.merge(aggregation, taken))
         # in the order made, as the SDK's reservoirs met them
         offers.sort(key=_first_of_first)
         for (_, *offer), aggregation in offers:
             sdk.offer_exemplar(aggregation, *offer)
+
+    def _exemplar(self, amount: int | float, attributes: Mapping[str, Any], context: Any) -> tuple[int, int | None]:
+        """(time, order of the offer) of a measurement, the order None when it takes no exemplar."""
+        if self._traced:
+            if _in_sampled_span(context):
+                return time_ns(), next(self._order)
+            return 0, None
+        now = time_ns()
+        return now, (next(self._order) if self._sample(amount, now, attributes, context) else None)
+
+
+class Histogram(_Summed):
+    """A Histogram summed by tokentrail: per attribute set bucket counts, sum, min, max and
+    the exemplar offers (the SDK's aligned reservoir keeps the last of each bucket)."""
+
+    __slots__ = ("_bounds",)
+    _kind = sdk.HISTOGRAM
+
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap)
+        self._bounds: tuple[float, ...] = ()
+
+    def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
+               key: Any = None) -> None:
+        """``Histogram.record``; ``key``: ``_key(attributes)``, when the caller has it."""
+        # ``not 0 <= amount < inf`` is also true of nan: the SDK warns and drops such values
+        if self._sync or not 0 <= amount < math.inf or not self._enabled():
+            self._instrument.record(amount, attributes, context=context)
+            return
+        if attributes is None:
+            attributes = {}
+        if context is None:
+            context = context_api.get_current()
+        now, order = self._exemplar(amount, attributes, context)
+        self._take(_key(attributes) if key is None else key, amount, attributes, context, now, order)
+
+    def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
+        self._instrument.record(amount, attributes, context=context)
+
+    def _series_for(self, attributes: Mapping[str, Any], targets: Any, aggregations: list, overflow: bool) -> Any:
+        bounds = {sdk.histogram_bounds(aggregation) for aggregation in aggregations}
+        if len(bounds) != 1 or (self._bounds and bounds != {self._bounds}):
+            self._sync = True
+            return None
+        self._bounds = bounds.pop()
+        return _Buckets(attributes, targets, self._bounds, overflow, self._traced)
+
+
+class Sum(_Summed):
+    """A monotonic Counter summed by tokentrail per attribute set. Takes no exemplar (tokentrail's
+    counters are added outside any span: ``NO_EXEMPLAR``); a measurement that would take one is
+    left to the SDK, and with any filter but the trace-based or always-off one, all are."""
+
+    __slots__ = ()
+    _kind = sdk.SUM
+
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap)
+        if not (self._traced or isinstance(exemplar_filter, AlwaysOffExemplarFilter)):
+            self._sync = True
+
+    def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
+            key: Any = None) -> None:
+        """``Counter.add``; ``key``: ``_key(attributes)``, when the caller has it."""
+        if self._sync or not 0 <= amount < math.inf or not self._enabled() or (
+                context is not NO_EXEMPLAR and self._traced and _in_sampled_span(context or context_api.get_current())):
+            self._instrument.add(amount, attributes, context=context)
+            return
+        if attributes is None:
+            attributes = {}
+        self._take(_key(attributes) if key is None else key, amount, attributes, context, 0, None)
+
+    def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]],
+                 key: Any = None) -> None:
+        """``add(amount, {**attributes, name: value}, NO_EXEMPLAR)`` for each (value, amount),
+        with ``attributes`` hashed once (the token types of one call)."""
+        base = _key(attributes) if key is None else key
+        for value, amount in amounts:
+            if self._sync or not 0 <= amount < math.inf or not self._enabled():
+                self._instrument.add(amount, {**attributes, name: value}, context=NO_EXEMPLAR)
+            else:
+                self._take((base, value), amount, attributes, NO_EXEMPLAR, 0, None, (name, value))
+
+    def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
+        self._instrument.add(amount, attributes, context=context)
+
+    def _series_for(self, attributes: Mapping[str, Any], targets: Any, aggregations: list, overflow: bool) -> Any:
+        return _Total(attributes, targets)
 
 
 _last_context: tuple[Any, bool] = (None, False)
@@ -341,30 +349,55 @@ def _first_of_first(item: tuple) -> Any:
     return item[0][0]
 
 
-class _Series:
+class _Total:
+    """One SDK series of a Sum, since the last flush."""
+
+    __slots__ = ("attributes", "targets", "sum", "count")
+
+    def __init__(self, attributes: Mapping[str, Any], targets: Any) -> None:
+        self.attributes = attributes
+        self.targets = targets  # where the SDK takes them: found once (sdk.aggregation_targets)
+        self.sum: int | float = 0  # as the SDK sums: exact ints stay ints
+        self.count = 0
+
+    def add(self, amount: int | float, context: Any, now: int, order: int | None, attributes: Any) -> None:
+        self.sum += amount
+        self.count += 1
+
+    def take(self) -> int | float:
+        taken, self.sum, self.count = self.sum, 0, 0
+        return taken
+
+    def merge(self, aggregation: Any, taken: int | float) -> tuple:
+        sdk.add_to_sum(aggregation, taken)
+        return ()
+
+
+class _Buckets:
     """One SDK series of a Histogram, since the last flush."""
 
-    __slots__ = ("attributes", "targets", "size", "overflow", "traced", "counts", "sum", "min", "max", "count",
+    __slots__ = ("attributes", "targets", "bounds", "overflow", "traced", "counts", "sum", "min", "max", "count",
                  "exemplars")
 
-    def __init__(self, attributes: Mapping[str, Any], targets: Any, size: int, overflow: bool, traced: bool) -> None:
+    def __init__(self, attributes: Mapping[str, Any], targets: Any, bounds: tuple[float, ...], overflow: bool,
+                 traced: bool) -> None:
         self.attributes = attributes
-        self.targets = targets  # where the SDK takes them: found once (sdk.histogram_targets)
-        self.size = size
+        self.targets = targets  # where the SDK takes them: found once (sdk.aggregation_targets)
+        self.bounds = bounds
         self.overflow = overflow  # many attribute sets: each exemplar keeps its own
         self.traced = traced  # offers only from sampled spans (the trace-based filter)
         self._reset()
 
     def _reset(self) -> None:
-        self.counts = [0] * self.size
+        self.counts = [0] * (len(self.bounds) + 1)
         self.sum: int | float = 0  # as the SDK sums: exact ints stay ints
         self.min: int | float = math.inf
         self.max: int | float = -math.inf
         self.count = 0
         self.exemplars: dict[int, tuple] = {}
 
-    def add(self, amount: int | float, bucket: int, context: Any, now: int, order: int | None,
-            attributes: Mapping[str, Any]) -> None:
+    def add(self, amount: int | float, context: Any, now: int, order: int | None, attributes: Mapping[str, Any]) -> None:
+        bucket = bisect_left(self.bounds, amount)
         self.counts[bucket] += 1
         self.sum += amount
         self.count += 1
@@ -392,8 +425,13 @@ class _Series:
         self._reset()
         return taken
 
+    def merge(self, aggregation: Any, taken: tuple) -> list:
+        counts, total, low, high, offers = taken
+        sdk.add_to_histogram(aggregation, counts, total, low, high)
+        return offers
 
-#: The counters (Instruments attribute, name, unit, description): Totals where they can be.
+
+#: The counters (Instruments attribute, name, unit, description).
 _COUNTERS = (
     ("tokens", names.TOKENTRAIL_TOKENS, "{token}", "Tokens by tokentrail.token.type"),
     # The share of spend that was retries, fallbacks and cache savings (dashboards), without
@@ -404,19 +442,9 @@ _COUNTERS = (
 )
 
 
-def _observed_counters(meter: metrics_api.Meter) -> dict[str, Totals]:
-    cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
-    return {key: _observed(meter, cap, name, unit, description) for key, name, unit, description in _COUNTERS}
-
-
-def _sync_counters(meter: metrics_api.Meter) -> dict[str, Any]:
-    """The same counters as synchronous SDK instruments (delta readers, other providers)."""
-    return {key: _Plain(meter.create_counter(name, unit=unit, description=description))
-            for key, name, unit, description in _COUNTERS}
-
-
 class _Plain:
-    """An instrument of the API as such, with the ``key`` argument of Histogram and Totals."""
+    """An instrument of the API as such, with the ``key`` argument of Histogram and Sum (a
+    MeterProvider that is not the SDK's)."""
 
     __slots__ = ("_instrument",)
 
@@ -431,77 +459,53 @@ class _Plain:
             key: Any = None) -> None:
         self._instrument.add(amount, attributes, context=context)
 
-
-def _observed(meter: metrics_api.Meter, cap: int, name: str, unit: str, description: str) -> Totals:
-    totals = Totals(cap)
-    meter.create_observable_counter(name, callbacks=[totals.observe], unit=unit, description=description)
-    return totals
-
-
-# By MeterProvider, for as long as it lives; not forgotten by tokentrail.state.reset(): its
-# ObservableCounters keep reporting these totals (a second registration would double them).
-# False: the provider keeps synchronous counters.
-_counters: "weakref.WeakKeyDictionary[Any, dict[str, Totals] | bool]" = weakref.WeakKeyDictionary()
-_counters_lock = threading.Lock()
+    def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]],
+                 key: Any = None) -> None:
+        for value, amount in amounts:
+            self._instrument.add(amount, {**attributes, name: value}, context=NO_EXEMPLAR)
 
 
-def _counters_for(meter_provider: Any, meter: metrics_api.Meter) -> dict[str, Totals] | None:
-    """The provider's Totals, when every reader of it collects cumulative counters; None for a
-    reader asking for delta (a synchronous counter reports only the series that changed, an
-    observable one every series) and for a provider that is not the SDK's."""
-    try:
-        found = _counters.get(meter_provider)
-    except TypeError:  # not weakly referenceable
-        return None
-    if found is None:
-        with _counters_lock:
-            found = _counters.get(meter_provider)
-            if found is None:
-                temporalities = counter_temporalities(meter_provider)
-                eligible = temporalities is not None and all(
-                    t is AggregationTemporality.CUMULATIVE for t in temporalities)
-                found = _counters[meter_provider] = _observed_counters(meter) if eligible else False
-    return found or None
+# By MeterProvider, for as long as it lives (not forgotten by tokentrail.state.reset(): the
+# provider's aggregations keep what they were given): its summed instruments by SDK instrument,
+# flushed by one callback registered on it.
+_books: "weakref.WeakKeyDictionary[Any, dict[Any, _Summed]]" = weakref.WeakKeyDictionary()
+_books_lock = threading.Lock()
 
 
-# By MeterProvider, for as long as it lives (not forgotten by tokentrail.state.reset(), like the
-# counters): its Histograms by SDK instrument, flushed by one callback registered on it.
-_histograms: "weakref.WeakKeyDictionary[Any, dict[Any, Histogram]]" = weakref.WeakKeyDictionary()
-
-
-def _histograms_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
-    """A function giving the Histogram of each SDK histogram of this provider (the instrument
-    itself for a provider that is not the SDK's)."""
+def _summed_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
+    """A function giving the Histogram or Sum of each SDK histogram or counter of this provider
+    (a _Plain for a provider that is not the SDK's)."""
     consumer = sdk.measurement_consumer(meter_provider)
-    sample = sdk.exemplar_filter(meter_provider)
-    if consumer is None or sample is None:
+    exemplar_filter = sdk.exemplar_filter(meter_provider)
+    if consumer is None or exemplar_filter is None:
         return _Plain
     try:
-        book = _histograms.get(meter_provider)
+        book = _books.get(meter_provider)
     except TypeError:  # not weakly referenceable
         return _Plain
     if book is None:
-        with _counters_lock:
-            book = _histograms.get(meter_provider)
+        with _books_lock:
+            book = _books.get(meter_provider)
             if book is None:
-                book = _histograms[meter_provider] = {}
+                book = _books[meter_provider] = {}
                 meter.create_observable_gauge(names.TOKENTRAIL_HISTOGRAMS_COLLECT, callbacks=[_flusher(book)],
                                               unit="1", description="Never reports a point")
     cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
 
     def summed(instrument: Any) -> Any:
-        with _counters_lock:
+        with _books_lock:
             found = book.get(instrument)
             if found is None:
-                found = book[instrument] = Histogram(instrument, consumer, sample, cap)
+                kind = Histogram if isinstance(instrument, metrics_api.Histogram) else Sum
+                found = book[instrument] = kind(instrument, consumer, exemplar_filter, cap)
         return found
     return summed
 
 
-def _flusher(book: dict[Any, Histogram]) -> Any:
+def _flusher(book: dict[Any, _Summed]) -> Any:
     def flush(options: CallbackOptions) -> Iterable[Observation]:
-        for histogram in tuple(book.values()):
-            histogram.flush()
+        for summed in tuple(book.values()):
+            summed.flush()
         return ()
     return flush
 
@@ -515,7 +519,7 @@ class Instruments:
 
     def __init__(self, meter_provider: metrics_api.MeterProvider | None = None) -> None:
         meter = metrics_api.get_meter(METER_NAME, meter_provider=meter_provider)
-        summed = _histograms_for(meter_provider, meter)
+        summed = _summed_for(meter_provider, meter)
         self.latest = gen_ai_latest()
         # Bucket advice too, so the buckets are right even when another configurator built
         # the MeterProvider without our views.
@@ -541,9 +545,8 @@ class Instruments:
             self.token_usage = summed(_tokens(meter, names.GEN_AI_CLIENT_TOKEN_USAGE,
                                               "Number of input and output tokens used"))
             self.duration = summed(_duration(meter, names.GEN_AI_CLIENT_OPERATION_DURATION, "GenAI operation duration"))
-        counters: Any = _counters_for(meter_provider, meter) if meter_provider is not None else None
-        if counters is None:
-            counters = _sync_counters(meter)
+        counters = {key: summed(meter.create_counter(name, unit=unit, description=description))
+                    for key, name, unit, description in _COUNTERS}
         self.tokens = counters["tokens"]
         self.retries = counters["retries"]
         self.fallbacks = counters["fallbacks"]
@@ -695,16 +698,7 @@ def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) ->
     )
     tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
     recorded = [(token_type, count) for token_type, count in by_type if count or token_type in ("input", "output")]
-    type_key = attr.TOKENTRAIL_TOKEN_TYPE
-    tokens = inst.tokens
-    if isinstance(tokens, Totals):
-        tokens.add_each(tokens_point, type_key, recorded)
-        return
-    # One dict for all token points: the SDK copies a point's attributes when it takes the
-    # measurement, so changing the token type afterwards cannot touch a recorded point.
-    for token_type, count in recorded:
-        tokens_point[type_key] = token_type
-        tokens.add(count, tokens_point, context=NO_EXEMPLAR)
+    inst.tokens.add_each(tokens_point, attr.TOKENTRAIL_TOKEN_TYPE, recorded)
 
 
 def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Usage | None,

@@ -3,9 +3,9 @@
 The processors need a few things the SDK has no public API for: the processors installed on
 a TracerProvider (read, and wrapped in place), a span's attributes as a plain dict, a copy of an ended (immutable) span with
 attributes added or another parent, the name of the instrumentation scope of a span, the
-processors' ``_on_ending`` hook, the temporality each reader of a MeterProvider asks for, a
-context that makes a metric measurement take no exemplar, and the aggregations of a histogram
-(for tokentrail's own histogram sums, handed to the SDK when a reader collects).
+processors' ``_on_ending`` hook, a context that makes a metric measurement take no exemplar,
+and the aggregations of a histogram or counter (tokentrail's own sums are added to them when a
+reader collects).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.sdk.metrics._internal._view_instrument_match import _OVERFLOW_ATTRIBUTES, _hash_attributes
-from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
+from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation, _SumAggregation
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.metrics._internal.exemplar import AlignedHistogramBucketExemplarReservoir
-from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram, _ObservableCounter
+from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 
@@ -105,19 +106,6 @@ def _bounded_copy(items: Any) -> Any:
     return tuple(items or ())
 
 
-def counter_temporalities(meter_provider: Any) -> tuple[Any, ...] | None:
-    """The aggregation temporalities the readers of an SDK MeterProvider use for counters and
-    observable counters (two per reader); None for any other provider or when unknown."""
-    storages = getattr(getattr(meter_provider, "_measurement_consumer", None), "_reader_storages", None)
-    if storages is None:
-        return None
-    try:
-        return tuple(reader._instrument_class_temporality[kind] for reader in tuple(storages)
-                     for kind in (_Counter, _ObservableCounter))
-    except (AttributeError, KeyError, TypeError):
-        return None
-
-
 #: For measurements that must take no exemplar. Not an empty Context: the SDK replaces a falsy
 #: one by the current context (``context or get_current()``), which would sample the exemplar
 #: from whatever span is current; an invalid span makes the trace-based filter skip it.
@@ -145,9 +133,9 @@ def exemplar_filter(meter_provider: Any) -> Any:
 
 
 def instrument_enabled(instrument: Any) -> Callable[[], bool] | None:
-    """An SDK histogram's ``_is_enabled`` (False while its meter is disabled); None for any other
-    instrument."""
-    return instrument._is_enabled if type(instrument) is _Histogram else None
+    """An SDK histogram's or counter's ``_is_enabled`` (False while its meter is disabled); None
+    for any other instrument."""
+    return instrument._is_enabled if type(instrument) in (_Histogram, _Counter) else None
 
 
 def clean_attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -157,21 +145,23 @@ def clean_attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
 
 #: A configuration whose sums tokentrail cannot add for the SDK.
 UNSUMMABLE = None
+#: The kinds of aggregation tokentrail sums for the SDK (``aggregations``).
+HISTOGRAM, SUM = "histogram", "sum"
 
 
-class HistogramTargets(NamedTuple):
-    """Where the measurements of one attribute set of an SDK histogram go: per reader and
+class AggregationTargets(NamedTuple):
+    """Where the measurements of one attribute set of an SDK instrument go: per reader and
     matching view, the SDK's aggregation key (for the readers the provider had then)."""
 
     storages: Any
     matches: tuple[tuple[Any, Any, dict[str, Any]], ...]
 
 
-def histogram_targets(consumer: Any, instrument: Any, attributes: Mapping[str, Any]) -> HistogramTargets | None:
-    """The targets of an SDK histogram's measurements with these (cleaned) attributes;
-    UNSUMMABLE when a view's attribute keys drop one of them (several attribute sets in one
-    aggregation) or the instrument is not the SDK's."""
-    if type(instrument) is not _Histogram:
+def aggregation_targets(consumer: Any, instrument: Any, attributes: Mapping[str, Any]) -> AggregationTargets | None:
+    """The targets of an SDK histogram's or counter's measurements with these (cleaned)
+    attributes; UNSUMMABLE when a view's attribute keys drop one of them (several attribute sets
+    in one aggregation) or the instrument is not one of the SDK's."""
+    if type(instrument) not in (_Histogram, _Counter):
         return UNSUMMABLE
     storages = consumer._reader_storages
     matches = []
@@ -181,27 +171,32 @@ def histogram_targets(consumer: Any, instrument: Any, attributes: Mapping[str, A
             if keys is not None and not keys.issuperset(attributes):
                 return UNSUMMABLE
             matches.append((match, _hash_attributes(attributes), dict(attributes)))
-    return HistogramTargets(storages, tuple(matches))
+    return AggregationTargets(storages, tuple(matches))
 
 
-def targets_current(consumer: Any, targets: HistogramTargets) -> bool:
+def targets_current(consumer: Any, targets: AggregationTargets) -> bool:
     """Whether the provider has the same readers as when the targets were found."""
     return targets.storages is consumer._reader_storages
 
 
-def histogram_aggregations(targets: HistogramTargets) -> tuple[list[Any], bool] | None:
+def aggregations(targets: AggregationTargets, kind: str) -> tuple[list[Any], bool] | None:
     """The targets' aggregations, found or created as the SDK does it for a measurement (the
     cardinality limit and its overflow series, the start time), and whether they are a reader's
-    overflow series. UNSUMMABLE when one is not an explicit-bucket histogram with the SDK's
-    aligned exemplar reservoir, or when some readers overflow and others do not."""
+    overflow series. UNSUMMABLE when one is not of the kind tokentrail sums (HISTOGRAM: explicit
+    buckets with the SDK's aligned exemplar reservoir; SUM: a monotonic synchronous sum), or
+    when some readers overflow and others do not."""
     found, overflowed = [], set()
     for match, key, attributes in targets.matches:
         aggregation = match._attributes_aggregation.get(key)
         if aggregation is None:
             with match._lock:
                 aggregation = match._get_or_create_aggregation(key, dict(attributes))
-        if (type(aggregation) is not _ExplicitBucketHistogramAggregation
-                or type(aggregation._reservoir) is not AlignedHistogramBucketExemplarReservoir):
+        if kind == HISTOGRAM:
+            if (type(aggregation) is not _ExplicitBucketHistogramAggregation
+                    or type(aggregation._reservoir) is not AlignedHistogramBucketExemplarReservoir):
+                return UNSUMMABLE
+        elif (type(aggregation) is not _SumAggregation or not aggregation._instrument_is_monotonic
+              or aggregation._instrument_aggregation_temporality is not AggregationTemporality.DELTA):
             return UNSUMMABLE
         overflowed.add(aggregation._attributes == _OVERFLOW_ATTRIBUTES != attributes)
         found.append(aggregation)
@@ -229,6 +224,14 @@ def add_to_histogram(aggregation: Any, counts: list[int], total: int | float, lo
         if aggregation._record_min_max:
             aggregation._min = min(aggregation._min, low)
             aggregation._max = max(aggregation._max, high)
+
+
+def add_to_sum(aggregation: Any, total: int | float) -> None:
+    """Add measurements summed elsewhere to an SDK sum aggregation, as its ``aggregate`` does."""
+    with aggregation._lock:
+        if aggregation._value is None:
+            aggregation._value = 0
+        aggregation._value = aggregation._value + total
 
 
 def offer_exemplar(aggregation: Any, value: int | float, time_unix_nano: int, attributes: Mapping[str, Any],

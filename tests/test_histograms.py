@@ -1,6 +1,6 @@
-"""tokentrail's own histogram sums (processor/metrics.py, Histogram) against the SDK's own
-synchronous histogram: the same measurements and collections on two MeterProviders must give
-the same data points (bucket counts, sum to the bit, min, max, attribute sets, overflow,
+"""tokentrail's own sums (processor/metrics.py, Histogram and Sum) against the SDK's own
+synchronous histogram and counter: the same measurements and collections on two MeterProviders
+must give the same data points (bucket counts, sum to the bit, min, max, attribute sets, overflow,
 temporality, exemplar values and the spans they link), whatever views, readers and exemplar
 filter the provider has. Also: nothing lost or counted twice while readers collect on other
 threads, and every SDK internal the path reads, pinned (processor/sdk.py).
@@ -15,15 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import Counter as SdkCounter
 from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics._internal.exemplar import AlwaysOnExemplarFilter, SimpleFixedSizeExemplarReservoir
+from opentelemetry.sdk.metrics._internal.exemplar import (AlwaysOffExemplarFilter, AlwaysOnExemplarFilter,
+                                                          SimpleFixedSizeExemplarReservoir)
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
 
 from tokentrail.processor import sdk
-from tokentrail.processor.metrics import COST_BUCKETS_USD, Histogram, NO_EXEMPLAR, _histograms_for
+from tokentrail.processor.metrics import COST_BUCKETS_USD, NO_EXEMPLAR, Histogram, Sum, _summed_for
 
 TRACER = TracerProvider(shutdown_on_exit=False).get_tracer("test")
 SPANS = [TRACER.start_span(f"call {i}") for i in range(3)]
@@ -39,7 +41,7 @@ def _providers(reader_kwargs: dict, views: list[View], **provider_kwargs) -> tup
     sdk_provider = MeterProvider(metric_readers=[sdk_reader], views=views, shutdown_on_exit=False, **provider_kwargs)
     make = dict(name="tokentrail.cost", unit="USD", explicit_bucket_boundaries_advisory=COST_BUCKETS_USD)
     meter = ours_provider.get_meter("tokentrail")
-    ours = _histograms_for(ours_provider, meter)(meter.create_histogram(**make))
+    ours = _summed_for(ours_provider, meter)(meter.create_histogram(**make))
     assert isinstance(ours, Histogram)
     return ours, ours_reader, sdk_provider.get_meter("tokentrail").create_histogram(**make), sdk_reader
 
@@ -55,6 +57,10 @@ def _points(reader) -> list[tuple]:
                 for p in metric.data.data_points:
                     exemplars = tuple(sorted(((e.trace_id, e.span_id, e.value, tuple(sorted(e.filtered_attributes.items())))
                                               for e in p.exemplars), key=repr))
+                    if hasattr(p, "value"):  # a counter's
+                        out.append((metric.name, metric.data.aggregation_temporality, metric.data.is_monotonic,
+                                    tuple(sorted(p.attributes.items())), p.value, type(p.value), exemplars))
+                        continue
                     fields = [tuple(sorted(p.attributes.items())), p.count, p.sum, type(p.sum), exemplars]
                     if hasattr(p, "bucket_counts"):  # explicit buckets; exponential ones below
                         fields += [p.bucket_counts, p.explicit_bounds, p.min, p.max]
@@ -110,6 +116,50 @@ def test_a_reader_sees_what_the_sdks_own_histogram_gives_it(setup, script):
         theirs.record(value, dict(OWNERS[owner]), context=CONTEXTS[context])
     if setup in ("exponential-view", "exponential-reader", "other-reservoir"):
         assert ours._sync or not ours._series  # left to the SDK's own record
+
+
+counter_setups = st.sampled_from(["plain", "delta", "limit-2", "attribute-keys", "always-on", "always-off"])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(setup=counter_setups, script=steps)
+def test_a_reader_sees_what_the_sdks_own_counter_gives_it(setup, script):
+    reader_kwargs, views, provider_kwargs = _setup(setup)
+    if setup == "delta":
+        reader_kwargs = {"preferred_temporality": {SdkCounter: DELTA}}
+    if setup == "always-off":
+        provider_kwargs = {"exemplar_filter": AlwaysOffExemplarFilter()}
+    readers = [InMemoryMetricReader(**reader_kwargs) for _ in range(2)]
+    providers = [MeterProvider(metric_readers=[r], views=views, shutdown_on_exit=False, **provider_kwargs)
+                 for r in readers]
+    meters = [p.get_meter("tokentrail") for p in providers]
+    ours = _summed_for(providers[0], meters[0])(meters[0].create_counter("tokentrail.cost"))
+    theirs = meters[1].create_counter("tokentrail.cost")
+    assert isinstance(ours, Sum)
+    for step in [*script, ("collect",)]:
+        if step[0] == "collect":
+            got, want = _points(readers[0]), _points(readers[1])
+            if setup == "always-on":  # left to the SDK, whose counter reservoir samples at random
+                assert ours._sync
+                got, want = ([p[:-1] for p in points] for points in (got, want))
+            assert got == want
+            continue
+        _, value, owner, _ = step
+        # tokentrail adds its counters outside any span (a sampled context goes to the SDK)
+        ours.add(value, dict(OWNERS[owner]), context=NO_EXEMPLAR)
+        theirs.add(value, dict(OWNERS[owner]), context=NO_EXEMPLAR)
+
+
+def test_a_counter_measurement_in_a_sampled_span_is_the_sdks():
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    meter = provider.get_meter("tokentrail")
+    ours = _summed_for(provider, meter)(meter.create_counter("tokentrail.cost"))
+    ours.add(2, OWNERS[0], context=CONTEXTS[0])
+    assert not ours._series  # not summed here: the SDK samples its exemplar
+    ours.add(3, OWNERS[0], context=NO_EXEMPLAR)
+    [point] = _raw_points(reader)
+    assert point.value == 5 and [e.span_id for e in point.exemplars] == [SPANS[0].get_span_context().span_id]
 
 
 def test_a_series_point_starts_before_its_first_measurement():
@@ -173,7 +223,7 @@ def test_other_meter_providers_keep_the_sdk_instrument():
 
     provider = NoOpMeterProvider()
     instrument = provider.get_meter("tokentrail").create_histogram("tokentrail.cost")
-    plain = _histograms_for(provider, provider.get_meter("tokentrail"))(instrument)
+    plain = _summed_for(provider, provider.get_meter("tokentrail"))(instrument)
     assert not isinstance(plain, Histogram) and plain._instrument is instrument
 
 
@@ -191,17 +241,17 @@ def test_the_sdk_internals_of_the_histogram_path_hold():
     instrument = provider.get_meter("m").create_histogram("h", explicit_bucket_boundaries_advisory=(1.0, 10.0))
     assert sdk.instrument_enabled(instrument)() is True
     assert sdk.clean_attributes({"a": ["x", "y"]}) == {"a": ("x", "y")}
-    targets = sdk.histogram_targets(consumer, instrument, {"a": "x"})
+    targets = sdk.aggregation_targets(consumer, instrument, {"a": "x"})
     assert sdk.targets_current(consumer, targets)
-    [aggregation], overflowed = sdk.histogram_aggregations(targets)
+    [aggregation], overflowed = sdk.aggregations(targets, sdk.HISTOGRAM)
     assert not overflowed
-    assert sdk.histogram_aggregations(targets) == ([aggregation], False)  # found again
+    assert sdk.aggregations(targets, sdk.HISTOGRAM) == ([aggregation], False)  # found again
     provider.add_metric_reader(InMemoryMetricReader())
     assert not sdk.targets_current(consumer, targets)
-    assert len(sdk.histogram_aggregations(sdk.histogram_targets(consumer, instrument, {"a": "x"}))[0]) == 2
+    assert len(sdk.aggregations(sdk.aggregation_targets(consumer, instrument, {"a": "x"}), sdk.HISTOGRAM)[0]) == 2
     merged = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
         View(instrument_name="h", attribute_keys={"b"})])
-    assert sdk.histogram_targets(sdk.measurement_consumer(merged), merged.get_meter("m").create_histogram("h"),
+    assert sdk.aggregation_targets(sdk.measurement_consumer(merged), merged.get_meter("m").create_histogram("h"),
                                  {"a": "x"}) is sdk.UNSUMMABLE
     assert sdk.histogram_bounds(aggregation) == (1.0, 10.0)
     sdk.add_to_histogram(aggregation, [1, 0, 2], 25.5, 0.5, 20)
@@ -214,12 +264,12 @@ def test_the_sdk_internals_of_the_histogram_path_hold():
     exponential = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
         View(instrument_name="h", aggregation=ExponentialBucketHistogramAggregation())])
     other = exponential.get_meter("m").create_histogram("h")
-    targets_of = lambda provider, instrument, attributes: sdk.histogram_targets(  # noqa: E731
+    targets_of = lambda provider, instrument, attributes: sdk.aggregation_targets(  # noqa: E731
         sdk.measurement_consumer(provider), instrument, attributes)
-    assert sdk.histogram_aggregations(targets_of(exponential, other, {})) is sdk.UNSUMMABLE
+    assert sdk.aggregations(targets_of(exponential, other, {}), sdk.HISTOGRAM) is sdk.UNSUMMABLE
     limited = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False, views=[
         View(instrument_name="h", aggregation_cardinality_limit=1)])
     third = limited.get_meter("m").create_histogram("h")
-    assert sdk.histogram_aggregations(targets_of(limited, third, {"a": "x"}))[1] is False
-    [overflow], overflowed = sdk.histogram_aggregations(targets_of(limited, third, {"a": "y"}))
+    assert sdk.aggregations(targets_of(limited, third, {"a": "x"}), sdk.HISTOGRAM)[1] is False
+    [overflow], overflowed = sdk.aggregations(targets_of(limited, third, {"a": "y"}), sdk.HISTOGRAM)
     assert overflowed and overflow._attributes == {"otel.metric.overflow": True}

@@ -5,7 +5,7 @@ counts) and exemplars (the trace and span they link to).
 The expected set is computed here from the workload (scripted usage, published prices, the
 exported spans' own ids and times), not read back from the code under test, so it pins what
 a dashboard or an alert reads while the recording underneath changes (issue 11: counters
-served from accumulators through observable instruments). Real openai and anthropic SDKs over
+counters and histograms summed by tokentrail, added to the SDK's aggregations at collection). Real openai and anthropic SDKs over
 HTTP to the fake provider, through InMemoryPipeline or an SDK pipeline built here.
 """
 
@@ -416,30 +416,22 @@ def test_a_reset_keeps_the_counters_of_a_running_meter_provider(server, make_pip
     assert cost["count"] == 2 and cost["sum"] == 0.01155 + 0.01155
 
 
-def test_the_sdk_read_of_reader_temporalities_holds():
-    """processor/sdk.py reads which temporality each reader asks for (Totals or synchronous
-    counters); pinned here against the installed SDK."""
-    from tokentrail.processor.sdk import counter_temporalities
+def test_counters_stay_bounded_past_their_cap_and_lose_nothing():
+    """Past its cap (never below the SDK's cardinality limit) a Sum sums new attribute sets as
+    the SDK's overflow series, so a noisy dimension cannot grow the process's memory."""
+    from tokentrail.processor import sdk
+    from tokentrail.processor.metrics import Sum
 
-    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
-    readers = [InMemoryMetricReader(), InMemoryMetricReader(preferred_temporality={Counter: delta})]
-    provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
-    assert counter_temporalities(provider) == (cumulative, cumulative, delta, cumulative)
-    assert counter_temporalities(object()) is None
-    provider.shutdown()
-
-
-def test_totals_stay_bounded_past_their_cap_and_lose_nothing():
-    """Past its cap (never below the SDK's cardinality limit) a Totals sums new attribute sets
-    as the SDK's overflow series, so a noisy dimension cannot grow the process's memory."""
-    from opentelemetry.metrics import CallbackOptions
-
-    from tokentrail.processor.metrics import Totals
-
-    totals = Totals(cap=3)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    totals = Sum(provider.get_meter("tokentrail").create_counter("tokentrail.tokens"), sdk.measurement_consumer(provider),
+                 sdk.exemplar_filter(provider), cap=3)
     for i in range(10):
         totals.add(i + 1, {attr.TOKENTRAIL_TENANT: f"t{i}"})
     totals.add(100, {attr.TOKENTRAIL_TENANT: "t0"})  # a set with a series of its own keeps it
-    observed = {tuple(sorted(o.attributes.items())): o.value for o in totals.observe(CallbackOptions())}
+    assert len(totals._series) == 4
+    totals.flush()  # built here without the provider's collection callback
+    observed = {tuple(sorted(p.attributes.items())): p.value for rm in reader.get_metrics_data().resource_metrics
+                for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points}
     assert observed == {((attr.TOKENTRAIL_TENANT, "t0"),): 101, ((attr.TOKENTRAIL_TENANT, "t1"),): 2,
                         ((attr.TOKENTRAIL_TENANT, "t2"),): 3, (("otel.metric.overflow", True),): sum(range(4, 11))}
