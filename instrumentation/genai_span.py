@@ -38,6 +38,7 @@ from tokentrail.processor.metrics import record_llm_call
 from tokentrail.processor.pricing import NO_USAGE, price_span
 from tokentrail.processor.usage import InvalidUsage, Usage
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedMemo
 
 _log = logging.getLogger(__name__)
 
@@ -350,16 +351,51 @@ class _NoOpCall(LLMCall):
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
+# str() of an httpx URL is built anew each time (about 4 µs); a URL object is immutable, so
+# its text is remembered per object (held here, so its id cannot be reused while remembered).
+_url_texts: dict[int, tuple[Any, str]] = {}
+_MAX_URL_TEXTS = 64
+_immutable_url_types: dict[type, bool] = {}
 
-def server_of(url: Any) -> tuple[str | None, int | None]:
-    """(server.address, server.port) of a client's base URL; the scheme's port when none is given."""
+
+def url_text(url: Any) -> str:
+    """``str(url)``, remembered for the SDKs' (immutable) httpx URL objects."""
+    kind = type(url)
+    if kind is str:
+        return url
+    immutable = _immutable_url_types.get(kind)
+    if immutable is None:
+        immutable = _immutable_url_types[kind] = (
+            kind.__name__ == "URL" and kind.__module__.partition(".")[0] in ("httpx", "httpx2"))
+    if not immutable:
+        return str(url)
+    hit = _url_texts.get(id(url))
+    if hit is not None and hit[0] is url:
+        return hit[1]
+    text = str(url)
+    if len(_url_texts) >= _MAX_URL_TEXTS:
+        _url_texts.clear()
+    _url_texts[id(url)] = (url, text)
+    return text
+
+
+def _server_of_text(text: str) -> tuple[str | None, int | None]:
     try:
-        parts = urlsplit(str(url))
+        parts = urlsplit(text)
         host = parts.hostname
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except (TypeError, ValueError):
         return None, None
     return (host, port) if host else (None, None)
+
+
+_servers: BoundedMemo[str, tuple[str | None, int | None]] = BoundedMemo(256)
+
+
+def server_of(url: Any) -> tuple[str | None, int | None]:
+    """(server.address, server.port) of a client's base URL; the scheme's port when none is given
+    (cheap: memoised per URL, as every call asks)."""
+    return _servers.get(url_text(url), _server_of_text)
 
 
 def start_llm_call(

@@ -66,3 +66,33 @@ def test_the_sdk_call_runs_in_our_span_with_openllmetry_suppressed(pipeline, ser
     assert current.get_span_context() == span.get_span_context()
     assert suppressed is True
     assert trace.get_current_span() is trace.INVALID_SPAN  # and nothing is left attached
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:8080/v1", ("127.0.0.1", 8080)),
+    ("https://api.openai.com/v1/", ("api.openai.com", 443)),
+    ("http://Example.COM/x", ("example.com", 80)),
+    ("ftp://host/x", ("host", None)),
+    ("not a url", (None, None)),
+    ("http://host:notaport/", (None, None)),
+    (None, (None, None)),
+])
+def test_server_of_is_what_urlsplit_says_for_every_spelling(url, expected):
+    from tokentrail.instrumentation.genai_span import server_of
+
+    assert server_of(url) == server_of(url) == expected
+
+
+def test_the_text_of_each_sdk_url_object_is_its_own():
+    import openai
+
+    from tokentrail.instrumentation.genai_span import url_text
+
+    clients = [openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k") for port in range(9000, 9100)]
+    for client in clients:  # more URL objects than are remembered
+        assert url_text(client.base_url) == str(client.base_url)
+    for client in clients:
+        assert url_text(client.base_url) == str(client.base_url)
+    client = clients[0]
+    client.base_url = "http://127.0.0.1:9999/v2"  # the SDK makes a new URL object
+    assert url_text(client.base_url) == str(client.base_url) == "http://127.0.0.1:9999/v2/"

@@ -110,7 +110,8 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
 def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     kwargs = _materialise(kwargs, {CHAT: "messages", COMPLETIONS: "prompt"}.get(kind, "input"))
     client = getattr(instance, "_client", None)
-    endpoint = providers.detect(getattr(client, "base_url", None))
+    client_url = getattr(client, "base_url", None)
+    endpoint = providers.detect(client_url)
     stream = bool(kwargs.get("stream"))  # the SDK's own test (omit / NOT_GIVEN are falsy)
     max_tokens = None
     for name in _MAX_TOKENS_ARGS[kind]:
@@ -119,7 +120,8 @@ def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, 
             max_tokens = value
             break
     tier = kwargs.get("service_tier")
-    base_url = str(getattr(client, "base_url", ""))
+    # the text of the client's URL, as str() gives it (remembered per URL object)
+    base_url = genai_span.url_text(client_url) if client_url is not None else str(getattr(client, "base_url", ""))
     plan = _Plan(
         kind=kind,
         provider=endpoint.provider,

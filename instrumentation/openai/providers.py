@@ -100,7 +100,7 @@ _endpoints: BoundedMemo[str, Endpoint] = BoundedMemo(256)
 
 def detect(base_url: object) -> Endpoint:
     """The provider and server address for a client's base URL (cheap: memoised)."""
-    endpoint = _endpoints.get(str(base_url or ""), _from_url)
+    endpoint = _endpoints.get(genai_span.url_text(base_url) if base_url else "", _from_url)
     forced = env(PROVIDER_ENV)
     if forced:
         return Endpoint(normalise(forced) or forced.strip().lower(), endpoint.server_address, endpoint.server_port)
