@@ -161,22 +161,20 @@ class _Summed:
     def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
         raise NotImplementedError
 
-    def _take(self, key: Any, amount: int | float, attributes: Mapping[str, Any], context: Any, now: int,
+    def _open(self, key: Any, amount: int | float, attributes: Mapping[str, Any], context: Any, now: int,
               order: int | None, extra: tuple | None = None) -> None:
-        """Add one measurement to its series, opening the series first if it is new."""
-        with self._lock:
-            series = self._series.get(key)
-            if series is not None:
-                series.add(amount, context, now, order, attributes)
-                return
+        """Add one measurement of an attribute set not seen yet (``extra``: one more attribute,
+        a name and its value), opening its series first."""
+        if extra is not None:
+            attributes = {**attributes, extra[0]: extra[1]}
         with self._collecting, self._lock:
             series = self._series.get(key)
             if series is None and not self._sync:
-                series = self._start(key, attributes if extra is None else {**attributes, extra[0]: extra[1]})
+                series = self._start(key, attributes)
             if series is not None:
                 series.add(amount, context, now, order, attributes)
                 return
-        self._sdk(amount, attributes if extra is None else {**attributes, extra[0]: extra[1]}, context)
+        self._sdk(amount, attributes, context)
 
     def _start(self, key: Any, attributes: Mapping[str, Any]) -> Any:
         """With both locks held: the series of a new attribute set, created in the SDK; None to
@@ -238,15 +236,6 @@ class _Summed:
         for (_, *offer), aggregation in offers:
             sdk.offer_exemplar(aggregation, *offer)
 
-    def _exemplar(self, amount: int | float, attributes: Mapping[str, Any], context: Any) -> tuple[int, int | None]:
-        """(time, order of the offer) of a measurement, the order None when it takes no exemplar."""
-        if self._traced:
-            if _in_sampled_span(context):
-                return time_ns(), next(self._order)
-            return 0, None
-        now = time_ns()
-        return now, (next(self._order) if self._sample(amount, now, attributes, context) else None)
-
 
 class Histogram(_Summed):
     """A Histogram summed by tokentrail: per attribute set bucket counts, sum, min, max and
@@ -270,8 +259,22 @@ class Histogram(_Summed):
             attributes = {}
         if context is None:
             context = context_api.get_current()
-        now, order = self._exemplar(amount, attributes, context)
-        self._take(_key(attributes) if key is None else key, amount, attributes, context, now, order)
+        now, order = 0, None
+        if self._traced:
+            if context is not NO_EXEMPLAR and _in_sampled_span(context):
+                now, order = time_ns(), next(self._order)
+        else:
+            now = time_ns()
+            if self._sample(amount, now, attributes, context):
+                order = next(self._order)
+        if key is None:
+            key = _key(attributes)
+        with self._lock:
+            series = self._series.get(key)
+            if series is not None:
+                series.add(amount, context, now, order, attributes)
+                return
+        self._open(key, amount, attributes, context, now, order)
 
     def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
         self._instrument.record(amount, attributes, context=context)
@@ -307,18 +310,36 @@ class Sum(_Summed):
             return
         if attributes is None:
             attributes = {}
-        self._take(_key(attributes) if key is None else key, amount, attributes, context, 0, None)
+        if key is None:
+            key = _key(attributes)
+        with self._lock:
+            series = self._series.get(key)
+            if series is not None:
+                series.sum += amount
+                series.count += 1
+                return
+        self._open(key, amount, attributes, context, 0, None)
 
     def add_each(self, attributes: Mapping[str, Any], name: str, amounts: Iterable[tuple[Any, int | float]],
                  key: Any = None) -> None:
         """``add(amount, {**attributes, name: value}, NO_EXEMPLAR)`` for each (value, amount),
-        with ``attributes`` hashed once (the token types of one call)."""
+        with ``attributes`` hashed once and the lock taken once (the token types of one call)."""
         base = _key(attributes) if key is None else key
-        for value, amount in amounts:
-            if self._sync or not 0 <= amount < math.inf or not self._enabled():
-                self._instrument.add(amount, {**attributes, name: value}, context=NO_EXEMPLAR)
+        new = []
+        summable = not self._sync and self._enabled()
+        with self._lock:
+            for value, amount in amounts:
+                series = self._series.get((base, value)) if summable and 0 <= amount < math.inf else False
+                if series:
+                    series.sum += amount
+                    series.count += 1
+                else:
+                    new.append((series, value, amount))
+        for series, value, amount in new:
+            if series is None:
+                self._open((base, value), amount, attributes, NO_EXEMPLAR, 0, None, (name, value))
             else:
-                self._take((base, value), amount, attributes, NO_EXEMPLAR, 0, None, (name, value))
+                self._instrument.add(amount, {**attributes, name: value}, context=NO_EXEMPLAR)
 
     def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
         self._instrument.add(amount, attributes, context=context)
@@ -488,7 +509,7 @@ def _summed_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
             book = _books.get(meter_provider)
             if book is None:
                 book = _books[meter_provider] = {}
-                meter.create_observable_gauge(names.TOKENTRAIL_HISTOGRAMS_COLLECT, callbacks=[_flusher(book)],
+                meter.create_observable_gauge(names.TOKENTRAIL_SUMS_COLLECT, callbacks=[_flusher(book)],
                                               unit="1", description="Never reports a point")
     cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
 

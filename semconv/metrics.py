@@ -9,8 +9,8 @@ TOKENTRAIL_TOKENS = 'tokentrail.tokens'
 TOKENTRAIL_CALLS_UNPRICED = 'tokentrail.calls.unpriced'
 #: Usage reports rejected as implausible (a token count beyond 100M in one call); the call is no_usage and its counts reach no other metric, cost or ledger sum.
 TOKENTRAIL_USAGE_IMPLAUSIBLE = 'tokentrail.usage.implausible'
-#: Never reports a point. Its callback, run as a reader collects, adds tokentrail's own per-call histogram sums (tokentrail.cost and the gen_ai.client.* histograms) to the SDK's aggregations.
-TOKENTRAIL_HISTOGRAMS_COLLECT = 'tokentrail.histograms.collect'
+#: Never reports a point. Its callback, run as a reader collects, adds the per-call sums tokentrail keeps (its counters and histograms, the gen_ai.client.* histograms) to the SDK's own aggregations.
+TOKENTRAIL_SUMS_COLLECT = 'tokentrail.sums.collect'
 #: Tokens per call by gen_ai.token.type (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
 GEN_AI_CLIENT_TOKEN_USAGE = 'gen_ai.client.token.usage'
 #: Duration of one GenAI client operation (by default; not under OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental).
@@ -57,7 +57,7 @@ ALL_METRICS = (
     TOKENTRAIL_TOKENS,
     TOKENTRAIL_CALLS_UNPRICED,
     TOKENTRAIL_USAGE_IMPLAUSIBLE,
-    TOKENTRAIL_HISTOGRAMS_COLLECT,
+    TOKENTRAIL_SUMS_COLLECT,
     GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_CLIENT_OPERATION_DURATION,
     GEN_AI_CLIENT_INFERENCE_DURATION,
