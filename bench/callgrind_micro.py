@@ -116,6 +116,7 @@ def steps(n: int):
 
     from tokentrail import breakers, preflight, tasks, trust
     from tokentrail.attribution import owner_span_attributes
+    from tokentrail.config import env
     from tokentrail.instrumentation.fields import prompt_chars
     from tokentrail.instrumentation.genai_span import should_skip
 
@@ -165,6 +166,36 @@ def steps(n: int):
             owner_span_attributes()
 
     empty_ctx = otel_context.Context()
+
+    import openai
+    from openai.types.chat import ChatCompletion
+
+    from tokentrail.instrumentation.openai import patch as openai_patch
+
+    completion = ChatCompletion.model_validate({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-5.4-mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 2000, "completion_tokens": 200, "total_tokens": 2200,
+                  "prompt_tokens_details": {"cached_tokens": 500}}})
+    resource = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="bench", max_retries=0).chat.completions
+    openai_wrapper = openai_patch.wrapper(openai_patch.CHAT)(cost_pipeline)
+
+    from tokentrail.instrumentation.fields import field
+    from tokentrail.instrumentation.openai import streaming as openai_streaming
+
+    chat_kwargs = {"model": "gpt-5.4-mini", "messages": MESSAGES}
+
+    def record_chat_alone():
+        with scope:
+            call = start_llm_call(cost_pipeline, provider="openai", operation="chat", request_model="gpt-5.4-mini",
+                                  check_budget=False)
+            openai_streaming.record_chat(call, completion)
+            call.end()
+
+    def openai_wrapped_call():  # the SDK method stands in: it hands back the parsed answer at once
+        with scope:
+            openai_wrapper(lambda **kwargs: completion, resource, (),
+                           {"model": "gpt-5.4-mini", "messages": MESSAGES})
     identity_2 = {"tokentrail.tenant": "acme", "tokentrail.feature": "summarize"}
     cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
     ended = tracer.start_span("chat", attributes=priced)
@@ -200,10 +231,18 @@ def steps(n: int):
         ("attach + detach of a context", lambda: otel_context.detach(otel_context.attach(empty_ctx))),
         ("os.environ.get of a variable not set", lambda: os.environ.get("TOKENTRAIL_BENCH_UNSET")),
         ("the same, of a variable set", lambda: os.environ.get("PATH")),
+        ("config.env of a variable not set", lambda: env("TOKENTRAIL_BENCH_UNSET")),
+        ("the same, of a variable set (config.env)", lambda: env("PATH")),
         ("preflight.armed(), breakers installed, no budget or task", preflight.armed),
         ("should_skip", should_skip),
         ("prompt_chars, the bench's 8 KB message", lambda: prompt_chars((MESSAGES, None))),
         ("tasks.on_llm_call_end, no task or budget", lambda: tasks.on_llm_call_end(ended_span, priced)),
+        ("openai chat wrapper around a stand-in create (answer at once), CostSpanProcessor only, in scope",
+         openai_wrapped_call),
+        ("Usage.validate", usage.validate),
+        ("fields.field of a declared pydantic field", lambda: field(completion, "model")),
+        ("openai _plan of the bench's request", lambda: openai_patch._plan(cost_pipeline, "chat", resource, chat_kwargs)),
+        ("start_llm_call, record_chat, end, in scope (CostSpanProcessor only)", record_chat_alone),
         ("method call through a pass-through wrapt wrapper", lambda: wrapped_sdk.create(model="m")),
         ("the same method unwrapped", lambda: plain_sdk.create(model="m")),
     ]

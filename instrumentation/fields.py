@@ -16,13 +16,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from tokentrail.processor.usage import InvalidUsage
 from tokentrail.state import BoundedMemo
 
 _NO_EXTRA = object()
 _camel = BoundedMemo(1024)
+
+R = TypeVar("R", bound=Callable[..., Any])
+
+
+def validated(reader: R) -> R:
+    """Mark a usage reader whose every ``Usage`` is already ``validate()``d (or None):
+    ``LLMCall.read_usage`` keeps it as it is rather than validating it a second time."""
+    reader.validated = True  # type: ignore[attr-defined]
+    return reader
 
 
 def _camel_case(name: str) -> str:

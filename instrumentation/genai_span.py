@@ -155,6 +155,9 @@ class LLMCall:
         except Exception:
             _log.debug("tokentrail: reading usage failed", exc_info=True)
             return
+        if usage is not None and getattr(read, "validated", False):  # fields.validated: checked by the reader
+            self.usage = usage
+            return
         self.set_usage(usage)
 
     @property

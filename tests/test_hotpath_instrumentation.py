@@ -96,3 +96,59 @@ def test_the_text_of_each_sdk_url_object_is_its_own():
     client = clients[0]
     client.base_url = "http://127.0.0.1:9999/v2"  # the SDK makes a new URL object
     assert url_text(client.base_url) == str(client.base_url) == "http://127.0.0.1:9999/v2/"
+
+
+def _inconsistent_cases():
+    from tokentrail.instrumentation.anthropic import usage as anthropic_usage
+    from tokentrail.instrumentation.openai import streaming
+    from tokentrail.instrumentation.openai import usage as openai_usage
+
+    def chat_stream(block):
+        state = streaming.ChatStreamState(False)
+        state.usage_block = block
+        return state.usage
+
+    def responses_stream(block):
+        state = streaming.ResponsesStreamState()
+        state.final = {"usage": block}
+        return state.usage
+
+    def anthropic_stream(block):
+        state = anthropic_usage.MessageStreamState()
+        state.usage_block = block
+        return state.usage
+
+    chat = {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 50}}
+    responses = {"input_tokens": 10, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 50}}
+    anthropic = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 10 ** 12}
+    return [
+        ("chat_usage", lambda: openai_usage.chat_usage, chat),
+        ("responses_usage", lambda: lambda b: openai_usage.responses_usage({"usage": b}), responses),
+        ("embeddings_usage", lambda: openai_usage.embeddings_usage, {"prompt_tokens": -1}),
+        ("usage_from_anthropic", lambda: anthropic_usage.usage_from_anthropic, anthropic),
+        ("chat stream", lambda: lambda b: chat_stream(b)(), chat),
+        ("responses stream", lambda: lambda b: responses_stream(b)(), responses),
+        ("anthropic stream", lambda: lambda b: anthropic_stream(b)(), anthropic),
+    ]
+
+
+@pytest.mark.parametrize("name, reader, block", _inconsistent_cases(), ids=[c[0] for c in _inconsistent_cases()])
+def test_the_readers_marked_validated_reject_what_validate_rejects(name, reader, block):
+    """read_usage does not validate again what a reader marked ``fields.validated`` returns: each
+    such reader must refuse an inconsistent block itself."""
+    from tokentrail.processor.usage import InvalidUsage
+
+    with pytest.raises(InvalidUsage):
+        reader()(block)
+
+
+def test_the_validated_marks_are_on_the_readers_the_calls_use():
+    from tokentrail.instrumentation.anthropic import usage as anthropic_usage
+    from tokentrail.instrumentation.openai import streaming
+    from tokentrail.instrumentation.openai import usage as openai_usage
+
+    for reader in (openai_usage.chat_usage, openai_usage.responses_usage, openai_usage.embeddings_usage,
+                   anthropic_usage.usage_from_anthropic, streaming.ChatStreamState(False).usage,
+                   streaming.CapturingChatStreamState(False).usage, streaming.ResponsesStreamState().usage,
+                   anthropic_usage.MessageStreamState().usage):
+        assert getattr(reader, "validated", False), reader

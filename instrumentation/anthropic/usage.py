@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from tokentrail.instrumentation.fields import block, count, field, reported
+from tokentrail.instrumentation.fields import block, count, field, reported, validated
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
 
+@validated
 def usage_from_anthropic(usage: Any) -> Usage | None:
     """Normalise a Messages API ``usage`` block (Message.usage, or the merged stream usage).
 
@@ -124,6 +125,7 @@ class MessageStreamState(StreamState):
                 "finish_reasons": [self.stop_reason] if self.stop_reason else None,
                 "service_tier": service_tier(self.usage_block)}
 
+    @validated  # usage_from_anthropic's
     def usage(self) -> Usage | None:
         """The usage seen so far; None before ``message_start``. Raises ``InvalidUsage``."""
         return None if self.usage_block is None else usage_from_anthropic(self.usage_block)

@@ -11,7 +11,7 @@ import logging
 from itertools import islice
 from typing import Any
 
-from tokentrail.instrumentation.fields import field, items
+from tokentrail.instrumentation.fields import field, items, validated
 from tokentrail.instrumentation.openai import content
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.instrumentation.streams import StreamState
@@ -77,6 +77,7 @@ class ChatStreamState(StreamState):
             "service_tier": self.service_tier,
         }
 
+    @validated  # chat_usage's
     def usage(self) -> Any:
         return openai_usage.chat_usage(self.usage_block)
 
@@ -135,6 +136,7 @@ class ResponsesStreamState(StreamState):
     def response(self) -> dict[str, Any]:
         return response_facts(self.final) if self.final is not None else {}
 
+    @validated  # responses_usage's
     def usage(self) -> Any:
         return openai_usage.responses_usage(self.final)
 

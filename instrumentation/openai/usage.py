@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field, items
+from tokentrail.instrumentation.fields import block, count, field, items, validated
 from tokentrail.processor.usage import Usage
 
 
+@validated
 def chat_usage(usage: Any) -> Usage | None:
     """Usage of a chat completion (or of the final streamed chunk)."""
     usage = block(usage)
@@ -59,6 +60,7 @@ def _reasoning_beside_completion(prompt: int, completion: int, reasoning: int, t
     return False
 
 
+@validated
 def responses_usage(response: Any) -> Usage | None:
     """Usage of a Responses API ``Response`` (non-streamed, or from a terminal stream event)."""
     usage = block(response, "usage")
@@ -83,6 +85,7 @@ def _response_tool_calls(response: Any) -> dict[str, int]:
     return {"web_search": searches} if searches else {}
 
 
+@validated
 def embeddings_usage(usage: Any) -> Usage | None:
     usage = block(usage)
     if usage is None:
