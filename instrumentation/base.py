@@ -73,10 +73,11 @@ class Target(NamedTuple):
 
 
 def sync_and_async(module: str | tuple[str, ...], sync_path: str, async_path: str,
-                   factory: Callable[..., Callable[[Instruments], Any]], *, optional: bool = False) -> tuple[Target, Target]:
+                   factory: Callable[..., Callable[[Instruments], Any]], *, optional: bool = False,
+                   plain: bool = False) -> tuple[Target, Target]:
     """A method and its async twin: ``factory(is_async=...)`` gives each its wrapper factory."""
-    return (Target(module, sync_path, factory(is_async=False), optional),
-            Target(module, async_path, factory(is_async=True), optional))
+    return (Target(module, sync_path, factory(is_async=False), optional, plain),
+            Target(module, async_path, factory(is_async=True), optional, plain))
 
 
 class _Patch(NamedTuple):

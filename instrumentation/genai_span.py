@@ -555,10 +555,9 @@ def llm_call_wrapper(instruments: Instruments, begin: Begin, finish: Finish, *, 
 Observe = Callable[[Instruments, Any, tuple, dict, Any], Any]
 
 
-def result_wrapper(instruments: Instruments, observe: Observe, *, is_async: bool = False) -> Callable[..., Any]:
-    """The wrapt wrapper of an SDK method whose result we only look at:
-    ``observe(instruments, instance, args, kwargs, result)`` returns what the caller gets (the
-    result or a proxy of it); should it fail, the caller gets the result."""
+def result_observer(instruments: Instruments, observe: Observe) -> Callable[[Any, tuple, dict, Any], Any]:
+    """``observed(instance, args, kwargs, result)``: ``observe``'s answer, or the result when
+    instrumentation is off or suppressed, or should ``observe`` fail."""
 
     def observed(instance: Any, args: tuple, kwargs: dict, result: Any) -> Any:
         if not instruments.active or should_skip():
@@ -568,6 +567,15 @@ def result_wrapper(instruments: Instruments, observe: Observe, *, is_async: bool
         except Exception:
             _log.debug("tokentrail: observing a result failed", exc_info=True)
             return result
+
+    return observed
+
+
+def result_wrapper(instruments: Instruments, observe: Observe, *, is_async: bool = False) -> Callable[..., Any]:
+    """The wrapt wrapper of an SDK method whose result we only look at:
+    ``observe(instruments, instance, args, kwargs, result)`` returns what the caller gets (the
+    result or a proxy of it); should it fail, the caller gets the result."""
+    observed = result_observer(instruments, observe)
 
     if is_async:
 

@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import anthropic._base_client
+import anthropic._response
 import openai._base_client
 import pytest
 from opentelemetry import context as otel_context
@@ -30,20 +33,25 @@ def test_should_skip_follows_every_suppression():
     assert should_skip() is False
 
 
-@pytest.mark.parametrize("instrumentor, module", [(OpenAIInstrumentor, openai._base_client),
-                                                  (AnthropicInstrumentor, anthropic._base_client)])
-def test_the_plain_build_request_patch_is_undone_exactly(instrumentor, module):
+@pytest.mark.parametrize("instrumentor, owner, name", [
+    (OpenAIInstrumentor, openai._base_client.BaseClient, "_build_request"),
+    (AnthropicInstrumentor, anthropic._base_client.BaseClient, "_build_request"),
+    (AnthropicInstrumentor, anthropic._response.APIResponse, "parse"),
+    (AnthropicInstrumentor, anthropic._response.AsyncAPIResponse, "parse"),
+])
+def test_the_plain_method_patches_are_undone_exactly(instrumentor, owner, name):
     inst = instrumentor()
     if inst.is_instrumented_by_opentelemetry:
         pytest.skip("instrumented by an earlier test")
-    original = vars(module.BaseClient)["_build_request"]
+    original = vars(owner)[name]
     inst.instrument(skip_dep_check=True)
     try:
-        patched = vars(module.BaseClient)["_build_request"]
+        patched = vars(owner)[name]
         assert patched is not original and patched.__wrapped__ is original
+        assert inspect.iscoroutinefunction(patched) is inspect.iscoroutinefunction(original)
     finally:
         inst.uninstrument()
-    assert vars(module.BaseClient)["_build_request"] is original
+    assert vars(owner)[name] is original
 
 
 def test_the_sdk_call_runs_in_our_span_with_openllmetry_suppressed(pipeline, server):

@@ -41,7 +41,7 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
     tracer_name = "tokentrail.instrumentation.anthropic"
     targets = (
         *sync_and_async(_CLIENT, "SyncAPIClient.request", "AsyncAPIClient.request", patch.request_wrapper),
-        *sync_and_async(_RESPONSE, "APIResponse.parse", "AsyncAPIResponse.parse", patch.parse_wrapper),
+        *sync_and_async(_RESPONSE, "APIResponse.parse", "AsyncAPIResponse.parse", patch.parse_method, plain=True),
         *sync_and_async(_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,
                         optional=True),
         *sync_and_async(_BETA_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,

@@ -17,6 +17,7 @@ never reach the caller.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -124,11 +125,36 @@ def _parsed(instruments: Instruments, instance: Any, args: tuple, kwargs: dict, 
     return result
 
 
-def parse_wrapper(is_async: bool = False):
+def parse_method(is_async: bool = False):
+    """The replacement (a plain method: ``Target(plain=True)``) of ``APIResponse.parse``, which
+    every non-raw call goes through too: with no raw response of ours waiting for its parse
+    (the usual case) it only hands the result back."""
+
     def observe(instruments: Instruments, instance: Any, args: tuple, kwargs: dict, parsed: Any) -> Any:
         return _parsed(instruments, instance, args, kwargs, parsed, is_async)
 
-    return lambda instruments: genai_span.result_wrapper(instruments, observe, is_async=is_async)
+    def factory(instruments: Instruments) -> Any:
+        observed = genai_span.result_observer(instruments, observe)
+
+        def replace(original: Any) -> Any:
+            if is_async:
+                @functools.wraps(original)
+                async def parse_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    parsed = await original(self, *args, **kwargs)
+                    return observed(self, args, kwargs, parsed) if _pending else parsed
+
+                return parse_async
+
+            @functools.wraps(original)
+            def parse(self: Any, *args: Any, **kwargs: Any) -> Any:
+                parsed = original(self, *args, **kwargs)
+                return observed(self, args, kwargs, parsed) if _pending else parsed
+
+            return parse
+
+        return replace
+
+    return factory
 
 
 def native_span_wrapper(instruments: Instruments):

@@ -480,8 +480,10 @@ def wrapper(kind: str, *, is_async: bool = False, parses: bool = False):
         if not parses:
             if kind not in (CHAT, COMPLETIONS):
                 return traced
+            # only a stream gets stream_options injected, so only a stream can have them rejected
             return lambda wrapped, instance, args, kwargs: traced(
-                _retrying(wrapped, instance, kwargs, is_async), instance, args, kwargs)
+                _retrying(wrapped, instance, kwargs, is_async) if kwargs.get("stream") else wrapped,
+                instance, args, kwargs)
 
         if is_async:
             async def async_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
