@@ -2,7 +2,8 @@
 
 ``should_skip`` reads the suppression keys from one lookup of the context (it used to ask
 ``is_instrumentation_enabled``); the SDKs' ``_build_request`` is replaced by a plain method
-(not a wrapt wrapper), which ``uninstrument()`` must take away again exactly.
+(not a wrapt wrapper), and so are anthropic's ``APIResponse.parse`` and
+``start_api_call_span``: ``uninstrument()`` must take each away again exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def test_should_skip_follows_every_suppression():
     (AnthropicInstrumentor, anthropic._base_client.BaseClient, "_build_request"),
     (AnthropicInstrumentor, anthropic._response.APIResponse, "parse"),
     (AnthropicInstrumentor, anthropic._response.AsyncAPIResponse, "parse"),
+    (AnthropicInstrumentor, anthropic._base_client, "start_api_call_span"),
 ])
 def test_the_plain_method_patches_are_undone_exactly(instrumentor, owner, name):
     inst = instrumentor()

@@ -47,7 +47,7 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
         *sync_and_async(_BETA_BATCHES, "Batches.results", "AsyncBatches.results", patch.batch_results_wrapper,
                         optional=True),
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
-        Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True),
+        Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True, plain=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_method, optional=True,
                plain=True),

@@ -165,18 +165,24 @@ def native_span_wrapper(instruments: Instruments):
     nothing, and the SDK still puts ``traceparent``/``tracestate``/``baggage`` on the request
     exactly as it would have (its "no span" path sends none). A tracer provider the user gave
     the client (``open_telemetry={"tracer_provider": X}``) other than ours keeps its native span.
+
+    A plain function in the SDK module's place (``Target(plain=True)``): every call goes through it.
     """
 
-    def wrapper(wrapped, instance, args, kwargs):
-        options = args[2] if len(args) > 2 else kwargs.get("options")
-        if not (genai_span.in_llm_call() and getattr(options, "span_name", None) == MESSAGES_CREATE):
-            return wrapped(*args, **kwargs)
-        tracer = args[0] if args else kwargs.get("tracer")
-        if _other_pipeline(tracer, instruments):
-            return wrapped(*args, **kwargs)
-        return tasks.CallStandIn(trace.get_current_span())
+    def replace(wrapped: Any) -> Any:
+        @functools.wraps(wrapped)
+        def start_api_call_span(*args: Any, **kwargs: Any) -> Any:
+            options = args[2] if len(args) > 2 else kwargs.get("options")
+            if not (genai_span.in_llm_call() and getattr(options, "span_name", None) == MESSAGES_CREATE):
+                return wrapped(*args, **kwargs)
+            tracer = args[0] if args else kwargs.get("tracer")
+            if _other_pipeline(tracer, instruments):
+                return wrapped(*args, **kwargs)
+            return tasks.CallStandIn(trace.get_current_span())
 
-    return wrapper
+        return start_api_call_span
+
+    return replace
 
 
 def _other_pipeline(tracer: Any, instruments: Instruments) -> bool:
