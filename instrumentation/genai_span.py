@@ -226,8 +226,9 @@ class LLMCall:
             if self.usage is not None:
                 late.update(self.usage.to_attributes())
             merged = {**self.attributes, **late}
-            late.update(_cost_attributes(merged, self.start_ns, self.usage is not None))
-            merged.update(late)
+            cost = _cost_attributes(merged, self.start_ns, self.usage is not None)
+            late.update(cost)
+            merged.update(cost)  # the rest of late is in merged already
             self.attributes = merged
             if late:
                 self.span.set_attributes(late)
