@@ -678,26 +678,27 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
     # Exemplars (trace links) on the points one drills down from: cost, unpriced calls and
     # duration. The other points take none: the SDK's exemplar reservoir is a large part of
     # each measurement's cost, and the cost point of the same call already links it.
-    _record_cost(inst, attributes, point, context)
+    key = _record_cost(inst, attributes, point, context)
     try:
         usage = Usage.from_attributes(attributes)
     except InvalidUsage:
         usage = None
     if usage is not None:
-        _record_tokens(inst, usage, point)
+        _record_tokens(inst, usage, point, key)
     if upstream:
         _record_upstream(inst, attributes, usage, duration_s, point, context)
 
 
-def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[str, Any], context: Context) -> None:
+def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[str, Any], context: Context) -> Any:
+    """The cost points of a call; returns ``_key(point)`` when it computed it."""
     status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
     if status == "unpriced":
         inst.unpriced.add(1, point, context=context)
-        return
+        return None
     usd = cost_usd(attributes) if status == "priced" else None
     if usd is None:
-        return
-    key = _key(point)  # one hash of the point for all its instruments
+        return None
+    key = _key(point)  # one hash of the point for all its instruments (and the tokens, _record)
     inst.cost.record(usd, point, context, key)
     attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
     if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
@@ -707,9 +708,10 @@ def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[s
     saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
     if isinstance(saved, float) and _plausible_usd(saved):
         inst.cache_savings.add(saved, point, NO_EXEMPLAR, key)
+    return key
 
 
-def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) -> None:
+def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any], key: Any) -> None:
     by_type = (
         ("input", usage.uncached_input_tokens),
         ("cache_read", usage.cache_read_tokens),
@@ -717,9 +719,10 @@ def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any]) ->
         ("output", usage.output_tokens),
         ("reasoning", usage.reasoning_tokens),
     )
-    tokens_point = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
     recorded = [(token_type, count) for token_type, count in by_type if count or token_type in ("input", "output")]
-    inst.tokens.add_each(tokens_point, attr.TOKENTRAIL_TOKEN_TYPE, recorded)
+    if attr.ERROR_TYPE in point:
+        point, key = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}, None
+    inst.tokens.add_each(point, attr.TOKENTRAIL_TOKEN_TYPE, recorded, key)
 
 
 def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Usage | None,
