@@ -144,10 +144,11 @@ class _Summed:
                  "_traced", "_sample", "_order")
     _kind = ""  # sdk.HISTOGRAM or sdk.SUM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
         self._instrument = instrument
         self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
-        self._lock = threading.Lock()
+        # one lock for all the instruments of a provider: a call's points are added under it at once
+        self._lock = threading.Lock() if lock is None else lock
         self._collecting = sdk.collection_lock(consumer)
         self._enabled = sdk.instrument_enabled(instrument)
         self._series: dict[Any, Any] = {}
@@ -244,8 +245,8 @@ class Histogram(_Summed):
     __slots__ = ("_bounds",)
     _kind = sdk.HISTOGRAM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
-        super().__init__(instrument, consumer, exemplar_filter, cap)
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap, lock)
         self._bounds: tuple[float, ...] = ()
 
     def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
@@ -296,8 +297,8 @@ class Sum(_Summed):
     __slots__ = ()
     _kind = sdk.SUM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
-        super().__init__(instrument, consumer, exemplar_filter, cap)
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap, lock)
         if not (self._traced or isinstance(exemplar_filter, AlwaysOffExemplarFilter)):
             self._sync = True
 
@@ -489,7 +490,7 @@ class _Plain:
 # By MeterProvider, for as long as it lives (not forgotten by tokentrail.state.reset(): the
 # provider's aggregations keep what they were given): its summed instruments by SDK instrument,
 # flushed by one callback registered on it.
-_books: "weakref.WeakKeyDictionary[Any, dict[Any, _Summed]]" = weakref.WeakKeyDictionary()
+_books: "weakref.WeakKeyDictionary[Any, _Book]" = weakref.WeakKeyDictionary()
 _books_lock = threading.Lock()
 
 
@@ -508,27 +509,34 @@ def _summed_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
         with _books_lock:
             book = _books.get(meter_provider)
             if book is None:
-                book = _books[meter_provider] = {}
-                meter.create_observable_gauge(names.TOKENTRAIL_SUMS_COLLECT, callbacks=[_flusher(book)],
+                book = _books[meter_provider] = _Book()
+                meter.create_observable_gauge(names.TOKENTRAIL_SUMS_COLLECT, callbacks=[book.flush],
                                               unit="1", description="Never reports a point")
     cap = max(config.cardinality_limit(), _SDK_DEFAULT_CARDINALITY_LIMIT)
 
     def summed(instrument: Any) -> Any:
         with _books_lock:
-            found = book.get(instrument)
+            found = book.summed.get(instrument)
             if found is None:
                 kind = Histogram if isinstance(instrument, metrics_api.Histogram) else Sum
-                found = book[instrument] = kind(instrument, consumer, exemplar_filter, cap)
+                found = book.summed[instrument] = kind(instrument, consumer, exemplar_filter, cap, book.lock)
         return found
     return summed
 
 
-def _flusher(book: dict[Any, _Summed]) -> Any:
-    def flush(options: CallbackOptions) -> Iterable[Observation]:
-        for summed in tuple(book.values()):
+class _Book:
+    """A provider's summed instruments, their one lock, and the collection callback that flushes them."""
+
+    __slots__ = ("summed", "lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.summed: dict[Any, _Summed] = {}
+        self.lock = threading.Lock()
+
+    def flush(self, options: CallbackOptions) -> Iterable[Observation]:
+        for summed in tuple(self.summed.values()):
             summed.flush()
         return ()
-    return flush
 
 
 class Instruments:
@@ -603,7 +611,7 @@ def instruments_for(meter_provider: metrics_api.MeterProvider | None = None) -> 
 def metric_attributes(attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None = None
                       ) -> dict[str, Any]:
     """The allowlisted point attributes of one LLM call (unattributed when no tenant)."""
-    out = {k: attributes[k] for k in ALLOWED_ATTRIBUTES if k in attributes}
+    out = {k: attributes[k] for k in ALLOWED_ATTRIBUTES if attributes.get(k) is not None}
     if attr.GEN_AI_PROVIDER_NAME not in out and attr.GEN_AI_SYSTEM in attributes:
         out[attr.GEN_AI_PROVIDER_NAME] = attributes[attr.GEN_AI_SYSTEM]
     if attr.DEPLOYMENT_ENVIRONMENT_NAME not in out and resource_attributes:
@@ -672,33 +680,88 @@ def _record(attributes, duration_s, meter_provider, context, resource_attributes
     inst = instruments_for(meter_provider)
     if resource_attributes is None:
         resource_attributes = _global_resource_attributes()
-    point = metric_attributes(attributes, resource_attributes)
+    points = _points_of(attributes, resource_attributes)
     if context is None:
         context = context_api.get_current()
     # Exemplars (trace links) on the points one drills down from: cost, unpriced calls and
     # duration. The other points take none: the SDK's exemplar reservoir is a large part of
     # each measurement's cost, and the cost point of the same call already links it.
-    key = _record_cost(inst, attributes, point, context)
+    _record_cost(inst, attributes, points, context)
     try:
         usage = Usage.from_attributes(attributes)
     except InvalidUsage:
         usage = None
     if usage is not None:
-        _record_tokens(inst, usage, point, key)
+        _record_tokens(inst, usage, points)
     if upstream:
-        _record_upstream(inst, attributes, usage, duration_s, point, context)
+        _record_upstream(inst, usage, duration_s, points, context)
 
 
-def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[str, Any], context: Context) -> Any:
-    """The cost points of a call; returns ``_key(point)`` when it computed it."""
+class _Points:
+    """The attribute sets of one call's points, and their keys (``_key``): the point of the
+    tokentrail.* instruments, of the token counters (no error.type), and of the upstream ones
+    (with gen_ai.token.type for gen_ai.client.token.usage)."""
+
+    __slots__ = ("point", "key", "tokens", "tokens_key", "up", "up_key", "typed")
+
+    def __init__(self, attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None) -> None:
+        self.point = point = metric_attributes(attributes, resource_attributes)
+        self.key = _key(point)
+        self.tokens, self.tokens_key = point, self.key
+        if attr.ERROR_TYPE in point:
+            self.tokens = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}
+            self.tokens_key = _key(self.tokens)
+        # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
+        # what tokentrail.* are for), which also keeps their cost per point down.
+        self.up = up = {k: point[k] for k in _UPSTREAM if k in point}
+        if attr.SERVER_ADDRESS in attributes:
+            for key in _SERVER:
+                value = attributes.get(key)
+                if value is not None:
+                    up[key] = value
+        self.up_key = _key(up)
+        self.typed = {}
+        for token_type in ("input", "output"):
+            typed = {**up, attr.GEN_AI_TOKEN_TYPE: token_type}
+            self.typed[token_type] = (typed, _key(typed))
+
+
+#: The span attributes a call's points are made of: the same values give the same points.
+_SIGNATURE = (*ALLOWED_ATTRIBUTES, attr.GEN_AI_SYSTEM, attr.SERVER_ADDRESS, attr.SERVER_PORT)
+_points: dict[Any, _Points] = {}  # by signature; emptied when full
+_POINTS_CAP = 4096
+
+
+def _points_of(attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None) -> _Points:
+    """A call's _Points, made once per signature (the allowlisted values, the server and the
+    resource's environment). A span never stamped by AttributionSpanProcessor is made anew:
+    its TOKENTRAIL_ATTRIBUTES defaults are read from the environment."""
+    if attr.TOKENTRAIL_ATTRIBUTED not in attributes:
+        return _Points(attributes, resource_attributes)
+    # a None value counts as missing, here and in metric_attributes
+    signature = (resource_attributes.get(attr.DEPLOYMENT_ENVIRONMENT_NAME) if resource_attributes else None,
+                 *map(attributes.get, _SIGNATURE))
+    try:
+        found = _points.get(signature)
+    except TypeError:  # an unhashable value (a list): the SDK makes it a tuple
+        return _Points(attributes, resource_attributes)
+    if found is None:
+        if len(_points) >= _POINTS_CAP:
+            _points.clear()
+        found = _points[signature] = _Points(attributes, resource_attributes)
+    return found
+
+
+def _record_cost(inst: Instruments, attributes: Mapping[str, Any], points: _Points, context: Context) -> None:
     status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
+    point = points.point
     if status == "unpriced":
         inst.unpriced.add(1, point, context=context)
-        return None
+        return
     usd = cost_usd(attributes) if status == "priced" else None
     if usd is None:
-        return None
-    key = _key(point)  # one hash of the point for all its instruments (and the tokens, _record)
+        return
+    key = points.key
     inst.cost.record(usd, point, context, key)
     attempt = attributes.get(attr.TOKENTRAIL_RETRY_ATTEMPT)
     if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0:
@@ -708,10 +771,9 @@ def _record_cost(inst: Instruments, attributes: Mapping[str, Any], point: dict[s
     saved = attributes.get(attr.TOKENTRAIL_COST_CACHE_SAVINGS)
     if isinstance(saved, float) and _plausible_usd(saved):
         inst.cache_savings.add(saved, point, NO_EXEMPLAR, key)
-    return key
 
 
-def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any], key: Any) -> None:
+def _record_tokens(inst: Instruments, usage: Usage, points: _Points) -> None:
     by_type = (
         ("input", usage.uncached_input_tokens),
         ("cache_read", usage.cache_read_tokens),
@@ -720,37 +782,25 @@ def _record_tokens(inst: Instruments, usage: Usage, point: Mapping[str, Any], ke
         ("reasoning", usage.reasoning_tokens),
     )
     recorded = [(token_type, count) for token_type, count in by_type if count or token_type in ("input", "output")]
-    if attr.ERROR_TYPE in point:
-        point, key = {k: v for k, v in point.items() if k not in _NOT_ON_TOKENS}, None
-    inst.tokens.add_each(point, attr.TOKENTRAIL_TOKEN_TYPE, recorded, key)
+    inst.tokens.add_each(points.tokens, attr.TOKENTRAIL_TOKEN_TYPE, recorded, points.tokens_key)
 
 
-def _record_upstream(inst: Instruments, attributes: Mapping[str, Any], usage: Usage | None,
-                     duration_s: float | None, point: Mapping[str, Any], context: Context) -> None:
-    # The upstream GenAI histograms carry the upstream dimensions only (owner breakdowns are
-    # what tokentrail.* are for), which also keeps their per-measurement cost down.
-    up = {k: point[k] for k in _UPSTREAM if k in point}
-    if attr.SERVER_ADDRESS in attributes:
-        for key in _SERVER:
-            value = attributes.get(key)
-            if value is not None:
-                up[key] = value
+def _record_upstream(inst: Instruments, usage: Usage | None, duration_s: float | None, points: _Points,
+                     context: Context) -> None:
+    up, key = points.up, points.up_key
     if inst.latest:
-        _record_latest(inst, usage, duration_s, up, context)
+        _record_latest(inst, usage, duration_s, up, key, context)
         return
     if usage is not None:
-        typed = dict(up)  # reused for both points (the SDK copies, see above); ``up`` stays clean
-        typed[attr.GEN_AI_TOKEN_TYPE] = "input"
-        inst.token_usage.record(usage.input_tokens, typed, context=NO_EXEMPLAR)
-        typed[attr.GEN_AI_TOKEN_TYPE] = "output"
-        inst.token_usage.record(usage.output_tokens, typed, context=NO_EXEMPLAR)
+        for token_type, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            typed, typed_key = points.typed[token_type]
+            inst.token_usage.record(count, typed, NO_EXEMPLAR, typed_key)
     if duration_s is not None:
-        inst.duration.record(duration_s, up, context=context)
+        inst.duration.record(duration_s, up, context, key)
 
 
-def _record_latest(inst: Instruments, usage: Usage | None, duration_s: float | None, up: Mapping[str, Any],
+def _record_latest(inst: Instruments, usage: Usage | None, duration_s: float | None, up: Mapping[str, Any], key: Any,
                    context: Context) -> None:
-    key = _key(up)
     if up.get(attr.GEN_AI_OPERATION_NAME) == _EMBEDDINGS:
         if usage is not None:
             inst.embeddings_input.record(usage.input_tokens, up, NO_EXEMPLAR, key)
