@@ -273,3 +273,25 @@ def test_the_sdk_internals_of_the_histogram_path_hold():
     assert sdk.aggregations(targets_of(limited, third, {"a": "x"}), sdk.HISTOGRAM)[1] is False
     [overflow], overflowed = sdk.aggregations(targets_of(limited, third, {"a": "y"}), sdk.HISTOGRAM)
     assert overflowed and overflow._attributes == {"otel.metric.overflow": True}
+
+
+def test_a_calls_points_follow_its_attributes_through_the_memo(monkeypatch):
+    """_points_of keeps the point attribute sets per signature: the same allowlisted values and
+    server give the same sets, any difference (the server port, the environment) others, and a
+    span never stamped reads the TOKENTRAIL_ATTRIBUTES defaults anew each time."""
+    from tokentrail.processor.metrics import _points_of
+
+    call = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o", "gen_ai.operation.name": "chat",
+            "tokentrail.tenant": "acme", "tokentrail.attributed": True, "server.address": "api.example",
+            "server.port": 443, "gen_ai.response.id": "one"}
+    first = _points_of(call, {})
+    assert _points_of({**call, "gen_ai.response.id": "two"}, {}) is first
+    other_port = _points_of({**call, "server.port": 8443}, {})
+    assert other_port.point == first.point and other_port.up["server.port"] == 8443
+    prod = _points_of(call, {"deployment.environment.name": "prod"})
+    assert prod.point["deployment.environment.name"] == "prod" and "deployment.environment.name" not in first.point
+    unstamped = {k: v for k, v in call.items() if k not in ("tokentrail.attributed", "tokentrail.tenant")}
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=support")
+    assert _points_of(unstamped, {}).point["tokentrail.team"] == "support"
+    monkeypatch.setenv("TOKENTRAIL_ATTRIBUTES", "team=search")
+    assert _points_of(unstamped, {}).point["tokentrail.team"] == "search"
