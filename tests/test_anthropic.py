@@ -357,6 +357,30 @@ def test_native_sdk_telemetry_on_still_one_llm_span_per_call(server, pipeline):
     assert len(priced) == 2 and all(usd(s) == Decimal("0.042") for s in priced)
 
 
+def test_each_try_carries_the_calls_trace_context_and_owner_baggage(server, pipeline):
+    """The SDK sets the propagation headers of the call's span on every HTTP try (tokentrail works
+    them out once per call, ``trace_headers_function``): our LLM span's traceparent and the
+    owner's baggage, on the retried try as on the first, and a new call gets its own."""
+    overloaded = fake.error(529, "overloaded_error")
+    overloaded.headers["retry-after-ms"] = "5"
+    server.enqueue(overloaded, FakeResponse(json=fake.message()), FakeResponse(json=fake.message()))
+    native = anthropic.Anthropic(base_url=server.url, api_key="test-key", max_retries=2,
+                                 open_telemetry={"tracer_provider": pipeline.tracer_provider})
+    with tokentrail.attribute(tenant="acme", feature="summarize"):
+        native.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    with tokentrail.attribute(tenant="globex"):
+        native.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    first, second = sorted(pipeline.llm_spans(), key=lambda s: s.start_time)
+    tries = [r.headers for r in server.requests]
+    assert len(tries) == 3
+    for headers, span in zip(tries, (first, first, second)):
+        trace_id, span_id = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+        assert headers["traceparent"].startswith(f"00-{trace_id}-{span_id}-")
+    assert tries[0]["baggage"] == tries[1]["baggage"]
+    assert "tokentrail.tenant=acme" in tries[0]["baggage"] and "tokentrail.feature=summarize" in tries[0]["baggage"]
+    assert "tokentrail.tenant=globex" in tries[2]["baggage"] and "feature" not in tries[2]["baggage"]
+
+
 def test_native_spans_are_priced_when_our_instrumentor_is_off(server):
     server.reset()
     with InMemoryPipeline(instrument=False) as pipe:

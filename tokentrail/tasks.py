@@ -415,6 +415,7 @@ class CallStandIn(trace.NonRecordingSpan):
     def __init__(self, call_span: Any) -> None:
         super().__init__(call_span.get_span_context())
         self.call_span = call_span
+        self.trace_headers: dict[str, str] | None = None  # an SDK's propagation headers, worked out once
 
 
 def note_sdk_retry(retries_taken: int) -> None:

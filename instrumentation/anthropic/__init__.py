@@ -30,6 +30,7 @@ from tokentrail.instrumentation.base import Target, TokentrailInstrumentor, sync
 
 _CLIENT = "anthropic._base_client"
 _RESPONSE = "anthropic._response"
+_TRACING = "anthropic._tracing"
 _BATCHES = "anthropic.resources.messages.batches"
 _BETA_BATCHES = "anthropic.resources.beta.messages.batches"
 
@@ -48,6 +49,7 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
                         optional=True),
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
         Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True, plain=True),
+        Target(_TRACING, "trace_headers", patch.trace_headers_function, optional=True, plain=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_method, optional=True,
                plain=True),

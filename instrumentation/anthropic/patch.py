@@ -185,6 +185,27 @@ def native_span_wrapper(instruments: Instruments):
     return replace
 
 
+def trace_headers_function(instruments: Instruments):
+    """``anthropic._tracing.trace_headers(span)``: the SDK works out the propagation headers of a
+    call's span twice per HTTP try (to remove them before signing, then to set them); for our
+    stand-in span they are worked out once per call, in the call's unchanging context (the
+    baggage with the owner is what makes them cost). A plain function in the module's place."""
+
+    def replace(wrapped: Any) -> Any:
+        @functools.wraps(wrapped)
+        def trace_headers(span: Any) -> Any:
+            if type(span) is not tasks.CallStandIn:
+                return wrapped(span)
+            headers = span.trace_headers
+            if headers is None:
+                headers = span.trace_headers = wrapped(span)
+            return dict(headers)
+
+        return trace_headers
+
+    return replace
+
+
 def _other_pipeline(tracer: Any, instruments: Instruments) -> bool:
     """Whether ``tracer`` (an SDK tracer) exports through a provider other than ours."""
     theirs = getattr(getattr(tracer, "_tracer", tracer), "span_processor", None)  # ProxyTracer: its real one
