@@ -54,7 +54,12 @@ def plain_attributes(span: Any) -> dict[str, Any]:
 
 
 def scope_name(span: Any) -> str:
-    """The instrumentation scope name of a span ("" when unknown)."""
+    """The instrumentation scope name of a span ("" when unknown). Read from the SDK's fields when
+    they are there (each public property is a Python call, and this runs several times per span)."""
+    scope = getattr(span, "_instrumentation_scope", None)
+    name = getattr(scope, "_name", None)
+    if type(name) is str:
+        return name
     scope = getattr(span, "instrumentation_scope", None) or getattr(span, "instrumentation_info", None)
     return getattr(scope, "name", "") or ""
 

@@ -443,6 +443,8 @@ def test_sdk_scope_name_of_live_and_ended_spans():
         assert sdk.scope_name(live) == "some.instrumentation"
     [ended] = exporter.get_finished_spans()
     assert sdk.scope_name(ended) == "some.instrumentation"
+    # the fields read first (the public properties are the fallback)
+    assert live._instrumentation_scope._name == ended._instrumentation_scope._name == "some.instrumentation"
     assert sdk.scope_name(trace.INVALID_SPAN) == ""
     provider.shutdown()
 
