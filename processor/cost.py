@@ -117,14 +117,13 @@ class CostSpanProcessor(SpanProcessor):
         duration = None
         if span.start_time is not None and span.end_time is not None:
             duration = (span.end_time - span.start_time) / 1e9
-        # A context carrying the span, so the SDK's trace-based exemplar filter links the trace.
-        ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(span.context)) if span.context else None
         resource = getattr(span, "resource", None)
         record_llm_call(
             attributes,
             duration,
             meter_provider=self._meter_provider,
-            context=ctx,
+            # the span, so the SDK's trace-based exemplar filter links the trace
+            context=span.context or None,
             resource_attributes=getattr(resource, "attributes", None) or {},
             # Foreign instrumentations record gen_ai.client.* themselves: don't double them.
             upstream=not foreign,

@@ -28,6 +28,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, TraceBasedExemplarFilter
+from opentelemetry.trace import SpanContext
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from tokentrail import config
@@ -234,8 +235,8 @@ class _Summed:
                 offers.extend((offer, aggregation) for offer in series.merge(aggregation, taken))
         # in the order made, as the SDK's reservoirs met them
         offers.sort(key=_first_of_first)
-        for (_, *offer), aggregation in offers:
-            sdk.offer_exemplar(aggregation, *offer)
+        for (_, amount, now, attributes, context), aggregation in offers:
+            sdk.offer_exemplar(aggregation, amount, now, attributes, _as_context(context))
 
 
 class Histogram(_Summed):
@@ -251,10 +252,12 @@ class Histogram(_Summed):
 
     def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
                key: Any = None) -> None:
-        """``Histogram.record``; ``key``: ``_key(attributes)``, when the caller has it."""
+        """``Histogram.record``; ``key``: ``_key(attributes)``, when the caller has it. ``context``
+        may also be the SpanContext of the span the point belongs to: the Context for its
+        exemplar is then made only for the exemplar kept (at the flush)."""
         # ``not 0 <= amount < inf`` is also true of nan: the SDK warns and drops such values
         if self._sync or not 0 <= amount < math.inf or not self._enabled():
-            self._instrument.record(amount, attributes, context=context)
+            self._instrument.record(amount, attributes, context=_as_context(context))
             return
         if attributes is None:
             attributes = {}
@@ -262,9 +265,13 @@ class Histogram(_Summed):
             context = context_api.get_current()
         now, order = 0, None
         if self._traced:
-            if context is not NO_EXEMPLAR and _in_sampled_span(context):
+            if type(context) is SpanContext:  # the trace-based filter's answer for NonRecordingSpan(it)
+                if context.trace_flags.sampled:
+                    now, order = time_ns(), next(self._order)
+            elif context is not NO_EXEMPLAR and _in_sampled_span(context):
                 now, order = time_ns(), next(self._order)
         else:
+            context = _as_context(context)
             now = time_ns()
             if self._sample(amount, now, attributes, context):
                 order = next(self._order)
@@ -278,7 +285,7 @@ class Histogram(_Summed):
         self._open(key, amount, attributes, context, now, order)
 
     def _sdk(self, amount: int | float, attributes: Any, context: Any) -> None:
-        self._instrument.record(amount, attributes, context=context)
+        self._instrument.record(amount, attributes, context=_as_context(context))
 
     def _series_for(self, attributes: Mapping[str, Any], targets: Any, aggregations: list, overflow: bool) -> Any:
         bounds = {sdk.histogram_bounds(aggregation) for aggregation in aggregations}
@@ -365,6 +372,13 @@ def _in_sampled_span(context: Context) -> bool:
     sampled = span is not trace_api.INVALID_SPAN and span.get_span_context().trace_flags.sampled
     _last_context = (context, sampled)
     return sampled
+
+
+def _as_context(context: Any) -> Any:
+    """A Context carrying the span of a SpanContext (see ``Histogram.record``); anything else as it is."""
+    if type(context) is SpanContext:
+        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(context))
+    return context
 
 
 def _first_of_first(item: tuple) -> Any:
@@ -475,7 +489,7 @@ class _Plain:
 
     def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
                key: Any = None) -> None:
-        self._instrument.record(amount, attributes, context=context)
+        self._instrument.record(amount, attributes, context=_as_context(context))
 
     def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
             key: Any = None) -> None:
@@ -658,7 +672,7 @@ def record_llm_call(
     duration_s: float | None = None,
     *,
     meter_provider: metrics_api.MeterProvider | None = None,
-    context: Context | None = None,
+    context: Context | SpanContext | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     upstream: bool = True,
 ) -> None:
@@ -667,7 +681,7 @@ def record_llm_call(
     Used by CostSpanProcessor for every LLM span, and by instrumentations only when no
     CostSpanProcessor will see their span (``tokentrail.processor.cost.pipeline_active()``).
     ``context`` carries the span so SDK exemplars link the trace (defaults to the current
-    context). ``upstream=False`` skips the gen_ai.client.* histograms, for foreign spans whose
+    context), or is the span's SpanContext (the exemplar's Context is then made only when kept). ``upstream=False`` skips the gen_ai.client.* histograms, for foreign spans whose
     instrumentation records those itself. Never raises.
     """
     try:
@@ -756,7 +770,7 @@ def _record_cost(inst: Instruments, attributes: Mapping[str, Any], points: _Poin
     status = attributes.get(attr.TOKENTRAIL_COST_STATUS)
     point = points.point
     if status == "unpriced":
-        inst.unpriced.add(1, point, context=context)
+        inst.unpriced.add(1, point, context=_as_context(context))
         return
     usd = cost_usd(attributes) if status == "priced" else None
     if usd is None:
