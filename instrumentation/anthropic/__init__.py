@@ -50,6 +50,7 @@ class AnthropicInstrumentor(TokentrailInstrumentor):
         # anthropic 2.x native telemetry: only present in SDKs that emit their own spans
         Target(_CLIENT, "start_api_call_span", patch.native_span_wrapper, optional=True, plain=True),
         Target(_TRACING, "trace_headers", patch.trace_headers_function, optional=True, plain=True),
+        Target(_TRACING, "set_url_attributes", patch.url_attributes_function, optional=True, plain=True),
         # one LLM span per user call; the SDK's internal HTTP retries are counted on it
         Target(_CLIENT, "BaseClient._build_request", lambda instruments: tasks.stainless_retry_method, optional=True,
                plain=True),

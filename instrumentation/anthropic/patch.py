@@ -206,6 +206,22 @@ def trace_headers_function(instruments: Instruments):
     return replace
 
 
+def url_attributes_function(instruments: Instruments):
+    """``anthropic._tracing.set_url_attributes(span, url, ...)``: nothing to work out for our
+    stand-in span, which records nothing (the SDK would format the URL attributes to drop them)."""
+
+    def replace(wrapped: Any) -> Any:
+        @functools.wraps(wrapped)
+        def set_url_attributes(span: Any, *args: Any, **kwargs: Any) -> Any:
+            if type(span) is tasks.CallStandIn:
+                return None
+            return wrapped(span, *args, **kwargs)
+
+        return set_url_attributes
+
+    return replace
+
+
 def _other_pipeline(tracer: Any, instruments: Instruments) -> bool:
     """Whether ``tracer`` (an SDK tracer) exports through a provider other than ours."""
     theirs = getattr(getattr(tracer, "_tracer", tracer), "span_processor", None)  # ProxyTracer: its real one
