@@ -1,6 +1,7 @@
 """CPU instructions of single pipeline steps (valgrind callgrind), for finding where a call's
-instructions go: one metric point, a whole ``record_llm_call``, ``price_span``, the
-CostSpanProcessor's pass over a priced span, a span's start and end.
+instructions go: one metric point (tokentrail's summed instruments and the SDK's own), a whole
+``record_llm_call``, ``price_span``, the CostSpanProcessor's pass over a priced span, a span's
+start and end.
 
     python bench/callgrind_micro.py [--n 200] [--only SUBSTRING]
 
@@ -201,13 +202,15 @@ def steps(n: int):
     ended = tracer.start_span("chat", attributes=priced)
     ended.end()
     return [
-        ("histogram.record, our 10 attributes, exemplar", lambda: inst.cost.record(0.002, point, context=ctx)),
-        ("histogram.record, our 10 attributes, no exemplar", lambda: inst.cost.record(0.002, point,
+        ("tokentrail.cost (summed Histogram).record, 10 attributes, exemplar",
+         lambda: inst.cost.record(0.002, point, context=ctx)),
+        ("the same through the SDK's own histogram", lambda: plain_hist.record(0.002, point, context=ctx)),
+        ("tokentrail.cost (summed Histogram).record, 10 attributes, no exemplar", lambda: inst.cost.record(0.002, point,
                                                                                       context=NO_EXEMPLAR)),
-        ("histogram.record, 1 attribute, no view", lambda: plain_hist.record(1.0, small, context=NO_EXEMPLAR)),
-        ("Totals.add, our 10 attributes", lambda: inst.tokens.add(200, point)),
-        ("counter.add, our 10 attributes, no exemplar", lambda: plain_counter.add(1, point, context=NO_EXEMPLAR)),
-        ("counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
+        ("SDK histogram.record, 1 attribute, no view", lambda: plain_hist.record(1.0, small, context=NO_EXEMPLAR)),
+        ("tokentrail.tokens (summed Sum).add, 10 attributes", lambda: inst.tokens.add(200, point, context=NO_EXEMPLAR)),
+        ("SDK counter.add, 10 attributes, no exemplar", lambda: plain_counter.add(1, point, context=NO_EXEMPLAR)),
+        ("SDK counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
         ("record_llm_call (every point of one call)", lambda: record_llm_call(priced, 0.5, meter_provider=mp,
                                                                               context=ctx, resource_attributes={})),
         ("metric_attributes", lambda: metric_attributes(priced, {})),
