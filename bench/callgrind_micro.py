@@ -62,6 +62,12 @@ def steps(n: int):
     plain_counter = meter.create_counter("bench.c")
     small = {"a": "x"}
 
+    def twenty_calls(collect: bool) -> None:
+        for _ in range(20):
+            record_llm_call(priced, 0.5, meter_provider=mp, context=ctx, resource_attributes={})
+        if collect:
+            reader.get_metrics_data()
+
     def span_start_end():
         s = tracer.start_span("chat gpt-5.4-mini", attributes=dict(ATTRS))
         s.set_attributes({"gen_ai.usage.output_tokens": 200})
@@ -213,6 +219,9 @@ def steps(n: int):
         ("SDK counter.add, 1 attribute, no view", lambda: plain_counter.add(1, small, context=NO_EXEMPLAR)),
         ("record_llm_call (every point of one call)", lambda: record_llm_call(priced, 0.5, meter_provider=mp,
                                                                               context=ctx, resource_attributes={})),
+        ("20 record_llm_call", lambda: twenty_calls(False)),
+        ("20 record_llm_call and a collection (the sums added to the SDK's aggregations, its data points)",
+         lambda: twenty_calls(True)),
         ("metric_attributes", lambda: metric_attributes(priced, {})),
         ("price_span", lambda: price_span(ATTRS, 1_780_000_000_000_000_000)),
         ("span start, set_attributes, end (CostSpanProcessor, metrics)", span_start_end),
