@@ -295,6 +295,24 @@ def test_migration_from_v3_keeps_rows_and_adds_join_key_and_v5_columns(tmp_path)
 SECRET = "sk-proj-" + "x" * 40 + "a1b2"
 
 
+def test_join_keys_follow_each_client_and_a_changed_project(server, pipeline):
+    """The join keys of an OpenAI client are made once per (project, organization, key): two
+    clients get their own, and a client whose project is changed gets the new one."""
+    import openai
+
+    other = "sk-proj-" + "y" * 40 + "c3d4"
+    with openai.OpenAI(base_url=openai_api.base_url(server), api_key=SECRET, project="proj_a", max_retries=0) as first, \
+            openai.OpenAI(base_url=openai_api.base_url(server), api_key=other, project="proj_b", max_retries=0) as second:
+        for client in (first, second, first):
+            client.chat.completions.create(model=MINI, messages=[{"role": "user", "content": "hi"}])
+        first.project = "proj_c"
+        first.chat.completions.create(model=MINI, messages=[{"role": "user", "content": "hi"}])
+    spans = sorted(pipeline.llm_spans(), key=lambda s: s.start_time)
+    assert [(s.attributes[a.TOKENTRAIL_PROVIDER_PROJECT], s.attributes[a.TOKENTRAIL_PROVIDER_API_KEY_HINT])
+            for s in spans] == [("proj_a", "sk-proj-...a1b2"), ("proj_b", "sk-proj-...c3d4"),
+                                ("proj_a", "sk-proj-...a1b2"), ("proj_c", "sk-proj-...a1b2")]
+
+
 def test_join_keys_on_spans_ledger_columns_and_the_project_grain(tmp_path, server, pipeline, capsys, monkeypatch):
     import openai
 

@@ -110,7 +110,8 @@ def _estimate(kind: str, kwargs: dict[str, Any]) -> int:
 def _plan(instruments: Instruments, kind: str, instance: Any, kwargs: dict[str, Any]) -> _Plan:
     kwargs = _materialise(kwargs, {CHAT: "messages", COMPLETIONS: "prompt"}.get(kind, "input"))
     client = getattr(instance, "_client", None)
-    client_url = getattr(client, "base_url", None)
+    # what the SDK's base_url property returns (OpenAI's does an import on every read)
+    client_url = getattr(client, "_base_url", None) or getattr(client, "base_url", None)
     endpoint = providers.detect(client_url)
     stream = bool(kwargs.get("stream"))  # the SDK's own test (omit / NOT_GIVEN are falsy)
     max_tokens = None

@@ -9,7 +9,8 @@ environment reader): instrumentation calls it on every call.
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from tokentrail.config import env
 from tokentrail.semconv import attributes as attr
@@ -31,16 +32,34 @@ def key_hint(key: Any, head: int) -> str | None:
     return f"{key[:head]}...{key[-4:]}"
 
 
-def openai(client: Any) -> dict[str, str]:
-    """Project, organization and key hint of an ``openai.OpenAI`` client (admin API: ``redacted_value``)."""
+def openai(client: Any) -> Mapping[str, str]:
+    """Project, organization and key hint of an ``openai.OpenAI`` client (admin API:
+    ``redacted_value``), made once per (project, organization, key): read-only."""
     if client is None or not enabled():
-        return {}
-    found = {
-        attr.TOKENTRAIL_PROVIDER_PROJECT: getattr(client, "project", None),
-        attr.TOKENTRAIL_PROVIDER_ORGANIZATION: getattr(client, "organization", None),
-        attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(getattr(client, "api_key", None), 8),
-    }
-    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+        return _NONE
+    ids = (getattr(client, "project", None), getattr(client, "organization", None), getattr(client, "api_key", None))
+    try:
+        found = _openai.get(ids)
+    except TypeError:  # not hashable: made each time
+        found = ids = None
+    if found is None:
+        project, organization, key = ids or (getattr(client, "project", None), getattr(client, "organization", None),
+                                             getattr(client, "api_key", None))
+        made = {
+            attr.TOKENTRAIL_PROVIDER_PROJECT: project,
+            attr.TOKENTRAIL_PROVIDER_ORGANIZATION: organization,
+            attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(key, 8),
+        }
+        found = MappingProxyType({k: v for k, v in made.items() if isinstance(v, str) and v})
+        if ids is not None:
+            if len(_openai) >= 256:
+                _openai.clear()
+            _openai[ids] = found
+    return found
+
+
+_NONE: Mapping[str, str] = MappingProxyType({})
+_openai: dict[tuple, Mapping[str, str]] = {}
 
 
 def anthropic(client: Any) -> dict[str, str]:
