@@ -62,12 +62,29 @@ _NONE: Mapping[str, str] = MappingProxyType({})
 _openai: dict[tuple, Mapping[str, str]] = {}
 
 
-def anthropic(client: Any) -> dict[str, str]:
-    """Workspace (configured) and key hint of an ``anthropic.Anthropic`` client (admin API: ``partial_key_hint``)."""
+def anthropic(client: Any) -> Mapping[str, str]:
+    """Workspace (configured) and key hint of an ``anthropic.Anthropic`` client (admin API:
+    ``partial_key_hint``), made once per (workspace, key): read-only."""
     if client is None or not enabled():
-        return {}
-    found = {
-        attr.TOKENTRAIL_PROVIDER_WORKSPACE: env(WORKSPACE_ENV, "").strip() or None,
-        attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(getattr(client, "api_key", None), 16),
-    }
-    return {k: v for k, v in found.items() if v}
+        return _NONE
+    ids = (env(WORKSPACE_ENV, ""), getattr(client, "api_key", None))
+    try:
+        found = _anthropic.get(ids)
+    except TypeError:  # not hashable: made each time
+        found = None
+    if found is None:
+        made = {
+            attr.TOKENTRAIL_PROVIDER_WORKSPACE: ids[0].strip() or None,
+            attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(ids[1], 16),
+        }
+        found = MappingProxyType({k: v for k, v in made.items() if v})
+        try:
+            if len(_anthropic) >= 256:
+                _anthropic.clear()
+            _anthropic[ids] = found
+        except TypeError:
+            pass
+    return found
+
+
+_anthropic: dict[tuple, Mapping[str, str]] = {}
