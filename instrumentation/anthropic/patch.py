@@ -87,7 +87,10 @@ def _finish(call: genai_span.LLMCall, context: tuple[bool, bool], result: Any) -
     if stream and hasattr(result, "response") and not hasattr(result, "http_response"):
         proxy = AsyncStreamProxy if is_async else SyncStreamProxy
         return proxy(result, StateStreamHooks(call, MessageStreamState()))
-    raw = getattr(result, "http_response", None)
+    # an instance attribute of the SDK's raw responses: a Message (pydantic) would answer the
+    # missing name with an AttributeError costing more than the rest of this function
+    fields_ = getattr(result, "__dict__", None)
+    raw = fields_.get("http_response") if fields_ is not None else getattr(result, "http_response", None)
     if raw is not None:  # with_raw_response / with_streaming_response
         if stream or not raw.is_closed:  # body unread: finish when the caller parses it (or at GC)
             _pending[result] = (call, weakref.finalize(result, call.end))
