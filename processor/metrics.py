@@ -148,8 +148,7 @@ class _Summed:
     def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
         self._instrument = instrument
         self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
-        # one lock for all the instruments of a provider: a call's points are added under it at once
-        self._lock = threading.Lock() if lock is None else lock
+        self._lock = threading.Lock() if lock is None else lock  # one for a provider's instruments
         self._collecting = sdk.collection_lock(consumer)
         self._enabled = sdk.instrument_enabled(instrument)
         self._series: dict[Any, Any] = {}

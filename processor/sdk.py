@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from opentelemetry import trace as trace_api
-from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.sdk.metrics._internal._view_instrument_match import _OVERFLOW_ATTRIBUTES, _hash_attributes
 from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation, _SumAggregation
-from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.metrics._internal.exemplar import AlignedHistogramBucketExemplarReservoir
 from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 
@@ -117,8 +116,8 @@ def _bounded_copy(items: Any) -> Any:
 NO_EXEMPLAR = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
 
 
-# --- histograms: tokentrail sums a call's measurements itself and adds the sums to the SDK's own
-# aggregations when a reader collects (processor/metrics.py, Histogram) -------------------------
+# --- histograms and counters: tokentrail sums a call's measurements itself and adds the sums to
+# the SDK's own aggregations when a reader collects (processor/metrics.py, Histogram and Sum) ----
 
 def measurement_consumer(meter_provider: Any) -> Any:
     """The object of an SDK MeterProvider that takes measurements and runs collections (it holds
