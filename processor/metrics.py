@@ -145,10 +145,10 @@ class _Summed:
                  "_traced", "_sample", "_order")
     _kind = ""  # sdk.HISTOGRAM or sdk.SUM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
         self._instrument = instrument
         self._consumer = consumer  # the SDK's measurement consumer: no reference to the provider
-        self._lock = threading.Lock() if lock is None else lock  # one for a provider's instruments
+        self._lock = threading.Lock()
         self._collecting = sdk.collection_lock(consumer)
         self._enabled = sdk.instrument_enabled(instrument)
         self._series: dict[Any, Any] = {}
@@ -245,8 +245,8 @@ class Histogram(_Summed):
     __slots__ = ("_bounds",)
     _kind = sdk.HISTOGRAM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
-        super().__init__(instrument, consumer, exemplar_filter, cap, lock)
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap)
         self._bounds: tuple[float, ...] = ()
 
     def record(self, amount: int | float, attributes: Mapping[str, Any] | None = None, context: Any = None,
@@ -303,8 +303,8 @@ class Sum(_Summed):
     __slots__ = ()
     _kind = sdk.SUM
 
-    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int, lock: Any = None) -> None:
-        super().__init__(instrument, consumer, exemplar_filter, cap, lock)
+    def __init__(self, instrument: Any, consumer: Any, exemplar_filter: Any, cap: int) -> None:
+        super().__init__(instrument, consumer, exemplar_filter, cap)
         if not (self._traced or isinstance(exemplar_filter, AlwaysOffExemplarFilter)):
             self._sync = True
 
@@ -532,19 +532,18 @@ def _summed_for(meter_provider: Any, meter: metrics_api.Meter) -> Any:
             found = book.summed.get(instrument)
             if found is None:
                 kind = Histogram if isinstance(instrument, metrics_api.Histogram) else Sum
-                found = book.summed[instrument] = kind(instrument, consumer, exemplar_filter, cap, book.lock)
+                found = book.summed[instrument] = kind(instrument, consumer, exemplar_filter, cap)
         return found
     return summed
 
 
 class _Book:
-    """A provider's summed instruments, their one lock, and the collection callback that flushes them."""
+    """A provider's summed instruments, and the collection callback that flushes them."""
 
-    __slots__ = ("summed", "lock", "__weakref__")
+    __slots__ = ("summed",)
 
     def __init__(self) -> None:
         self.summed: dict[Any, _Summed] = {}
-        self.lock = threading.Lock()
 
     def flush(self, options: CallbackOptions) -> Iterable[Observation]:
         for summed in tuple(self.summed.values()):
