@@ -184,7 +184,7 @@ class _Summed:
         found = targets = None
         if len(self._series) < self._cap:
             targets = sdk.aggregation_targets(self._consumer, self._instrument, cleaned)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
+            found = sdk.aggregations(targets, self._kind)
             if found is sdk.UNSUMMABLE:
                 self._sync = True
                 return None
@@ -201,7 +201,7 @@ class _Summed:
              overflow: bool = False) -> Any:
         if targets is None:
             targets = sdk.aggregation_targets(self._consumer, self._instrument, attributes)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
+            found = sdk.aggregations(targets, self._kind)
         if found is sdk.UNSUMMABLE:
             self._sync = True
             return None
@@ -224,7 +224,7 @@ class _Summed:
             targets = series.targets
             if not sdk.targets_current(self._consumer, targets):  # readers added or removed since
                 targets = series.targets = sdk.aggregation_targets(self._consumer, self._instrument, series.attributes)
-            found = sdk.UNSUMMABLE if targets is sdk.UNSUMMABLE else sdk.aggregations(targets, self._kind)
+            found = sdk.aggregations(targets, self._kind)
             if found is sdk.UNSUMMABLE:  # a reader added since, with another aggregation
                 self._sync = True
                 _logger.warning("tokentrail: %s changed aggregation; its points since the last collection "

@@ -183,12 +183,14 @@ def targets_current(consumer: Any, targets: AggregationTargets) -> bool:
     return targets.storages is consumer._reader_storages
 
 
-def aggregations(targets: AggregationTargets, kind: str) -> tuple[list[Any], bool] | None:
+def aggregations(targets: AggregationTargets | None, kind: str) -> tuple[list[Any], bool] | None:
     """The targets' aggregations, found or created as the SDK does it for a measurement (the
     cardinality limit and its overflow series, the start time), and whether they are a reader's
-    overflow series. UNSUMMABLE when one is not of the kind tokentrail sums (HISTOGRAM: explicit
-    buckets with the SDK's aligned exemplar reservoir; SUM: a monotonic synchronous sum), or
-    when some readers overflow and others do not."""
+    overflow series. UNSUMMABLE when the targets are, when one is not of the kind tokentrail sums
+    (HISTOGRAM: explicit buckets with the SDK's aligned exemplar reservoir; SUM: a monotonic
+    synchronous sum), or when some readers overflow and others do not."""
+    if targets is UNSUMMABLE:
+        return UNSUMMABLE
     found, overflowed = [], set()
     for match, key, attributes in targets.matches:
         aggregation = match._attributes_aggregation.get(key)
