@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from tokentrail.config import env
 from tokentrail.semconv import attributes as attr
+from tokentrail.state import BoundedMemo
 
 ENV = "TOKENTRAIL_JOIN_KEYS"
 WORKSPACE_ENV = "TOKENTRAIL_ANTHROPIC_WORKSPACE"
@@ -38,28 +39,7 @@ def openai(client: Any) -> Mapping[str, str]:
     if client is None or not enabled():
         return _NONE
     ids = (getattr(client, "project", None), getattr(client, "organization", None), getattr(client, "api_key", None))
-    try:
-        found = _openai.get(ids)
-    except TypeError:  # not hashable: made each time
-        found = ids = None
-    if found is None:
-        project, organization, key = ids or (getattr(client, "project", None), getattr(client, "organization", None),
-                                             getattr(client, "api_key", None))
-        made = {
-            attr.TOKENTRAIL_PROVIDER_PROJECT: project,
-            attr.TOKENTRAIL_PROVIDER_ORGANIZATION: organization,
-            attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(key, 8),
-        }
-        found = MappingProxyType({k: v for k, v in made.items() if isinstance(v, str) and v})
-        if ids is not None:
-            if len(_openai) >= 256:
-                _openai.clear()
-            _openai[ids] = found
-    return found
-
-
-_NONE: Mapping[str, str] = MappingProxyType({})
-_openai: dict[tuple, Mapping[str, str]] = {}
+    return _memoised(_openai, ids, _openai_keys)
 
 
 def anthropic(client: Any) -> Mapping[str, str]:
@@ -67,24 +47,32 @@ def anthropic(client: Any) -> Mapping[str, str]:
     ``partial_key_hint``), made once per (workspace, key): read-only."""
     if client is None or not enabled():
         return _NONE
-    ids = (env(WORKSPACE_ENV, ""), getattr(client, "api_key", None))
+    return _memoised(_anthropic, (env(WORKSPACE_ENV, ""), getattr(client, "api_key", None)), _anthropic_keys)
+
+
+def _openai_keys(ids: tuple) -> Mapping[str, str]:
+    project, organization, key = ids
+    return _present({attr.TOKENTRAIL_PROVIDER_PROJECT: project, attr.TOKENTRAIL_PROVIDER_ORGANIZATION: organization,
+                     attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(key, 8)})
+
+
+def _anthropic_keys(ids: tuple) -> Mapping[str, str]:
+    workspace, key = ids
+    return _present({attr.TOKENTRAIL_PROVIDER_WORKSPACE: workspace.strip(),
+                     attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(key, 16)})
+
+
+def _present(found: dict[str, Any]) -> Mapping[str, str]:
+    return MappingProxyType({k: v for k, v in found.items() if isinstance(v, str) and v})
+
+
+def _memoised(memo: BoundedMemo, ids: tuple, make: Any) -> Mapping[str, str]:
     try:
-        found = _anthropic.get(ids)
-    except TypeError:  # not hashable: made each time
-        found = None
-    if found is None:
-        made = {
-            attr.TOKENTRAIL_PROVIDER_WORKSPACE: ids[0].strip() or None,
-            attr.TOKENTRAIL_PROVIDER_API_KEY_HINT: key_hint(ids[1], 16),
-        }
-        found = MappingProxyType({k: v for k, v in made.items() if v})
-        try:
-            if len(_anthropic) >= 256:
-                _anthropic.clear()
-            _anthropic[ids] = found
-        except TypeError:
-            pass
-    return found
+        return memo.get(ids, make)
+    except TypeError:  # an unhashable value: made each time
+        return make(ids)
 
 
-_anthropic: dict[tuple, Mapping[str, str]] = {}
+_NONE: Mapping[str, str] = MappingProxyType({})
+_openai: BoundedMemo[tuple, Mapping[str, str]] = BoundedMemo(256)
+_anthropic: BoundedMemo[tuple, Mapping[str, str]] = BoundedMemo(256)
