@@ -740,8 +740,7 @@ class _Points:
 
 #: The span attributes a call's points are made of: the same values give the same points.
 _SIGNATURE = (*ALLOWED_ATTRIBUTES, attr.GEN_AI_SYSTEM, attr.SERVER_ADDRESS, attr.SERVER_PORT)
-_points: dict[Any, _Points] = {}  # by signature; emptied when full
-_POINTS_CAP = 4096
+_points: BoundedMemo[tuple, _Points] = BoundedMemo(4096)
 
 
 def _points_of(attributes: Mapping[str, Any], resource_attributes: Mapping[str, Any] | None) -> _Points:
@@ -754,14 +753,16 @@ def _points_of(attributes: Mapping[str, Any], resource_attributes: Mapping[str, 
     signature = (resource_attributes.get(attr.DEPLOYMENT_ENVIRONMENT_NAME) if resource_attributes else None,
                  *map(attributes.get, _SIGNATURE))
     try:
-        found = _points.get(signature)
+        return _points.get(signature, _signed_points)
     except TypeError:  # an unhashable value (a list): the SDK makes it a tuple
         return _Points(attributes, resource_attributes)
-    if found is None:
-        if len(_points) >= _POINTS_CAP:
-            _points.clear()
-        found = _points[signature] = _Points(attributes, resource_attributes)
-    return found
+
+
+def _signed_points(signature: tuple) -> _Points:
+    """The _Points of a signature: it holds every value they are made of."""
+    environment, *values = signature
+    return _Points({k: v for k, v in zip(_SIGNATURE, values) if v is not None},
+                   None if environment is None else {attr.DEPLOYMENT_ENVIRONMENT_NAME: environment})
 
 
 def _record_cost(inst: Instruments, attributes: Mapping[str, Any], points: _Points, context: Context) -> None:
