@@ -679,7 +679,8 @@ def record_llm_call(
     Used by CostSpanProcessor for every LLM span, and by instrumentations only when no
     CostSpanProcessor will see their span (``tokentrail.processor.cost.pipeline_active()``).
     ``context`` carries the span so SDK exemplars link the trace (defaults to the current
-    context), or is the span's SpanContext (the exemplar's Context is then made only when kept). ``upstream=False`` skips the gen_ai.client.* histograms, for foreign spans whose
+    context), or is the span's SpanContext (the exemplar's Context is then made only when
+    kept). ``upstream=False`` skips the gen_ai.client.* histograms, for foreign spans whose
     instrumentation records those itself. Never raises.
     """
     try:
