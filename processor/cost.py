@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from tokentrail.processor import dedup, sdk
 from tokentrail.processor.metrics import record_llm_call
-from tokentrail.processor.pricing import price_span
+from tokentrail.processor.pricing import ensure_priced
 from tokentrail.processor.usage import is_attributed, is_genai_call
 from tokentrail.semconv import attributes as attr
 from tokentrail.state import register_reset
@@ -99,10 +99,8 @@ class CostSpanProcessor(SpanProcessor):
         attributes = sdk.plain_attributes(span)
         if not is_genai_call(attributes):
             return span
-        # ensure_priced, on the plain copy plain_attributes made already (not a second one)
-        plain, extra = attributes, price_span(attributes, span.start_time)
-        if extra:
-            plain.update(extra)
+        # on the plain copy plain_attributes made already (not a second one)
+        plain, extra = ensure_priced(attributes, span.start_time, copy=False)
         out = span
         if extra:
             # A span that met no AttributionSpanProcessor, or did not look like a call at start.

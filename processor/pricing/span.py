@@ -69,12 +69,14 @@ def price_span(attributes: Mapping[str, Any], start_time_ns: int | None) -> dict
         return {_COST_STATUS: UNPRICED}
 
 
-def ensure_priced(attributes: Mapping[str, Any], start_time_ns: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def ensure_priced(attributes: Mapping[str, Any], start_time_ns: int | None, *,
+                  copy: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """A finished GenAI call span's attributes with its cost: (all of them as a plain dict, the
-    cost attributes added). Nothing is added to a span priced already (ours, before end)."""
+    cost attributes added). Nothing is added to a span priced already (ours, before end).
+    ``copy=False``: ``attributes`` is a plain dict of the caller's own, completed in place."""
     # One plain-dict copy: the ~30 lookups of pricing and metrics on the SDK's BoundedAttributes
     # view are Python-level calls (a raised KeyError per missing key).
-    plain = dict(attributes)
+    plain = dict(attributes) if copy else attributes
     extra = price_span(plain, start_time_ns)
     if extra:
         plain.update(extra)
