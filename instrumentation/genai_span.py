@@ -31,7 +31,7 @@ from tokentrail import preflight, tasks
 from tokentrail.errors import BudgetExceeded
 from tokentrail.instrumentation import coexistence
 from tokentrail.instrumentation.base import Instruments
-from tokentrail.processor import dedup
+from tokentrail.processor import dedup, sdk
 from tokentrail.processor.attribution import owner_stamp
 from tokentrail.processor.cost import pipeline_active
 from tokentrail.processor.metrics import record_llm_call
@@ -231,7 +231,7 @@ class LLMCall:
             merged.update(cost)  # the rest of late is in merged already
             self.attributes = merged
             if late:
-                self.span.set_attributes(late)
+                sdk.set_span_attributes(self.span, late)
         except Exception:
             _log.debug("tokentrail: recording the end of an LLM call failed", exc_info=True)
         _call_ended(self.span, self.attributes)

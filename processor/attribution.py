@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from tokentrail.attribution import owner_span_attributes
 from tokentrail.processor import exactness
-from tokentrail.processor.sdk import scope_name, span_processors
+from tokentrail.processor.sdk import scope_name, set_span_attributes, span_processors
 from tokentrail.processor.usage import is_attributed, is_genai_call
 from tokentrail.semconv import attributes as attr
 
@@ -51,7 +51,7 @@ class AttributionSpanProcessor(SpanProcessor):
                 return
             stamp = owner_stamp(span.attributes)
             if stamp:
-                span.set_attributes(stamp)
+                set_span_attributes(span, stamp)
         except Exception:  # never hurt the app
             _logger.debug("tokentrail: attribution on span start failed", exc_info=True)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -490,3 +492,67 @@ def test_a_foreign_wrapper_of_our_bedrock_call_is_dropped_however_it_spells_the_
         wrapper.end()
         assert [s.name for s in pipeline.llm_spans()] == [f"chat {ours}"]
         assert pipeline.metric_count(m.TOKENTRAIL_COST) == 1
+
+
+# --- sdk.set_span_attributes: the SDK's set_attributes without its per-value cleaning ---------
+_KEYS = st.sampled_from(["gen_ai.usage.input_tokens", "tokentrail.cost.nano_usd", "gen_ai.response.id", "a", ""])
+_VALUES = st.one_of(
+    st.text(max_size=12), st.integers(), st.booleans(), st.floats(allow_nan=False), st.none(),
+    st.tuples(st.text(max_size=4)), st.lists(st.text(max_size=4), max_size=2),
+    st.sampled_from([StatusCode.OK, b"raw", 2**70]),  # an Enum, bytes, a big int
+)
+_ATTRIBUTES = st.dictionaries(st.one_of(_KEYS, st.integers(0, 2)), _VALUES, max_size=6)
+
+
+def _span_pair(limits, initial):
+    from opentelemetry.sdk.trace import SpanLimits
+
+    provider = TracerProvider(span_limits=SpanLimits(**limits))
+    tracer = provider.get_tracer("t")
+    return [tracer.start_span("chat", attributes=initial) for _ in range(2)]
+
+
+def _state(span):
+    return list(span._attributes._dict.items()), span._attributes.dropped
+
+
+@settings(max_examples=300, deadline=None)
+@given(initial=st.dictionaries(_KEYS.filter(bool), st.text(max_size=8), max_size=3),
+       updates=st.lists(_ATTRIBUTES, min_size=1, max_size=3),
+       max_attributes=st.sampled_from([None, 2, 4, 128]), max_length=st.sampled_from([None, 3]),
+       end_before=st.booleans())
+def test_set_span_attributes_leaves_a_span_as_the_sdk_would(initial, updates, max_attributes, max_length,
+                                                              end_before):
+    """Same attributes, same order (a key set again moves to the end), same dropped count, as
+    the SDK's own set_attributes, under any span limits, and nothing on an ended span."""
+    limits = {"max_span_attributes": max_attributes, "max_span_attribute_length": max_length}
+    theirs, ours = _span_pair(limits, initial)
+    if end_before:
+        theirs.end()
+        ours.end()
+    for update in updates:
+        theirs.set_attributes(update)
+        sdk.set_span_attributes(ours, update)
+    assert _state(ours) == _state(theirs)
+    if not end_before:
+        theirs.end()
+        ours.end()
+    assert dict(ours.attributes) == dict(theirs.attributes)
+
+
+def test_set_span_attributes_skips_the_sdk_cleaning_for_clean_values(monkeypatch):
+    """The point of it: values already as the SDK keeps them are written without its cleaning
+    (and, pinned here, the fields written are where the SDK keeps a live span's attributes)."""
+    span = TracerProvider().get_tracer("t").start_span("chat", attributes={"gen_ai.request.model": "m"})
+    assert type(span) is sdk._Span and type(span._attributes) is sdk.BoundedAttributes
+    assert span._end_time is None and span._attributes._immutable is False
+    cleaned = []
+    monkeypatch.setattr(type(span._attributes), "_set_items", lambda self, items: cleaned.append(items))
+    clean = {"gen_ai.usage.input_tokens": 2000, "gen_ai.response.finish_reasons": ("stop",),
+             "tokentrail.cost.nano_usd": 42_000_000, "gen_ai.usage.cost.amount": 0.042, "tokentrail.attributed": True}
+    sdk.set_span_attributes(span, clean)
+    assert cleaned == [] and dict(span.attributes) == {"gen_ai.request.model": "m", **clean}
+    sdk.set_span_attributes(span, {"gen_ai.request.stop_sequences": ["a"]})  # a list: the SDK cleans it
+    assert cleaned == [{"gen_ai.request.stop_sequences": ["a"]}]
+    span.end()
+    sdk.set_span_attributes(trace.INVALID_SPAN, clean)  # not an SDK span: its own set_attributes
