@@ -2,7 +2,10 @@
 
 - ``field(obj, name)``: a field of a dict, a pydantic model (declared or ``model_extra``) or any
   object; a mapping missing ``snake_name`` is also asked for ``snakeName`` (REST JSON).
-- ``block(obj, name)``: a nested object (details, metadata): absent, or an object/mapping.
+- ``reader(obj)``: ``field(obj, name)`` as a function of the name, cheaper per read (a
+  pydantic model's declared fields are read from its dict straight).
+- ``block(obj, name)``: a nested object (details, metadata): absent, or an object/mapping
+  (``as_block`` checks a value already read).
 - ``items(obj, name)``: a list field (choices, candidates, output items); () when it is not a list.
 - ``reported(obj, *names)``: the raw values of a usage block's main counts, or None when the
   block is absent or reports none of them (then the call has no usage: ``no_usage``).
@@ -15,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
@@ -64,6 +68,16 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def reader(obj: Any) -> Callable[[str], Any]:
+    """``lambda name: field(obj, name)``, for reading several fields of one object."""
+    if obj is not None and type(obj) is not dict:
+        fields = getattr(obj, "__dict__", None)
+        # a pydantic model without extra fields: field() would answer from this dict alone
+        if type(fields) is dict and not getattr(obj, "__pydantic_extra__", True):
+            return fields.get
+    return functools.partial(field, obj)
+
+
 def _get(mapping: Mapping[str, Any], name: str) -> Any:
     value = mapping.get(name)
     if value is None and "_" in name:
@@ -77,7 +91,11 @@ _SCALARS = (str, bytes, bytearray, int, float, list, tuple)
 def block(obj: Any, name: str | None = None) -> Any:
     """``field(obj, name)`` (or ``obj`` itself) when it is absent or an object; raises
     ``InvalidUsage`` for a scalar or a list where an object belongs."""
-    value = obj if name is None else field(obj, name)
+    return as_block(obj if name is None else field(obj, name), name)
+
+
+def as_block(value: Any, name: str | None = None) -> Any:
+    """``value`` (the ``name`` field of something) when it is absent or an object, as ``block``."""
     if isinstance(value, _SCALARS):
         raise InvalidUsage(f"{name or 'usage'} is not an object: {value!r}")
     return value

@@ -107,6 +107,16 @@ class Usage:
         return self._checked(count=True)
 
     def _checked(self, *, count: bool) -> "Usage":
+        inp, out, read, write, write_1h, reasoning = (self.input_tokens, self.output_tokens, self.cache_read_tokens,
+                                                      self.cache_write_tokens, self.cache_write_1h_tokens,
+                                                      self.reasoning_tokens)
+        # Consistent plain int counts (every call our instrumentations read) are told apart at
+        # once; anything else gets the general checks below, and their exact error.
+        if (not self.tool_calls and inp.__class__ is out.__class__ is read.__class__ is write.__class__
+                is write_1h.__class__ is reasoning.__class__ is int
+                and min(read, write_1h, reasoning) >= 0 and read + write <= inp <= MAX_TOKENS_PER_CALL
+                and write_1h <= write and reasoning <= out <= MAX_TOKENS_PER_CALL):
+            return self
         counts = (
             self.input_tokens,
             self.output_tokens,

@@ -162,3 +162,32 @@ def test_the_validated_marks_are_on_the_readers_the_calls_use():
                    streaming.CapturingChatStreamState(False).usage, streaming.ResponsesStreamState().usage,
                    anthropic_usage.MessageStreamState().usage):
         assert getattr(reader, "validated", False), reader
+
+
+def _reader_cases():
+    """Objects fields are read from: SDK models (declared fields, extras, unset ones), dicts
+    (camelCase too), plain objects and None."""
+    import types
+
+    from anthropic.types import Message, Usage
+    from openai.types.chat import ChatCompletion
+
+    message = Message.model_validate({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 5, "cache_read_input_tokens": None}})
+    with_extra = Usage.model_validate({"input_tokens": 1, "output_tokens": 2, "proxy_tokens": 7, "model": "x"})
+    built = Usage.model_construct(input_tokens=3)  # no output_tokens at all
+    completion = ChatCompletion.model_validate({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                                                "choices": [], "usage": None, "vendor_field": {"a": 1}})
+    return [message, message.usage, with_extra, built, completion, {"input_tokens": 4, "cacheReadInputTokens": 2},
+            types.SimpleNamespace(input_tokens=5, model=None), None, 7]
+
+
+@pytest.mark.parametrize("obj", _reader_cases())
+def test_a_reader_reads_every_name_as_field_does(obj):
+    from tokentrail.instrumentation.fields import field, reader
+
+    names = ("id", "model", "usage", "stop_reason", "input_tokens", "output_tokens", "cache_read_input_tokens",
+             "proxy_tokens", "vendor_field", "choices", "absent_name", "__dict__")
+    read = reader(obj)
+    assert [read(name) for name in names] == [field(obj, name) for name in names]

@@ -15,7 +15,7 @@ from tokentrail.instrumentation.google_genai import usage as gemini_usage
 from tokentrail.instrumentation.mistral import usage as mistral_usage
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.processor.pricing import price_span
-from tokentrail.processor.usage import MAX_TOKENS_PER_CALL, InvalidUsage, Usage
+from tokentrail.processor.usage import MAX_TOKENS_PER_CALL, InvalidUsage, Usage, implausible_count
 from tokentrail.semconv import attributes as attr
 
 #: The field names the extractors read, so generated objects often hit them.
@@ -148,3 +148,23 @@ def test_foreign_span_usage_attributes(attributes):
 def test_implausible_usage_is_rejected(name, document):
     with pytest.raises(InvalidUsage):
         EXTRACTORS[name](document)
+
+
+_COUNTS = st.one_of(st.integers(-2, 3), st.integers(-2, 12), st.integers(MAX_TOKENS_PER_CALL - 12, MAX_TOKENS_PER_CALL + 2),
+                    st.sampled_from([10**19]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(counts=st.tuples(*[_COUNTS] * 6))
+def test_validate_gives_plain_counts_the_verdict_of_the_general_checks(counts):
+    """``Usage.validate`` tells consistent plain int counts apart at once: the same verdict, error
+    and implausible count as the general checks, which a zero tool-call count goes through."""
+    def verdict(usage):
+        before = implausible_count()
+        try:
+            outcome = usage.validate() is usage
+        except InvalidUsage as exc:
+            outcome = type(exc)
+        return outcome, implausible_count() - before
+
+    assert verdict(Usage(*counts)) == verdict(Usage(*counts, tool_calls={"web_search": 0}))

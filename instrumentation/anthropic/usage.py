@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from tokentrail.instrumentation.fields import block, count, field, reported, validated
+from tokentrail.instrumentation.fields import as_block, count, field, reader, validated
 from tokentrail.instrumentation.streams import StreamState
 from tokentrail.processor.usage import Usage
 
@@ -24,19 +24,20 @@ def usage_from_anthropic(usage: Any) -> Usage | None:
 
     None when there is no block; raises ``InvalidUsage`` when it is malformed.
     """
-    found = reported(usage, "input_tokens", "output_tokens")
-    if found is None:
+    get = reader(as_block(usage))
+    found = (get("input_tokens"), get("output_tokens"))
+    if found == (None, None):
         return None
-    creation = block(usage, "cache_creation")
+    creation = as_block(get("cache_creation"), "cache_creation")
     write_1h = count(field(creation, "ephemeral_1h_input_tokens"))
-    cache_write = field(usage, "cache_creation_input_tokens")
+    cache_write = get("cache_creation_input_tokens")
     # Older responses have only the total; some proxies only the breakdown.
     if cache_write is None:
         cache_write = count(field(creation, "ephemeral_5m_input_tokens")) + write_1h
-    web_searches = count(field(block(usage, "server_tool_use"), "web_search_requests"))
+    web_searches = count(field(as_block(get("server_tool_use"), "server_tool_use"), "web_search_requests"))
     return usage_beside_cache(
-        *found, field(usage, "cache_read_input_tokens"), cache_write, write_1h,
-        reasoning=field(block(usage, "output_tokens_details"), "thinking_tokens"),
+        *found, get("cache_read_input_tokens"), cache_write, write_1h,
+        reasoning=field(as_block(get("output_tokens_details"), "output_tokens_details"), "thinking_tokens"),
         tool_calls={"web_search": web_searches} if web_searches else None,
     )
 
@@ -66,9 +67,10 @@ def service_tier(usage: Any) -> str | None:
 
 def message_facts(message: Any) -> dict[str, Any]:
     """``LLMCall.set_response`` arguments of a Message (SDK model or decoded JSON)."""
-    stop = field(message, "stop_reason")
-    return {"model": field(message, "model"), "response_id": field(message, "id"),
-            "finish_reasons": [stop] if stop else None, "service_tier": service_tier(field(message, "usage"))}
+    get = reader(message)
+    stop = get("stop_reason")
+    return {"model": get("model"), "response_id": get("id"),
+            "finish_reasons": [stop] if stop else None, "service_tier": service_tier(get("usage"))}
 
 
 _DELTA_FIELDS = (
