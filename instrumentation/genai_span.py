@@ -238,6 +238,8 @@ class LLMCall:
         end_ns = time.time_ns()
         try:
             recording = self.span.is_recording()  # False once ended: ask first
+            if recording:
+                dedup.ours_ended(self.span, self.attributes, self.start_ns, end_ns)
             self.span.end(end_time=end_ns)
         except Exception:
             recording = False

@@ -137,23 +137,23 @@ def _model_key(attributes: Any) -> str | None:
     return _model_keys.get(model, normalise_model_id) or None
 
 
-_remembered = BoundedSet(_CAPACITY)  # our span ids already in _recent (several exporters)
-
-
-def _remember_ended(span: Any) -> None:
-    key = _model_key(span.attributes or {})
-    if key is None or span.start_time is None or span.end_time is None:
-        return
-    if not _remembered.add(span.context.span_id):
-        return
-    entry = (span.start_time, span.end_time, span.context.trace_id, span.parent is not None)
-    with _recent_lock:
-        found = _recent.get(key)
-        if found is None:
-            if len(_recent) >= _CAPACITY:
-                _recent.clear()
-            found = _recent[key] = deque(maxlen=_RECENT_PER_MODEL)
-        found.append(entry)
+def ours_ended(span: Any, attributes: Any, start_ns: int, end_ns: int) -> None:
+    """One of our recording LLM spans is ending (``LLMCall.end``, before ``span.end``): remembered
+    by model, for a foreign span that wraps it without becoming the current span."""
+    try:
+        key = _model_key(attributes)
+        if key is None:
+            return
+        entry = (start_ns, end_ns, span.get_span_context().trace_id, span.parent is not None)
+        with _recent_lock:
+            found = _recent.get(key)
+            if found is None:
+                if len(_recent) >= _CAPACITY:
+                    _recent.clear()
+                found = _recent[key] = deque(maxlen=_RECENT_PER_MODEL)
+            found.append(entry)
+    except Exception:
+        _log.debug("tokentrail: coexistence remember failed", exc_info=True)
 
 
 def _wraps_one_of_ours(span: Any) -> bool:
@@ -172,12 +172,10 @@ def _wraps_one_of_ours(span: Any) -> bool:
 
 def is_duplicate(span: Any) -> bool:
     """At export (any ended span): another instrumentation's span of a call one of our spans
-    already covers. Our own LLM spans are remembered here as they pass. Asking twice about a
-    span gives the same answer (one CostSpanProcessor per exporter, then the ledger)."""
+    already covers. Asking twice about a span gives the same answer (one CostSpanProcessor per
+    exporter, then the ledger)."""
     try:
         if scope_name(span).startswith(_OUR_SCOPE_PREFIX):
-            if span.context.span_id in _ours:
-                _remember_ended(span)
             return False
         span_id = span.context.span_id
         _live.pop(span_id, None)

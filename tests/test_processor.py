@@ -476,19 +476,21 @@ def test_sdk_on_ending_reaches_the_wrapped_processor():
 def test_a_foreign_wrapper_of_our_bedrock_call_is_dropped_however_it_spells_the_model(ours, theirs):
     """A wrapper that does not make its span current (so ours cannot start under it) and
     records the Bedrock id without the prefixes: one call, one span, one cost."""
-    from tokentrail.processor import dedup
+    from tokentrail.instrumentation.base import Instruments
+    from tokentrail.instrumentation.genai_span import start_llm_call
+    from tokentrail.processor.usage import Usage
 
     usage = {attr.GEN_AI_USAGE_INPUT_TOKENS: 1000, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 100}
     with InMemoryPipeline(instrument=False) as pipeline:
         wrapper = pipeline.tracer("opentelemetry.instrumentation.bedrock").start_span("chat", attributes={
             attr.GEN_AI_SYSTEM: "aws.bedrock", attr.GEN_AI_REQUEST_MODEL: theirs, **usage})
-        call = {attr.GEN_AI_PROVIDER_NAME: "aws.bedrock", attr.GEN_AI_OPERATION_NAME: "chat",
-                attr.GEN_AI_REQUEST_MODEL: ours, **usage}
-        span = pipeline.tracer_provider.get_tracer("tokentrail.instrumentation.bedrock").start_span(
-            f"chat {ours}", attributes={**call, **owner_stamp(call)})
-        dedup.register_ours(span)  # as our instrumentations do
-        span.set_attributes(pricing.price_span(call, None))
-        span.end()
+        provider = pipeline.tracer_provider
+        # our call's lifecycle, as the Bedrock instrumentation runs it
+        call = start_llm_call(Instruments(provider.get_tracer("tokentrail.instrumentation.bedrock"),
+                                          tracer_provider=provider), provider="aws.bedrock", operation="chat",
+                              request_model=ours, check_budget=False)
+        call.set_usage(Usage(input_tokens=1000, output_tokens=100))
+        call.end()
         wrapper.end()
         assert [s.name for s in pipeline.llm_spans()] == [f"chat {ours}"]
         assert pipeline.metric_count(m.TOKENTRAIL_COST) == 1
