@@ -22,32 +22,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail.instrumentation.fields import block, count, field, items, validated
+from tokentrail.instrumentation.fields import as_block, block, count, field, items, reader, validated
 from tokentrail.processor.usage import Usage
 
 
 @validated
 def chat_usage(usage: Any) -> Usage | None:
     """Usage of a chat completion (or of the final streamed chunk)."""
-    usage = block(usage)
+    usage = as_block(usage)
     if usage is None:
         return None
-    hit = field(usage, "prompt_cache_hit_tokens")  # DeepSeek
-    miss = field(usage, "prompt_cache_miss_tokens")
-    prompt = field(usage, "prompt_tokens")
+    get = reader(usage)
+    hit = get("prompt_cache_hit_tokens")  # DeepSeek
+    miss = get("prompt_cache_miss_tokens")
+    prompt = get("prompt_tokens")
     if prompt is None and hit is not None and miss is not None:
         prompt = count(hit) + count(miss)
-    prompt_details = block(usage, "prompt_tokens_details")
+    prompt_details = as_block(get("prompt_tokens_details"), "prompt_tokens_details")
     input_tokens = count(prompt, required=True)
-    output_tokens = count(field(usage, "completion_tokens"), required=True)
-    reasoning = count(field(block(usage, "completion_tokens_details"), "reasoning_tokens"))
-    if reasoning and _reasoning_beside_completion(input_tokens, output_tokens, reasoning, field(usage, "total_tokens")):
+    output_tokens = count(get("completion_tokens"), required=True)
+    reasoning = count(field(as_block(get("completion_tokens_details"), "completion_tokens_details"), "reasoning_tokens"))
+    if reasoning and _reasoning_beside_completion(input_tokens, output_tokens, reasoning, get("total_tokens")):
         output_tokens += reasoning  # xAI: reasoning is reported beside completion, billed as output
+    details = reader(prompt_details)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=count(hit if hit is not None else field(prompt_details, "cached_tokens")),
-        cache_write_tokens=count(field(prompt_details, "cache_write_tokens")),
+        cache_read_tokens=count(hit if hit is not None else details("cached_tokens")),
+        cache_write_tokens=count(details("cache_write_tokens")),
         reasoning_tokens=reasoning,
     ).validate()
 
