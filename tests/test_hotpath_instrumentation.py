@@ -14,6 +14,8 @@ import anthropic._base_client
 import anthropic._response
 import openai._base_client
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 
@@ -191,3 +193,86 @@ def test_a_reader_reads_every_name_as_field_does(obj):
              "proxy_tokens", "vendor_field", "choices", "absent_name", "__dict__")
     read = reader(obj)
     assert [read(name) for name in names] == [field(obj, name) for name in names]
+
+
+class _OwnerHeader:
+    """A vendor propagator of its own that reads the baggage too."""
+
+    fields = {"x-owner"}
+
+    def inject(self, carrier, context=None, setter=None):
+        from opentelemetry import baggage
+
+        carrier["x-owner"] = str(baggage.get_baggage("tokentrail.tenant", context))
+
+    def extract(self, carrier, context=None, getter=None):
+        return context
+
+
+def _textmaps():
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return {
+        "default": CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+        "baggage first, a vendor's": CompositePropagator([W3CBaggagePropagator(), _OwnerHeader(),
+                                                          TraceContextTextMapPropagator()]),
+        "baggage alone": W3CBaggagePropagator(),
+        "tracecontext alone": TraceContextTextMapPropagator(),
+        "a vendor's alone": _OwnerHeader(),
+    }
+
+
+_BAGGAGE_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["acme", "a b,c=d;e", "é/ü", "x" * 5000]),
+                            st.integers())
+
+
+@pytest.mark.parametrize("textmap", list(_textmaps()))
+@settings(max_examples=60, deadline=None)
+@given(entries=st.dictionaries(st.sampled_from(["tokentrail.tenant", "tokentrail.feature", "k", "ü k", ""]),
+                               _BAGGAGE_VALUES, max_size=4))
+def test_span_headers_are_the_headers_the_sdk_makes(textmap, entries):
+    """propagation.span_headers, the baggage header remembered per entry set: the very headers
+    anthropic's own trace_headers makes, under any global propagator and any baggage."""
+    from anthropic import _tracing
+    from opentelemetry import baggage, propagate
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tokentrail.propagation import span_headers
+
+    sdk_headers = getattr(_tracing.trace_headers, "__wrapped__", _tracing.trace_headers)
+    span = TracerProvider().get_tracer("t").start_span("chat")
+    context = Context()
+    for key, value in entries.items():
+        context = baggage.set_baggage(key, value, context)
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(_textmaps()[textmap])
+    token = otel_context.attach(context)
+    try:
+        for _ in range(2):  # the second time from what was remembered
+            assert list(span_headers(span, sdk_headers).items()) == list(sdk_headers(span).items())  # in order
+    finally:
+        otel_context.detach(token)
+        propagate.set_global_textmap(before)
+
+
+def test_span_headers_quote_an_owner_once(monkeypatch):
+    from anthropic import _tracing
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tokentrail
+    from tokentrail.propagation import span_headers
+
+    sdk_headers = getattr(_tracing.trace_headers, "__wrapped__", _tracing.trace_headers)
+    span = TracerProvider().get_tracer("t").start_span("chat")
+    encoded = []
+    inject = W3CBaggagePropagator.inject
+    monkeypatch.setattr(W3CBaggagePropagator, "inject", lambda self, *a, **k: encoded.append(1) or inject(self, *a, **k))
+    for _ in range(3):
+        with tokentrail.attribute(tenant="acme", feature="quote-once"):
+            headers = span_headers(span, sdk_headers)
+    assert headers["baggage"] == "tokentrail.tenant=acme,tokentrail.feature=quote-once"
+    assert encoded == [1]

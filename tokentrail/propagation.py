@@ -6,6 +6,8 @@
 * ``wrap(fn)``: run ``fn`` in the caller's context on another thread (a plain
   ``threading.Thread`` starts with an empty context; ``ThreadPoolExecutor.submit`` too).
 * ``environ()`` / ``attach_from_environ()``: ``TRACEPARENT`` / ``BAGGAGE`` for a subprocess.
+* ``span_headers(span, headers_of)``: an SDK's propagation headers of its call's span, the
+  W3C baggage header encoded once per set of entries (the owner's, the same for many calls).
 
 What arrives is believed only as ``tokentrail.trust`` says.
 """
@@ -20,8 +22,13 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping, TypeVar
 
 from opentelemetry import baggage, propagate
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+
+from tokentrail.state import BoundedMemo
+from tokentrail.trust import BAGGAGE_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +104,63 @@ def wrap(fn: F) -> F:
     return bound  # type: ignore[return-value]
 
 
+def span_headers(span: Any, headers_of: Callable[[Any], dict[str, str]]) -> dict[str, str]:
+    """``headers_of(span)``, an SDK's "the propagation headers of ``span`` in the current context,
+    from the global propagator (nothing should it fail)", with the W3C baggage propagator's
+    header remembered per set of str entries: the same headers, without quoting every entry
+    on every call. A global propagator that is neither a W3C baggage propagator nor a composite
+    of propagators is left to ``headers_of``."""
+    propagators = _global_propagators()
+    if propagators is None:
+        return headers_of(span)
+    context = trace.set_span_in_context(span)
+    carrier: dict[str, str] = {}
+    try:
+        for propagator in propagators:  # as CompositePropagator.inject runs them
+            if type(propagator) is W3CBaggagePropagator:
+                _inject_baggage(propagator, carrier, context)
+            else:
+                propagator.inject(carrier, context)
+    except Exception:
+        return headers_of(span)
+    return carrier
+
+
+def _global_propagators() -> tuple[Any, ...] | None:
+    textmap = propagate.get_global_textmap()
+    if type(textmap) is W3CBaggagePropagator:
+        return (textmap,)
+    found = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else None
+    if not isinstance(found, (list, tuple)) or not any(type(p) is W3CBaggagePropagator for p in found):
+        return None  # nothing to remember: the SDK's own path
+    return tuple(found)
+
+
+_HEADER = "baggage"  # the W3C Baggage header
+# baggage entries (str keys and values) -> the W3C propagator's header for them (None: none)
+_baggage_headers: BoundedMemo[tuple, str | None] = BoundedMemo(1024)
+
+
+def _inject_baggage(propagator: W3CBaggagePropagator, carrier: dict[str, str], context: Context) -> None:
+    entries = context.get(BAGGAGE_KEY)
+    if not isinstance(entries, dict) or not entries:
+        return  # what get_all() makes of it: no header
+    items = tuple(entries.items())
+    if not all(type(k) is str and type(v) is str for k, v in items):
+        propagator.inject(carrier, context)
+        return
+    header = _baggage_headers.get(items, _baggage_header)
+    if header is not None:
+        carrier[_HEADER] = header  # as the propagator's default setter writes it
+
+
+def _baggage_header(items: tuple) -> str | None:
+    """The W3C baggage propagator's own header for these entries."""
+    carrier: dict[str, str] = {}
+    _BAGGAGE.inject(carrier, otel_context.set_value(BAGGAGE_KEY, dict(items), Context()))
+    return carrier.get(_HEADER)
+
+
 def environ(context: Context | None = None) -> dict[str, str]:
     """``{"TRACEPARENT": ..., "BAGGAGE": ...}`` of ``context`` for a child process's environment."""
     carrier: dict[str, str] = {}
@@ -116,4 +180,4 @@ def attach_from_environ(env: Mapping[str, str] | None = None) -> object | None:
     return otel_context.attach(extract(carried))
 
 
-__all__ = ["inject", "extract", "consuming", "attached", "wrap", "environ", "attach_from_environ"]
+__all__ = ["inject", "extract", "consuming", "attached", "wrap", "environ", "attach_from_environ", "span_headers"]

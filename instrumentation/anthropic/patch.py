@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from tokentrail import preflight, tasks
+from tokentrail import preflight, propagation, tasks
 from tokentrail.instrumentation import genai_span
 from tokentrail.instrumentation.anthropic.usage import MessageStreamState, message_facts, service_tier, usage_from_anthropic
 from tokentrail.instrumentation.base import Instruments
@@ -192,7 +192,8 @@ def trace_headers_function(instruments: Instruments):
     """``anthropic._tracing.trace_headers(span)``: the SDK works out the propagation headers of a
     call's span twice per HTTP try (to remove them before signing, then to set them); for our
     stand-in span they are worked out once per call, in the call's unchanging context (the
-    baggage with the owner is what makes them cost). A plain function in the module's place."""
+    baggage with the owner is what makes them cost: its header is remembered per owner,
+    ``propagation.span_headers``). A plain function in the module's place."""
 
     def replace(wrapped: Any) -> Any:
         @functools.wraps(wrapped)
@@ -201,7 +202,7 @@ def trace_headers_function(instruments: Instruments):
                 return wrapped(span)
             headers = span.trace_headers
             if headers is None:
-                headers = span.trace_headers = wrapped(span)
+                headers = span.trace_headers = propagation.span_headers(span, wrapped)
             return dict(headers)
 
         return trace_headers
