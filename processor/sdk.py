@@ -85,8 +85,12 @@ def _already_clean(attributes: Mapping[str, Any]) -> bool:
         if type(key) is not str or not key:
             return False
         kind = type(value)
-        if kind not in clean and not (kind is tuple and all(type(item) in clean for item in value)):
-            return False
+        if kind not in clean:
+            if kind is not tuple:
+                return False
+            for item in value:
+                if type(item) not in clean:
+                    return False
     return True
 
 

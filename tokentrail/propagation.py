@@ -127,13 +127,22 @@ def span_headers(span: Any, headers_of: Callable[[Any], dict[str, str]]) -> dict
 
 
 def _global_propagators() -> tuple[Any, ...] | None:
+    global _last_textmap
     textmap = propagate.get_global_textmap()
-    if type(textmap) is W3CBaggagePropagator:
-        return (textmap,)
-    found = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else None
+    last = _last_textmap
+    if last[0] is textmap:
+        return last[1]
+    found = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else (textmap,)
     if not isinstance(found, (list, tuple)) or not any(type(p) is W3CBaggagePropagator for p in found):
-        return None  # nothing to remember: the SDK's own path
-    return tuple(found)
+        found = None  # nothing to remember: the SDK's own path
+    else:
+        found = tuple(found)
+    _last_textmap = (textmap, found)
+    return found
+
+
+# the global propagator last seen and what it runs (set at start-up; a new one is a new object)
+_last_textmap: tuple[Any, tuple[Any, ...] | None] = (None, None)
 
 
 _HEADER = "baggage"  # the W3C Baggage header
