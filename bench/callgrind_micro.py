@@ -1,7 +1,7 @@
 """CPU instructions of single pipeline steps (valgrind callgrind), for finding where a call's
 instructions go: one metric point (tokentrail's summed instruments and the SDK's own), a whole
 ``record_llm_call``, ``price_span``, the CostSpanProcessor's pass over a priced span, a span's
-start and end.
+start and end, a call's late attributes, anthropic usage and propagation headers.
 
     python bench/callgrind_micro.py [--n 200] [--only SUBSTRING]
 
@@ -207,7 +207,44 @@ def steps(n: int):
     cost_only = CostSpanProcessor(None, meter_provider=mp, record_metrics=False)
     ended = tracer.start_span("chat", attributes=priced)
     ended.end()
+    from anthropic import _tracing
+    from anthropic.types import Message
+
+    from tokentrail import propagation
+    from tokentrail.instrumentation.anthropic.usage import usage_from_anthropic
+    from tokentrail.processor import sdk
+
+    late = {k: v for k, v in priced.items() if k not in ATTRS}
+    late.update({"gen_ai.response.model": "gpt-5.4-mini", "gen_ai.response.finish_reasons": ("stop",)})
+
+    def late_attributes(write):
+        def run():
+            s = tracer.start_span("chat", attributes=ATTRS)
+            write(s, late)
+            s.end()
+        return run
+
+    message = Message.model_validate({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 2000, "output_tokens": 200, "service_tier": "standard"}})
+    sdk_headers = getattr(_tracing.trace_headers, "__wrapped__", _tracing.trace_headers)
+    header_span = tracer.start_span("chat")
+
+    def headers_in_scope(headers_of):
+        def run():
+            with tokentrail.attribute(tenant="acme", feature="summarize"):
+                headers_of()
+        return run
+
     return [
+        (f"span start (14 attributes), set_attributes of a call's {len(late)} late ones, end (CostSpanProcessor, metrics)",
+         late_attributes(lambda span, values: span.set_attributes(values))),
+        ("the same, the late ones through sdk.set_span_attributes", late_attributes(sdk.set_span_attributes)),
+        ("usage_from_anthropic of a Message's usage", lambda: usage_from_anthropic(message.usage)),
+        ("anthropic trace_headers in a fresh attribute() scope (the owner in baggage)",
+         headers_in_scope(lambda: sdk_headers(header_span))),
+        ("the same through propagation.span_headers", headers_in_scope(
+            lambda: propagation.span_headers(header_span, sdk_headers))),
         ("tokentrail.cost (summed Histogram).record, 10 attributes, exemplar",
          lambda: inst.cost.record(0.002, point, context=ctx)),
         ("the same through the SDK's own histogram", lambda: plain_hist.record(0.002, point, context=ctx)),
