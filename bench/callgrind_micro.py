@@ -237,7 +237,8 @@ def steps(n: int):
         return run
 
     return [
-        (f"span start (14 attributes), set_attributes of a call's {len(late)} late ones, end (CostSpanProcessor, metrics)",
+        (f"span start (14 attributes), set_attributes of a call's {len(late)} late ones, end "
+         "(CostSpanProcessor, metrics)",
          late_attributes(lambda span, values: span.set_attributes(values))),
         ("the same, the late ones through sdk.set_span_attributes", late_attributes(sdk.set_span_attributes)),
         ("usage_from_anthropic of a Message's usage", lambda: usage_from_anthropic(message.usage)),

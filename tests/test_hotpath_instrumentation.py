@@ -270,7 +270,8 @@ def test_span_headers_quote_an_owner_once(monkeypatch):
     span = TracerProvider().get_tracer("t").start_span("chat")
     encoded = []
     inject = W3CBaggagePropagator.inject
-    monkeypatch.setattr(W3CBaggagePropagator, "inject", lambda self, *a, **k: encoded.append(1) or inject(self, *a, **k))
+    monkeypatch.setattr(W3CBaggagePropagator, "inject",
+                        lambda self, *a, **k: encoded.append(1) or inject(self, *a, **k))
     for _ in range(3):
         with tokentrail.attribute(tenant="acme", feature="quote-once"):
             headers = span_headers(span, sdk_headers)

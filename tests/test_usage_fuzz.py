@@ -150,7 +150,8 @@ def test_implausible_usage_is_rejected(name, document):
         EXTRACTORS[name](document)
 
 
-_COUNTS = st.one_of(st.integers(-2, 3), st.integers(-2, 12), st.integers(MAX_TOKENS_PER_CALL - 12, MAX_TOKENS_PER_CALL + 2),
+_COUNTS = st.one_of(st.integers(-2, 3), st.integers(-2, 12),
+                    st.integers(MAX_TOKENS_PER_CALL - 12, MAX_TOKENS_PER_CALL + 2),
                     st.sampled_from([10**19]))
 
 

@@ -41,7 +41,8 @@ def chat_usage(usage: Any) -> Usage | None:
     prompt_details = as_block(get("prompt_tokens_details"), "prompt_tokens_details")
     input_tokens = count(prompt, required=True)
     output_tokens = count(get("completion_tokens"), required=True)
-    reasoning = count(field(as_block(get("completion_tokens_details"), "completion_tokens_details"), "reasoning_tokens"))
+    completion_details = as_block(get("completion_tokens_details"), "completion_tokens_details")
+    reasoning = count(field(completion_details, "reasoning_tokens"))
     if reasoning and _reasoning_beside_completion(input_tokens, output_tokens, reasoning, get("total_tokens")):
         output_tokens += reasoning  # xAI: reasoning is reported beside completion, billed as output
     details = reader(prompt_details)
