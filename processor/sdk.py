@@ -1,4 +1,5 @@
-"""Every read of OpenTelemetry SDK internals, in one module; tests/test_processor.py pins each.
+"""Every read of OpenTelemetry SDK internals, in one module (bar the composite propagator's list,
+``tokentrail.propagation``'s); tests/test_processor.py pins each.
 
 The processors need a few things the SDK has no public API for: the processors installed on
 a TracerProvider (read, and wrapped in place), a span's attributes as a plain dict, attributes
@@ -64,19 +65,29 @@ def set_span_attributes(span: Any, attributes: Mapping[str, Any]) -> None:
     keeps unchanged, and no span limit could drop or cut one: the SDK's cleaning costs about 6k
     instructions per attribute, and a call sets twenty. Anything else goes to ``set_attributes``."""
     if type(span) is _Span and _already_clean(attributes):
-        bounded = span._attributes
-        if type(bounded) is BoundedAttributes and bounded.max_value_len is None:
-            with span._lock:
-                inner = bounded._dict
-                if (span._end_time is None and not bounded._immutable
-                        and (bounded.maxlen is None or len(inner) + len(attributes) <= bounded.maxlen)):
-                    with bounded._lock:
-                        for key, value in attributes.items():
-                            if key in inner:  # as the SDK does: a key set again moves to the end
-                                del inner[key]
-                            inner[key] = value
-                    return
+        try:
+            if _write_clean(span, attributes):
+                return
+        except AttributeError:  # an SDK without these fields: its own method (over any half write)
+            pass
     span.set_attributes(attributes)
+
+
+def _write_clean(span: Any, attributes: Mapping[str, Any]) -> bool:
+    bounded = span._attributes
+    if type(bounded) is not BoundedAttributes or bounded.max_value_len is not None:
+        return False
+    with span._lock:
+        inner = bounded._dict
+        if (span._end_time is not None or bounded._immutable
+                or (bounded.maxlen is not None and len(inner) + len(attributes) > bounded.maxlen)):
+            return False
+        with bounded._lock:
+            for key, value in attributes.items():
+                if key in inner:  # as the SDK does: a key set again moves to the end
+                    del inner[key]
+                inner[key] = value
+    return True
 
 
 def _already_clean(attributes: Mapping[str, Any]) -> bool:
