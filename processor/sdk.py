@@ -22,7 +22,8 @@ from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHisto
 from opentelemetry.sdk.metrics._internal.exemplar import AlignedHistogramBucketExemplarReservoir
 from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram
 from opentelemetry.sdk.metrics.export import AggregationTemporality
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, _Span
+from opentelemetry.sdk import trace as _sdk_trace
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util import BoundedList
 
 
@@ -57,6 +58,8 @@ def plain_attributes(span: Any) -> dict[str, Any]:
 # The value types the SDK keeps as they are (a tuple of them too), exact types only: a subclass
 # (an IntEnum, a str subclass) or a list is left to the SDK's cleaning.
 _CLEAN_TYPES = frozenset((str, bool, int, float))
+# the class of the SDK's live spans (an SDK without it: every write through set_attributes)
+_Span = getattr(_sdk_trace, "_Span", None)
 
 
 def set_span_attributes(span: Any, attributes: Mapping[str, Any]) -> None:
