@@ -34,9 +34,7 @@ def enter_identity(updates: Mapping[str, str]) -> object:
     set): untrusted inbound entries are dropped here, so they are not forwarded either.
     """
     ctx = otel_context.get_current()
-    base = identity.local_identity(ctx)  # current_identity(ctx), one call less: every scope entry asks
-    if base is None:
-        base, _ = trust.inbound_identity(ctx)
+    base, _ = current_identity(ctx)
     updated = MappingProxyType({**base, **updates})
     entries = trust.identity_baggage(ctx, updated)  # the baggage_with_identity entries, in the same copy
     return otel_context.attach(identity.with_identity(
@@ -57,10 +55,8 @@ def owner_span_attributes(context: otel_context.Context | None = None) -> dict[s
         out = {}
     try:
         ctx = context if context is not None else otel_context.get_current()  # looked up once, read thrice
-        owner, attempt, from_model = identity.marks(ctx)
-        rejection = None
-        if owner is None:
-            owner, rejection = trust.inbound_identity(ctx)
+        owner, rejection = current_identity(ctx)
+        attempt, from_model = identity.marks(ctx)
         if owner:
             out.update(owner)
         if rejection is not None:

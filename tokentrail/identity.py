@@ -85,9 +85,9 @@ def with_identity(identity: Mapping[str, str], ctx: otel_context.Context,
     return otel_context.Context(values)
 
 
-def marks(ctx: otel_context.Context) -> tuple[Mapping[str, str] | None, int | None, str | None]:
-    """(``local_identity``, ``retry_attempt``, ``fallback_from``) of ``ctx``, read in one go."""
-    return ctx.get(_IDENTITY_KEY), ctx.get(_RETRY_KEY), ctx.get(_FALLBACK_KEY)
+def marks(ctx: otel_context.Context) -> tuple[int | None, str | None]:
+    """(``retry_attempt``, ``fallback_from``) of ``ctx``, read in one go."""
+    return ctx.get(_RETRY_KEY), ctx.get(_FALLBACK_KEY)
 
 
 def retry_attempt(ctx: otel_context.Context | None = None) -> int | None:
