@@ -11,7 +11,7 @@ import logging
 from itertools import islice
 from typing import Any
 
-from tokentrail.instrumentation.fields import field, reader, validated
+from tokentrail.instrumentation.fields import field, items, reader, validated
 from tokentrail.instrumentation.openai import content
 from tokentrail.instrumentation.openai import usage as openai_usage
 from tokentrail.instrumentation.streams import StreamState
@@ -182,12 +182,11 @@ def record_response(call: Any, response: Any) -> None:
 def record_chat(call: Any, completion: Any) -> None:
     """Copy a ``ChatCompletion`` (object or dict) onto the call."""
     get = reader(completion)
-    choices = get("choices")
     call.set_response(
         model=get("model"),
         response_id=get("id"),
-        finish_reasons=[r for r in (field(c, "finish_reason") for c in choices) if isinstance(r, str)]
-        if isinstance(choices, (list, tuple)) else (),  # as fields.items reads them
+        finish_reasons=[r for r in (field(c, "finish_reason") for c in items(completion, "choices"))
+                        if isinstance(r, str)],
         service_tier=get("service_tier"),
     )
     call.read_usage(openai_usage.chat_usage, get("usage"))
