@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 
 from tokentrail.state import BoundedMemo
-from tokentrail.trust import BAGGAGE_KEY
+from tokentrail.trust import BAGGAGE_KEY, baggage_entries
 
 _log = logging.getLogger(__name__)
 
@@ -151,9 +151,9 @@ _baggage_headers: BoundedMemo[tuple, str | None] = BoundedMemo(1024)
 
 
 def _inject_baggage(propagator: W3CBaggagePropagator, carrier: dict[str, str], context: Context) -> None:
-    entries = context.get(BAGGAGE_KEY)
-    if not isinstance(entries, dict) or not entries:
-        return  # what get_all() makes of it: no header
+    entries = baggage_entries(context)
+    if not entries:
+        return  # as the propagator: no header
     items = tuple(entries.items())
     if not all(type(k) is str and type(v) is str for k, v in items):
         propagator.inject(carrier, context)

@@ -95,9 +95,7 @@ def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[s
     and setting the new ones one by one would leave (an entry of ours holding None, which
     ``get_baggage`` cannot tell from absent, was never removed: it keeps its place).
     """
-    current = (ctx if ctx is not None else otel_context.get_current()).get(BAGGAGE_KEY)
-    if not isinstance(current, dict):
-        current = _EMPTY_DICT
+    current = baggage_entries(ctx)
     entries = {k: v for k, v in current.items() if k not in _OURS or v is None} if current else {}
     if not identity and len(entries) == len(current):
         return None  # nothing of ours to drop, nothing to add
@@ -106,6 +104,13 @@ def identity_baggage(ctx: Context | None, identity: Mapping[str, str]) -> dict[s
     if secret and identity:
         entries[SIGNATURE_KEY] = sign(identity, secret)
     return entries
+
+
+def baggage_entries(ctx: Context | None) -> dict[str, object]:
+    """The baggage of ``ctx`` (the current context for None) as ``baggage.get_all`` reads it, the
+    context's own dict (not to be changed) rather than a read-only copy: empty when it has none."""
+    entries = (ctx if ctx is not None else otel_context.get_current()).get(BAGGAGE_KEY)
+    return entries if isinstance(entries, dict) else _EMPTY_DICT
 
 
 #: The context key baggage lives under, found through the public API.
@@ -183,9 +188,8 @@ def _admit(key: str, value: str) -> bool:
 
 def inbound_identity(ctx: Context | None = None) -> tuple[Mapping[str, str], str | None]:
     """(trusted identity, rejection reason or None) from the baggage of a context from outside."""
-    # what baggage.get_all(ctx) reads, without its read-only copy: the common case has none
-    entries = (ctx if ctx is not None else otel_context.get_current()).get(BAGGAGE_KEY)
-    if not entries or not isinstance(entries, dict):
+    entries = baggage_entries(ctx)
+    if not entries:  # the common case
         return _EMPTY, None
     found = tuple((k, str(entries[k])) for k in IDENTITY_KEYS if k in entries)
     if not found:
